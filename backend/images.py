@@ -1,0 +1,72 @@
+"""Opening pictures that people upload, safely.
+
+Whatever arrives (a PDF renamed .jpg, half a JPEG, a 100-megapixel phone panorama, a crafted
+decompression bomb) either becomes an RGB picture no larger than the model can use, or raises
+ImageError with a sentence a person can act on.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Phones and scanners make genuine pictures of up to about 100 megapixels; past this we refuse
+# before decoding, since a tiny file that claims more is almost always a decompression bomb.
+MAX_SOURCE_PIXELS = 120_000_000
+
+
+class ImageError(ValueError):
+    """A picture that cannot be used, with the reason in plain words."""
+
+
+def open_image(path: str | Path, max_pixels: int) -> Image.Image:
+    """Open `path` as an RGB picture of at most `max_pixels`, upright per its EXIF orientation."""
+    path = Path(path)
+    name = path.name
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+            width, height = image.size
+            if width * height > MAX_SOURCE_PIXELS:
+                raise ImageError(
+                    f"{name} is {width}×{height} ({width * height / 1e6:.0f} megapixels), more than the "
+                    f"{MAX_SOURCE_PIXELS // 1_000_000}-megapixel limit; it may be a decompression bomb. "
+                    "Please resize it and try again.")
+            # For JPEG, decode at a reduced scale straight away: a 100 MP photo then costs
+            # a fraction of the memory and time of a full decode.
+            image.draft("RGB", _fit(width, height, max_pixels * 4))
+            image.load()
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(f"{name} was not found (it may have been removed); please upload it again.") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{name} is not a picture Foodie Studio can read (JPEG, PNG, WebP, GIF, BMP…).") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{name} is too large to open safely; it may be a decompression bomb.") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ImageError(f"{name} is damaged or truncated and cannot be read ({err}).") from None
+    image = ImageOps.exif_transpose(image, in_place=False) if _has_orientation(image) else image
+    image = image.convert("RGB")
+    if image.width * image.height > max_pixels:
+        image = image.resize(_fit(image.width, image.height, max_pixels), Image.BICUBIC)
+    return image
+
+
+def _fit(width: int, height: int, max_pixels: int) -> tuple[int, int]:
+    """The largest size with the same aspect ratio and at most max_pixels."""
+    if width * height <= max_pixels:
+        return width, height
+    scale = math.sqrt(max_pixels / (width * height))
+    return max(1, int(width * scale)), max(1, int(height * scale))
+
+
+def _has_orientation(image: Image.Image) -> bool:
+    try:
+        return image.getexif().get(0x0112, 1) != 1
+    except Exception:  # a bogus EXIF block must not cost the picture
+        return False

@@ -1,0 +1,55 @@
+"""The one interface every inference engine offers, and the types that cross it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One message of a conversation. Pictures are file paths; the engine opens them."""
+
+    role: str  # "user" or "assistant"
+    text: str
+    images: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    max_new_tokens: int = 256
+    temperature: float = 0.0  # 0 means greedy: the same question gets the same answer
+    top_p: float = 0.9
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_new_tokens <= 8192:
+            raise ValueError("max new tokens must be between 1 and 8192")
+        if not 0.0 <= self.temperature <= 2.0:
+            raise ValueError("temperature must be between 0 and 2")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError("top-p must be above 0 and at most 1")
+
+
+@dataclass
+class Cancel:
+    """Set by whoever reads a stream to make the engine stop generating for it."""
+
+    event: threading.Event = field(default_factory=threading.Event)
+
+    def set(self) -> None:
+        self.event.set()
+
+    @property
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+
+class Engine(Protocol):
+    name: str
+
+    def stream(self, turns: list[Turn], settings: GenerationSettings,
+               cancel: Cancel | None = None) -> Iterator[str]:
+        """Yield the answer to the last user turn piece by piece, as text."""
+        ...

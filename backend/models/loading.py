@@ -1,0 +1,158 @@
+"""Finding and loading a vision-language model: the demo model, a local folder or a hub id.
+
+Every failure a person can cause (a folder that is not there, a text-only model, no network for
+a hub id) becomes ModelLoadError with a sentence that says what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+# model_type in config.json -> what we call the family. Only families whose chat and training
+# paths are tested (on tiny models of the same classes) are listed.
+SUPPORTED_MODEL_TYPES = {
+    "qwen2_vl": "qwen2_vl",
+    "qwen2_5_vl": "qwen2_5_vl",
+    "internvl": "internvl",
+    "llava": "llava",
+}
+FAMILY_LABELS = {"qwen2_vl": "Qwen2-VL", "qwen2_5_vl": "Qwen2.5-VL", "internvl": "InternVL",
+                 "llava": "LLaVA"}
+
+# For processors that resize to a fixed square anyway, anything above this only costs memory.
+DEFAULT_MAX_PIXELS = 1024 * 1024
+
+
+class ModelLoadError(RuntimeError):
+    """A model that cannot be used, with the reason in plain words."""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from. `location` is a local folder or a hub id."""
+
+    location: str
+    family: str
+    is_demo: bool = False
+    is_tiny: bool = False  # random weights: its answers are gibberish until trained
+
+    @property
+    def label(self) -> str:
+        if self.is_demo:
+            return "demo (tiny, untrained Qwen2-VL)"
+        return f"{FAMILY_LABELS.get(self.family, self.family)}: {self.location}"
+
+
+@dataclass
+class LoadedModel:
+    source: ModelSource
+    model: torch.nn.Module
+    processor: object
+    device: torch.device
+    dtype: torch.dtype
+    max_pixels: int
+
+
+def looks_like_path(spec: str) -> bool:
+    """A hub id is 'owner/name'; anything else with a separator or a leading dot is a path."""
+    if spec.startswith(("/", ".", "~")) or os.sep + os.sep in spec:
+        return True
+    return spec.count("/") != 1 or Path(spec).exists()
+
+
+def resolve(spec: str) -> ModelSource:
+    """Check `spec` (a folder or a hub id) names a supported VLM, before any weights load."""
+    from transformers import AutoConfig
+
+    if looks_like_path(spec):
+        folder = Path(spec).expanduser()
+        if not folder.is_dir():
+            raise ModelLoadError(f"Model folder {folder} does not exist. Give --model a folder that "
+                                 "holds config.json and the weights, or a hub id like Qwen/Qwen2-VL-2B-Instruct.")
+        if not (folder / "config.json").is_file():
+            raise ModelLoadError(f"{folder} has no config.json, so it is not a transformers model folder.")
+        spec = str(folder.resolve())
+    try:
+        config = AutoConfig.from_pretrained(spec)
+    except OSError as err:
+        raise ModelLoadError(
+            f"Could not read the model config of {spec!r}: {first_line(err)} If this server cannot "
+            "reach the hub, download the model elsewhere and give --model the local folder.") from None
+    except ValueError as err:
+        raise ModelLoadError(f"{spec} has a config transformers does not understand: {first_line(err)}") from None
+    family = SUPPORTED_MODEL_TYPES.get(config.model_type)
+    if family is None:
+        raise ModelLoadError(
+            f"{spec} is a {config.model_type!r} model, not a vision-language model Foodie Studio "
+            f"supports ({', '.join(FAMILY_LABELS.values())}).")
+    marker = Path(spec) / "foodie_studio.json"
+    is_tiny = marker.is_file() and json.loads(marker.read_text(encoding="utf-8")).get("tiny", False)
+    return ModelSource(spec, family, is_tiny=is_tiny)
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return (text[0] if text else type(err).__name__).rstrip(".") + "."
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def pick_dtype(device: torch.device) -> torch.dtype:
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def load_processor(source: ModelSource):
+    """The model's own processor; without torchvision, the same class minus its video part."""
+    from transformers import AutoProcessor
+
+    try:
+        return AutoProcessor.from_pretrained(source.location)
+    except Exception as err:  # transformers raises many kinds when torchvision is missing
+        if source.family not in ("qwen2_vl", "qwen2_5_vl", "internvl"):
+            raise ModelLoadError(f"Could not load the processor of {source.location}: {first_line(err)}") from None
+        log.info("AutoProcessor failed (%s); loading the image-only processor", first_line(err))
+    from backend.models.processors import no_video_processor_class
+
+    try:
+        return no_video_processor_class(source.family).from_pretrained(source.location)
+    except Exception as err:
+        raise ModelLoadError(f"Could not load the processor of {source.location}: {first_line(err)}") from None
+
+
+def max_pixels_of(processor) -> int:
+    """How many pixels the processor keeps of a picture; more is wasted decoding work."""
+    images = getattr(processor, "image_processor", None)
+    size = getattr(images, "size", None)
+    longest = getattr(size, "longest_edge", None) if size is not None else None
+    if getattr(processor, "image_token", None) == "<|image_pad|>" and longest:
+        return int(longest)  # Qwen2-VL keeps its pixel budget in size.longest_edge
+    return DEFAULT_MAX_PIXELS
+
+
+def load(source: ModelSource, device: str = "auto") -> LoadedModel:
+    from transformers import AutoModelForImageTextToText
+
+    target = pick_device(device)
+    dtype = pick_dtype(target)
+    processor = load_processor(source)
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(source.location, dtype=dtype)
+    except (OSError, ValueError, RuntimeError) as err:
+        raise ModelLoadError(f"Could not load the weights of {source.location}: {first_line(err)}") from None
+    model.to(target).eval()
+    log.info("loaded %s on %s (%s)", source.label, target, dtype)
+    return LoadedModel(source, model, processor, target, dtype, max_pixels_of(processor))
