@@ -90,8 +90,9 @@ def tokenizer_corpus() -> list[str]:
     if dishes_file.exists():
         for dish in json.loads(dishes_file.read_text(encoding="utf-8")):
             lines.extend(str(v) for k, v in dish.items() if isinstance(v, str) and k != "id")
-    for sample_file in sorted((EXAMPLES_DIR / "foodieqa_sample").glob("*.json")):
-        lines.append(sample_file.read_text(encoding="utf-8"))
+    for sample_file in sorted(EXAMPLES_DIR.glob("*_tidy.json")) + [EXAMPLES_DIR / "own_data.json"]:
+        if sample_file.is_file():
+            lines.append(sample_file.read_text(encoding="utf-8"))
     lines += [
         "这是什么菜？属于哪个菜系？味道怎么样？在哪里吃最地道？怎么摆盘？",
         "What dish is this? Which cuisine is it from? How does it taste? Where to eat it? How is it plated?",

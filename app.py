@@ -1,0 +1,58 @@
+"""Foodie Studio: taste and fine-tune food vision-language models in the browser.
+
+    python app.py                                   # the built-in demo model, on CPU or GPU
+    python app.py --model Qwen/Qwen2-VL-2B-Instruct # a real model (a hub id or a local folder)
+    python app.py --help
+
+command line -> settings -> services (model, engine, examples) -> UI -> launch on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import socket
+import sys
+
+from backend import services as services_module
+from backend.models.loading import ModelLoadError
+from backend.settings import from_args
+
+log = logging.getLogger("foodie_studio")
+
+
+def tunnel_hint(host: str, port: int) -> str:
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        return f"Foodie Studio is listening on http://{host}:{port}"
+    return (f"Foodie Studio is running at http://127.0.0.1:{port}\n"
+            f"From your laptop, forward the port and open that address there:\n"
+            f"    ssh -L {port}:127.0.0.1:{port} {getpass.getuser()}@{socket.gethostname()}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = from_args(argv)
+    try:
+        services = services_module.start(settings)
+    except ModelLoadError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    from ui.app import CSS, build  # gradio loads only once the model is known to be good
+
+    page, i18n = build(services)
+    page.queue(default_concurrency_limit=4, max_size=64)
+    allowed = [str(ex.image.parent) for ex in services.examples]
+    page.launch(server_name=settings.host, server_port=settings.port, share=False, i18n=i18n,
+                css=CSS, allowed_paths=sorted(set(allowed)), prevent_thread_lock=True, quiet=True,
+                footer_links=[])
+    print(tunnel_hint(settings.host, settings.port), flush=True)
+    try:
+        page.block_thread()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""One visitor's conversation, and the checks a new message passes before it reaches a model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from backend.images import open_image
+from backend.inference.engine import Cancel, Turn
+
+MAX_IMAGES_PER_MESSAGE = 4
+MAX_MESSAGE_CHARS = 4000
+DEFAULT_QUESTION = {"zh": "这是什么菜？", "en": "What dish is this?"}
+
+
+class ChatInputError(ValueError):
+    """A message that cannot be sent, with the reason in plain words."""
+
+
+@dataclass
+class ChatSession:
+    """Lives in the visitor's gr.State: never shared between browser sessions."""
+
+    turns: list[Turn] = field(default_factory=list)
+    answering: bool = False
+    cancel: Cancel | None = None
+
+    def clear(self) -> None:
+        if self.cancel is not None:
+            self.cancel.set()
+        self.turns = []
+        self.answering = False
+
+
+def user_turn(text: str | None, files: list[str], max_pixels: int, lang: str) -> Turn:
+    """Check a new message and turn it into a Turn; raises ChatInputError or ImageError.
+
+    Every picture is opened here once, so a broken one is reported before the model is busy."""
+    text = (text or "").strip()
+    if not text and not files:
+        raise ChatInputError("Type a question or drop a dish photo first." if lang != "zh"
+                             else "请先输入问题或拖入一张菜品照片。")
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise ChatInputError(f"The message is {len(text)} characters long; the limit is {MAX_MESSAGE_CHARS}.")
+    if len(files) > MAX_IMAGES_PER_MESSAGE:
+        raise ChatInputError(f"At most {MAX_IMAGES_PER_MESSAGE} pictures per message, please.")
+    for path in files:
+        open_image(path, max_pixels)
+    return Turn("user", text or DEFAULT_QUESTION.get(lang, DEFAULT_QUESTION["en"]), tuple(files))

@@ -1,0 +1,54 @@
+"""The app's settings, from the command line, checked before anything heavy starts."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7860
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str | None = None  # None: the built-in demo model
+    engine: str = "auto"  # auto | transformers (lmdeploy arrives with the GPU serving work)
+    workdir: Path = Path("runs")
+    data: Path | None = None  # a FoodieQA-layout folder for quick examples and the Dataset tab
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    lang: str | None = None  # None: follow the browser
+    device: str = "auto"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python app.py",
+        description="Foodie Studio: taste and fine-tune food vision-language models in the browser.")
+    p.add_argument("--model", help="a local model folder or a hub id (Qwen2-VL, Qwen2.5-VL, InternVL, "
+                   "LLaVA); default: the built-in demo model, tiny and untrained")
+    p.add_argument("--engine", choices=["auto", "transformers"], default="auto",
+                   help="inference engine (default: auto)")
+    p.add_argument("--workdir", type=Path, default=Path("runs"),
+                   help="where models, jobs and caches are kept (default: ./runs)")
+    p.add_argument("--data", type=Path, help="a FoodieQA folder (sivqa_tidy.json, images/, ...)")
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help="address to bind (default 127.0.0.1: reach it through SSH port forwarding)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default 7860)")
+    p.add_argument("--lang", choices=["zh", "en"], help="UI language (default: the browser's)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    return p
+
+
+def from_args(argv: list[str] | None = None) -> Settings:
+    """Parse and check; argparse prints the sentence and exits on anything wrong."""
+    p = parser()
+    args = p.parse_args(argv)
+    if not 1 <= args.port <= 65535:
+        p.error(f"--port must be between 1 and 65535, not {args.port}")
+    if args.data is not None and not args.data.is_dir():
+        p.error(f"--data {args.data} is not a folder")
+    return Settings(model=args.model, engine=args.engine, workdir=args.workdir.expanduser().resolve(),
+                    data=args.data.resolve() if args.data else None, host=args.host, port=args.port,
+                    lang=args.lang, device=args.device)

@@ -1,0 +1,89 @@
+"""Shared fixtures: tiny models of every family, and a real app process on a free port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+ARTIFACTS = ROOT / "test-artifacts"  # screenshots and logs a person can look at after a run
+FAMILIES = ("qwen2_vl", "qwen2_5_vl", "internvl", "llava")
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    from backend.models.tiny import build_tiny_model
+
+    root = tmp_path_factory.mktemp("tiny-models")
+    return {family: build_tiny_model(family, root / family) for family in FAMILIES}
+
+
+@pytest.fixture(scope="session")
+def demo_workdir(tmp_path_factory) -> Path:
+    """A work folder whose demo model is built once for the whole test session."""
+    from backend.models.demo import ensure_demo_model
+
+    workdir = tmp_path_factory.mktemp("workdir")
+    ensure_demo_model(workdir)
+    return workdir
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class AppProcess:
+    """`python app.py ...` as a child process, the way a person starts it."""
+
+    def __init__(self, args: list[str], log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen([sys.executable, "app.py", "--port", str(self.port), *args],
+                                     cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"app exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(self.url, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.3)
+        raise RuntimeError(f"app not ready after {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self._log.close()
+
+
+@pytest.fixture(scope="session")
+def app_server(demo_workdir, tmp_path_factory):
+    app = AppProcess(["--workdir", str(demo_workdir)], tmp_path_factory.mktemp("logs") / "app.log")
+    try:
+        app.wait_ready()
+        yield app
+    finally:
+        app.stop()

@@ -1,0 +1,31 @@
+"""The whole page: a header, then one tab per module. Each tab builds and wires itself."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from backend.services import Services
+from ui import chat, coming
+from ui.i18n import make_i18n
+
+CSS = """
+.notice { border-left: 4px solid #e8a33d; padding-left: 0.6em; }
+footer { display: none !important; }
+"""
+
+
+def build(services: Services) -> tuple[gr.Blocks, gr.I18n]:
+    forced = services.settings.lang
+    i18n = make_i18n(forced)
+    with gr.Blocks(title="Foodie Studio") as page:
+        gr.Markdown(i18n("title"))
+        with gr.Tabs():
+            with gr.Tab(i18n("tab_chat"), id="chat"):
+                chat.build(services, i18n, forced)
+            with gr.Tab(i18n("tab_dataset"), id="dataset"):
+                coming.build(i18n, "coming_dataset")
+            with gr.Tab(i18n("tab_train"), id="train"):
+                coming.build(i18n, "coming_train")
+            with gr.Tab(i18n("tab_compare"), id="compare"):
+                coming.build(i18n, "coming_compare")
+    return page, i18n

@@ -1,0 +1,159 @@
+"""The Chat tab: drop a dish photo, ask, watch the answer stream, follow up.
+
+The chain follows Gradio's multimodal chat demo, folded into one streaming handler so API
+clients get the same behaviour as the browser: check the message, add it, stream the answer
+(input disabled meanwhile), then re-enable the input.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import gradio as gr
+
+from backend.chat import ChatInputError, ChatSession, user_turn
+from backend.images import ImageError
+from backend.inference.engine import Cancel, GenerationSettings, Turn
+from backend.quick_examples import EXAMPLE_QUESTIONS
+from backend.services import Services
+from ui.i18n import request_lang, text
+
+log = logging.getLogger(__name__)
+
+# Every handler that runs the model shares this id, so the app never runs more generations at
+# once than the engine can (the transformers engine: one); others wait in Gradio's queue.
+MODEL_CONCURRENCY_ID = "model"
+
+
+@dataclass
+class ChatTab:
+    chatbot: gr.Chatbot
+    textbox: gr.MultimodalTextbox
+    session: gr.State
+
+
+def to_chatbot(turns: list[Turn]) -> list[dict]:
+    """Our turns -> Chatbot messages: each picture its own bubble, then the text."""
+    messages: list[dict] = []
+    for turn in turns:
+        for path in turn.images:
+            messages.append({"role": turn.role, "content": {"path": path}})
+        messages.append({"role": turn.role, "content": turn.text})
+    return messages
+
+
+def _files_of(message: dict | None) -> list[str]:
+    files = (message or {}).get("files") or []
+    return [f if isinstance(f, str) else (f.get("path") or "") for f in files]
+
+
+def chat(message: dict | None, session: ChatSession, max_new_tokens: float, temperature: float,
+         top_p: float, forced_lang: str | None, services: Services,
+         request: gr.Request | None = None) -> Iterator[tuple]:
+    """Inputs: the textbox value {text, files}, the session, generation settings.
+    Outputs (streamed): chatbot messages, the session, the textbox."""
+    lang = request_lang(request, forced_lang)
+    keep_input = gr.MultimodalTextbox(value=message, interactive=True)
+    if session.answering:
+        gr.Warning(text("busy", lang))
+        yield to_chatbot(session.turns), session, keep_input
+        return
+    try:
+        settings = GenerationSettings(int(max_new_tokens), float(temperature), float(top_p))
+        turn = user_turn((message or {}).get("text"), _files_of(message), services.max_pixels, lang)
+    except (ChatInputError, ValueError) as err:  # ImageError is a ValueError too
+        detail = str(err)
+        gr.Warning(text("bad_image", lang, detail=detail) if isinstance(err, ImageError) else detail)
+        yield to_chatbot(session.turns), session, keep_input
+        return
+
+    session.turns.append(turn)
+    session.answering, session.cancel = True, Cancel()
+    answer = ""
+    shown = to_chatbot(session.turns)
+    yield shown + [{"role": "assistant", "content": "…"}], session, gr.MultimodalTextbox(
+        value=None, interactive=False)
+    try:
+        for piece in services.engine.stream(session.turns, settings, session.cancel):
+            answer += piece
+            yield shown + [{"role": "assistant", "content": answer}], session, gr.MultimodalTextbox(
+                interactive=False)
+    except (ImageError, ValueError, RuntimeError) as err:
+        log.exception("generation failed")
+        gr.Warning(text("failed", lang, detail=str(err)))
+    finally:
+        # Runs on normal end, on error and when Stop (or a closed tab) cancels this handler.
+        stopped = session.cancel.is_set
+        session.cancel.set()
+        session.turns.append(Turn("assistant", answer or (text("stopped", lang) if stopped else "")))
+        session.answering = False
+    yield to_chatbot(session.turns), session, gr.MultimodalTextbox(value=None, interactive=True)
+
+
+def stop(session: ChatSession) -> tuple[ChatSession, gr.MultimodalTextbox]:
+    if session.cancel is not None:
+        session.cancel.set()
+    return session, gr.MultimodalTextbox(interactive=True)
+
+
+def clear(session: ChatSession) -> tuple[list, ChatSession, gr.MultimodalTextbox]:
+    session.clear()
+    return [], ChatSession(), gr.MultimodalTextbox(value=None, interactive=True)
+
+
+def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> ChatTab:
+    session = gr.State(ChatSession())
+    lang_state = gr.State(forced_lang)
+
+    if services.source.is_demo:
+        gr.Markdown(i18n("demo_notice"), elem_classes=["notice"])
+    elif services.source.is_tiny:
+        gr.Markdown(i18n("tiny_notice"), elem_classes=["notice"])
+
+    with gr.Row():
+        with gr.Column(scale=3):
+            chatbot = gr.Chatbot(show_label=False, height=480, buttons=["copy", "copy_all"],
+                                 feedback_options=None, elem_id="chatbot")
+            textbox = gr.MultimodalTextbox(
+                placeholder=i18n("input_placeholder"), file_types=["image"], file_count="multiple",
+                sources=["upload"], stop_btn=True, show_label=False, elem_id="chat-input")
+            with gr.Row():
+                question_buttons = {key: gr.Button(i18n(f"q_{key}"), size="sm") for key in EXAMPLE_QUESTIONS}
+                clear_button = gr.Button(i18n("clear"), size="sm", variant="secondary")
+        with gr.Column(scale=2):
+            gr.Markdown(f"**{services.source.label}** · {services.engine.name}")
+            gallery = gr.Gallery(
+                value=[(str(ex.image), ex.caption(forced_lang or "zh")) for ex in services.examples],
+                label=i18n("quick_examples"), columns=4, height=300, allow_preview=False, buttons=[],
+                elem_id="quick-examples")
+            with gr.Accordion(i18n("settings"), open=False):
+                max_new_tokens = gr.Slider(1, 2048, value=256, step=1, label=i18n("max_new_tokens"))
+                temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.05, label=i18n("temperature"))
+                top_p = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label=i18n("top_p"))
+
+    def run_chat(message, session, max_new_tokens, temperature, top_p, lang, request: gr.Request):
+        yield from chat(message, session, max_new_tokens, temperature, top_p, lang, services, request)
+
+    answer = textbox.submit(
+        run_chat, [textbox, session, max_new_tokens, temperature, top_p, lang_state],
+        [chatbot, session, textbox], api_name="chat", concurrency_limit=1,
+        concurrency_id=MODEL_CONCURRENCY_ID)
+    textbox.stop(stop, [session], [session, textbox], cancels=[answer], api_name="stop")
+    clear_button.click(clear, [session], [chatbot, session, textbox], cancels=[answer], api_name="clear")
+
+    def pick_example(lang: str | None, event: gr.SelectData, request: gr.Request):
+        example = services.examples[event.index]
+        return {"text": example.question(request_lang(request, lang)), "files": [str(example.image)]}
+
+    gallery.select(pick_example, [lang_state], [textbox], api_name="pick_example")
+
+    for key, button in question_buttons.items():
+        def ask(message, lang, request: gr.Request, key=key):
+            question = EXAMPLE_QUESTIONS[key][request_lang(request, lang)]
+            return {"text": question, "files": _files_of(message)}
+
+        button.click(ask, [textbox, lang_state], [textbox], api_visibility="private")
+
+    return ChatTab(chatbot=chatbot, textbox=textbox, session=session)

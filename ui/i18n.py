@@ -1,0 +1,126 @@
+"""UI text in Chinese and English.
+
+Labels go through gr.I18n, so the browser shows its own language without a round trip. Sentences
+made on the server (warnings, status lines) use `text(key, lang)`, where lang comes from --lang
+or the browser's Accept-Language header.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+STRINGS: dict[str, dict[str, str]] = {
+    "en": {
+        "title": "🍜 Foodie Studio",
+        "subtitle": "Taste and fine-tune food vision-language models.",
+        "tab_chat": "Chat",
+        "tab_dataset": "Dataset",
+        "tab_train": "Train",
+        "tab_compare": "Compare",
+        "input_placeholder": "Drop a dish photo here and ask about it…",
+        "clear": "🗑️ New conversation",
+        "settings": "Generation settings",
+        "max_new_tokens": "Max new tokens",
+        "temperature": "Temperature (0 = greedy)",
+        "top_p": "Top-p",
+        "quick_examples": "Quick examples: click a dish",
+        "example_questions": "Example questions",
+        "q_cuisine": "Which cuisine?",
+        "q_taste": "How does it taste?",
+        "q_where": "Where to eat it?",
+        "q_plating": "How is it plated?",
+        "model_label": "Model",
+        "demo_notice": (
+            "**You are talking to the built-in demo model.** It is a tiny Qwen2-VL with random "
+            "weights, built on this machine so the app works without downloads: **its answers are "
+            "gibberish until you train it** in the Train tab. For a real model run "
+            "`python app.py --model Qwen/Qwen2-VL-2B-Instruct` (or a local folder)."),
+        "tiny_notice": "**This model has random weights** (a tiny test model): expect gibberish.",
+        "busy": "Still answering the last question: wait for it, or press Stop.",
+        "bad_image": "This picture cannot be used: {detail}",
+        "failed": "The model failed to answer: {detail}",
+        "stopped": "(stopped)",
+        "coming_dataset": (
+            "### Dataset (coming next)\nBrowse the FoodieQA benchmark (single-image, multi-image and "
+            "text questions) or your own data; filter by cuisine and question type, preview pictures "
+            "and answers, check your data for problems, and turn it into training samples with a "
+            "held-out split by dish."),
+        "coming_train": (
+            "### Train (coming next)\nLaunch a LoRA fine-tune on a background worker; watch loss, "
+            "progress and logs live; cancel, resume, and pick up where you left off after a page "
+            "reload or an app restart."),
+        "coming_compare": (
+            "### Compare (coming next)\nPut the base model and a tuned checkpoint side by side on the "
+            "same photo and question, and score both on held-out multiple-choice questions."),
+    },
+    "zh": {
+        "title": "🍜 Foodie Studio 美食视觉模型工坊",
+        "subtitle": "品尝并微调美食视觉语言模型。",
+        "tab_chat": "对话",
+        "tab_dataset": "数据集",
+        "tab_train": "训练",
+        "tab_compare": "对比",
+        "input_placeholder": "把菜品照片拖到这里，然后提问……",
+        "clear": "🗑️ 新对话",
+        "settings": "生成设置",
+        "max_new_tokens": "最多生成的 token 数",
+        "temperature": "温度（0 为贪心解码）",
+        "top_p": "Top-p",
+        "quick_examples": "快速示例：点击一道菜",
+        "example_questions": "示例问题",
+        "q_cuisine": "属于哪个菜系？",
+        "q_taste": "是什么味道？",
+        "q_where": "去哪里吃？",
+        "q_plating": "怎么摆盘？",
+        "model_label": "模型",
+        "demo_notice": (
+            "**当前是内置的演示模型。** 它是在本机构建的微型 Qwen2-VL，权重随机初始化，"
+            "无需下载即可运行：**训练之前它的回答是乱码**，请在“训练”页训练它。"
+            "要使用真实模型，请运行 `python app.py --model Qwen/Qwen2-VL-2B-Instruct`（或本地文件夹）。"),
+        "tiny_notice": "**该模型权重为随机值**（微型测试模型）：回答会是乱码。",
+        "busy": "上一个问题还在回答中：请稍候，或点击停止。",
+        "bad_image": "这张图片无法使用：{detail}",
+        "failed": "模型回答失败：{detail}",
+        "stopped": "（已停止）",
+        "coming_dataset": (
+            "### 数据集（即将推出）\n浏览 FoodieQA 基准（单图、多图和纯文本问题）或你自己的数据；"
+            "按菜系和问题类型筛选，预览图片和答案，检查数据问题，并按菜品划分留出集，转换为训练样本。"),
+        "coming_train": (
+            "### 训练（即将推出）\n在后台进程中启动 LoRA 微调；实时查看损失、进度和日志；"
+            "可取消、可续训，刷新页面或重启应用后任务依然在。"),
+        "coming_compare": (
+            "### 对比（即将推出）\n基础模型与微调后的检查点并排回答同一张照片和问题，"
+            "并在留出的选择题上分别打分。"),
+    },
+}
+
+LANGS = ("en", "zh")
+
+
+def text(key: str, lang: str, **values: object) -> str:
+    template = STRINGS.get(lang, STRINGS["en"]).get(key) or STRINGS["en"][key]
+    return template.format(**values) if values else template
+
+
+def make_i18n(forced: str | None) -> gr.I18n:
+    """Follow the browser, or show one language everywhere when --lang forces it."""
+    if forced:
+        table = STRINGS[forced]
+        return gr.I18n(en=table, zh=table, **{"zh-CN": table, "zh-TW": table, "en-US": table})
+    return gr.I18n(en=STRINGS["en"], zh=STRINGS["zh"], **{"zh-CN": STRINGS["zh"], "zh-TW": STRINGS["zh"]})
+
+
+def request_lang(request: gr.Request | None, forced: str | None) -> str:
+    """--lang if given, else the browser's first preference among ours."""
+    if forced:
+        return forced
+    header = ""
+    if request is not None:
+        header = (request.headers.get("accept-language") or "") if request.headers else ""
+    for part in header.split(","):
+        tag = part.split(";")[0].strip().lower()
+        if tag.startswith("zh"):
+            return "zh"
+        if tag.startswith("en"):
+            return "en"
+    return "en"
