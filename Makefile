@@ -1,0 +1,33 @@
+# Foodie Studio: two commands.
+#   make run    installs what is missing, then starts the app on the demo model (127.0.0.1:7860)
+#   make test   installs what the tests need (chromium included, via apt), then runs them all
+PYTHON ?= python3
+# The torch the tests are run against; on a GPU box install your CUDA build first and this is skipped.
+TORCH_SPEC ?= torch==2.13.0
+ARGS ?=
+
+.PHONY: run test install install-test install-browser bench
+
+run: install
+	$(PYTHON) app.py $(ARGS)
+
+test: install-test install-browser
+	$(PYTHON) -m pytest $(ARGS)
+
+install:
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q "$(TORCH_SPEC)"
+	@$(PYTHON) -m pip install -q -r requirements.txt
+
+install-test: install
+	@$(PYTHON) -m pip install -q -r requirements-test.txt
+
+# Debian's chromium for the browser tests, and CJK fonts so Chinese renders in screenshots.
+install-browser:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium fonts-noto-cjk >/dev/null \
+	    || echo "could not install chromium: the browser tests will be skipped"; \
+	fi
+
+bench: install-test
+	$(PYTHON) bench/bench_startup.py
