@@ -50,6 +50,16 @@ class Engine(Protocol):
     name: str
 
     def stream(self, turns: list[Turn], settings: GenerationSettings,
-               cancel: Cancel | None = None) -> Iterator[str]:
-        """Yield the answer to the last user turn piece by piece, as text."""
+               cancel: Cancel | None = None, adapter: str | None = None) -> Iterator[str]:
+        """Yield the answer to the last user turn piece by piece, as text. `adapter` names a
+        loaded LoRA adapter; None is the base model."""
+        ...
+
+    def generate_batch(self, conversations: list[list[Turn]], settings: GenerationSettings,
+                       adapter: str | None = None) -> list[str]:
+        """Answer many conversations at once; for scoring."""
+        ...
+
+    def load_adapter(self, name: str, folder: str) -> None:
+        """Make a LoRA adapter available under `name`, beside the one base model."""
         ...

@@ -45,17 +45,78 @@ class TransformersEngine:
     def __init__(self, loaded: LoadedModel) -> None:
         self.loaded = loaded
         self._lock = threading.Lock()
+        self._adapters: dict[str, str] = {}  # name -> folder, in load order
+
+    # -- adapters: one base model in memory, LoRA adapters beside it, chosen per request --------
+
+    @property
+    def adapters(self) -> dict[str, str]:
+        return dict(self._adapters)
+
+    def load_adapter(self, name: str, folder: str) -> None:
+        """Load a LoRA adapter (peft's format) next to the base weights, which are not copied.
+
+        Loading the same name again with the same folder is a no-op; a new folder replaces it."""
+        if self._adapters.get(name) == folder:
+            return
+        with self._lock:
+            model = self.loaded.model
+            if name in self._adapters:
+                model.delete_adapter(name)
+            model.load_adapter(folder, adapter_name=name)
+            model.to(self.loaded.device)
+            self._adapters[name] = folder
+        log.info("loaded adapter %s from %s", name, folder)
+
+    def _use_adapter(self, adapter: str | None) -> None:
+        """Called under the lock: route the next forward passes through `adapter` (None: base)."""
+        if not self._adapters:
+            if adapter is not None:
+                raise ValueError(f"no adapter named {adapter!r} is loaded")
+            return
+        model = self.loaded.model
+        if adapter is None:
+            model.disable_adapters()
+            return
+        if adapter not in self._adapters:
+            raise ValueError(f"no adapter named {adapter!r} is loaded")
+        model.enable_adapters()
+        model.set_adapter(adapter)
+
+    # -- prompts -------------------------------------------------------------------------------
+
+    def _prompt_and_images(self, turns: list[Turn]) -> tuple[str, list]:
+        if not turns or turns[-1].role != "user":
+            raise ValueError("the conversation must end with a user turn")
+        images = [open_image(path, self.loaded.max_pixels) for turn in turns for path in turn.images]
+        prompt = self.loaded.processor.apply_chat_template(
+            to_chat_messages(turns), add_generation_prompt=True, tokenize=False)
+        return prompt, images
 
     def prepare(self, turns: list[Turn]) -> dict:
         """Pictures opened and downscaled, the chat template applied, everything tokenized."""
-        if not turns or turns[-1].role != "user":
-            raise ValueError("the conversation must end with a user turn")
-        processor = self.loaded.processor
-        images = [open_image(path, self.loaded.max_pixels) for turn in turns for path in turn.images]
-        prompt = processor.apply_chat_template(to_chat_messages(turns), add_generation_prompt=True,
-                                               tokenize=False)
-        inputs = processor(text=[prompt], images=images or None, return_tensors="pt")
+        return self.prepare_batch([turns])
+
+    def prepare_batch(self, conversations: list[list[Turn]]) -> dict:
+        """Several conversations in one left-padded batch (generation appends on the right)."""
+        prompts, images = [], []
+        for turns in conversations:
+            prompt, pictures = self._prompt_and_images(turns)
+            prompts.append(prompt)
+            images.extend(pictures)
+        inputs = self.loaded.processor(text=prompts, images=images or None, return_tensors="pt",
+                                       padding=True, padding_side="left")
         return {k: (v.to(self.loaded.device) if hasattr(v, "to") else v) for k, v in inputs.items()}
+
+    def generate_batch(self, conversations: list[list[Turn]], settings: GenerationSettings,
+                       adapter: str | None = None) -> list[str]:
+        """Answer several conversations in one batched generate call (for scoring)."""
+        inputs = self.prepare_batch(conversations)
+        with self._lock, torch.inference_mode():
+            self._use_adapter(adapter)
+            output = self.loaded.model.generate(**inputs, **self._generate_kwargs(settings))
+        new_tokens = output[:, inputs["input_ids"].shape[1]:]
+        return self.loaded.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
 
     def _generate_kwargs(self, settings: GenerationSettings) -> dict:
         sampling = settings.temperature > 0
@@ -70,7 +131,7 @@ class TransformersEngine:
         return kwargs
 
     def stream(self, turns: list[Turn], settings: GenerationSettings,
-               cancel: Cancel | None = None) -> Iterator[str]:
+               cancel: Cancel | None = None, adapter: str | None = None) -> Iterator[str]:
         cancel = cancel or Cancel()
         inputs = self.prepare(turns)  # bad pictures fail here, before anything is queued
         streamer = TextIteratorStreamer(self.loaded.processor.tokenizer, skip_prompt=True,
@@ -82,6 +143,7 @@ class TransformersEngine:
                 with self._lock, torch.inference_mode():
                     if cancel.is_set:
                         return
+                    self._use_adapter(adapter)
                     self.loaded.model.generate(
                         **inputs, streamer=streamer,
                         stopping_criteria=StoppingCriteriaList([_StopWhenCancelled(cancel)]),

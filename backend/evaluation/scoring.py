@@ -1,0 +1,170 @@
+"""Scoring a model (base, or base + adapter) on multiple-choice questions, in batches.
+
+A run keeps every question's reply, so a person can see why a score is what it is; runs are
+saved as JSON beside the checkpoint they scored, and export to CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from backend.data.schema import LETTERS, MULTIPLE_CHOICE_TASKS, Record
+from backend.evaluation.multiple_choice import number_of_choices, parse_choice, prompt_turn, question_and_choices
+from backend.inference.engine import Engine, GenerationSettings
+
+log = logging.getLogger(__name__)
+
+# A letter and a few words is all a reply needs; more only costs time.
+SCORING_SETTINGS = GenerationSettings(max_new_tokens=16, temperature=0.0)
+
+
+@dataclass(frozen=True)
+class ScoredQuestion:
+    record_id: str
+    task: str
+    question_type: str
+    cuisine: str
+    question: str
+    right: str  # the right letter
+    picked: str  # the letter parsed from the reply, "" when unparsed
+    reply: str
+
+    @property
+    def correct(self) -> bool:
+        return bool(self.picked) and self.picked == self.right
+
+
+@dataclass
+class ScoreRun:
+    model: str  # what was scored, for people: "base" or the adapter's name
+    adapter: str | None
+    split: str  # which questions: "held-out", "trained", "sivqa", ...
+    lang: str
+    questions: list[ScoredQuestion] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def accuracy(self) -> float:
+        return sum(q.correct for q in self.questions) / len(self.questions) if self.questions else 0.0
+
+    @property
+    def unparsed(self) -> int:
+        return sum(1 for q in self.questions if not q.picked)
+
+    def to_json(self) -> dict:
+        return {**{k: v for k, v in asdict(self).items() if k != "questions"},
+                "accuracy": self.accuracy, "unparsed": self.unparsed,
+                "questions": [asdict(q) for q in self.questions]}
+
+    @classmethod
+    def from_json(cls, data: dict) -> ScoreRun:
+        run = cls(data["model"], data["adapter"], data["split"], data["lang"], seconds=data.get("seconds", 0.0))
+        run.questions = [ScoredQuestion(**q) for q in data["questions"]]
+        return run
+
+
+def scorable(records: Sequence[Record]) -> list[Record]:
+    """The multiple-choice records with an answer; conversations cannot be scored this way."""
+    return [r for r in records if r.task in MULTIPLE_CHOICE_TASKS and r.answer is not None
+            and 0 < number_of_choices(r) <= len(LETTERS)]
+
+
+def score(engine: Engine, records: Sequence[Record], *, adapter: str | None = None, split: str = "",
+          lang: str = "zh", batch_size: int = 16,
+          on_progress: Callable[[int, int], None] | None = None) -> ScoreRun:
+    """Ask every record, `batch_size` at a time, and parse the replies."""
+    if batch_size < 1:
+        raise ValueError("batch size must be at least 1")
+    todo = scorable(records)
+    run = ScoreRun(model=adapter or "base", adapter=adapter, split=split, lang=lang)
+    start = time.perf_counter()
+    for first in range(0, len(todo), batch_size):
+        batch = todo[first:first + batch_size]
+        replies = engine.generate_batch([[prompt_turn(r, lang)] for r in batch], SCORING_SETTINGS, adapter)
+        for record, reply in zip(batch, replies):
+            _, choices = question_and_choices(record, lang)
+            picked = parse_choice(reply, choices, number_of_choices(record))
+            run.questions.append(ScoredQuestion(
+                record_id=record.id, task=record.task, question_type=record.question_type,
+                cuisine=record.cuisine, question=record.question, right=record.answer_letter,
+                picked=LETTERS[picked] if picked is not None else "", reply=reply.strip()))
+        if on_progress:
+            on_progress(len(run.questions), len(todo))
+    run.seconds = time.perf_counter() - start
+    log.info("scored %s on %d questions: %.1f%% (%d unparsed) in %.1fs", run.model, len(todo),
+             100 * run.accuracy, run.unparsed, run.seconds)
+    return run
+
+
+def breakdown(run: ScoreRun, by: str) -> dict[str, tuple[int, int, int]]:
+    """Group -> (right, total, unparsed), grouped by "task", "question_type" or "cuisine"."""
+    groups: dict[str, list[ScoredQuestion]] = {}
+    for q in run.questions:
+        groups.setdefault(getattr(q, by) or "—", []).append(q)
+    return {name: (sum(q.correct for q in qs), len(qs), sum(1 for q in qs if not q.picked))
+            for name, qs in sorted(groups.items())}
+
+
+def side_by_side(runs: Sequence[ScoreRun], by: str) -> list[list[str]]:
+    """Rows of [group, accuracy of run 1, accuracy of run 2, ...] for a table, plus a total row."""
+    tables = [breakdown(run, by) for run in runs]
+    groups = sorted({g for table in tables for g in table})
+
+    def cell(right: int, total: int, unparsed: int) -> str:
+        text = f"{100 * right / total:.1f}% ({right}/{total})" if total else "—"
+        return text + (f", {unparsed} unparsed" if unparsed else "")
+
+    rows = [[g] + [cell(*table.get(g, (0, 0, 0))) for table in tables] for g in groups]
+    rows.append(["all"] + [cell(sum(q.correct for q in r.questions), len(r.questions), r.unparsed) for r in runs])
+    return rows
+
+
+def per_question(runs: Sequence[ScoreRun]) -> list[list[str]]:
+    """One row per question: id, question, right letter, then each run's pick, reply and ✓/✗."""
+    by_id = [{q.record_id: q for q in run.questions} for run in runs]
+    rows = []
+    for q in runs[0].questions if runs else []:
+        row = [q.record_id, q.question, q.right]
+        for answers in by_id:
+            other = answers.get(q.record_id)
+            row += [other.picked or "?", other.reply, "✓" if other.correct else "✗"] if other else ["", "", ""]
+        rows.append(row)
+    return rows
+
+
+def to_csv(runs: Sequence[ScoreRun]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    header = ["id", "question", "right"]
+    for run in runs:
+        header += [f"{run.model} picked", f"{run.model} reply", f"{run.model} correct"]
+    writer.writerow(header)
+    writer.writerows(per_question(runs))
+    return out.getvalue()
+
+
+def save(run: ScoreRun, folder: Path) -> Path:
+    """Write the run beside what it scored (a checkpoint folder), named by split and time."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"score-{run.model}-{run.split or 'questions'}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    tmp = path.with_suffix(".partial")
+    tmp.write_text(json.dumps(run.to_json(), ensure_ascii=False, indent=1), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def load_runs(folder: Path) -> list[ScoreRun]:
+    runs = []
+    for path in sorted(folder.glob("score-*.json")):
+        try:
+            runs.append(ScoreRun.from_json(json.loads(path.read_text(encoding="utf-8"))))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            log.warning("skipping unreadable score file %s: %s", path, err)
+    return runs

@@ -1,0 +1,105 @@
+"""Multiple-choice scoring: the answer parser, batched scoring, and adapters beside one base."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from backend.data import read_bundled_sample
+from backend.evaluation.multiple_choice import parse_choice, prompt_turn
+from backend.evaluation.scoring import ScoreRun, load_runs, save, score, side_by_side, to_csv
+from backend.inference.engine import GenerationSettings, Turn
+from backend.inference.transformers_engine import TransformersEngine
+from backend.models.loading import load, resolve
+
+CHOICES = ("京菜", "徽菜", "新疆菜", "桂菜")
+
+
+@pytest.mark.parametrize("reply, expected", [
+    ("(C)", 2), ("（C）新疆菜", 2), ("C", 2), ("C) 新疆菜。这道菜是大盘鸡。", 2), ("答案：(C) 新疆菜。", 2),
+    ("答案是C", 2), ("The answer is (B).", 1), ("Answer: D", 3), ("B. 徽菜", 1), ("新疆菜", 2),
+    ("这是新疆菜。", 2), ("a dumpling dish", None), ("(A) or (B)", None), ("京菜还是徽菜", None),
+    ("", None), ("E", None), ("🍜", None), ("(E)", None),
+])
+def test_the_parser_reads_the_forms_models_answer_in(reply, expected):
+    assert parse_choice(reply, CHOICES) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200), st.lists(st.text(max_size=12), max_size=6))
+def test_the_parser_never_crashes_and_never_picks_outside_the_choices(reply, choices):
+    picked = parse_choice(reply, tuple(choices))
+    assert picked is None or 0 <= picked < len(choices)
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return read_bundled_sample().records
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_models):
+    return TransformersEngine(load(resolve(str(tiny_models["qwen2_vl"]))))
+
+
+def test_prompts_carry_their_pictures(sample):
+    by_task = {r.task: r for r in sample}
+    assert len(prompt_turn(by_task["sivqa"]).images) == 1
+    assert len(prompt_turn(by_task["mivqa"]).images) == 4
+    assert prompt_turn(by_task["textqa"]).images == ()
+    assert "(A)" in prompt_turn(by_task["sivqa"]).text and "<image>" not in prompt_turn(by_task["sivqa"]).text
+
+
+def test_batched_scoring_gives_the_same_replies_as_one_at_a_time(engine, sample):
+    records = [r for r in sample if r.task == "sivqa"][:6]
+    batched = score(engine, records, batch_size=6)
+    single = score(engine, records, batch_size=1)
+    assert [q.reply for q in batched.questions] == [q.reply for q in single.questions]
+    assert len(batched.questions) == 6
+
+
+def test_an_untrained_model_is_mostly_unparsed_not_lucky(engine, sample):
+    run = score(engine, [r for r in sample if r.task == "sivqa"][:8], batch_size=8)
+    assert run.unparsed >= 6, "gibberish must not be scored as a guess"
+
+
+def make_adapter(model_dir, out_dir, seed: int):
+    from peft import LoraConfig, get_peft_model
+
+    base = load(resolve(str(model_dir))).model
+    torch.manual_seed(seed)
+    targets = ["model.language_model.layers.0.self_attn.q_proj", "model.language_model.layers.1.mlp.down_proj"]
+    get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=targets, init_lora_weights=False)
+                   ).save_pretrained(out_dir)
+    return str(out_dir)
+
+
+def test_two_adapters_share_one_base_and_the_base_answers_as_before(tiny_models, tmp_path):
+    engine = TransformersEngine(load(resolve(str(tiny_models["qwen2_vl"]))))
+    question = [[Turn("user", "这是什么菜？")]]
+    quick = GenerationSettings(max_new_tokens=10)
+    before = engine.generate_batch(question, quick)
+    base_tensors = {p.data_ptr() for p in engine.loaded.model.parameters()}
+    engine.load_adapter("one", make_adapter(tiny_models["qwen2_vl"], tmp_path / "a1", 1))
+    engine.load_adapter("two", make_adapter(tiny_models["qwen2_vl"], tmp_path / "a2", 2))
+    assert engine.generate_batch(question, quick) == before
+    one, two = engine.generate_batch(question, quick, "one"), engine.generate_batch(question, quick, "two")
+    assert one != before and two != before and one != two
+    # the base weights are the very same tensors: no second copy was made
+    assert base_tensors <= {p.data_ptr() for p in engine.loaded.model.parameters()}
+    with pytest.raises(ValueError, match="no adapter named"):
+        engine.generate_batch(question, quick, "three")
+
+
+def test_runs_save_load_and_export(tmp_path, engine, sample):
+    records = [r for r in sample if r.task == "textqa"][:3]
+    run = score(engine, records, split="held-out")
+    path = save(run, tmp_path)
+    assert path.exists() and load_runs(tmp_path)[0].to_json() == run.to_json()
+    other = ScoreRun.from_json(run.to_json())
+    other.model = "tuned"
+    table = side_by_side([run, other], "task")
+    assert table[-1][0] == "all" and len(table[-1]) == 3
+    assert to_csv([run, other]).splitlines()[0].startswith("id,question,right,base picked")
