@@ -103,3 +103,19 @@ def test_runs_save_load_and_export(tmp_path, engine, sample):
     table = side_by_side([run, other], "task")
     assert table[-1][0] == "all" and len(table[-1]) == 3
     assert to_csv([run, other]).splitlines()[0].startswith("id,question,right,base picked")
+
+
+def test_base_and_tuned_stream_together_and_match_their_separate_answers(tiny_models, tmp_path):
+    engine = TransformersEngine(load(resolve(str(tiny_models["qwen2_vl"]))))
+    engine.load_adapter("tuned", make_adapter(tiny_models["qwen2_vl"], tmp_path / "t", 3))
+    turns = [Turn("user", "这是什么菜？", (str(read_bundled_sample().records[0].images[0]),))]
+    quick = GenerationSettings(max_new_tokens=12)
+    order, texts = [], {0: "", 1: ""}
+    for row, piece in engine.stream_many([(turns, None), (turns, "tuned")], quick):
+        order.append(row)
+        texts[row] += piece
+    assert texts[0] == "".join(engine.stream(turns, quick))
+    assert texts[1] == "".join(engine.stream(turns, quick, adapter="tuned"))
+    assert texts[0] != texts[1]
+    first_of_right = order.index(1)
+    assert 0 in order[first_of_right:], "the two answers interleave: they grow at the same time"

@@ -60,6 +60,11 @@ class Engine(Protocol):
         """Answer many conversations at once; for scoring."""
         ...
 
+    def stream_many(self, requests: list[tuple[list[Turn], str | None]], settings: GenerationSettings,
+                    cancel: Cancel | None = None) -> Iterator[tuple[int, str]]:
+        """Answer several (conversation, adapter) pairs together; yield (index, text piece)."""
+        ...
+
     def load_adapter(self, name: str, folder: str) -> None:
         """Make a LoRA adapter available under `name`, beside the one base model."""
         ...

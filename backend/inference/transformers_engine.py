@@ -1,24 +1,35 @@
 """Inference with plain transformers `generate`, on CPU or GPU. Works for every family we load.
 
-One model serves every browser session. Generation runs one request at a time behind a lock:
-Qwen2-VL keeps per-call rope state on the model object (`rope_deltas`), so two generate calls
-on one model at once would corrupt each other. The UI's queue puts further requests in line.
+One model serves every browser session. Generation runs one `generate` call at a time behind a
+lock: Qwen2-VL keeps per-call rope state on the model object (`rope_deltas`), so two calls on
+one model at once would corrupt each other. The UI's queue puts further requests in line, and
+scoring and side-by-side comparison put several answers into one batched call instead.
+
+LoRA adapters are loaded with peft beside the one base model (no copy of the base weights).
+Each row of a batch names its adapter, or none for the base model, so "base vs tuned" is a
+single batched call whose two answers stream at the same time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers.generation.streamers import BaseStreamer
 
 from backend.images import open_image
 from backend.inference.engine import Cancel, GenerationSettings, Turn
 from backend.models.loading import LoadedModel
 
 log = logging.getLogger(__name__)
+
+BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
+_DONE = object()
 
 
 class _StopWhenCancelled(StoppingCriteria):
@@ -27,6 +38,36 @@ class _StopWhenCancelled(StoppingCriteria):
 
     def __call__(self, input_ids, scores, **kwargs) -> bool:
         return self.cancel.is_set
+
+
+class _BatchTextStreamer(BaseStreamer):
+    """Turns the tokens `generate` produces for each row into text pieces on a queue.
+
+    transformers' TextIteratorStreamer takes one row only; this keeps a token list per row and
+    emits what its decoded text gained, holding back an incomplete multi-byte character."""
+
+    def __init__(self, tokenizer, rows: int) -> None:
+        self.tokenizer = tokenizer
+        self.tokens: list[list[int]] = [[] for _ in range(rows)]
+        self.sent = [0] * rows
+        self.queue: queue.Queue = queue.Queue()
+        self._prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self._prompt_seen:  # the first call carries the prompt
+            self._prompt_seen = True
+            return
+        for row, token in enumerate(value.reshape(len(self.tokens), -1)[:, -1].tolist()):
+            self.tokens[row].append(token)
+            text = self.tokenizer.decode(self.tokens[row], skip_special_tokens=True)
+            if text.endswith("\ufffd"):
+                continue
+            if len(text) > self.sent[row]:
+                self.queue.put((row, text[self.sent[row]:]))
+                self.sent[row] = len(text)
+
+    def end(self) -> None:
+        self.queue.put(_DONE)
 
 
 def to_chat_messages(turns: list[Turn]) -> list[dict]:
@@ -46,42 +87,45 @@ class TransformersEngine:
         self.loaded = loaded
         self._lock = threading.Lock()
         self._adapters: dict[str, str] = {}  # name -> folder, in load order
+        self._peft = None  # the PeftModel around the base, once an adapter is loaded
 
-    # -- adapters: one base model in memory, LoRA adapters beside it, chosen per request --------
+    # -- adapters ------------------------------------------------------------------------------
 
     @property
     def adapters(self) -> dict[str, str]:
         return dict(self._adapters)
 
     def load_adapter(self, name: str, folder: str) -> None:
-        """Load a LoRA adapter (peft's format) next to the base weights, which are not copied.
+        """Load a LoRA adapter (peft's format) beside the base weights, which are not copied.
 
-        Loading the same name again with the same folder is a no-op; a new folder replaces it."""
+        The same name and folder again is a no-op; a new folder for a name replaces it."""
+        if name == BASE or not name:
+            raise ValueError(f"{name!r} cannot name an adapter")
         if self._adapters.get(name) == folder:
             return
+        from peft import PeftModel
+
         with self._lock:
-            model = self.loaded.model
-            if name in self._adapters:
-                model.delete_adapter(name)
-            model.load_adapter(folder, adapter_name=name)
-            model.to(self.loaded.device)
+            if self._peft is None:
+                self._peft = PeftModel.from_pretrained(self.loaded.model, folder, adapter_name=name)
+            else:
+                if name in self._adapters:
+                    self._peft.delete_adapter(name)
+                self._peft.load_adapter(folder, adapter_name=name)
+            self._peft.to(self.loaded.device).eval()
             self._adapters[name] = folder
         log.info("loaded adapter %s from %s", name, folder)
 
-    def _use_adapter(self, adapter: str | None) -> None:
-        """Called under the lock: route the next forward passes through `adapter` (None: base)."""
-        if not self._adapters:
-            if adapter is not None:
-                raise ValueError(f"no adapter named {adapter!r} is loaded")
-            return
-        model = self.loaded.model
-        if adapter is None:
-            model.disable_adapters()
-            return
-        if adapter not in self._adapters:
-            raise ValueError(f"no adapter named {adapter!r} is loaded")
-        model.enable_adapters()
-        model.set_adapter(adapter)
+    def _routing(self, adapters: Sequence[str | None]):
+        """A context in which each batch row runs through its own adapter (None: the base)."""
+        unknown = [a for a in adapters if a is not None and a not in self._adapters]
+        if unknown:
+            raise ValueError(f"no adapter named {unknown[0]!r} is loaded")
+        if self._peft is None:
+            return contextlib.nullcontext()
+        # peft's own generate() routes mixed batches through this context; calling it directly
+        # lets us keep the base model's generate (and its processor-specific inputs) unchanged.
+        return self._peft._enable_peft_forward_hooks(adapter_names=[a or BASE for a in adapters])
 
     # -- prompts -------------------------------------------------------------------------------
 
@@ -108,16 +152,6 @@ class TransformersEngine:
                                        padding=True, padding_side="left")
         return {k: (v.to(self.loaded.device) if hasattr(v, "to") else v) for k, v in inputs.items()}
 
-    def generate_batch(self, conversations: list[list[Turn]], settings: GenerationSettings,
-                       adapter: str | None = None) -> list[str]:
-        """Answer several conversations in one batched generate call (for scoring)."""
-        inputs = self.prepare_batch(conversations)
-        with self._lock, torch.inference_mode():
-            self._use_adapter(adapter)
-            output = self.loaded.model.generate(**inputs, **self._generate_kwargs(settings))
-        new_tokens = output[:, inputs["input_ids"].shape[1]:]
-        return self.loaded.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-
     def _generate_kwargs(self, settings: GenerationSettings) -> dict:
         sampling = settings.temperature > 0
         kwargs: dict = {"max_new_tokens": settings.max_new_tokens, "do_sample": sampling}
@@ -130,12 +164,27 @@ class TransformersEngine:
             kwargs["pad_token_id"] = tokenizer.pad_token_id
         return kwargs
 
-    def stream(self, turns: list[Turn], settings: GenerationSettings,
-               cancel: Cancel | None = None, adapter: str | None = None) -> Iterator[str]:
+    # -- generation ----------------------------------------------------------------------------
+
+    def generate_batch(self, conversations: list[list[Turn]], settings: GenerationSettings,
+                       adapter: str | None = None) -> list[str]:
+        """Answer several conversations in one batched generate call (for scoring)."""
+        inputs = self.prepare_batch(conversations)
+        with self._lock, torch.inference_mode(), self._routing([adapter] * len(conversations)):
+            output = self.loaded.model.generate(**inputs, **self._generate_kwargs(settings))
+        new_tokens = output[:, inputs["input_ids"].shape[1]:]
+        return self.loaded.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+
+    def stream_many(self, requests: Sequence[tuple[list[Turn], str | None]], settings: GenerationSettings,
+                    cancel: Cancel | None = None) -> Iterator[tuple[int, str]]:
+        """Answer several (conversation, adapter) pairs in one batch; yield (row, text piece) as
+        the tokens come, so side-by-side answers grow together."""
         cancel = cancel or Cancel()
-        inputs = self.prepare(turns)  # bad pictures fail here, before anything is queued
-        streamer = TextIteratorStreamer(self.loaded.processor.tokenizer, skip_prompt=True,
-                                        skip_special_tokens=True)
+        conversations = [turns for turns, _ in requests]
+        adapters = [adapter for _, adapter in requests]
+        inputs = self.prepare_batch(conversations)  # bad pictures fail here, before any waiting
+        self._routing(adapters)  # an unknown adapter fails here too, not inside the thread
+        streamer = _BatchTextStreamer(self.loaded.processor.tokenizer, len(requests))
         failure: list[BaseException] = []
 
         def run() -> None:
@@ -143,11 +192,11 @@ class TransformersEngine:
                 with self._lock, torch.inference_mode():
                     if cancel.is_set:
                         return
-                    self._use_adapter(adapter)
-                    self.loaded.model.generate(
-                        **inputs, streamer=streamer,
-                        stopping_criteria=StoppingCriteriaList([_StopWhenCancelled(cancel)]),
-                        **self._generate_kwargs(settings))
+                    with self._routing(adapters):
+                        self.loaded.model.generate(
+                            **inputs, streamer=streamer,
+                            stopping_criteria=StoppingCriteriaList([_StopWhenCancelled(cancel)]),
+                            **self._generate_kwargs(settings))
             except BaseException as err:  # handed to the reader, who raises it
                 failure.append(err)
             finally:
@@ -156,12 +205,16 @@ class TransformersEngine:
         worker = threading.Thread(target=run, name="generate", daemon=True)
         worker.start()
         try:
-            for piece in streamer:
-                if piece:
-                    yield piece
+            while (item := streamer.queue.get()) is not _DONE:
+                yield item
         finally:
             # The reader may have gone (browser closed, Stop pressed): let generate end early.
             cancel.set()
         worker.join()
         if failure:
             raise failure[0]
+
+    def stream(self, turns: list[Turn], settings: GenerationSettings,
+               cancel: Cancel | None = None, adapter: str | None = None) -> Iterator[str]:
+        for _, piece in self.stream_many([(turns, adapter)], settings, cancel):
+            yield piece
