@@ -11,6 +11,7 @@ from backend.models import loading
 from backend.models.demo import ensure_demo_model
 from backend.quick_examples import QuickExample, quick_examples
 from backend.settings import Settings
+from backend.training.jobs import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,7 @@ class Services:
     engine: Engine
     max_pixels: int
     examples: list[QuickExample]
+    jobs: JobStore
 
 
 def choose_engine(requested: str, loaded: loading.LoadedModel) -> Engine:
@@ -42,4 +44,5 @@ def start(settings: Settings) -> Services:
     source = loading.resolve(settings.model) if settings.model else ensure_demo_model(settings.workdir)
     loaded = loading.load(source, settings.device)
     return Services(settings=settings, source=source, engine=choose_engine(settings.engine, loaded),
-                    max_pixels=loaded.max_pixels, examples=quick_examples(settings.data))
+                    max_pixels=loaded.max_pixels, examples=quick_examples(settings.data),
+                    jobs=JobStore(settings.workdir))

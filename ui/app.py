@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from backend.services import Services
-from ui import chat, coming
+from ui import chat, coming, compare
 from ui.i18n import make_i18n
 
 CSS = """
@@ -27,5 +27,7 @@ def build(services: Services) -> tuple[gr.Blocks, gr.I18n]:
             with gr.Tab(i18n("tab_train"), id="train"):
                 coming.build(i18n, "coming_train")
             with gr.Tab(i18n("tab_compare"), id="compare"):
-                coming.build(i18n, "coming_compare")
+                refresh_compare, compare_pickers = compare.build(services, i18n, forced)
+        # A reload shows checkpoints that finished since the page was first opened.
+        page.load(refresh_compare, list(compare_pickers[:2]), list(compare_pickers), api_name=False)
     return page, i18n

@@ -40,6 +40,24 @@ STRINGS: dict[str, dict[str, str]] = {
         "bad_image": "This picture cannot be used: {detail}",
         "failed": "The model failed to answer: {detail}",
         "stopped": "(stopped)",
+        "cmp_left": "Left",
+        "cmp_right": "Right",
+        "cmp_refresh": "🔄 Refresh",
+        "cmp_scoring": "Score on multiple-choice questions",
+        "cmp_scoring_help": (
+            "Both models answer every question of the set, in batches; the reply's letter is "
+            "parsed, and a reply that names no single choice counts as *unparsed*, never as a guess. "
+            "**Trained** questions show what a checkpoint learned; only **held-out** questions (whole "
+            "dishes it never saw) show whether it generalises. Scores are saved beside the checkpoint."),
+        "cmp_question_set": "Question set",
+        "cmp_prompt_lang": "Prompt language",
+        "cmp_batch": "Batch size",
+        "cmp_score": "Score both",
+        "cmp_by_task": "By task",
+        "cmp_by_question_type": "By question type",
+        "cmp_by_cuisine": "By cuisine",
+        "cmp_per_question": "Every question",
+        "cmp_csv": "CSV",
         "coming_dataset": (
             "### Dataset (coming next)\nBrowse the FoodieQA benchmark (single-image, multi-image and "
             "text questions) or your own data; filter by cuisine and question type, preview pictures "
@@ -82,6 +100,23 @@ STRINGS: dict[str, dict[str, str]] = {
         "bad_image": "这张图片无法使用：{detail}",
         "failed": "模型回答失败：{detail}",
         "stopped": "（已停止）",
+        "cmp_left": "左侧",
+        "cmp_right": "右侧",
+        "cmp_refresh": "🔄 刷新",
+        "cmp_scoring": "在选择题上打分",
+        "cmp_scoring_help": (
+            "两个模型分批回答集合中的每道题；从回答中解析选项字母，无法对应唯一选项的回答记为"
+            "*未解析*，绝不当作随机猜测。**训练集**上的分数说明检查点学到了什么；只有**留出集**"
+            "（它从未见过的整道菜）才说明它能否泛化。分数保存在检查点旁边。"),
+        "cmp_question_set": "题目集合",
+        "cmp_prompt_lang": "提示语言",
+        "cmp_batch": "批大小",
+        "cmp_score": "为两者打分",
+        "cmp_by_task": "按任务",
+        "cmp_by_question_type": "按题型",
+        "cmp_by_cuisine": "按菜系",
+        "cmp_per_question": "每道题",
+        "cmp_csv": "CSV",
         "coming_dataset": (
             "### 数据集（即将推出）\n浏览 FoodieQA 基准（单图、多图和纯文本问题）或你自己的数据；"
             "按菜系和问题类型筛选，预览图片和答案，检查数据问题，并按菜品划分留出集，转换为训练样本。"),

@@ -1,0 +1,80 @@
+"""What the Compare tab offers: models (base and every ready checkpoint) and question sets.
+
+A checkpoint knows the training set it came from (its job's data file sits in that set's folder),
+so the questions it trained on and the questions held out from it are offered as two separate
+sets: a score on the first says "it learned", only the second says "it generalises".
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from backend.data import DataError, Record, load_training_set, read_bundled_sample, read_foodieqa_folder
+from backend.training.jobs import JobStore
+
+log = logging.getLogger(__name__)
+
+BASE_KEY = "base"
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    key: str  # "base", or "<job id>:<step>" / "<job id>:final"
+    label: str
+    adapter_dir: Path | None = None
+    training_set: Path | None = None
+
+    @property
+    def adapter_name(self) -> str | None:
+        return None if self.adapter_dir is None else self.key.replace(":", "-")
+
+
+def model_choices(jobs: JobStore) -> list[ModelChoice]:
+    """The base model, then every job's ready checkpoints, newest job first."""
+    found = [ModelChoice(BASE_KEY, "base model")]
+    for job in jobs.list():
+        try:
+            checkpoints = jobs.checkpoints(job.id)
+        except Exception as err:  # a damaged job folder must not hide the others
+            log.warning("cannot list checkpoints of %s: %s", job.id, err)
+            continue
+        training_set = Path(job.spec.data_file).parent if job.spec.data_file else None
+        for ckpt in reversed(checkpoints):
+            key = f"{job.id}:{'final' if ckpt.final else ckpt.step}"
+            loss = ckpt.metrics.get("loss") or ckpt.metrics.get("train_loss")
+            label = f"{job.name or job.id} · {'final' if ckpt.final else f'step {ckpt.step}'}"
+            if isinstance(loss, (int, float)):
+                label += f" · loss {loss:.3f}"
+            found.append(ModelChoice(key, label, ckpt.path, training_set))
+    return found
+
+
+def find_choice(choices: list[ModelChoice], key: str | None) -> ModelChoice:
+    for choice in choices:
+        if choice.key == key:
+            return choice
+    raise ValueError(f"{key!r} is no longer available; press Refresh to see the current checkpoints.")
+
+
+def question_sets(picked: list[ModelChoice], data_dir: Path | None) -> dict[str, tuple[Record, ...]]:
+    """Named sets of scorable questions for the picked models, trained and held-out kept apart."""
+    sets: dict[str, tuple[Record, ...]] = {}
+    for choice in picked:
+        if choice.training_set is None or f"held-out · {choice.training_set.name}" in sets:
+            continue
+        try:
+            training = load_training_set(choice.training_set)
+        except DataError as err:
+            log.info("no question sets from %s: %s", choice.training_set, err)
+            continue
+        sets[f"held-out · {choice.training_set.name}"] = training.heldout_questions
+        sets[f"trained · {choice.training_set.name}"] = training.train_questions
+    sets["bundled sample (all)"] = read_bundled_sample().records
+    if data_dir is not None:
+        try:
+            sets[f"FoodieQA · {data_dir.name}"] = read_foodieqa_folder(data_dir).records
+        except DataError as err:
+            log.info("no FoodieQA questions from %s: %s", data_dir, err)
+    return sets

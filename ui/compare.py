@@ -1,0 +1,174 @@
+"""The Compare tab: base and tuned side by side on one photo and question, and scored.
+
+Both answers come from one batched generate call (each row routed through its own adapter),
+so they stream at the same time. Scores on trained and held-out questions are separate tables.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import gradio as gr
+
+from backend.chat import ChatInputError, user_turn
+from backend.evaluation import scoring
+from backend.evaluation.choices import BASE_KEY, ModelChoice, find_choice, model_choices, question_sets
+from backend.images import ImageError
+from backend.inference.engine import GenerationSettings
+from backend.services import Services
+from ui.chat import MODEL_CONCURRENCY_ID, to_chatbot
+from ui.i18n import request_lang, text
+
+log = logging.getLogger(__name__)
+
+BREAKDOWNS = {"task": "task", "question_type": "question type", "cuisine": "cuisine"}
+
+
+def _dropdown_choices(services: Services) -> list[tuple[str, str]]:
+    return [(c.label, c.key) for c in model_choices(services.jobs)]
+
+
+def _ensure_adapter(services: Services, choice: ModelChoice) -> str | None:
+    """Load the checkpoint's adapter beside the base once; later requests reuse it."""
+    if choice.adapter_dir is None:
+        return None
+    if not choice.adapter_dir.is_dir():
+        raise ValueError(f"The checkpoint folder {choice.adapter_dir} is gone; press Refresh.")
+    services.engine.load_adapter(choice.adapter_name, str(choice.adapter_dir))
+    return choice.adapter_name
+
+
+def side_by_side(message: dict | None, left_key: str, right_key: str, max_new_tokens: float,
+                 forced_lang: str | None, services: Services,
+                 request: gr.Request | None = None) -> Iterator[tuple[list, list]]:
+    """Inputs: the textbox value, the two model keys. Outputs (streamed): two chatbots."""
+    lang = request_lang(request, forced_lang)
+    try:
+        choices = model_choices(services.jobs)
+        left, right = find_choice(choices, left_key), find_choice(choices, right_key)
+        files = [f if isinstance(f, str) else f.get("path", "") for f in (message or {}).get("files") or []]
+        turn = user_turn((message or {}).get("text"), files, services.max_pixels, lang)
+        adapters = [_ensure_adapter(services, left), _ensure_adapter(services, right)]
+    except (ChatInputError, ImageError, ValueError, OSError) as err:
+        gr.Warning(str(err))
+        yield gr.skip(), gr.skip()
+        return
+    shown = to_chatbot([turn])
+    answers = ["", ""]
+    yield shown, shown
+    settings = GenerationSettings(int(max_new_tokens))
+    try:
+        for row, piece in services.engine.stream_many([([turn], a) for a in adapters], settings):
+            answers[row] += piece
+            yield ([*shown, {"role": "assistant", "content": answers[0]}],
+                   [*shown, {"role": "assistant", "content": answers[1]}])
+    except (ValueError, RuntimeError) as err:
+        log.exception("side-by-side generation failed")
+        gr.Warning(text("failed", lang, detail=str(err)))
+
+
+def run_scores(left_key: str, right_key: str, set_name: str, lang: str, batch_size: float,
+               services: Services, progress=gr.Progress()) -> tuple:
+    """Inputs: two model keys, a question set, prompt language, batch size.
+    Outputs: summary, three breakdown tables, the per-question table, a CSV file."""
+    try:
+        choices = model_choices(services.jobs)
+        picked = [find_choice(choices, left_key), find_choice(choices, right_key)]
+        sets = question_sets(picked, services.settings.data)
+        if set_name not in sets:
+            raise ValueError("Pick a question set first (press Refresh if the list is empty).")
+        records = scoring.scorable(sets[set_name])
+        if not records:
+            raise ValueError(f"{set_name} has no multiple-choice questions to score.")
+        runs = []
+        for index, choice in enumerate(picked):
+            adapter = _ensure_adapter(services, choice)
+            progress((0, len(records)), desc=f"scoring {choice.label}")
+
+            def report(done: int, total: int, label=choice.label, index=index) -> None:
+                progress((done, total), desc=f"{index + 1}/2 · scoring {label}")
+
+            run = scoring.score(services.engine, records, adapter=adapter, split=set_name.split(" · ")[0],
+                                lang=lang, batch_size=int(batch_size), on_progress=report)
+            run.model = choice.label
+            scoring.save(run, choice.adapter_dir or services.settings.workdir / "scores" / BASE_KEY)
+            runs.append(run)
+    except (ValueError, OSError) as err:
+        raise gr.Error(str(err)) from None
+
+    summary = " · ".join(f"**{r.model}**: {100 * r.accuracy:.1f}% ({r.unparsed} unparsed)" for r in runs)
+    headers = ["group"] + [r.model for r in runs]
+    tables = [gr.Dataframe(value=scoring.side_by_side(runs, by), headers=[BREAKDOWNS[by]] + headers[1:])
+              for by in BREAKDOWNS]
+    question_headers = ["id", "question", "right"]
+    for r in runs:
+        question_headers += [f"{r.model}: picked", f"{r.model}: reply", f"{r.model}: ✓"]
+    csv_path = Path(tempfile.mkdtemp(prefix="scores-")) / "scores.csv"
+    csv_path.write_text(scoring.to_csv(runs), encoding="utf-8-sig")  # BOM: Excel opens Chinese right
+    return (f"{set_name} — {len(records)} questions. {summary}", *tables,
+            gr.Dataframe(value=scoring.per_question(runs), headers=question_headers), str(csv_path))
+
+
+def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> None:
+    lang_state = gr.State(forced_lang)
+    initial = _dropdown_choices(services)
+    with gr.Row():
+        left = gr.Dropdown(initial, value=BASE_KEY, label=i18n("cmp_left"), elem_id="compare-left")
+        right = gr.Dropdown(initial, value=initial[-1][1], label=i18n("cmp_right"), elem_id="compare-right")
+        refresh = gr.Button(i18n("cmp_refresh"), size="sm", scale=0)
+    textbox = gr.MultimodalTextbox(placeholder=i18n("input_placeholder"), file_types=["image"],
+                                   sources=["upload"], show_label=False, elem_id="compare-input")
+    gallery = gr.Gallery(value=[(str(ex.image), ex.caption(forced_lang or "zh")) for ex in services.examples],
+                         columns=12, height=110, allow_preview=False, buttons=[], show_label=False)
+    with gr.Row():
+        left_chat = gr.Chatbot(show_label=False, height=360, feedback_options=None, elem_id="compare-left-chat")
+        right_chat = gr.Chatbot(show_label=False, height=360, feedback_options=None, elem_id="compare-right-chat")
+    max_new_tokens = gr.Slider(1, 1024, value=128, step=1, label=i18n("max_new_tokens"))
+
+    with gr.Accordion(i18n("cmp_scoring"), open=True):
+        gr.Markdown(i18n("cmp_scoring_help"))
+        with gr.Row():
+            question_set = gr.Dropdown([], label=i18n("cmp_question_set"), elem_id="compare-set")
+            prompt_lang = gr.Radio(["zh", "en"], value="zh", label=i18n("cmp_prompt_lang"))
+            batch = gr.Slider(1, 64, value=16, step=1, label=i18n("cmp_batch"))
+        score_button = gr.Button(i18n("cmp_score"), variant="primary", elem_id="compare-score")
+        summary = gr.Markdown(elem_id="compare-summary")
+        with gr.Row():
+            tables = [gr.Dataframe(label=i18n(f"cmp_by_{by}"), interactive=False) for by in BREAKDOWNS]
+        per_question = gr.Dataframe(label=i18n("cmp_per_question"), interactive=False, wrap=True)
+        csv_file = gr.File(label=i18n("cmp_csv"))
+
+    def refresh_models(left_key, right_key):
+        options = _dropdown_choices(services)
+        keys = {key for _, key in options}
+        sets = question_sets([c for c in model_choices(services.jobs) if c.key in (left_key, right_key)],
+                             services.settings.data)
+        return (gr.Dropdown(choices=options, value=left_key if left_key in keys else BASE_KEY),
+                gr.Dropdown(choices=options, value=right_key if right_key in keys else options[-1][1]),
+                gr.Dropdown(choices=list(sets), value=next(iter(sets), None)))
+
+    for trigger in (refresh.click, left.change, right.change):
+        trigger(refresh_models, [left, right], [left, right, question_set], api_name=False)
+
+    def pick_example(event: gr.SelectData, lang, request: gr.Request):
+        example = services.examples[event.index]
+        return {"text": example.question(request_lang(request, lang)), "files": [str(example.image)]}
+
+    gallery.select(pick_example, [lang_state], [textbox], api_name=False)
+
+    def run_side_by_side(message, left_key, right_key, max_new_tokens, lang, request: gr.Request):
+        yield from side_by_side(message, left_key, right_key, max_new_tokens, lang, services, request)
+
+    textbox.submit(run_side_by_side, [textbox, left, right, max_new_tokens, lang_state], [left_chat, right_chat],
+                   api_name="compare", concurrency_limit=1, concurrency_id=MODEL_CONCURRENCY_ID)
+
+    def score(left_key, right_key, set_name, prompt_lang, batch_size, progress=gr.Progress()):
+        return run_scores(left_key, right_key, set_name, prompt_lang, batch_size, services, progress)
+
+    score_button.click(score, [left, right, question_set, prompt_lang, batch],
+                       [summary, *tables, per_question, csv_file], api_name="score",
+                       concurrency_limit=1, concurrency_id=MODEL_CONCURRENCY_ID)
+    return refresh_models, (left, right, question_set)
