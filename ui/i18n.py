@@ -132,6 +132,15 @@ STRINGS: dict[str, dict[str, str]] = {
 LANGS = ("en", "zh")
 
 
+def add_strings(table: dict[str, dict[str, str]]) -> None:
+    """Let a tab module keep its own labels beside its widgets: called once at its import."""
+    for lang in LANGS:
+        clash = STRINGS[lang].keys() & table[lang].keys()
+        if clash:
+            raise KeyError(f"UI string keys defined twice: {sorted(clash)}")
+        STRINGS[lang].update(table[lang])
+
+
 def text(key: str, lang: str, **values: object) -> str:
     template = STRINGS.get(lang, STRINGS["en"]).get(key) or STRINGS["en"][key]
     return template.format(**values) if values else template

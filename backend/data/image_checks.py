@@ -1,0 +1,79 @@
+"""Is this picture usable? Quickly (for indexing) or thoroughly (before training on it).
+
+Indexing FoodieQA must take well under a second, so the quick check never decodes: it looks at the
+file's type and size and at its first bytes (every format Pillow reads starts with a signature).
+That catches missing, empty, non-regular and non-picture files. A truncated or corrupt JPEG passes
+the quick check; the full check decodes (at a reduced scale, so a phone photo costs milliseconds)
+and catches it. Own data is checked fully by default: a broken picture there would stop a training
+run halfway.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+from typing import Literal
+
+from backend.data.safe_paths import read_head
+from backend.images import ImageError, open_image
+
+ImageCheck = Literal["quick", "full"]
+
+# File signatures of the formats the app accepts (backend.images opens them through Pillow).
+_SIGNATURES: tuple[tuple[int, bytes], ...] = (
+    (0, b"\xff\xd8\xff"),          # JPEG
+    (0, b"\x89PNG\r\n\x1a\n"),     # PNG
+    (0, b"GIF87a"), (0, b"GIF89a"),
+    (8, b"WEBP"),                   # RIFF....WEBP
+    (0, b"BM"),                     # BMP
+    (0, b"II*\x00"), (0, b"MM\x00*"),  # TIFF
+)
+# A full check decodes to at most this many pixels: enough to prove the data decodes. Small on
+# purpose: open_image asks JPEG for a draft of 4x this, which for photos means decoding straight at
+# 1/8 scale, the cheapest full pass over the data there is.
+_FULL_CHECK_PIXELS = 48 * 48
+
+
+class ImageChecker:
+    """Checks pictures once each and remembers the verdict (1,400 questions share 400 pictures)."""
+
+    def __init__(self, level: ImageCheck = "quick") -> None:
+        if level not in ("quick", "full"):
+            raise ValueError(f"unknown image check {level!r}; use 'quick' or 'full'")
+        self.level = level
+        self._verdicts: dict[Path, str | None] = {}
+
+    def problem(self, path: Path) -> str | None:
+        """None if the picture at `path` (already confined to the data folder) is usable, else why
+        not, as a predicate: "is missing", "is an empty (0-byte) file"..."""
+        if path not in self._verdicts:
+            self._verdicts[path] = self._check(path)
+        return self._verdicts[path]
+
+    def _check(self, path: Path) -> str | None:
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            return "is missing"
+        except OSError as err:
+            if err.errno == errno.ENOTDIR:
+                return "is missing"
+            return f"cannot be read ({err.strerror or err})"
+        if not stat.S_ISREG(info.st_mode):
+            return "is not a regular file"
+        if info.st_size == 0:
+            return "is an empty (0-byte) file"
+        try:
+            head = read_head(path, 16)
+        except OSError as err:
+            return f"cannot be read ({err.strerror or err})"
+        if not any(head[offset:offset + len(sig)] == sig for offset, sig in _SIGNATURES):
+            return "is not a picture (not JPEG, PNG, GIF, WebP, BMP or TIFF)"
+        if self.level == "full":
+            try:
+                open_image(path, _FULL_CHECK_PIXELS)
+            except ImageError as err:
+                return f"is unreadable: {err}"
+        return None

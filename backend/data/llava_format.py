@@ -1,0 +1,105 @@
+"""Writing records out: LLaVA conversation JSON for training, and our own record JSON for the
+questions a split keeps (so scoring later sees exactly the held-out multiple-choice questions).
+
+Every path written is relative to an image root that the caller records (the split manifest does),
+so a samples folder can move with its pictures. Files are written to a temporary name and renamed,
+so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from backend.data.safe_paths import UnsafePath, relative_name, resolve_inside
+from backend.data.schema import CONVERSATION, DataError, Record, Turn
+
+# Extra keys on a LLaVA row that trainers ignore and our reader reads back (own_data.py).
+LLAVA_METADATA_KEYS = ("source", "dish_id", "food_name", "cuisine", "region", "question_type")
+
+
+def llava_row(record: Record, image_root: Path) -> dict[str, Any]:
+    """One conversation record as a LLaVA row: "image" for one picture, "images" for several."""
+    if record.task != CONVERSATION:
+        raise ValueError(f"{record.id} is a {record.task} question; convert it to a training "
+                         "sample first (to_training_samples)")
+    row: dict[str, Any] = {"id": record.id}
+    paths = [_relative(image_root, p) for p in record.images]
+    if len(paths) == 1:
+        row["image"] = paths[0]
+    elif paths:
+        row["images"] = paths
+    row["conversations"] = [{"from": t.role, "value": t.text} for t in record.turns]
+    for key in LLAVA_METADATA_KEYS:
+        value = getattr(record, key)
+        if value:
+            row[key] = value
+    return row
+
+
+def export_llava(records: Iterable[Record], path: str | Path, image_root: str | Path) -> Path:
+    """Write conversation records as a LLaVA JSON list, pictures relative to `image_root`."""
+    root = Path(image_root).resolve()
+    rows = [llava_row(r, root) for r in records]
+    return write_json_atomic(Path(path), rows)
+
+
+def record_to_dict(record: Record, image_root: Path) -> dict[str, Any]:
+    """A record of any task as plain JSON, pictures relative to `image_root`."""
+    return {
+        "id": record.id, "task": record.task, "source": record.source,
+        "question": record.question, "question_en": record.question_en,
+        "choices": list(record.choices), "choices_en": list(record.choices_en),
+        "answer": record.answer, "images": [_relative(image_root, p) for p in record.images],
+        "question_type": record.question_type, "cuisine": record.cuisine, "region": record.region,
+        "food_name": record.food_name, "dish_id": record.dish_id,
+        "related_dish_ids": list(record.related_dish_ids),
+        "turns": [{"from": t.role, "value": t.text} for t in record.turns],
+        "origin": record.origin,
+    }
+
+
+def record_from_dict(data: dict[str, Any], image_root: Path) -> Record:
+    """The inverse of record_to_dict; pictures stay confined to `image_root` (DataError if not)."""
+    try:
+        images = tuple(resolve_inside(image_root, p) for p in data.get("images", []))
+        return Record(
+            id=str(data["id"]), task=str(data["task"]), source=str(data["source"]),
+            question=data.get("question", ""), question_en=data.get("question_en", ""),
+            choices=tuple(data.get("choices", ())), choices_en=tuple(data.get("choices_en", ())),
+            answer=data.get("answer"), images=images,
+            question_type=data.get("question_type", ""), cuisine=data.get("cuisine", ""),
+            region=data.get("region", ""), food_name=data.get("food_name", ""),
+            dish_id=data.get("dish_id", ""), related_dish_ids=tuple(data.get("related_dish_ids", ())),
+            turns=tuple(Turn(t["from"], t["value"]) for t in data.get("turns", ())),
+            origin=data.get("origin", ""))
+    except UnsafePath as err:
+        raise DataError(f"A saved record ({data.get('id')}) names a picture outside {image_root}: "
+                        f"{err}.") from None
+    except (KeyError, TypeError, AttributeError) as err:
+        raise DataError(f"A saved record is damaged ({err.__class__.__name__}: {err}).") from None
+
+
+def write_json_atomic(path: Path, data: Any) -> Path:
+    """Write JSON (UTF-8, Chinese kept readable) through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, ensure_ascii=False, indent=1)
+            handle.write("\n")
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _relative(image_root: Path, path: Path) -> str:
+    if not path.is_relative_to(image_root):
+        raise ValueError(f"the picture {path} is not inside the image root {image_root}")
+    return relative_name(image_root, path)

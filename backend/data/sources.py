@@ -1,0 +1,42 @@
+"""Choosing a reader for a folder (`--data DIR`), and putting several sources together."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from backend.data.foodieqa import FOODIEQA_FILES, read_foodieqa_folder
+from backend.data.own_data import read_own_data
+from backend.data.schema import DataError, Problem, ReadResult, Record
+
+
+def read_data_folder(path: str | Path) -> ReadResult:
+    """FoodieQA's layout if the folder holds any of its files, otherwise own data (.json / .csv)."""
+    target = Path(path).expanduser()
+    if target.is_dir() and any((target / name).exists() for name in FOODIEQA_FILES.values()):
+        return read_foodieqa_folder(target)
+    if not target.exists():
+        raise DataError(f"There is nothing at {target}.")
+    return read_own_data(target)
+
+
+def combine_results(results: Iterable[ReadResult]) -> ReadResult:
+    """Several sources as one: records in order, an id seen before is reported and skipped."""
+    results = list(results)
+    if not results:
+        raise DataError("No data source was chosen.")
+    records: list[Record] = []
+    problems: list[Problem] = []
+    seen: dict[str, str] = {}
+    for result in results:
+        problems.extend(result.problems)
+        for record in result.records:
+            if record.id in seen:
+                problems.append(Problem(record.origin or str(result.root), None, record.id,
+                                        f"The id {record.id} is already used by {seen[record.id]}. "
+                                        "The record was skipped."))
+                continue
+            seen[record.id] = record.origin or str(result.root)
+            records.append(record)
+    sources = sorted({r.source for r in results})
+    return ReadResult(tuple(records), tuple(problems), results[0].root, "+".join(sources))

@@ -1,0 +1,50 @@
+"""FoodieQA's license and terms, and the gate that keeps its questions out of training by default.
+
+FoodieQA's natural uses are browsing and scoring. Its dataset card says research and evaluation
+only, not training; people who train on it anyway must see that and say so, explicitly. The bundled
+sample and own data carry no such terms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from backend.data.schema import SOURCE_FOODIEQA, Record
+
+FOODIEQA_REPO = "lyan62/FoodieQA"
+FOODIEQA_LICENSE = "CC BY-NC-ND 4.0"
+FOODIEQA_LICENSE_URL = "https://creativecommons.org/licenses/by-nc-nd/4.0/"
+FOODIEQA_URL = f"https://huggingface.co/datasets/{FOODIEQA_REPO}"
+
+FOODIEQA_TERMS = f"""\
+FoodieQA (Li et al., "FoodieQA: A Multimodal Dataset for Fine-Grained Understanding of Chinese \
+Food Culture", EMNLP 2024), {FOODIEQA_URL}
+
+License: Creative Commons Attribution-NonCommercial-NoDerivatives 4.0 International \
+({FOODIEQA_LICENSE}), {FOODIEQA_LICENSE_URL}
+- Attribution: credit the authors and link the license.
+- NonCommercial: no commercial use.
+- NoDerivatives: do not share modified versions of the dataset.
+
+Terms of the dataset card: FoodieQA is for research and evaluation only; it is not meant to be \
+used for training. Foodie Studio never bundles its pictures or questions.
+
+If you train on it anyway, you do so on your own responsibility, and any score the tuned model \
+then gets on the same questions is contaminated: score only on dishes held out from training."""
+
+
+class TermsNotAccepted(PermissionError):
+    """FoodieQA records were about to become training samples without the person's confirmation."""
+
+
+def require_terms(records: Iterable[Record], accept_terms: bool) -> None:
+    """Refuse, with a sentence, to go on with FoodieQA records unless `accept_terms` is True."""
+    if accept_terms:
+        return
+    count = sum(1 for r in records if r.source == SOURCE_FOODIEQA)
+    if count:
+        raise TermsNotAccepted(
+            f"{count} of the chosen records come from FoodieQA, which is licensed {FOODIEQA_LICENSE} "
+            "and meant for research and evaluation only, not for training. Read its terms and "
+            "confirm that you accept them to use it as training data; or train on your own data "
+            "or the bundled sample.")
