@@ -29,6 +29,19 @@ def tunnel_hint(host: str, port: int) -> str:
             f"    ssh -L {port}:127.0.0.1:{port} {getpass.getuser()}@{socket.gethostname()}")
 
 
+def served_folders(services) -> list[str]:
+    """Folders whose pictures the page may show: the examples, --data, and the work folder
+    (thumbnails, uploaded data, training sets). Nothing else on the disk is served."""
+    folders = {str(ex.image.parent) for ex in services.examples}
+    folders.add(str(services.settings.workdir))
+    if services.settings.data is not None:
+        folders.add(str(services.settings.data))
+    from backend.quick_examples import EXAMPLES_DIR
+
+    folders.add(str(EXAMPLES_DIR))
+    return sorted(folders)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = from_args(argv)
@@ -42,9 +55,8 @@ def main(argv: list[str] | None = None) -> int:
 
     page, i18n = build(services)
     page.queue(default_concurrency_limit=4, max_size=64)
-    allowed = [str(ex.image.parent) for ex in services.examples]
     page.launch(server_name=settings.host, server_port=settings.port, share=False, i18n=i18n,
-                css=CSS, allowed_paths=sorted(set(allowed)), prevent_thread_lock=True, quiet=True,
+                css=CSS, allowed_paths=served_folders(services), prevent_thread_lock=True, quiet=True,
                 footer_links=[])
     print(tunnel_hint(settings.host, settings.port), flush=True)
     try:
