@@ -6,7 +6,7 @@ PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
 ARGS ?=
 
-.PHONY: run test install install-test install-browser bench
+.PHONY: run test install install-test install-browser bench gpu-extras
 
 run: install
 	$(PYTHON) app.py $(ARGS)
@@ -31,3 +31,12 @@ install-browser:
 
 bench: install-test
 	$(PYTHON) bench/bench_startup.py
+
+# On a GPU box: LMDeploy in its own environment under the work folder, so its pins (torch<=2.12.1,
+# peft<=0.14) never touch the training stack. The app finds it there and serves with it.
+WORKDIR ?= runs
+LMDEPLOY_SPEC ?= lmdeploy==0.18.0
+gpu-extras:
+	$(PYTHON) -m venv $(WORKDIR)/lmdeploy-venv
+	$(WORKDIR)/lmdeploy-venv/bin/pip install -q "$(LMDEPLOY_SPEC)"
+	$(WORKDIR)/lmdeploy-venv/bin/python -c "import lmdeploy; print('LMDeploy', lmdeploy.__version__, 'ready')"

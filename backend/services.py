@@ -26,14 +26,47 @@ class Services:
     jobs: JobStore
 
 
-def choose_engine(requested: str, loaded: loading.LoadedModel) -> Engine:
-    """transformers serves everywhere today; LMDeploy joins `auto` with the GPU serving work."""
-    if requested not in ("auto", "transformers"):
-        raise loading.ModelLoadError(f"Unknown engine {requested!r}; choose auto or transformers.")
-    engine = TransformersEngine(loaded)
-    log.info("engine: %s (%s on %s)", engine.name, "picked by auto" if requested == "auto" else "asked for",
-             loaded.device)
-    return engine
+def choose_engine(settings: Settings, source: loading.ModelSource) -> tuple[str, str]:
+    """(engine name, why): LMDeploy where a GPU and LMDeploy are there, transformers elsewhere."""
+    import torch
+
+    from backend.inference.lmdeploy_server import default_command
+
+    has_gpu = torch.cuda.is_available() and settings.device != "cpu"
+    has_lmdeploy = default_command(settings.workdir) is not None
+    if settings.engine == "transformers":
+        return "transformers", "asked for with --engine transformers"
+    if settings.engine == "lmdeploy":
+        if not has_gpu:
+            raise loading.ModelLoadError("--engine lmdeploy needs a GPU (LMDeploy has no CPU device); "
+                                         "use --engine transformers here.")
+        if not has_lmdeploy:
+            raise loading.ModelLoadError("--engine lmdeploy: LMDeploy is not installed; run `make gpu-extras`.")
+        return "lmdeploy", "asked for with --engine lmdeploy"
+    if has_gpu and has_lmdeploy:
+        return "lmdeploy", "auto: a GPU and LMDeploy are present"
+    return "transformers", "auto: " + ("no GPU" if not has_gpu else "LMDeploy is not installed (make gpu-extras)")
+
+
+def build_engine(settings: Settings, source: loading.ModelSource) -> tuple[Engine, int]:
+    """The engine and the picture budget its model uses."""
+    name, why = choose_engine(settings, source)
+    log.info("engine: %s (%s)", name, why)
+    if name == "lmdeploy":
+        from backend.inference.lmdeploy_engine import LMDeployEngine
+        from backend.inference.lmdeploy_server import LMDeployServer, ServerError, ServerOptions
+
+        processor = loading.load_processor(source)
+        server = LMDeployServer(ServerOptions(model=source.location, workdir=settings.workdir,
+                                              cache_share=settings.kv_cache_share, tp=settings.tp))
+        try:
+            server.start()
+        except ServerError as err:
+            raise loading.ModelLoadError(str(err)) from None
+        max_pixels = loading.max_pixels_of(processor)
+        return LMDeployEngine(server, max_pixels), max_pixels
+    loaded = loading.load(source, settings.device)
+    return TransformersEngine(loaded), loaded.max_pixels
 
 
 def start(settings: Settings) -> Services:
@@ -42,7 +75,7 @@ def start(settings: Settings) -> Services:
     Raises loading.ModelLoadError with a sentence for anything a person can fix."""
     settings.workdir.mkdir(parents=True, exist_ok=True)
     source = loading.resolve(settings.model) if settings.model else ensure_demo_model(settings.workdir)
-    loaded = loading.load(source, settings.device)
-    return Services(settings=settings, source=source, engine=choose_engine(settings.engine, loaded),
-                    max_pixels=loaded.max_pixels, examples=quick_examples(settings.data),
+    engine, max_pixels = build_engine(settings, source)
+    return Services(settings=settings, source=source, engine=engine,
+                    max_pixels=max_pixels, examples=quick_examples(settings.data),
                     jobs=JobStore(settings.workdir))

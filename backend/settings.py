@@ -13,13 +13,15 @@ DEFAULT_PORT = 7860
 @dataclass(frozen=True)
 class Settings:
     model: str | None = None  # None: the built-in demo model
-    engine: str = "auto"  # auto | transformers (lmdeploy arrives with the GPU serving work)
+    engine: str = "auto"  # auto | transformers | lmdeploy
     workdir: Path = Path("runs")
     data: Path | None = None  # a FoodieQA-layout folder for quick examples and the Dataset tab
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     lang: str | None = None  # None: follow the browser
     device: str = "auto"
+    kv_cache_share: float = 0.5  # LMDeploy: share of free GPU memory for its KV cache
+    tp: int = 1  # LMDeploy: GPUs for tensor parallelism
 
 
 def parser() -> argparse.ArgumentParser:
@@ -28,8 +30,9 @@ def parser() -> argparse.ArgumentParser:
         description="Foodie Studio: taste and fine-tune food vision-language models in the browser.")
     p.add_argument("--model", help="a local model folder or a hub id (Qwen2-VL, Qwen2.5-VL, InternVL, "
                    "LLaVA); default: the built-in demo model, tiny and untrained")
-    p.add_argument("--engine", choices=["auto", "transformers"], default="auto",
-                   help="inference engine (default: auto)")
+    p.add_argument("--engine", choices=["auto", "transformers", "lmdeploy"], default="auto",
+                   help="inference engine; auto picks LMDeploy when a GPU and `make gpu-extras` are "
+                   "there, transformers otherwise")
     p.add_argument("--workdir", type=Path, default=Path("runs"),
                    help="where models, jobs and caches are kept (default: ./runs)")
     p.add_argument("--data", type=Path, help="a FoodieQA folder (sivqa_tidy.json, images/, ...)")
@@ -38,6 +41,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default 7860)")
     p.add_argument("--lang", choices=["zh", "en"], help="UI language (default: the browser's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--kv-cache-share", type=float, default=0.5,
+                   help="LMDeploy: share of the free GPU memory for its KV cache (default 0.5, "
+                   "leaving room for a training job on the same GPU)")
+    p.add_argument("--tp", type=int, default=1, help="LMDeploy: GPUs for tensor parallelism (default 1)")
     return p
 
 
@@ -47,8 +54,12 @@ def from_args(argv: list[str] | None = None) -> Settings:
     args = p.parse_args(argv)
     if not 1 <= args.port <= 65535:
         p.error(f"--port must be between 1 and 65535, not {args.port}")
+    if not 0.05 <= args.kv_cache_share <= 0.95:
+        p.error("--kv-cache-share must be between 0.05 and 0.95")
+    if args.tp < 1:
+        p.error("--tp must be at least 1")
     if args.data is not None and not args.data.is_dir():
         p.error(f"--data {args.data} is not a folder")
     return Settings(model=args.model, engine=args.engine, workdir=args.workdir.expanduser().resolve(),
                     data=args.data.resolve() if args.data else None, host=args.host, port=args.port,
-                    lang=args.lang, device=args.device)
+                    lang=args.lang, device=args.device, kv_cache_share=args.kv_cache_share, tp=args.tp)

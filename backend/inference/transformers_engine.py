@@ -59,14 +59,19 @@ class _BatchTextStreamer(BaseStreamer):
             return
         for row, token in enumerate(value.reshape(len(self.tokens), -1)[:, -1].tolist()):
             self.tokens[row].append(token)
-            text = self.tokenizer.decode(self.tokens[row], skip_special_tokens=True)
-            if text.endswith("\ufffd"):
-                continue
-            if len(text) > self.sent[row]:
-                self.queue.put((row, text[self.sent[row]:]))
-                self.sent[row] = len(text)
+            self._emit(row, final=False)
+
+    def _emit(self, row: int, final: bool) -> None:
+        text = self.tokenizer.decode(self.tokens[row], skip_special_tokens=True)
+        if text.endswith("\ufffd") and not final:
+            return  # the next token may complete the character
+        if len(text) > self.sent[row]:
+            self.queue.put((row, text[self.sent[row]:]))
+            self.sent[row] = len(text)
 
     def end(self) -> None:
+        for row in range(len(self.tokens)):
+            self._emit(row, final=True)  # what was held back, even if it stays incomplete
         self.queue.put(_DONE)
 
 

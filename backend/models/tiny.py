@@ -146,6 +146,18 @@ class TinySize:
     vision_width: int = 64
     vision_depth: int = 2
     vocab: int = 2048
+    vision_heads: int = 4
+    vision_mlp_ratio: int = 2
+    vocab_size: int | None = None  # embedding rows; None = the tokenizer's size (pad for real shapes)
+    tie_embeddings: bool = False
+    max_pixels: int = 112 * 112  # the processor's picture budget
+
+
+# Qwen2-VL-2B-Instruct's shape (see shared/GPU.md): speed does not depend on weight values, so a
+# random model of this shape measures what the real one costs, without a download.
+QWEN2_VL_2B = TinySize(hidden=1536, layers=28, heads=12, kv_heads=2, mlp=8960, vision_width=1280,
+                       vision_depth=32, vision_heads=16, vision_mlp_ratio=4, vocab_size=151936,
+                       tie_embeddings=True, max_pixels=1024 * 768)
 
 
 def _qwen_vl_config(family: str, tokenizer, size: TinySize):
@@ -157,7 +169,7 @@ def _qwen_vl_config(family: str, tokenizer, size: TinySize):
     mrope = [head_dim // 2 - 3 * quarter, quarter + quarter // 2, quarter + quarter - quarter // 2]
     ids = tokenizer.convert_tokens_to_ids
     text = dict(
-        vocab_size=len(tokenizer), hidden_size=size.hidden, num_hidden_layers=size.layers,
+        vocab_size=size.vocab_size or len(tokenizer), hidden_size=size.hidden, num_hidden_layers=size.layers,
         num_attention_heads=size.heads, num_key_value_heads=size.kv_heads,
         intermediate_size=size.mlp, max_position_embeddings=4096,
         initializer_range=INITIALIZER_RANGE,
@@ -168,11 +180,12 @@ def _qwen_vl_config(family: str, tokenizer, size: TinySize):
         text_config=text,
         image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
         vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
-        tie_word_embeddings=False,
+        tie_word_embeddings=size.tie_embeddings,
     )
     if family == "qwen2_vl":
         vision = dict(depth=size.vision_depth, embed_dim=size.vision_width, hidden_size=size.hidden,
-                      num_heads=4, mlp_ratio=2, patch_size=14, spatial_merge_size=2,
+                      num_heads=size.vision_heads, mlp_ratio=size.vision_mlp_ratio, patch_size=14,
+                      spatial_merge_size=2,
                       initializer_range=INITIALIZER_RANGE)
         return Qwen2VLConfig(vision_config=vision, **common)
     vision = dict(depth=size.vision_depth, hidden_size=size.vision_width, out_hidden_size=size.hidden,
@@ -222,7 +235,7 @@ def build_config(family: str, tokenizer, size: TinySize):
     raise ValueError(f"unknown family {family!r}; known: {', '.join(sorted(FAMILIES))}")
 
 
-def build_processor(family: str, tokenizer):
+def build_processor(family: str, tokenizer, max_pixels: int = 112 * 112):
     """The family's real processor class, with PIL image processors (no torchvision needed) and
     a small pixel budget so a picture costs a few dozen tokens."""
     from backend.models.processors import no_video_processor_class
@@ -230,7 +243,7 @@ def build_processor(family: str, tokenizer):
     if family in ("qwen2_vl", "qwen2_5_vl"):
         from transformers import Qwen2VLImageProcessorPil
 
-        images = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=112 * 112)
+        images = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=max_pixels)
         return no_video_processor_class(family)(image_processor=images, tokenizer=tokenizer,
                                                 chat_template=tokenizer.chat_template)
     if family == "internvl":
@@ -259,19 +272,23 @@ def build_model_class(family: str):
     }[family]
 
 
-def build_tiny_model(family: str, out_dir: Path, size: TinySize = TinySize(), seed: int = 0) -> Path:
-    """Build a tiny random model of `family` and save it at out_dir as a hub checkpoint would be.
+def build_tiny_model(family: str, out_dir: Path, size: TinySize = TinySize(), seed: int = 0,
+                     device: str = "cpu", dtype: torch.dtype = torch.float32) -> Path:
+    """Build a random model of `family` and save it at out_dir as a hub checkpoint would be.
 
-    Written to a temporary sibling folder and renamed at the end, so an interrupted build never
-    leaves a half-written model that later looks valid."""
+    Tiny by default; `size=QWEN2_VL_2B, device="cuda", dtype=torch.bfloat16` builds a real-size
+    one for benchmarks. Written to a temporary sibling folder and renamed at the end, so an
+    interrupted build never leaves a half-written model that later looks valid."""
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; known: {', '.join(sorted(FAMILIES))}")
     out_dir = Path(out_dir)
     torch.manual_seed(seed)
     tokenizer = train_tokenizer(FAMILIES[family], vocab_size=size.vocab)
     config = build_config(family, tokenizer, size)
-    model = build_model_class(family)(config).eval()
-    processor = build_processor(family, tokenizer)
+    config.dtype = dtype  # saved in config.json: loaders (LMDeploy too) then keep this dtype
+    with torch.device(device):
+        model = build_model_class(family)(config).to(dtype).eval()
+    processor = build_processor(family, tokenizer, size.max_pixels)
 
     tmp = out_dir.with_name(out_dir.name + ".partial")
     if tmp.exists():

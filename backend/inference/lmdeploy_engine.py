@@ -1,0 +1,198 @@
+"""The LMDeploy engine: the same Engine interface, served by an `lmdeploy serve api_server` child.
+
+Requests go over its OpenAI-compatible API; each names its adapter in the `model` field (the base
+is "base"). Several requests at once (scoring, side by side, many visitors) are sent
+concurrently, and LMDeploy batches them on the GPU itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+from backend.images import open_image
+from backend.inference.engine import Cancel, GenerationSettings, Turn
+from backend.inference.lmdeploy_server import LMDeployServer, ServerError
+
+log = logging.getLogger(__name__)
+
+_DONE = object()
+
+
+def image_url(path: str, max_pixels: int) -> str:
+    """A picture as a data URL, downscaled first: LMDeploy would resize it anyway, and a 12 MP
+    photo is 4 MB of base64 to move for nothing."""
+    picture = open_image(path, max_pixels)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="JPEG", quality=92)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def to_openai_messages(turns: Sequence[Turn], max_pixels: int) -> list[dict]:
+    messages = []
+    for turn in turns:
+        if turn.images:
+            content: list[dict] = [{"type": "image_url", "image_url": {"url": image_url(p, max_pixels)}}
+                                   for p in turn.images]
+            content.append({"type": "text", "text": turn.text})
+            messages.append({"role": turn.role, "content": content})
+        else:
+            messages.append({"role": turn.role, "content": turn.text})
+    return messages
+
+
+def request_body(messages: list[dict], settings: GenerationSettings, model: str, stream: bool,
+                 extra: dict | None = None) -> dict:
+    body = {"model": model, "messages": messages, "stream": stream,
+            "max_completion_tokens": settings.max_new_tokens}
+    if settings.temperature > 0:
+        body.update(temperature=settings.temperature, top_p=settings.top_p)
+    else:  # greedy: the same question gets the same answer, as with the transformers engine
+        body.update(temperature=0.0, top_k=1)
+    body.update(extra or {})
+    return body
+
+
+def stream_pieces(lines: Iterator[str]) -> Iterator[str]:
+    """Text pieces out of an OpenAI-style server-sent event stream."""
+    for line in lines:
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        try:
+            event = json.loads(data)
+        except ValueError:
+            log.warning("unreadable stream event: %.200s", data)
+            continue
+        if "error" in event:
+            raise RuntimeError(f"LMDeploy: {event['error']}")
+        for choice in event.get("choices") or []:
+            piece = (choice.get("delta") or {}).get("content")
+            if piece:
+                yield piece
+
+
+class LMDeployEngine:
+    name = "lmdeploy"
+
+    def __init__(self, server: LMDeployServer, max_pixels: int, timeout: float = 600) -> None:
+        self.server = server
+        self.max_pixels = max_pixels
+        self.client = httpx.Client(timeout=httpx.Timeout(timeout, connect=10))
+        self.extra: dict = {}  # extra request fields, e.g. ignore_eos for benchmarks
+        self._restart_lock = threading.Lock()
+
+    @property
+    def adapters(self) -> dict[str, str]:
+        return {name: str(path) for name, path in self.server.adapters.items()}
+
+    def load_adapter(self, name: str, folder: str) -> None:
+        if name in self.server.adapters:
+            return
+        self.server.add_adapter(name, Path(folder))
+
+    def _model(self, adapter: str | None) -> str:
+        if adapter is not None and adapter not in self.server.adapters:
+            raise ValueError(f"no adapter named {adapter!r} is loaded")
+        return adapter or self.server.BASE_NAME
+
+    def _failed(self, err: Exception) -> RuntimeError:
+        """Turn a broken connection into a sentence; restart a server that died."""
+        if not self.server.alive():
+            code = self.server.process.returncode if self.server.process else "?"
+            threading.Thread(target=self._restart, daemon=True).start()
+            return RuntimeError(f"The LMDeploy server stopped (exit {code}) while answering; it is "
+                                "being restarted, please ask again in a minute.")
+        return RuntimeError(f"LMDeploy did not answer: {err}")
+
+    def _restart(self) -> None:
+        with self._restart_lock:
+            if self.server.alive():
+                return
+            try:
+                self.server.start()
+            except ServerError as err:
+                log.error("could not restart LMDeploy: %s", err)
+
+    def stream(self, turns: list[Turn], settings: GenerationSettings,
+               cancel: Cancel | None = None, adapter: str | None = None) -> Iterator[str]:
+        cancel = cancel or Cancel()
+        body = request_body(to_openai_messages(turns, self.max_pixels), settings, self._model(adapter),
+                            stream=True, extra=self.extra)
+        try:
+            with self.client.stream("POST", f"{self.server.url}/v1/chat/completions", json=body) as response:
+                if response.status_code != 200:
+                    response.read()
+                    raise RuntimeError(f"LMDeploy refused the request ({response.status_code}): "
+                                       f"{response.text[:300]}")
+                for piece in stream_pieces(response.iter_lines()):
+                    if cancel.is_set:
+                        return  # leaving the block closes the connection; LMDeploy ends the session
+                    yield piece
+        except (httpx.TransportError, httpx.StreamError) as err:
+            raise self._failed(err) from None
+
+    def stream_many(self, requests: Sequence[tuple[list[Turn], str | None]], settings: GenerationSettings,
+                    cancel: Cancel | None = None) -> Iterator[tuple[int, str]]:
+        cancel = cancel or Cancel()
+        pieces: queue.Queue = queue.Queue()
+        failures: list[BaseException] = []
+
+        def run(index: int, turns: list[Turn], adapter: str | None) -> None:
+            try:
+                for piece in self.stream(turns, settings, cancel, adapter):
+                    pieces.put((index, piece))
+            except BaseException as err:
+                failures.append(err)
+            finally:
+                pieces.put(_DONE)
+
+        threads = [threading.Thread(target=run, args=(i, t, a), daemon=True) for i, (t, a) in enumerate(requests)]
+        for thread in threads:
+            thread.start()
+        finished = 0
+        try:
+            while finished < len(threads):
+                item = pieces.get()
+                if item is _DONE:
+                    finished += 1
+                else:
+                    yield item
+        finally:
+            cancel.set()
+        if failures:
+            raise failures[0]
+
+    def generate_batch(self, conversations: list[list[Turn]], settings: GenerationSettings,
+                       adapter: str | None = None) -> list[str]:
+        model = self._model(adapter)
+
+        def ask(turns: list[Turn]) -> str:
+            body = request_body(to_openai_messages(turns, self.max_pixels), settings, model, stream=False,
+                                extra=self.extra)
+            try:
+                response = self.client.post(f"{self.server.url}/v1/chat/completions", json=body)
+            except httpx.TransportError as err:
+                raise self._failed(err) from None
+            if response.status_code != 200:
+                raise RuntimeError(f"LMDeploy refused the request ({response.status_code}): {response.text[:300]}")
+            return response.json()["choices"][0]["message"]["content"] or ""
+
+        # All at once: LMDeploy's scheduler batches them (up to its max batch size).
+        with ThreadPoolExecutor(max_workers=min(64, max(1, len(conversations)))) as pool:
+            return list(pool.map(ask, conversations))
+
+    def close(self) -> None:
+        self.client.close()
+        self.server.stop()

@@ -1,0 +1,137 @@
+"""The LMDeploy engine's CPU-side logic, against a real server process.
+
+LMDeploy itself needs a GPU; tests/openai_standin.py takes its command line and speaks its API
+with a real (tiny) model, so what the app does around LMDeploy runs here for real: starting and
+stopping the process, requests with pictures, the stream, adapters by name, a server that dies.
+The real LMDeploy runs on the GPU machine: bench/README.md has those figures.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+import pytest
+
+from backend.inference.engine import GenerationSettings, Turn
+from backend.inference.lmdeploy_engine import LMDeployEngine, request_body, stream_pieces
+from backend.inference.lmdeploy_server import LMDeployServer, ServerError, ServerOptions, convert_adapter
+from tests.conftest import EXAMPLES, ROOT
+from tests.test_scoring import make_adapter
+
+STANDIN = (sys.executable, str(ROOT / "tests" / "openai_standin.py"))
+PHOTO = str(EXAMPLES / "images" / "yuebing-1.jpg")
+QUICK = GenerationSettings(max_new_tokens=12)
+
+
+def test_the_stream_parser_reads_pieces_and_stops_at_done():
+    lines = ['data: {"choices": [{"delta": {"role": "assistant"}}]}', "",
+             'data: {"choices": [{"delta": {"content": "锅包"}}]}', ": keep-alive",
+             'data: {"choices": [{"delta": {"content": "肉"}}]}', "data: [DONE]",
+             'data: {"choices": [{"delta": {"content": "never"}}]}']
+    assert list(stream_pieces(iter(lines))) == ["锅包", "肉"]
+
+
+def test_a_server_error_event_becomes_an_exception():
+    with pytest.raises(RuntimeError, match="LMDeploy: out of memory"):
+        list(stream_pieces(iter(['data: {"error": "out of memory"}'])))
+
+
+def test_greedy_requests_pin_top_k_and_sampling_requests_carry_their_settings():
+    greedy = request_body([], GenerationSettings(max_new_tokens=5), "base", stream=True)
+    assert greedy["top_k"] == 1 and greedy["temperature"] == 0.0 and greedy["max_completion_tokens"] == 5
+    sampled = request_body([], GenerationSettings(temperature=0.7, top_p=0.8), "food", stream=False)
+    assert sampled["model"] == "food" and sampled["top_p"] == 0.8 and "top_k" not in sampled
+
+
+def test_a_missing_lmdeploy_is_a_sentence(tmp_path, monkeypatch):
+    monkeypatch.setattr("backend.inference.lmdeploy_server.default_command", lambda workdir: None)
+    with pytest.raises(ServerError, match="make gpu-extras"):
+        LMDeployServer(ServerOptions(model="x", workdir=tmp_path))
+
+
+def test_impossible_server_options_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="KV-cache share"):
+        ServerOptions(model="x", workdir=tmp_path, cache_share=1.5)
+
+
+def test_adapter_keys_are_renamed_for_lmdeploy(tiny_models, tmp_path):
+    from safetensors.torch import load_file
+
+    source = make_adapter(tiny_models["qwen2_vl"], tmp_path / "a", 1)
+    converted = convert_adapter(tmp_path / "a", tmp_path / "converted")
+    keys = list(load_file(str(converted / "adapter_model.safetensors")))
+    assert keys and all("language_model" not in k for k in keys)
+    assert any(k.startswith("base_model.model.model.layers.") for k in keys), keys[:3]
+    assert source
+
+
+@pytest.fixture()
+def engine(tiny_models, tmp_path):
+    server = LMDeployServer(ServerOptions(model=str(tiny_models["qwen2_vl"]), workdir=tmp_path, command=STANDIN))
+    server.start(timeout=120)
+    engine = LMDeployEngine(server, max_pixels=112 * 112)
+    yield engine
+    engine.close()
+
+
+def test_chat_with_a_photo_streams_and_matches_a_batched_answer(engine):
+    turns = [Turn("user", "这是什么菜？", (PHOTO,))]
+    pieces = list(engine.stream(turns, QUICK))
+    assert len(pieces) > 1
+    assert "".join(pieces) == engine.generate_batch([turns], QUICK)[0]
+    assert "--server-name" in engine.server.arguments() and "127.0.0.1" in engine.server.arguments()
+
+
+def test_an_adapter_is_served_by_name_beside_the_base(engine, tiny_models, tmp_path):
+    turns = [Turn("user", "这是什么菜？", (PHOTO,))]
+    base = engine.generate_batch([turns], QUICK)[0]
+    engine.load_adapter("tuned", make_adapter(tiny_models["qwen2_vl"], tmp_path / "t", 5))
+    assert "--adapters" in engine.server.arguments()
+    answers = {row: "" for row in (0, 1)}
+    for row, piece in engine.stream_many([(turns, None), (turns, "tuned")], QUICK):
+        answers[row] += piece
+    assert answers[0] == base and answers[1] != base
+    with pytest.raises(ValueError, match="no adapter named"):
+        engine.generate_batch([turns], QUICK, adapter="other")
+
+
+def test_a_server_that_dies_is_a_sentence_and_comes_back(engine):
+    turns = [Turn("user", "Hello?")]
+    before = engine.generate_batch([turns], QUICK)[0]
+    os.killpg(engine.server.process.pid, signal.SIGKILL)
+    engine.server.process.wait(10)
+    with pytest.raises(RuntimeError, match="stopped .* being restarted"):
+        list(engine.stream(turns, QUICK))
+    import time
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not engine.server.alive():
+        time.sleep(0.5)
+    engine.server.wait_ready(120)
+    assert engine.generate_batch([turns], QUICK)[0] == before
+
+
+def test_auto_picks_transformers_without_a_gpu_and_says_why(tmp_path):
+    import torch
+
+    from backend.services import choose_engine
+    from backend.settings import Settings
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the CPU-side choice cannot be seen here")
+    name, why = choose_engine(Settings(workdir=tmp_path), source=None)
+    assert name == "transformers" and "no GPU" in why
+
+
+def test_asking_for_lmdeploy_without_a_gpu_stops_startup_with_a_sentence(tmp_path):
+    import subprocess
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    result = subprocess.run([sys.executable, "app.py", "--engine", "lmdeploy", "--workdir", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "needs a GPU" in result.stderr
