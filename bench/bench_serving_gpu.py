@@ -1,0 +1,182 @@
+"""Serving on a GPU: LMDeploy through our engine vs. LMDeploy called directly vs. transformers.
+
+    python bench/bench_serving_gpu.py --workdir /tmp/serve     # on a GPU machine with LMDeploy
+
+Builds (once) a random-weight model of Qwen2-VL-2B-Instruct's shape in bf16 (speed does not depend
+on weight values; see shared/GPU.md) and FoodieQA-shaped data (bench/fake_foodieqa.py), starts
+`lmdeploy serve api_server` through our LMDeployServer, and measures, in one run:
+
+1. one chat stream with a 448x448 photo, 128 new tokens (ignore_eos): first-token time and
+   tokens/s, through our LMDeployEngine (the app's chat path) vs. a bare HTTP client on the same
+   server (LMDeploy called directly); tokens/s against the bandwidth bound (weight bytes / 3 TB/s);
+2. 32 chats at once through our engine vs. transformers' batched generate on the same model;
+3. scoring 256 single-image questions (image encoding included) through our scorer;
+4. base + one LoRA adapter served from one engine: do their answers differ?
+
+Prints a table and writes JSON to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+import torch  # noqa: E402
+
+from backend.inference.engine import GenerationSettings, Turn  # noqa: E402
+from backend.inference.lmdeploy_engine import (LMDeployEngine, request_body, stream_pieces,  # noqa: E402
+                                               to_openai_messages)
+from backend.inference.lmdeploy_server import LMDeployServer, ServerOptions  # noqa: E402
+
+NEW_TOKENS = 128
+BANDWIDTH = 3.0e12  # H100 SXM HBM3, bytes/s (about; the H200 has 4.8e12)
+
+
+def build(workdir: Path) -> tuple[Path, Path]:
+    from backend.models.tiny import QWEN2_VL_2B, build_tiny_model
+    sys.path.insert(0, str(ROOT / "bench"))
+    from fake_foodieqa import make
+    from transformers import AutoTokenizer
+
+    model_dir, data_dir = workdir / "qwen2vl-2b-random", workdir / "data"
+    if not (model_dir / "config.json").exists():
+        start = time.perf_counter()
+        build_tiny_model("qwen2_vl", model_dir, QWEN2_VL_2B, device="cuda", dtype=torch.bfloat16)
+        print(f"built the 2B model in {time.perf_counter() - start:.1f}s", flush=True)
+    if not (data_dir / "sivqa_tidy.json").exists():
+        make(data_dir, 256, 256, AutoTokenizer.from_pretrained(model_dir))
+    return model_dir, data_dir
+
+
+def photo(data_dir: Path) -> str:
+    from PIL import Image
+
+    path = data_dir / "photo-448.jpg"
+    Image.open(next((data_dir / "images").iterdir())).convert("RGB").resize((448, 448)).save(path)
+    return str(path)
+
+
+def time_stream(pieces) -> tuple[float, float, int]:
+    """(first-token seconds, total seconds, pieces) of an iterator of text pieces."""
+    start = time.perf_counter()
+    first, count = None, 0
+    for _ in pieces:
+        count += 1
+        if first is None:
+            first = time.perf_counter() - start
+    return first or 0.0, time.perf_counter() - start, count
+
+
+def direct_stream(url: str, turns, max_pixels: int, settings: GenerationSettings):
+    """The thinnest client: one HTTP request, the event stream read line by line."""
+    body = request_body(to_openai_messages(turns, max_pixels), settings, "base", stream=True,
+                        extra={"ignore_eos": True})
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=300) as response:
+        yield from stream_pieces(response.iter_lines())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/serve"))
+    parser.add_argument("--out", type=Path, default=Path("serving.json"))
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    results: dict = {"device": torch.cuda.get_device_name(0)}
+    model_dir, data_dir = build(args.workdir)
+    picture = photo(data_dir)
+    weight_bytes = sum(f.stat().st_size for f in model_dir.glob("*.safetensors"))
+    settings = GenerationSettings(max_new_tokens=NEW_TOKENS)
+    turns = [Turn("user", "这是什么菜？请详细介绍。", (picture,))]
+
+    server = LMDeployServer(ServerOptions(model=str(model_dir), workdir=args.workdir, cache_share=0.5))
+    start = time.perf_counter()
+    server.start(timeout=900)
+    results["server_start_s"] = time.perf_counter() - start
+    engine = LMDeployEngine(server, max_pixels=1024 * 768)
+    engine.extra = {"ignore_eos": True}
+    try:
+        # 1. one stream: ours vs direct, interleaved so drift hits both alike
+        time_stream(engine.stream(turns, settings))  # warm-up
+        ours, direct = [], []
+        for _ in range(args.repeat):
+            ours.append(time_stream(engine.stream(turns, settings)))
+            direct.append(time_stream(direct_stream(server.url, turns, 1024 * 768, settings)))
+        for name, runs in (("ours", ours), ("direct", direct)):
+            results[f"single_{name}_first_token_ms"] = 1000 * statistics.median(r[0] for r in runs)
+            results[f"single_{name}_tok_s"] = statistics.median(NEW_TOKENS / (r[1] - r[0]) for r in runs)
+        bound = BANDWIDTH / weight_bytes
+        results["bandwidth_bound_tok_s"] = bound
+        results["single_ours_share_of_bound"] = results["single_ours_tok_s"] / bound
+
+        # 2. 32 chats at once through our engine
+        many = [(turns, None)] * 32
+        start = time.perf_counter()
+        counts = [0] * 32
+        for row, _ in engine.stream_many(many, settings):
+            counts[row] += 1
+        results["concurrent32_ours_tok_s"] = 32 * NEW_TOKENS / (time.perf_counter() - start)
+
+        # 3. scoring 256 single-image questions, pictures encoded inside the timing
+        from backend.data import read_foodieqa_folder
+        from backend.evaluation.scoring import score
+
+        engine.extra = {}
+        records = read_foodieqa_folder(data_dir).records
+        run = score(engine, records, batch_size=256)
+        results["score256_s"] = run.seconds
+        results["score256_questions"] = len(run.questions)
+
+        # 4. base + one adapter from one engine
+        from peft import LoraConfig, get_peft_model
+        from transformers import Qwen2VLForConditionalGeneration
+
+        adapter_dir = args.workdir / "random-adapter"
+        if not adapter_dir.exists():
+            base = Qwen2VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.bfloat16)
+            names = [n for n, m in base.named_modules() if ".language_model." in f".{n}"
+                     and n.endswith(("q_proj", "v_proj")) and isinstance(m, torch.nn.Linear)]
+            torch.manual_seed(0)
+            get_peft_model(base, LoraConfig(r=16, lora_alpha=32, target_modules=names,
+                                            init_lora_weights=False)).save_pretrained(adapter_dir)
+            del base
+        short = GenerationSettings(max_new_tokens=16)
+        base_answer = engine.generate_batch([turns], short)[0]
+        start = time.perf_counter()
+        engine.load_adapter("food", str(adapter_dir))
+        results["adapter_restart_s"] = time.perf_counter() - start
+        tuned_answer = engine.generate_batch([turns], short, adapter="food")[0]
+        results["adapter_answers_differ"] = base_answer != tuned_answer
+        results["adapter_base_still_same"] = engine.generate_batch([turns], short)[0] == base_answer
+    finally:
+        engine.close()
+
+    # 2b. transformers' batched generate on the same model, same prompt, 32 at once
+    from backend.inference.transformers_engine import TransformersEngine
+    from backend.models.loading import load, resolve
+
+    hf = TransformersEngine(load(resolve(str(model_dir))))
+    inputs = hf.prepare_batch([turns] * 32)
+    with torch.inference_mode():
+        hf.loaded.model.generate(**inputs, max_new_tokens=8, do_sample=False)  # warm-up
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        hf.loaded.model.generate(**inputs, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False)
+        torch.cuda.synchronize()
+    results["concurrent32_transformers_tok_s"] = 32 * NEW_TOKENS / (time.perf_counter() - start)
+    results["concurrent32_ratio"] = results["concurrent32_ours_tok_s"] / results["concurrent32_transformers_tok_s"]
+
+    args.out.write_text(json.dumps(results, indent=2))
+    for key, value in results.items():
+        print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
+
+
+if __name__ == "__main__":
+    main()
