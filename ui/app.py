@@ -23,7 +23,8 @@ def build(services: Services) -> tuple[gr.Blocks, gr.I18n]:
             with gr.Tab(i18n("tab_chat"), id="chat"):
                 chat.build(services, i18n, forced)
             with gr.Tab(i18n("tab_dataset"), id="dataset"):
-                coming.build(i18n, "coming_dataset")
+                from ui import dataset  # imported here so this tab's wiring stays one hunk
+                dataset.build(services, i18n, forced)
             with gr.Tab(i18n("tab_train"), id="train"):
                 coming.build(i18n, "coming_train")
             with gr.Tab(i18n("tab_compare"), id="compare"):

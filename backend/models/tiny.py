@@ -272,6 +272,19 @@ def build_model_class(family: str):
     }[family]
 
 
+def _save_video_processor_if_possible(family: str, folder: Path, max_pixels: int) -> None:
+    """Real Qwen checkpoints ship a video processor config, and some loaders (LMDeploy's
+    AutoProcessor call) insist on it. It needs torchvision, so it is written where that imports."""
+    if family not in ("qwen2_vl", "qwen2_5_vl"):
+        return
+    try:
+        from transformers import Qwen2VLVideoProcessor
+
+        Qwen2VLVideoProcessor(min_pixels=56 * 56, max_pixels=max_pixels).save_pretrained(folder)
+    except Exception as err:  # no torchvision here: the image-only processor serves
+        log.debug("no video processor written (%s)", err)
+
+
 def build_tiny_model(family: str, out_dir: Path, size: TinySize = TinySize(), seed: int = 0,
                      device: str = "cpu", dtype: torch.dtype = torch.float32) -> Path:
     """Build a random model of `family` and save it at out_dir as a hub checkpoint would be.
@@ -298,6 +311,7 @@ def build_tiny_model(family: str, out_dir: Path, size: TinySize = TinySize(), se
     tmp.mkdir(parents=True)
     model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
+    _save_video_processor_if_possible(family, tmp, size.max_pixels)
     (tmp / "foodie_studio.json").write_text(
         json.dumps({"family": family, "tiny": True, "size": size.__dict__, "seed": seed}, indent=2),
         encoding="utf-8")

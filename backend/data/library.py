@@ -1,0 +1,105 @@
+"""The app's own data library in the work folder: uploaded data and saved training sets.
+
+    <workdir>/uploads/<stamp>-<session>/   what one upload unpacked to (uploads.unpack_upload)
+    <workdir>/datasets/<name>/             a folder written by split.build_training_set:
+        train.json, heldout.json, train_questions.json, heldout_questions.json, split.json
+
+The Dataset tab saves training sets here and the Train tab lists <workdir>/datasets/*/split.json,
+so that layout is a contract between the two. A name is one plain folder name: it can never lead
+outside <workdir>/datasets/.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from backend.data.foodieqa import FOODIEQA_FILES
+from backend.data.schema import DataError
+from backend.data.split import MANIFEST
+
+log = logging.getLogger(__name__)
+
+DATASETS_DIR = "datasets"
+UPLOADS_DIR = "uploads"
+MAX_NAME_LENGTH = 64
+# Letters (any script, so "川菜-练习" is fine), digits, "_", "-" and "."; starting with a letter or
+# a digit, so never "." / ".." / a hidden folder, and never a path separator.
+_NAME_RE = re.compile(r"^[^\W_][\w.-]*$")
+_DATA_SUFFIXES = (".json", ".csv")
+
+
+def datasets_root(workdir: str | Path) -> Path:
+    return Path(workdir).resolve() / DATASETS_DIR
+
+
+def check_name(name: str | None) -> str:
+    """The name, stripped, if it can be a training set's folder name; DataError with a sentence if not."""
+    name = (name or "").strip()
+    if not name:
+        raise DataError("Give the training set a name.")
+    if len(name) > MAX_NAME_LENGTH:
+        raise DataError(f"The name is {len(name)} characters long; keep it to {MAX_NAME_LENGTH}.")
+    if not _NAME_RE.fullmatch(name):
+        raise DataError(f"{name!r} cannot be a training set's name: use letters, digits, '-', '_' "
+                        "and '.', starting with a letter or a digit (no '/', no spaces).")
+    return name
+
+
+def training_set_folder(workdir: str | Path, name: str | None) -> Path:
+    """<workdir>/datasets/<name>, refusing (DataError) any name that is not one plain folder name."""
+    name = check_name(name)
+    root = datasets_root(workdir)
+    folder = (root / name).resolve()
+    if folder.parent != root:  # belt and braces: the pattern above already rules this out
+        raise DataError(f"{name!r} leads outside {root}.")
+    return folder
+
+
+def list_training_sets(workdir: str | Path) -> list[tuple[str, Path, dict[str, Any]]]:
+    """(name, folder, manifest) of every complete training set, by name. A folder without a
+    readable split.json (being written, or damaged) is left out and logged."""
+    root = datasets_root(workdir)
+    if not root.is_dir():
+        return []
+    found = []
+    for manifest_path in sorted(root.glob(f"*/{MANIFEST}")):
+        folder = manifest_path.parent
+        if folder.name.startswith("."):
+            continue
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            log.warning("skipping training set %s: %s", folder, err)
+            continue
+        if not isinstance(manifest, dict):
+            log.warning("skipping training set %s: its manifest is not a JSON object", folder)
+            continue
+        found.append((folder.name, folder, manifest))
+    return found
+
+
+def new_upload_folder(workdir: str | Path, session: str | None = None) -> Path:
+    """A fresh, not yet existing <workdir>/uploads/<time>-<session>-<random> for one upload."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    owner = re.sub(r"[^A-Za-z0-9]", "", session or "")[:8] or "api"
+    return Path(workdir).resolve() / UPLOADS_DIR / f"{stamp}-{owner}-{uuid.uuid4().hex[:6]}"
+
+
+def upload_data_root(folder: str | Path) -> Path:
+    """Where the data of an unpacked upload starts: a zip of "my-dishes/" unpacks to one folder
+    holding everything, so step into lone sub-folders until a data file (or several entries) shows."""
+    folder = Path(folder)
+    for _ in range(8):
+        entries = [p for p in folder.iterdir() if not p.name.startswith(".") and p.name != "__MACOSX"]
+        has_data = any(p.is_file() and (p.suffix.lower() in _DATA_SUFFIXES or p.name in FOODIEQA_FILES.values())
+                       for p in entries)
+        if has_data or len(entries) != 1 or not entries[0].is_dir() or entries[0].is_symlink():
+            return folder
+        folder = entries[0]
+    return folder

@@ -1,0 +1,18 @@
+"""LoRA fine-tuning: a typed job spec, a job store in SQLite, a background worker, and the training
+program each job runs as its own process.
+
+    spec.py         JobSpec, its checks (problems / validate), presets "demo-cpu" and "2b-gpu"
+    jobs.py         JobStore: submit, list, get, cancel, resume, delete, checkpoints, metrics, log_tail
+    worker.py       the worker process (python -m backend.training.worker), spawn / stop for the app
+    views.py        what the Train tab shows: job rows with progress, loss curves, log tails, adapters
+    lora.py         the training program (python -m backend.training.lora spec.json; torchrun for DDP)
+    demo_data.py    the bundled 72-question training set and the demo preset ready to submit
+    samples.py      LLaVA / XTuner conversation JSON -> chat-template messages
+    encoding.py     messages -> tokens with answer-only labels (IGNORE_INDEX elsewhere), batching
+    checkpoints.py  atomic checkpoints, resume, the final adapter and merged model
+    runtime.py      processes and signals, learning-rate schedule, data order, metrics.jsonl
+    layout.py       what a job folder holds, read back cheaply
+    check.py        exact-answer check of a tuned model (benchmark and tests)
+
+Nothing here imports gradio.
+"""

@@ -1,0 +1,449 @@
+"""Foodie Studio's LoRA training program: one job, run as its own process.
+
+Single process (CPU, or one GPU):
+
+    python -m backend.training.lora runs/jobs/<job-id>/spec.json
+
+Several GPUs of one machine, data parallel (DDP; one process per GPU, each sees the whole model):
+
+    CUDA_VISIBLE_DEVICES=0,1,2,3 torchrun --standalone --nproc_per_node=4 -m backend.training.lora spec.json
+
+DeepSpeed ZeRO-2 / ZeRO-3 (optimizer state, and for ZeRO-3 the weights too, split across GPUs):
+set "deepspeed": "zero2" or "zero3" in the spec and launch with torchrun as above. This path needs
+`pip install deepspeed`; it was not installed where this program was written and has not been run.
+
+The background worker (backend/training/worker.py) starts this program for each job, with its
+output going to the job's train.log. Everything the program writes is under the spec's output_dir
+(layout.py lists it). Run again on the same spec, it resumes from the newest checkpoint there, with
+the same schedule: optimizer state, learning-rate step, data order and random state all restored.
+
+What it trains: LoRA adapters on the linear layers of the LANGUAGE MODEL only. The vision tower and
+the projector stay frozen (they also have q_proj/k_proj/... layers, so the adapter's target modules
+are an explicit list of full names under the language model, never a pattern). The loss counts
+answer tokens only, in every turn (encoding.py).
+
+Exit status: 0 done; 1 failed (the reason is in result.json and the last lines of the log);
+2 the spec is invalid; 75 stopped by SIGTERM/SIGINT after saving a checkpoint (resumable).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from backend.training import checkpoints
+from backend.training.encoding import IGNORE_INDEX, SampleDataset, collate
+from backend.training.layout import (EXIT_BAD_SPEC, EXIT_FAILED, EXIT_OK, EXIT_STOPPED, JobFiles, ready_checkpoints,
+                                     write_json_atomic)
+from backend.training.runtime import (Dist, Metrics, StopFlag, TrainingError, epoch_order, lr_at,
+                                      quiet_data_worker, setup_distributed, start_loader)
+from backend.training.samples import Sample, SampleError, read_samples
+from backend.training.spec import JobSpec, SpecError
+
+log = logging.getLogger("foodie.train")
+
+# Encoded samples are kept in memory between epochs when they fit in this much.
+CACHE_BYTES = 512 * 2**20
+
+
+# ----------------------------------------------------------------------------------------------
+# Model
+
+
+def language_model_targets(model: torch.nn.Module, short_names: list[str]) -> list[str]:
+    """Full names of the linear layers called `short_names` inside the language model.
+
+    Vision towers have q_proj/k_proj/v_proj too; matching by short name alone would put LoRA on
+    them. The list is saved as the adapter's target_modules: explicit names load everywhere (LMDeploy
+    cannot read a pattern)."""
+    decoder = model.get_decoder()
+    prefix = next((name for name, module in model.named_modules() if module is decoder), None)
+    if prefix is None:
+        raise TrainingError("Could not find the language model inside this model, so LoRA cannot be "
+                            "placed on it.")
+    wanted = set(short_names)
+    targets = [name for name, module in model.named_modules()
+               if name.startswith(prefix + ".") and name.rsplit(".", 1)[-1] in wanted
+               and isinstance(module, torch.nn.Linear)]
+    if not targets:
+        linear = sorted({name.rsplit(".", 1)[-1] for name, module in decoder.named_modules()
+                         if isinstance(module, torch.nn.Linear)})
+        raise TrainingError(f"None of the target modules ({', '.join(short_names)}) is a linear layer of the "
+                            f"language model; its linear layers are called {', '.join(linear)}.")
+    return targets
+
+
+def build_model(spec: JobSpec, device: torch.device, dtype: torch.dtype):
+    """Base model (frozen) + LoRA on the language model. Returns (peft model, processor, source)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText
+
+    from backend.models.loading import load_processor, resolve
+
+    source = resolve(spec.model)
+    processor = load_processor(source)
+    model = AutoModelForImageTextToText.from_pretrained(source.location, dtype=dtype)
+    model.requires_grad_(False)  # vision tower, projector, embeddings, lm_head: all frozen
+    model.config.use_cache = False  # the KV cache only helps generation
+    targets = language_model_targets(model, spec.target_modules)
+    config = LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
+                        target_modules=targets, bias="none", task_type="CAUSAL_LM")
+    # peft saves target_modules condensed to the shortest name suffixes that still match only these
+    # layers (e.g. "q_proj" when the vision tower has none): still explicit names, never a pattern.
+    model = get_peft_model(model, config)  # LoRA weights are created in fp32 even on a bf16 base
+    log.info("LoRA r=%d alpha=%d on %d linear layers of the language model", spec.lora_r, spec.lora_alpha,
+             len(targets))
+    if spec.gradient_checkpointing:
+        # Non-reentrant checkpointing works with a frozen embedding layer (no input grads needed).
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.to(device)
+    return model, processor, source
+
+
+# ----------------------------------------------------------------------------------------------
+# The run
+
+
+def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
+    # ---- setup: devices, precision, processes ----
+    on_gpu = spec.device == "cuda" or (spec.device == "auto" and torch.cuda.is_available())
+    if on_gpu and not torch.cuda.is_available():
+        raise TrainingError("This job asks for a GPU, but none is visible to it "
+                            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}).")
+    dist = setup_distributed(on_gpu)
+    device = torch.device("cuda", dist.local_rank) if on_gpu else torch.device("cpu")
+    use_bf16 = on_gpu and spec.bf16 and torch.cuda.is_bf16_supported()
+    weights_dtype = torch.bfloat16 if use_bf16 else torch.float32  # LoRA weights stay fp32 either way
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    if on_gpu:
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls (LoRA's) on tensor cores
+    random.seed(spec.seed + dist.rank)
+    torch.manual_seed(spec.seed + dist.rank)
+    if not dist.is_main:
+        log.setLevel(logging.WARNING)
+    log.info("job %s: %s on %s (%s, %d process%s)", files.root.name, spec.model, device,
+             "bf16" if use_bf16 else "fp32", dist.world, "" if dist.world == 1 else "es")
+
+    # ---- model: frozen base + LoRA on the language model ----
+    model, processor, _ = build_model(spec, device, weights_dtype)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    n_trainable = sum(p.numel() for p in trainable)
+    n_total = sum(p.numel() for p in model.parameters())
+    log.info("%.2f M trainable parameters of %.1f M", n_trainable / 1e6, n_total / 1e6)
+
+    # ---- data ----
+    train_samples, problems = read_samples(Path(spec.data_file), spec.images_dir)
+    for problem in problems:
+        log.warning("skipped: %s", problem)
+    if not train_samples:
+        raise TrainingError(f"{spec.data_file} holds no usable sample ({len(problems)} skipped).")
+    eval_samples: list[Sample] = []
+    if spec.eval_file:
+        eval_samples, eval_problems = read_samples(Path(spec.eval_file), spec.images_dir)
+        for problem in eval_problems:
+            log.warning("held-out sample skipped: %s", problem)
+    # Keep encoded samples in memory when they are few and small and decoded in this process
+    # (Qwen2-VL patches cost ~24 bytes per pixel); otherwise decode each time, in DataLoader workers.
+    small = len(train_samples) * spec.max_image_pixels * 24 < CACHE_BYTES
+    dataset = SampleDataset(train_samples, processor, spec.max_image_pixels, spec.max_length,
+                            cache=small and spec.data_workers == 0)
+    pad_id = processor.tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = processor.tokenizer.eos_token_id
+
+    per_rank = len(epoch_order(len(dataset), spec.seed, 0, dist))
+    batches_per_epoch = math.ceil(per_rank / spec.batch_size)
+    steps_per_epoch = math.ceil(batches_per_epoch / spec.grad_accum)
+    total_steps = steps_per_epoch * spec.epochs
+    warmup_steps = round(spec.warmup_ratio * total_steps)
+    log.info("%d training samples, %d held-out; %d epochs x %d steps = %d steps; effective batch %d",
+             len(train_samples), len(eval_samples), spec.epochs, steps_per_epoch, total_steps,
+             spec.batch_size * spec.grad_accum * dist.world)
+
+    # ---- optimizer (and DeepSpeed, when asked) ----
+    fused = on_gpu and not spec.deepspeed  # one kernel for all LoRA tensors instead of one per tensor
+    optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, weight_decay=spec.weight_decay,
+                                  betas=(0.9, 0.999), fused=fused or None)
+    engine = None
+    if spec.deepspeed:
+        engine, optimizer = _deepspeed_engine(spec, model, optimizer, use_bf16)
+    elif dist.world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[dist.local_rank] if on_gpu else None)
+    peft_model = engine.module if engine is not None else getattr(model, "module", model)
+
+    if stop.requested:  # stopped while loading: nothing new to save
+        return EXIT_STOPPED
+
+    # ---- resume from the newest checkpoint, if any ----
+    if dist.is_main and files.checkpoints.is_dir():
+        for partial in files.checkpoints.glob(".*.partial"):  # a save cut short by SIGKILL
+            shutil.rmtree(partial, ignore_errors=True)
+    step = 0
+    saved = ready_checkpoints(files)
+    if saved:
+        step = checkpoints.resume(saved[-1][1], spec, peft_model, optimizer, engine, device)
+    last_saved = step
+    metrics = Metrics(files.metrics, step, dist.is_main)
+
+    # ---- training loop ----
+    model.train()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16)
+    run_start, steps_this_run = time.time(), 0
+    loss_value = eval_loss = None
+    while step < total_steps:
+        epoch = step // steps_per_epoch
+        order = epoch_order(len(dataset), spec.seed, epoch, dist)
+        batches = [order[i : i + spec.batch_size] for i in range(0, len(order), spec.batch_size)]
+        first = (step % steps_per_epoch) * spec.grad_accum  # skip the batches already trained on
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_sampler=batches[first:], num_workers=spec.data_workers,
+            collate_fn=lambda items: collate(items, pad_id), pin_memory=on_gpu,
+            worker_init_fn=quiet_data_worker)
+        micro_batches = start_loader(loader)
+
+        for _ in range(step % steps_per_epoch, steps_per_epoch):
+            t0 = time.time()
+            # -- learning rate for this step (set by hand: resuming needs only the step number) --
+            lr = lr_at(step, total_steps, warmup_steps, spec.learning_rate, spec.lr_schedule)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+            # -- forward / backward over grad_accum micro-batches --
+            group_batches = [b for _, b in zip(range(spec.grad_accum), micro_batches)]
+            # Normalise by the answer tokens of the whole step, so every token weighs the same
+            # whether it sits in a short or a long micro-batch.
+            step_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in group_batches)
+            loss_sum = 0.0
+            samples = real_tokens = 0
+            for i, batch in enumerate(group_batches):
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                labels = batch.pop("labels")  # (B, T)
+                samples += labels.shape[0]
+                real_tokens += int(batch["attention_mask"].sum())
+                last = i == len(group_batches) - 1
+                # DDP: sync gradients only on the last micro-batch of the step.
+                sync = model.no_sync() if (dist.world > 1 and engine is None and not last) else nullcontext()
+                with sync:
+                    with autocast:
+                        logits = model(**batch).logits  # (B, T, vocab)
+                    loss = answer_loss(logits, labels) / max(1, step_tokens)
+                    if engine is not None:
+                        engine.backward(loss, scale_wrt_gas=False)  # already scaled by the step's tokens
+                        engine.step()  # counts micro-batches; clips and steps at the accumulation boundary
+                    else:
+                        loss.backward()
+                loss_sum += loss.item() * max(1, step_tokens)
+
+            # -- clip, step --
+            if engine is None:
+                if spec.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(trainable, spec.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            step += 1
+            steps_this_run += 1
+            if dist.world > 1:  # log what all ranks did this step, not rank 0's share alone
+                totals = torch.tensor([loss_sum, step_tokens, samples, real_tokens], dtype=torch.float64,
+                                      device=device)
+                torch.distributed.all_reduce(totals)
+                loss_sum, step_tokens, samples, real_tokens = totals.tolist()
+            loss_value = loss_sum / max(1, step_tokens)
+
+            # -- log --
+            dt = time.time() - t0  # .item() above already waited for the GPU
+            elapsed = time.time() - run_start
+            eta = elapsed / steps_this_run * (total_steps - step)
+            epoch_float = step / steps_per_epoch
+            if step % spec.log_every == 0 or step == total_steps:
+                record = {"step": step, "total_steps": total_steps, "epoch": round(epoch_float, 4),
+                          "loss": round(loss_value, 6), "lr": lr,
+                          "samples": int(samples), "tokens": int(real_tokens),  # this step, all ranks
+                          "samples_per_s": round(samples / dt, 3), "tokens_per_s": round(real_tokens / dt, 1),
+                          "eta_s": round(eta, 1), "elapsed_s": round(elapsed, 2), "time": time.time()}
+                if on_gpu:
+                    record["gpu_mem_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
+                metrics.write(record)
+                log.info("step %d/%d | epoch %.2f | loss %.4f | lr %.2e | %.1f samples/s | %.0f tok/s | eta %s",
+                         step, total_steps, epoch_float, loss_value, lr, record["samples_per_s"],
+                         record["tokens_per_s"], _clock(eta))
+
+            # -- evaluate on the held-out samples --
+            end_of_epoch = step % steps_per_epoch == 0
+            if eval_samples and ((spec.eval_every and step % spec.eval_every == 0)
+                                 or (not spec.eval_every and end_of_epoch) or step == total_steps):
+                eval_loss = evaluate(model, eval_samples, processor, spec, dist, device, autocast, pad_id)
+                metrics.write({"step": step, "epoch": round(epoch_float, 4), "eval_loss": round(eval_loss, 6),
+                               "time": time.time()})
+                log.info("step %d | eval loss %.4f on %d held-out samples", step, eval_loss, len(eval_samples))
+                model.train()
+
+            # -- checkpoint, and stop if asked --
+            stopping = stop.agreed(dist, device)
+            due = spec.save_every and step % spec.save_every == 0 and step < total_steps
+            if (due or stopping) and step > last_saved:
+                checkpoints.save(engine, peft_model, optimizer, files, spec, step, epoch_float,
+                      {"loss": loss_value, "eval_loss": eval_loss}, dist)
+                last_saved = step
+            if stopping:
+                log.info("stopped at step %d of %d; resume continues from here", step, total_steps)
+                return EXIT_STOPPED
+
+    # ---- finish: the final adapter (and merged model) ----
+    summary = {"step": step, "total_steps": total_steps, "loss": loss_value, "eval_loss": eval_loss}
+    if dist.is_main:
+        checkpoints.save_final(peft_model, processor, files, spec, summary)
+    if dist.world > 1:
+        torch.distributed.barrier()
+    log.info("done: %d steps in %s", step, _clock(time.time() - run_start))
+    return EXIT_OK
+
+
+def answer_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy over answer tokens. Position t predicts token t+1, so logits drop their
+    last position and labels their first. Only answer positions are upcast to fp32: the full
+    (B, T, vocab) logits in fp32 would cost gigabytes with a 150k vocabulary."""
+    shifted = labels[:, 1:]  # (B, T-1)
+    keep = shifted != IGNORE_INDEX
+    return F.cross_entropy(logits[:, :-1][keep].float(), shifted[keep], reduction="sum")
+
+
+@torch.no_grad()
+def evaluate(model, samples: list[Sample], processor, spec: JobSpec, dist: Dist, device, autocast,
+             pad_id: int) -> float:
+    """Mean answer-token loss over the held-out samples (each rank takes its share)."""
+    model.eval()
+    dataset = SampleDataset(samples[dist.rank :: dist.world], processor, spec.max_image_pixels, spec.max_length)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=spec.batch_size, num_workers=spec.data_workers,
+                                         collate_fn=lambda items: collate(items, pad_id),
+                                         worker_init_fn=quiet_data_worker)
+    totals = torch.zeros(2, device=device)  # (loss sum, answer tokens)
+    for batch in start_loader(loader):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        labels = batch.pop("labels")
+        with autocast:
+            logits = model(**batch).logits
+        totals[0] += answer_loss(logits, labels)
+        totals[1] += (labels[:, 1:] != IGNORE_INDEX).sum()
+    if dist.world > 1:
+        torch.distributed.all_reduce(totals)
+    return float(totals[0] / totals[1].clamp(min=1))
+
+
+# ----------------------------------------------------------------------------------------------
+# DeepSpeed (optional; not installed where this was written, so this path has not been run)
+
+
+def _deepspeed_engine(spec: JobSpec, model, optimizer, use_bf16: bool):
+    import deepspeed
+
+    config = {
+        "train_micro_batch_size_per_gpu": spec.batch_size,
+        "gradient_accumulation_steps": spec.grad_accum,
+        "gradient_clipping": spec.max_grad_norm or 0.0,
+        "bf16": {"enabled": use_bf16},
+        "zero_optimization": {"stage": 3 if spec.deepspeed == "zero3" else 2, "overlap_comm": True,
+                              "contiguous_gradients": True},
+        "steps_per_print": 10**9,  # our own log lines are enough
+    }
+    engine, optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
+    return engine, optimizer
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry point
+
+
+def _setup_logging(files: JobFiles, rank: int) -> None:
+    """Progress lines go to stdout, which the worker points at train.log. Run by hand (stdout a
+    terminal), the lines are also appended to train.log, so the job folder is complete either way."""
+    fmt = logging.Formatter(f"%(asctime)s{'' if rank == 0 else f' [rank {rank}]'} %(levelname).1s %(message)s",
+                            "%H:%M:%S")
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
+    try:
+        same = os.path.samestat(os.fstat(sys.stdout.fileno()), os.stat(files.log))
+    except (OSError, ValueError):
+        same = False
+    if not same and rank == 0:
+        handlers.append(logging.FileHandler(files.log, encoding="utf-8"))
+    root = logging.getLogger()
+    root.handlers.clear()
+    for handler in handlers:
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    for noisy in ("httpx", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m backend.training.lora path/to/spec.json", file=sys.stderr)
+        return EXIT_BAD_SPEC
+    spec_path = Path(argv[0])
+    try:
+        spec = JobSpec.load(spec_path).validate()
+    except (OSError, ValueError) as err:  # SpecError is a ValueError
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_SPEC
+    files = JobFiles(Path(spec.output_dir) if spec.output_dir else spec_path.parent)
+    files.root.mkdir(parents=True, exist_ok=True)
+    rank = int(os.environ.get("RANK", "0"))
+    _setup_logging(files, rank)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # DataLoader workers fork
+    if rank == 0:
+        files.result.unlink(missing_ok=True)
+    stop = StopFlag()
+
+    status, error = EXIT_FAILED, None
+    try:
+        status = train(spec, files, stop)
+    except torch.OutOfMemoryError:
+        error = (f"The GPU ran out of memory (batch size {spec.batch_size}, pictures up to "
+                 f"{spec.max_image_pixels} pixels). Try a smaller batch size (raise gradient accumulation to "
+                 "keep the effective batch), smaller pictures, or gradient checkpointing.")
+    except TrainingError as err:
+        error = str(err)
+    except (SampleError, SpecError) as err:
+        error = f"The training data cannot be used: {err}"
+    except Exception as err:  # anything else: the sentence we can give, the traceback in the log
+        if checkpoints.is_disk_full(err):
+            error = (f"The disk holding {files.root} is full. Free some space, then resume the job "
+                     "(it continues from its last checkpoint).")
+        else:
+            log.exception("training failed")
+            from backend.models.loading import ModelLoadError
+
+            error = str(err) if isinstance(err, ModelLoadError) else f"Training failed: {type(err).__name__}: {err}"
+    if error:
+        log.error("error: %s", error)
+    if rank == 0:
+        outcome = {EXIT_OK: "succeeded", EXIT_STOPPED: "stopped"}.get(status, "failed")
+        try:
+            write_json_atomic(files.result, {"status": outcome, "exit_status": status, "error": error,
+                                             "time": time.time()})
+        except OSError:
+            log.error("could not write %s (the disk may be full)", files.result)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,300 @@
+"""One training job, fully described: a typed spec, checked before it is queued, saved beside its outputs.
+
+The UI builds a JobSpec (usually from a preset plus the fields a person changed), calls
+`problems()` to show what is wrong in plain sentences, and submits it. The training program reads
+the same spec back from the job folder, so a job can always be rebuilt from what is on disk.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+# LoRA goes on these linear layers of the language model (attention and MLP). The vision tower has
+# modules with the same short names; the training program only matches them under the language model.
+DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+DEVICES = ("auto", "cpu", "cuda")
+SCHEDULES = ("cosine", "constant")
+DEEPSPEED_STAGES = ("", "zero2", "zero3")
+
+# Qwen2-VL's smallest picture is 56x56; below that no processor can make patches of it.
+MIN_IMAGE_PIXELS = 56 * 56
+# Far beyond any processor's budget (Qwen2-VL's largest is 12.8 MP); more is certainly a typo.
+MAX_IMAGE_PIXELS = 50_000_000
+
+
+class SpecError(ValueError):
+    """A spec that cannot run, with every reason in plain sentences."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__(" ".join(problems))
+        self.problems = problems
+
+
+@dataclass
+class JobSpec:
+    # --- what to train, on what ---
+    model: str = ""  # local model folder or hub id (the demo model's folder for the demo preset)
+    data_file: str = ""  # training samples, LLaVA/XTuner JSON: [{"image": ..., "conversations": [...]}]
+    image_root: str = ""  # image paths in the data are relative to this folder ("" = the data file's folder)
+    eval_file: str = ""  # held-out samples in the same format ("" = no evaluation)
+    output_dir: str = ""  # where everything is written; the job store sets it to <work>/jobs/<id>
+    name: str = ""  # shown in the job list
+
+    # --- LoRA ---
+    lora_r: int = 64  # rank of the update matrices
+    lora_alpha: int = 128  # scale = alpha / r; alpha = 2r is the usual choice
+    lora_dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGET_MODULES))
+
+    # --- optimisation ---
+    learning_rate: float = 1e-4  # peak learning rate, reached after warmup
+    lr_schedule: str = "cosine"  # "cosine" decays to 0 by the last step; "constant" stays at the peak
+    warmup_ratio: float = 0.03  # fraction of all steps spent ramping up linearly from 0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0  # clip the gradient norm; 0 turns clipping off
+    epochs: int = 1
+    batch_size: int = 4  # samples per device per forward pass
+    grad_accum: int = 1  # forward passes per optimiser step (effective batch = batch x accum x GPUs)
+    seed: int = 42
+
+    # --- inputs ---
+    max_image_pixels: int = 1024 * 768  # pictures are downscaled to at most this many pixels
+    max_length: int = 2048  # tokens per sample, picture tokens included; longer answers are cut
+
+    # --- checkpoints and evaluation ---
+    save_every: int = 100  # optimiser steps between checkpoints (0 = only at the end)
+    keep_last: int = 2  # checkpoints kept; older ones are deleted
+    eval_every: int = 0  # optimiser steps between evaluations (0 = once per epoch)
+    log_every: int = 1  # optimiser steps between lines of metrics.jsonl
+    merge: bool = False  # also write base + adapter merged into one model folder (merged/)
+
+    # --- hardware ---
+    device: str = "auto"  # "auto" (a GPU when there is one), "cpu" or "cuda"
+    gpus: int = 1  # GPUs for this job; more than one runs torchrun with DDP
+    bf16: bool = True  # bf16 autocast on GPUs that support it (ignored on CPU, which trains in fp32)
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
+    deepspeed: str = ""  # "zero2" or "zero3" with DeepSpeed installed; "" = plain PyTorch (DDP)
+    data_workers: int = 2  # DataLoader processes decoding pictures (0 = in the training process)
+    threads: int = 0  # CPU threads for torch (0 = torch's default: all cores)
+
+    # ---- (de)serialisation ----
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "JobSpec":
+        """Build a spec from JSON-like data; unknown names and wrong types are SpecErrors."""
+        known = {f.name: f for f in fields(cls)}
+        problems = [f"There is no setting called {key!r}." for key in data if key not in known]
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            if key not in known:
+                continue
+            default = getattr(cls(), key)
+            try:
+                values[key] = _coerce(value, default)
+            except (TypeError, ValueError):
+                problems.append(f"{key} must be {_type_word(default)}, not {value!r}.")
+        if problems:
+            raise SpecError(problems)
+        return cls(**values)
+
+    @classmethod
+    def load(cls, path: Path) -> "JobSpec":
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    def save(self, path: Path) -> None:
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.to_json(), encoding="utf-8")
+        tmp.replace(path)
+
+    # ---- derived values ----
+
+    @property
+    def effective_batch(self) -> int:
+        return self.batch_size * self.grad_accum * self.gpus
+
+    @property
+    def images_dir(self) -> Path:
+        return Path(self.image_root) if self.image_root else Path(self.data_file).parent
+
+    def with_changes(self, **changes: Any) -> "JobSpec":
+        return replace(self, **changes)
+
+    # ---- checks ----
+
+    def problems(self, check_files: bool = True) -> list[str]:
+        """Everything that makes this spec impossible to run, one sentence each (empty when fine)."""
+        p: list[str] = []
+        if not self.model.strip():
+            p.append("Choose a model: a local model folder or a hub id.")
+        elif check_files and _looks_like_path(self.model) and not Path(self.model).expanduser().is_dir():
+            p.append(f"The model folder {self.model} does not exist.")
+        if not self.data_file.strip():
+            p.append("Choose the training data (a JSON file of conversations).")
+        elif check_files and not Path(self.data_file).is_file():
+            p.append(f"The training data file {self.data_file} does not exist.")
+        if check_files and self.image_root and not Path(self.image_root).is_dir():
+            p.append(f"The image folder {self.image_root} does not exist.")
+        if check_files and self.eval_file and not Path(self.eval_file).is_file():
+            p.append(f"The held-out data file {self.eval_file} does not exist.")
+
+        if self.lora_r < 1:
+            p.append(f"The LoRA rank must be at least 1 (it is {self.lora_r}).")
+        if self.lora_alpha <= 0:
+            p.append(f"LoRA alpha must be above 0 (it is {self.lora_alpha}).")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            p.append(f"LoRA dropout must be at least 0 and below 1 (it is {self.lora_dropout}).")
+        if not self.target_modules:
+            p.append("Name at least one target module for LoRA (for example q_proj, v_proj).")
+        elif not all(isinstance(m, str) and m.isidentifier() for m in self.target_modules):
+            p.append("Target modules must be plain module names such as q_proj (no patterns or dots).")
+
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            p.append(f"The learning rate must be above 0 (it is {self.learning_rate}).")
+        elif self.learning_rate > 1:
+            p.append(f"A learning rate of {self.learning_rate} would destroy the model; use something "
+                     "like 1e-4 (LoRA on a 2B model) to 2e-3 (the demo model).")
+        if self.lr_schedule not in SCHEDULES:
+            p.append(f"The learning-rate schedule must be one of {', '.join(SCHEDULES)}.")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            p.append(f"The warmup ratio must be at least 0 and below 1 (it is {self.warmup_ratio}).")
+        if self.weight_decay < 0:
+            p.append("Weight decay cannot be negative.")
+        if self.max_grad_norm < 0:
+            p.append("The gradient clipping norm cannot be negative (0 turns clipping off).")
+        if self.epochs < 1:
+            p.append(f"Train for at least 1 epoch (it is {self.epochs}).")
+        if self.batch_size < 1:
+            p.append(f"The batch size must be at least 1 (it is {self.batch_size}).")
+        if self.grad_accum < 1:
+            p.append(f"Gradient accumulation must be at least 1 step (it is {self.grad_accum}).")
+
+        if self.max_image_pixels < MIN_IMAGE_PIXELS:
+            p.append(f"Pictures of {self.max_image_pixels} pixels are too small to see anything; allow at "
+                     f"least {MIN_IMAGE_PIXELS} (56x56), better 448x448 or more.")
+        elif self.max_image_pixels > MAX_IMAGE_PIXELS:
+            p.append(f"{self.max_image_pixels} pixels per picture is far more than any model uses; "
+                     "1024x768 (786432) is plenty.")
+        if self.max_length < 64:
+            p.append(f"A sample must be allowed at least 64 tokens (it is {self.max_length}).")
+
+        if self.save_every < 0:
+            p.append("Save every N steps needs N of 0 (only at the end) or more.")
+        if self.keep_last < 1:
+            p.append("Keep at least the last checkpoint (keep last must be 1 or more).")
+        if self.eval_every < 0:
+            p.append("Evaluate every N steps needs N of 0 (once per epoch) or more.")
+        if self.log_every < 1:
+            p.append("Log every N steps needs N of 1 or more.")
+
+        if self.device not in DEVICES:
+            p.append(f"The device must be one of {', '.join(DEVICES)} (it is {self.device!r}).")
+        if self.gpus < 1:
+            p.append("A job needs at least 1 GPU slot (use device cpu to train without a GPU).")
+        elif self.gpus > 1 and self.device == "cpu":
+            p.append("Several GPUs were asked for, but the device is cpu.")
+        if self.deepspeed not in DEEPSPEED_STAGES:
+            p.append("DeepSpeed must be zero2, zero3 or off.")
+        elif self.deepspeed:
+            if self.device == "cpu":
+                p.append("DeepSpeed ZeRO needs GPUs; turn it off to train on the CPU.")
+            if importlib.util.find_spec("deepspeed") is None:
+                p.append("DeepSpeed is not installed here (pip install deepspeed), so ZeRO cannot be used; "
+                         "turn it off to train with plain PyTorch.")
+        if self.data_workers < 0:
+            p.append("Data workers cannot be negative.")
+        if self.threads < 0:
+            p.append("CPU threads cannot be negative (0 means all cores).")
+        return p
+
+    def validate(self, check_files: bool = True) -> "JobSpec":
+        """Raise SpecError listing every problem; return self when the spec can run."""
+        problems = self.problems(check_files)
+        if problems:
+            raise SpecError(problems)
+        return self
+
+
+def _looks_like_path(location: str) -> bool:
+    # A hub id is "owner/name" and nothing else; anything else is meant as a folder.
+    return location.startswith(("/", ".", "~")) or location.count("/") != 1 or Path(location).exists()
+
+
+def _coerce(value: Any, default: Any) -> Any:
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise TypeError
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            raise TypeError
+        return int(value)
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise TypeError
+        return value
+    if isinstance(default, list):
+        if isinstance(value, str):
+            value = [part.strip() for part in value.replace(",", " ").split() if part.strip()]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise TypeError
+        return list(value)
+    return value
+
+
+def _type_word(default: Any) -> str:
+    return {bool: "true or false", int: "a whole number", float: "a number", str: "text",
+            list: "a list of names"}.get(type(default), type(default).__name__)
+
+
+# ---- presets -------------------------------------------------------------------------------
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The demo model (a tiny Qwen2-VL) on the bundled 36 pictures, on a laptop CPU in about a minute.
+    # Tuned (bench/bench_training.py) so the tuned model answers >= 90% of the trained questions exactly.
+    "demo-cpu": dict(
+        lora_r=32, lora_alpha=64, lora_dropout=0.0,
+        learning_rate=3e-3, lr_schedule="cosine", warmup_ratio=0.05, weight_decay=0.0,
+        epochs=10, batch_size=8, grad_accum=1,
+        max_image_pixels=112 * 112, max_length=256,
+        save_every=30, keep_last=2, eval_every=0,
+        device="cpu", gpus=1, bf16=False, gradient_checkpointing=False, data_workers=0,
+        # One thread: on a busy 2-core box a second thread mostly spins waiting for the first
+        # (measured: 8-10 s vs 10-20 s of training at load 4; 8 s vs 5 s when the box is idle).
+        threads=1,
+    ),
+    # A 2B model (InternVL2-2B, Qwen2-VL-2B) on one GPU, as the course trained it.
+    "2b-gpu": dict(
+        lora_r=128, lora_alpha=256, lora_dropout=0.05,
+        learning_rate=3e-5, lr_schedule="cosine", warmup_ratio=0.03, weight_decay=0.0,
+        epochs=3, batch_size=4, grad_accum=4,
+        max_image_pixels=1024 * 768, max_length=2048,
+        save_every=100, keep_last=3, eval_every=0,
+        # Checkpointing keeps the 2B recipe within a 16-24 GB card (11 GB peak); on an 80 GB card turn it
+        # off: 2.4x faster, 25 GB peak (H100, bench/README.md).
+        device="cuda", gpus=1, bf16=True, gradient_checkpointing=True, data_workers=4,
+    ),
+}
+
+
+def preset(preset_name: str, /, **overrides: Any) -> JobSpec:
+    """A spec from a named preset, with `overrides` (model, data_file, ...) applied on top."""
+    if preset_name not in PRESETS:
+        raise SpecError([f"There is no preset called {preset_name!r}; choose one of {', '.join(PRESETS)}."])
+    return JobSpec.from_dict({**PRESETS[preset_name], **overrides})

@@ -1,0 +1,80 @@
+"""The Dataset tab in a real browser (Debian's chromium, driven by playwright): filter by a cuisine,
+click a thumbnail, read the detail. Screenshots land in test-artifacts/ for a person to look at."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from tests.conftest import ARTIFACTS
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
+                                "(apt-get install chromium); .ci/run installs it")
+
+# Flags for a sandboxed CI machine: no GPU, and no background calls to a network that is not there.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def open_dataset_tab(browser, url: str, locale: str, tab_name: str):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale=locale)
+    page.goto(url)
+    page.get_by_role("tab", name=tab_name).click()
+    # The page-load event fills the gallery with the bundled sample's first page.
+    page.locator("#ds-gallery button.thumbnail-item").first.wait_for(timeout=30_000)
+    return page
+
+
+def wait_for_thumbnails(page) -> None:
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#ds-gallery img')].every(i => i.complete && i.naturalWidth > 0)",
+        timeout=15_000)
+
+
+def test_filter_by_a_cuisine_click_a_thumbnail_and_see_its_answer(browser, app_server):
+    page = open_dataset_tab(browser, app_server.url, "en-US", "Dataset")
+    assert "(63 in all)" in page.locator("#ds-page-label").inner_text()
+
+    page.locator("#ds-filter-cuisine input").click()
+    page.get_by_role("option", name="京菜 (11)").click()
+    page.wait_for_function(
+        "() => document.querySelector('#ds-page-label').innerText.includes('(11 in all)')", timeout=15_000)
+    assert page.locator("#ds-gallery button.thumbnail-item").count() == 11
+    assert "Any (11)" in page.locator("#ds-filter-task input").input_value()
+
+    page.locator("#ds-gallery button.thumbnail-item").first.click()
+    page.wait_for_function("() => document.querySelector('#ds-detail').innerText.includes('✅')",
+                           timeout=15_000)
+    detail = page.locator("#ds-detail").inner_text()
+    assert "cuisine: 京菜" in detail and "answer" in detail
+    page.locator("#ds-detail-pictures img").first.wait_for(timeout=15_000)
+    wait_for_thumbnails(page)
+    assert page.locator("#ds-record-id input, #ds-record-id textarea").first.input_value().startswith("sample-")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dataset.png"), full_page=True)
+    page.close()
+
+
+def test_the_tab_speaks_chinese_to_a_chinese_browser(browser, app_server):
+    page = open_dataset_tab(browser, app_server.url, "zh-CN", "数据集")
+    page.wait_for_function("() => document.querySelector('#ds-summary').innerText.includes('条记录')",
+                           timeout=15_000)
+    body = page.inner_text("body")
+    for label in ("数据来源", "菜系", "生成训练样本", "保存训练集", "第 1 / 3 页"):
+        assert label in body, label
+    wait_for_thumbnails(page)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dataset-zh.png"), full_page=True)
+    page.close()
