@@ -155,8 +155,12 @@ def main() -> None:
         tuned_answer = engine.generate_batch([turns], short, adapter="food")[0]
         results["adapter_answers_differ"] = base_answer != tuned_answer
         results["adapter_base_still_same"] = engine.generate_batch([turns], short)[0] == base_answer
+    except Exception as err:  # keep what was measured; say where it stopped
+        results["lmdeploy_error"] = f"{type(err).__name__}: {err}"[:500]
     finally:
         engine.close()
+        args.out.write_text(json.dumps(results, indent=2))
+        print(json.dumps(results, indent=2), flush=True)
 
     # 2b. transformers' batched generate on the same model, same prompt, 32 at once
     from backend.inference.transformers_engine import TransformersEngine
@@ -171,7 +175,8 @@ def main() -> None:
         hf.loaded.model.generate(**inputs, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False)
         torch.cuda.synchronize()
     results["concurrent32_transformers_tok_s"] = 32 * NEW_TOKENS / (time.perf_counter() - start)
-    results["concurrent32_ratio"] = results["concurrent32_ours_tok_s"] / results["concurrent32_transformers_tok_s"]
+    if "concurrent32_ours_tok_s" in results:
+        results["concurrent32_ratio"] = results["concurrent32_ours_tok_s"] / results["concurrent32_transformers_tok_s"]
 
     args.out.write_text(json.dumps(results, indent=2))
     for key, value in results.items():
