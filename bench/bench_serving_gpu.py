@@ -77,7 +77,7 @@ def time_stream(pieces) -> tuple[float, float, int]:
 
 def direct_stream(url: str, turns, max_pixels: int, settings: GenerationSettings):
     """The thinnest client: one HTTP request, the event stream read line by line."""
-    body = request_body(to_openai_messages(turns, max_pixels), settings, "base", stream=True,
+    body = request_body(to_openai_messages(turns, max_pixels), settings, LMDeployServer.BASE_NAME, stream=True,
                         extra={"ignore_eos": True})
     with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=300) as response:
         yield from stream_pieces(response.iter_lines())

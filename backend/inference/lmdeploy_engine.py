@@ -1,7 +1,7 @@
 """The LMDeploy engine: the same Engine interface, served by an `lmdeploy serve api_server` child.
 
 Requests go over its OpenAI-compatible API; each names its adapter in the `model` field (the base
-is "base"). Several requests at once (scoring, side by side, many visitors) are sent
+is "foodie-base"). Several requests at once (scoring, side by side, many visitors) are sent
 concurrently, and LMDeploy batches them on the GPU itself.
 """
 

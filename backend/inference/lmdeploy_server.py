@@ -83,7 +83,9 @@ def convert_adapter(source: Path, target: Path) -> Path:
     config = json.loads((source / "adapter_config.json").read_text(encoding="utf-8"))
     modules = config.get("target_modules")
     if isinstance(modules, list):
-        config["target_modules"] = [m.replace("model.language_model.", "model.") for m in modules]
+        # LMDeploy matches target modules by their last name ("q_proj"); a full dotted path
+        # loads without an error and is then silently never applied (seen on the H100).
+        config["target_modules"] = sorted({m.rsplit(".", 1)[-1] for m in modules})
     (target / "adapter_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     return target
 
@@ -91,7 +93,8 @@ def convert_adapter(source: Path, target: Path) -> Path:
 class LMDeployServer:
     """One api_server child process, restarted when its adapters change or it dies."""
 
-    BASE_NAME = "base"
+    # not "base": LMDeploy reads a model named "base" as "no chat template chosen"
+    BASE_NAME = "foodie-base"
 
     def __init__(self, options: ServerOptions) -> None:
         command = options.command or default_command(options.workdir)
