@@ -51,7 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
+    from backend.training import worker as training_worker
     from ui.app import CSS, build  # gradio loads only once the model is known to be good
+
+    # Training runs in a worker process beside the app; it exits with the app, and its jobs
+    # keep running and are adopted by the next worker (see backend/training/worker.py).
+    worker = training_worker.spawn(settings.workdir)
 
     page, i18n = build(services)
     page.queue(default_concurrency_limit=4, max_size=64)
@@ -63,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
         page.block_thread()
     except KeyboardInterrupt:
         pass
+    finally:
+        training_worker.stop(worker)
+        close = getattr(services.engine, "close", None)
+        if close:
+            close()
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from backend.services import Services
-from ui import chat, coming, compare
+from ui import chat, compare, dataset, train
 from ui.i18n import make_i18n
 
 CSS = """
@@ -21,14 +21,17 @@ def build(services: Services) -> tuple[gr.Blocks, gr.I18n]:
         gr.Markdown(i18n("title"))
         with gr.Tabs():
             with gr.Tab(i18n("tab_chat"), id="chat"):
-                chat.build(services, i18n, forced)
+                chat_tab = chat.build(services, i18n, forced)
             with gr.Tab(i18n("tab_dataset"), id="dataset"):
-                from ui import dataset  # imported here so this tab's wiring stays one hunk
                 dataset.build(services, i18n, forced)
             with gr.Tab(i18n("tab_train"), id="train"):
-                coming.build(i18n, "coming_train")
+                watch_jobs, watch_outputs, (reload_sources, train_source) = train.build(services, i18n, forced)
             with gr.Tab(i18n("tab_compare"), id="compare"):
                 refresh_compare, compare_pickers = compare.build(services, i18n, forced)
-        # A reload shows checkpoints that finished since the page was first opened.
+        # A reload re-attaches to running jobs and shows checkpoints that finished meanwhile.
         page.load(refresh_compare, list(compare_pickers[:2]), list(compare_pickers), api_name=False)
+        page.load(watch_jobs, None, watch_outputs, api_name=False)
+        page.load(reload_sources, [train_source], [train_source], api_name=False)
+        page.load(lambda key: chat.refresh_models(services, key), [chat_tab.model], [chat_tab.model],
+                  api_name=False)
     return page, i18n

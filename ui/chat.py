@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from backend.chat import ChatInputError, ChatSession, user_turn
+from backend.evaluation.choices import BASE_KEY, ensure_adapter, find_choice, model_choices
 from backend.images import ImageError
 from backend.inference.engine import Cancel, GenerationSettings, Turn
 from backend.quick_examples import EXAMPLE_QUESTIONS
@@ -32,6 +33,7 @@ class ChatTab:
     chatbot: gr.Chatbot
     textbox: gr.MultimodalTextbox
     session: gr.State
+    model: gr.Dropdown
 
 
 def to_chatbot(turns: list[Turn]) -> list[dict]:
@@ -44,16 +46,26 @@ def to_chatbot(turns: list[Turn]) -> list[dict]:
     return messages
 
 
+def model_dropdown(services: Services) -> list[tuple[str, str]]:
+    return [(c.label, c.key) for c in model_choices(services.jobs)]
+
+
+def refresh_models(services: Services, current: str | None) -> gr.Dropdown:
+    """New checkpoints appear; a deleted one falls back to the base model."""
+    options = model_dropdown(services)
+    return gr.Dropdown(choices=options, value=current if current in {k for _, k in options} else BASE_KEY)
+
+
 def _files_of(message: dict | None) -> list[str]:
     files = (message or {}).get("files") or []
     return [f if isinstance(f, str) else (f.get("path") or "") for f in files]
 
 
 def chat(message: dict | None, session: ChatSession, max_new_tokens: float, temperature: float,
-         top_p: float, forced_lang: str | None, services: Services,
+         top_p: float, model_key: str | None, forced_lang: str | None, services: Services,
          request: gr.Request | None = None) -> Iterator[tuple]:
-    """Inputs: the textbox value {text, files}, the session, generation settings.
-    Outputs (streamed): chatbot messages, the session, the textbox."""
+    """Inputs: the textbox value {text, files}, the session, generation settings, the model
+    (base or a checkpoint). Outputs (streamed): chatbot messages, the session, the textbox."""
     lang = request_lang(request, forced_lang)
     keep_input = gr.MultimodalTextbox(value=message, interactive=True)
     if session.answering:
@@ -63,7 +75,9 @@ def chat(message: dict | None, session: ChatSession, max_new_tokens: float, temp
     try:
         settings = GenerationSettings(int(max_new_tokens), float(temperature), float(top_p))
         turn = user_turn((message or {}).get("text"), _files_of(message), services.max_pixels, lang)
-    except (ChatInputError, ValueError) as err:  # ImageError is a ValueError too
+        choice = find_choice(model_choices(services.jobs), model_key or BASE_KEY)
+        adapter = ensure_adapter(services.engine, choice)
+    except (ChatInputError, ValueError, OSError) as err:  # ImageError is a ValueError too
         detail = str(err)
         gr.Warning(text("bad_image", lang, detail=detail) if isinstance(err, ImageError) else detail)
         yield to_chatbot(session.turns), session, keep_input
@@ -76,7 +90,7 @@ def chat(message: dict | None, session: ChatSession, max_new_tokens: float, temp
     yield shown + [{"role": "assistant", "content": "…"}], session, gr.MultimodalTextbox(
         value=None, interactive=False)
     try:
-        for piece in services.engine.stream(session.turns, settings, session.cancel):
+        for piece in services.engine.stream(session.turns, settings, session.cancel, adapter):
             answer += piece
             yield shown + [{"role": "assistant", "content": answer}], session, gr.MultimodalTextbox(
                 interactive=False)
@@ -124,6 +138,8 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> ChatTab
                 clear_button = gr.Button(i18n("clear"), size="sm", variant="secondary")
         with gr.Column(scale=2):
             gr.Markdown(f"**{services.source.label}** · {services.engine.name}")
+            model_pick = gr.Dropdown(model_dropdown(services), value=BASE_KEY, label=i18n("model_label"), allow_custom_value=True,
+                                     elem_id="chat-model")
             gallery = gr.Gallery(
                 value=[(str(ex.image), ex.caption(forced_lang or "zh")) for ex in services.examples],
                 label=i18n("quick_examples"), columns=4, height=300, allow_preview=False, buttons=[],
@@ -133,11 +149,11 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> ChatTab
                 temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.05, label=i18n("temperature"))
                 top_p = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label=i18n("top_p"))
 
-    def run_chat(message, session, max_new_tokens, temperature, top_p, lang, request: gr.Request):
-        yield from chat(message, session, max_new_tokens, temperature, top_p, lang, services, request)
+    def run_chat(message, session, max_new_tokens, temperature, top_p, model_key, lang, request: gr.Request):
+        yield from chat(message, session, max_new_tokens, temperature, top_p, model_key, lang, services, request)
 
     answer = textbox.submit(
-        run_chat, [textbox, session, max_new_tokens, temperature, top_p, lang_state],
+        run_chat, [textbox, session, max_new_tokens, temperature, top_p, model_pick, lang_state],
         [chatbot, session, textbox], api_name="chat", concurrency_limit=1,
         concurrency_id=MODEL_CONCURRENCY_ID)
     textbox.stop(stop, [session], [session, textbox], cancels=[answer], api_name="stop")
@@ -156,4 +172,5 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> ChatTab
 
         button.click(ask, [textbox, lang_state], [textbox], api_visibility="private")
 
-    return ChatTab(chatbot=chatbot, textbox=textbox, session=session)
+    model_pick.focus(lambda key: refresh_models(services, key), [model_pick], [model_pick], api_name=False)
+    return ChatTab(chatbot=chatbot, textbox=textbox, session=session, model=model_pick)

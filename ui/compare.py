@@ -15,7 +15,7 @@ import gradio as gr
 
 from backend.chat import ChatInputError, user_turn
 from backend.evaluation import scoring
-from backend.evaluation.choices import BASE_KEY, ModelChoice, find_choice, model_choices, question_sets
+from backend.evaluation.choices import BASE_KEY, ensure_adapter, find_choice, model_choices, question_sets
 from backend.images import ImageError
 from backend.inference.engine import GenerationSettings
 from backend.services import Services
@@ -31,16 +31,6 @@ def _dropdown_choices(services: Services) -> list[tuple[str, str]]:
     return [(c.label, c.key) for c in model_choices(services.jobs)]
 
 
-def _ensure_adapter(services: Services, choice: ModelChoice) -> str | None:
-    """Load the checkpoint's adapter beside the base once; later requests reuse it."""
-    if choice.adapter_dir is None:
-        return None
-    if not choice.adapter_dir.is_dir():
-        raise ValueError(f"The checkpoint folder {choice.adapter_dir} is gone; press Refresh.")
-    services.engine.load_adapter(choice.adapter_name, str(choice.adapter_dir))
-    return choice.adapter_name
-
-
 def side_by_side(message: dict | None, left_key: str, right_key: str, max_new_tokens: float,
                  forced_lang: str | None, services: Services,
                  request: gr.Request | None = None) -> Iterator[tuple[list, list]]:
@@ -51,7 +41,7 @@ def side_by_side(message: dict | None, left_key: str, right_key: str, max_new_to
         left, right = find_choice(choices, left_key), find_choice(choices, right_key)
         files = [f if isinstance(f, str) else f.get("path", "") for f in (message or {}).get("files") or []]
         turn = user_turn((message or {}).get("text"), files, services.max_pixels, lang)
-        adapters = [_ensure_adapter(services, left), _ensure_adapter(services, right)]
+        adapters = [ensure_adapter(services.engine, left), ensure_adapter(services.engine, right)]
     except (ChatInputError, ImageError, ValueError, OSError) as err:
         gr.Warning(str(err))
         yield gr.skip(), gr.skip()
@@ -85,7 +75,7 @@ def run_scores(left_key: str, right_key: str, set_name: str, lang: str, batch_si
             raise ValueError(f"{set_name} has no multiple-choice questions to score.")
         runs = []
         for index, choice in enumerate(picked):
-            adapter = _ensure_adapter(services, choice)
+            adapter = ensure_adapter(services.engine, choice)
             progress((0, len(records)), desc=f"scoring {choice.label}")
 
             def report(done: int, total: int, label=choice.label, index=index) -> None:
@@ -116,8 +106,8 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> None:
     lang_state = gr.State(forced_lang)
     initial = _dropdown_choices(services)
     with gr.Row():
-        left = gr.Dropdown(initial, value=BASE_KEY, label=i18n("cmp_left"), elem_id="compare-left")
-        right = gr.Dropdown(initial, value=initial[-1][1], label=i18n("cmp_right"), elem_id="compare-right")
+        left = gr.Dropdown(initial, value=BASE_KEY, label=i18n("cmp_left"), allow_custom_value=True, elem_id="compare-left")
+        right = gr.Dropdown(initial, value=initial[-1][1], label=i18n("cmp_right"), allow_custom_value=True, elem_id="compare-right")
         refresh = gr.Button(i18n("cmp_refresh"), size="sm", scale=0)
     textbox = gr.MultimodalTextbox(placeholder=i18n("input_placeholder"), file_types=["image"],
                                    sources=["upload"], show_label=False, elem_id="compare-input")
@@ -131,7 +121,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> None:
     with gr.Accordion(i18n("cmp_scoring"), open=True):
         gr.Markdown(i18n("cmp_scoring_help"))
         with gr.Row():
-            question_set = gr.Dropdown([], label=i18n("cmp_question_set"), elem_id="compare-set")
+            question_set = gr.Dropdown([], label=i18n("cmp_question_set"), allow_custom_value=True, elem_id="compare-set")
             prompt_lang = gr.Radio(["zh", "en"], value="zh", label=i18n("cmp_prompt_lang"))
             batch = gr.Slider(1, 64, value=16, step=1, label=i18n("cmp_batch"))
         score_button = gr.Button(i18n("cmp_score"), variant="primary", elem_id="compare-score")

@@ -58,18 +58,6 @@ STRINGS: dict[str, dict[str, str]] = {
         "cmp_by_cuisine": "By cuisine",
         "cmp_per_question": "Every question",
         "cmp_csv": "CSV",
-        "coming_dataset": (
-            "### Dataset (coming next)\nBrowse the FoodieQA benchmark (single-image, multi-image and "
-            "text questions) or your own data; filter by cuisine and question type, preview pictures "
-            "and answers, check your data for problems, and turn it into training samples with a "
-            "held-out split by dish."),
-        "coming_train": (
-            "### Train (coming next)\nLaunch a LoRA fine-tune on a background worker; watch loss, "
-            "progress and logs live; cancel, resume, and pick up where you left off after a page "
-            "reload or an app restart."),
-        "coming_compare": (
-            "### Compare (coming next)\nPut the base model and a tuned checkpoint side by side on the "
-            "same photo and question, and score both on held-out multiple-choice questions."),
     },
     "zh": {
         "title": "🍜 Foodie Studio 美食视觉模型工坊",
@@ -117,15 +105,6 @@ STRINGS: dict[str, dict[str, str]] = {
         "cmp_by_cuisine": "按菜系",
         "cmp_per_question": "每道题",
         "cmp_csv": "CSV",
-        "coming_dataset": (
-            "### 数据集（即将推出）\n浏览 FoodieQA 基准（单图、多图和纯文本问题）或你自己的数据；"
-            "按菜系和问题类型筛选，预览图片和答案，检查数据问题，并按菜品划分留出集，转换为训练样本。"),
-        "coming_train": (
-            "### 训练（即将推出）\n在后台进程中启动 LoRA 微调；实时查看损失、进度和日志；"
-            "可取消、可续训，刷新页面或重启应用后任务依然在。"),
-        "coming_compare": (
-            "### 对比（即将推出）\n基础模型与微调后的检查点并排回答同一张照片和问题，"
-            "并在留出的选择题上分别打分。"),
     },
 }
 

@@ -78,3 +78,13 @@ def question_sets(picked: list[ModelChoice], data_dir: Path | None) -> dict[str,
         except DataError as err:
             log.info("no FoodieQA questions from %s: %s", data_dir, err)
     return sets
+
+
+def ensure_adapter(engine, choice: ModelChoice) -> str | None:
+    """Load the checkpoint's adapter beside the base (once) and return the name requests use."""
+    if choice.adapter_dir is None:
+        return None
+    if not choice.adapter_dir.is_dir():
+        raise ValueError(f"The checkpoint folder {choice.adapter_dir} is gone; press Refresh.")
+    engine.load_adapter(choice.adapter_name, str(choice.adapter_dir))
+    return choice.adapter_name
