@@ -157,7 +157,7 @@ def watch(services: Services, job_id: str | None) -> tuple:
     curve = pd.DataFrame(views.loss_curve(services.jobs, job_id).rows(), columns=["step", "loss", "series"])
     checkpoints = pd.DataFrame(
         [{"checkpoint": c.label, "step": c.step,
-          "loss": c.metrics.get("loss") if isinstance(c.metrics.get("loss"), (int, float)) else None,
+          "loss": round(c.metrics["loss"], 4) if isinstance(c.metrics.get("loss"), (int, float)) else None,
           "folder": str(c.path)} for c in services.jobs.checkpoints(job_id)],
         columns=["checkpoint", "step", "loss", "folder"])
     return (job_table(services), picker, progress, curve, views.log_tail(services.jobs, job_id, 30),

@@ -47,7 +47,7 @@ class ModelSource:
     @property
     def label(self) -> str:
         if self.is_demo:
-            return "demo (tiny, untrained Qwen2-VL)"
+            return "demo: tiny Qwen2-VL, random weights"
         return f"{FAMILY_LABELS.get(self.family, self.family)}: {self.location}"
 
 
