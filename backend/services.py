@@ -66,7 +66,22 @@ def build_engine(settings: Settings, source: loading.ModelSource) -> tuple[Engin
         max_pixels = loading.max_pixels_of(processor)
         return LMDeployEngine(server, max_pixels), max_pixels
     loaded = loading.load(source, settings.device)
-    return TransformersEngine(loaded), loaded.max_pixels
+    engine = TransformersEngine(loaded)
+    warm_up(engine)
+    return engine, loaded.max_pixels
+
+
+def warm_up(engine: TransformersEngine) -> None:
+    """One tiny answer about a bundled picture, so the first visitor does not pay for the
+    one-off costs (kernel selection, processor caches): measured 1.5 s vs 0.5 s on the CPU."""
+    from backend.inference.engine import GenerationSettings, Turn
+
+    picture = next(iter(quick_examples(None)), None)
+    turns = [Turn("user", "?", (str(picture.image),) if picture else ())]
+    try:
+        engine.generate_batch([turns], GenerationSettings(max_new_tokens=2))
+    except Exception as err:  # a warm-up must never stop the app from starting
+        log.warning("warm-up failed: %s", err)
 
 
 def start(settings: Settings) -> Services:

@@ -8,6 +8,7 @@ clients get the same behaviour as the browser: check the message, add it, stream
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 # Every handler that runs the model shares this id, so the app never runs more generations at
 # once than the engine can (the transformers engine: one); others wait in Gradio's queue.
 MODEL_CONCURRENCY_ID = "model"
+UPDATE_EVERY_S = 0.08
 
 
 @dataclass
@@ -90,10 +92,16 @@ def chat(message: dict | None, session: ChatSession, max_new_tokens: float, temp
     yield shown + [{"role": "assistant", "content": "…"}], session, gr.MultimodalTextbox(
         value=None, interactive=False)
     try:
+        last_sent = 0.0
         for piece in services.engine.stream(session.turns, settings, session.cancel, adapter):
             answer += piece
-            yield shown + [{"role": "assistant", "content": answer}], session, gr.MultimodalTextbox(
-                interactive=False)
+            # Every update re-sends the conversation through Gradio's postprocessing (pictures
+            # included); a small model makes tokens faster than that, so send at most every
+            # UPDATE_EVERY_S and let pieces accumulate in between. The first goes at once.
+            if time.monotonic() - last_sent >= UPDATE_EVERY_S:
+                last_sent = time.monotonic()
+                yield shown + [{"role": "assistant", "content": answer}], session, gr.MultimodalTextbox(
+                    interactive=False)
     except (ImageError, ValueError, RuntimeError) as err:
         log.exception("generation failed")
         gr.Warning(text("failed", lang, detail=str(err)))
