@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -87,3 +88,23 @@ def app_server(demo_workdir, tmp_path_factory):
         yield app
     finally:
         app.stop()
+
+
+# The browser tests: Debian's chromium (apt-get install chromium; `make test` installs it),
+# driven by playwright's Python client with no browser download of its own.
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
+                                    "(apt-get install chromium); make test installs it")
+# Flags for a sandboxed CI machine: no GPU, and no background calls to a network that is not there.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()

@@ -6,7 +6,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 from gradio_client import Client, handle_file
 
 from tests.conftest import EXAMPLES, ROOT

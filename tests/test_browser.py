@@ -5,29 +5,11 @@ Screenshots land in test-artifacts/ for a person to look at after the run."""
 from __future__ import annotations
 
 import base64
-import shutil
-
-import pytest
-
-from tests.conftest import ARTIFACTS, EXAMPLES
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
-                                "(apt-get install chromium); .ci/run installs it")
-
-# Flags for a sandboxed CI machine: no GPU, and no background calls to a network that is not there.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
+from tests.conftest import ARTIFACTS, EXAMPLES, needs_chromium
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+pytestmark = needs_chromium
 
 
 def open_page(browser, url: str, locale: str):

@@ -3,29 +3,10 @@ click a thumbnail, read the detail. Screenshots land in test-artifacts/ for a pe
 
 from __future__ import annotations
 
-import shutil
 
-import pytest
+from tests.conftest import ARTIFACTS, needs_chromium
 
-from tests.conftest import ARTIFACTS
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
-                                "(apt-get install chromium); .ci/run installs it")
-
-# Flags for a sandboxed CI machine: no GPU, and no background calls to a network that is not there.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+pytestmark = needs_chromium
 
 
 def open_dataset_tab(browser, url: str, locale: str, tab_name: str):
