@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     page, i18n = build(services)
     page.queue(default_concurrency_limit=4, max_size=64)
     page.launch(server_name=settings.host, server_port=settings.port, share=False, i18n=i18n,
+                auth=list(settings.auth) or None, auth_message="Foodie Studio",
                 css=CSS, allowed_paths=served_folders(services), prevent_thread_lock=True, quiet=True,
                 footer_links=[])
     print(tunnel_hint(settings.host, settings.port), flush=True)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,7 @@ class Settings:
     port: int = DEFAULT_PORT
     lang: str | None = None  # None: follow the browser
     device: str = "auto"
+    auth: tuple[tuple[str, str], ...] = ()  # (user, password) pairs; empty = no login
     kv_cache_share: float = 0.5  # LMDeploy: share of free GPU memory for its KV cache
     tp: int = 1  # LMDeploy: GPUs for tensor parallelism
 
@@ -40,6 +43,11 @@ def parser() -> argparse.ArgumentParser:
                    help="address to bind (default 127.0.0.1: reach it through SSH port forwarding)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default 7860)")
     p.add_argument("--lang", choices=["zh", "en"], help="UI language (default: the browser's)")
+    p.add_argument("--auth", help="require a login, as user:password (or set FOODIE_AUTH); needed "
+                   "to bind anything but a loopback address")
+    p.add_argument("--auth-file", type=Path, help="a file of user:password lines, one per person")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow binding a non-loopback address without a login (trusted networks only)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--kv-cache-share", type=float, default=0.5,
                    help="LMDeploy: share of the free GPU memory for its KV cache (default 0.5, "
@@ -60,6 +68,37 @@ def from_args(argv: list[str] | None = None) -> Settings:
         p.error("--tp must be at least 1")
     if args.data is not None and not args.data.is_dir():
         p.error(f"--data {args.data} is not a folder")
-    return Settings(model=args.model, engine=args.engine, workdir=args.workdir.expanduser().resolve(),
+    auth = read_auth(p, args.auth or os.environ.get("FOODIE_AUTH"), args.auth_file)
+    if not is_loopback(args.host) and not auth and not args.insecure:
+        p.error(f"--host {args.host} would expose the app beyond this machine without a login. "
+                "Give --auth user:password (or FOODIE_AUTH, or --auth-file), use SSH port "
+                "forwarding with the default 127.0.0.1, or pass --insecure on a trusted network.")
+    return Settings(model=args.model, auth=auth, engine=args.engine, workdir=args.workdir.expanduser().resolve(),
                     data=args.data.resolve() if args.data else None, host=args.host, port=args.port,
                     lang=args.lang, device=args.device, kv_cache_share=args.kv_cache_share, tp=args.tp)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def read_auth(p: argparse.ArgumentParser, pair: str | None, file: Path | None) -> tuple[tuple[str, str], ...]:
+    """(user, password) pairs from --auth / FOODIE_AUTH and --auth-file; argparse errors otherwise."""
+    lines = [pair] if pair else []
+    if file is not None:
+        try:
+            lines += [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except OSError as err:
+            p.error(f"--auth-file {file} cannot be read ({err.strerror})")
+    found = []
+    for line in lines:
+        user, sep, password = line.partition(":")
+        if not sep or not user or not password:
+            p.error("a login must look like user:password, with neither part empty")
+        found.append((user, password))
+    return tuple(found)

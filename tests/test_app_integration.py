@@ -108,3 +108,28 @@ def test_startup_prints_the_ssh_forwarding_line(app_server):
     while "ssh -L" not in app_server.log() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert f"ssh -L {app_server.port}:127.0.0.1:{app_server.port}" in app_server.log()
+
+
+def test_binding_beyond_loopback_needs_a_login(tmp_path):
+    result = run_app("--host", "0.0.0.0", "--workdir", str(tmp_path), timeout=60)
+    assert result.returncode == 2 and "--auth" in result.stderr and "Traceback" not in result.stderr
+    result = run_app("--host", "0.0.0.0", "--auth", "nopassword", "--workdir", str(tmp_path), timeout=60)
+    assert result.returncode == 2 and "user:password" in result.stderr
+
+
+def test_with_auth_the_app_answers_only_after_a_login(demo_workdir, tmp_path):
+    from tests.conftest import AppProcess
+
+    app = AppProcess(["--workdir", str(demo_workdir), "--auth", "cook:wok-hei"], tmp_path / "auth.log")
+    try:
+        app.wait_ready()
+        try:
+            Client(app.url, verbose=False).predict(api_name="/clear")
+            logged_out_worked = True
+        except Exception:
+            logged_out_worked = False
+        assert not logged_out_worked, "an API call without a login must fail"
+        client = Client(app.url, auth=("cook", "wok-hei"), verbose=False)
+        assert texts(ask(client, "Hello")[-1])[0] == ("user", "Hello")
+    finally:
+        app.stop()

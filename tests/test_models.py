@@ -62,6 +62,10 @@ def test_a_text_only_model_is_refused_by_name(tmp_path):
 
 
 def test_an_unreachable_hub_id_is_a_sentence(monkeypatch):
+    import huggingface_hub.constants
+
+    # huggingface_hub reads HF_HUB_OFFLINE once, at import; set both so no retries are waited out
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ModelLoadError, match="local folder"):
         resolve("no-such-owner/no-such-model")

@@ -124,7 +124,8 @@ def load_processor(source: ModelSource):
     except Exception as err:  # transformers raises many kinds when torchvision is missing
         if source.family not in ("qwen2_vl", "qwen2_5_vl", "internvl"):
             raise ModelLoadError(f"Could not load the processor of {source.location}: {first_line(err)}") from None
-        log.info("AutoProcessor failed (%s); loading the image-only processor", first_line(err))
+        # Usually torchvision missing for the video part; the image part is all we use.
+        log.info("using the image-only processor (AutoProcessor: %s)", first_line(err)[:120])
     from backend.models.processors import no_video_processor_class
 
     try:
