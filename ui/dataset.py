@@ -402,25 +402,11 @@ def page_table(records: tuple[Record, ...], lang: str) -> gr.Dataframe:
 def detail_markdown(record: Record, lang: str) -> str:
     """detail_view(record).markdown(), with its words in the visitor's language."""
     detail = detail_view(record)
-    lines = []
-    if detail.question and not detail.turns:  # a conversation shows its own turns below
-        lines.append(f"**{detail.question}**")
-    if detail.question_en and detail.question_en != detail.question:
-        lines.append(f"*{detail.question_en}*")
-    for choice in detail.choices:
-        words = choice.text or text("ds_picture", lang, letter=choice.letter)
-        if choice.text_en and choice.text_en != choice.text:
-            words += f" / {choice.text_en}"
-        mark = f" ✅ **{text('ds_answer', lang)}**" if choice.is_answer else ""
-        lines.append(f"- ({choice.letter}) {words}{mark}")
-    for turn in detail.turns:
-        who = "**Q**" if turn.role == "human" else "**A**"
-        lines.append(f"{who}: {turn.text.replace('<image>', '').strip()}")
     facts = [_task_label(record, lang)]
     facts += [f"{text(FACT_KEYS[k], lang) if k in FACT_KEYS else k}: "
               f"{_value_label('source', v, lang) if k == 'source' else v}" for k, v in detail.facts if v]
-    lines.append(f"<sub>{' · '.join(facts)}</sub>")
-    return "\n\n".join(lines)
+    return detail.markdown(picture=lambda letter: text("ds_picture", lang, letter=letter),
+                           answer=text("ds_answer", lang), facts=" · ".join(facts))
 
 
 def sets_table(workdir: Path, lang: str) -> gr.Dataframe:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -145,23 +145,27 @@ class RecordDetail:
     facts: tuple[tuple[str, str], ...]
     origin: str
 
-    def markdown(self) -> str:
-        """The question, its choices (Chinese / English) with the answer marked, and the facts."""
+    def markdown(self, *, picture: Callable[[str], str] = lambda letter: f"picture {letter}",
+                 answer: str = "answer", facts: str | None = None) -> str:
+        """The question, its choices (Chinese / English) with the answer marked, and the facts.
+
+        `picture`, `answer` and `facts` let the UI put these words in the visitor's language."""
         lines = []
         if self.question and not self.turns:  # a conversation shows its own turns below
             lines.append(f"**{self.question}**")
         if self.question_en and self.question_en != self.question:
             lines.append(f"*{self.question_en}*")
         for choice in self.choices:
-            text = choice.text or f"picture {choice.letter}"
+            text = choice.text or picture(choice.letter)
             if choice.text_en and choice.text_en != choice.text:
                 text += f" / {choice.text_en}"
-            mark = " ✅ **answer**" if choice.is_answer else ""
+            mark = f" ✅ **{answer}**" if choice.is_answer else ""
             lines.append(f"- ({choice.letter}) {text}{mark}")
         for turn in self.turns:
             who = "**Q**" if turn.role == "human" else "**A**"
             lines.append(f"{who}: {turn.text.replace('<image>', '').strip()}")
-        facts = " · ".join(f"{k}: {v}" for k, v in self.facts if v)
+        if facts is None:
+            facts = " · ".join(f"{k}: {v}" for k, v in self.facts if v)
         if facts:
             lines.append(f"<sub>{facts}</sub>")
         return "\n\n".join(lines)
