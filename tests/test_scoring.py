@@ -119,3 +119,23 @@ def test_base_and_tuned_stream_together_and_match_their_separate_answers(tiny_mo
     assert texts[0] != texts[1]
     first_of_right = order.index(1)
     assert 0 in order[first_of_right:], "the two answers interleave: they grow at the same time"
+
+
+@pytest.mark.parametrize("damage", ["truncated weights", "no config"])
+def test_a_damaged_checkpoint_is_refused_with_a_sentence_and_changes_nothing(tiny_models, tmp_path, damage):
+    from backend.inference.engine import AdapterError
+
+    folder = tmp_path / "damaged"
+    make_adapter(tiny_models["qwen2_vl"], folder, 4)
+    if damage == "truncated weights":
+        weights = folder / "adapter_model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:100])
+    else:
+        (folder / "adapter_config.json").unlink()
+    engine = TransformersEngine(load(resolve(str(tiny_models["qwen2_vl"]))))
+    question = [[Turn("user", "这是什么菜？")]]
+    before = engine.generate_batch(question, GenerationSettings(max_new_tokens=8))
+    with pytest.raises(AdapterError, match="cannot be loaded"):
+        engine.load_adapter("broken", str(folder))
+    assert engine.adapters == {}
+    assert engine.generate_batch(question, GenerationSettings(max_new_tokens=8)) == before

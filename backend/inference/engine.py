@@ -46,6 +46,32 @@ class Cancel:
         return self.event.is_set()
 
 
+class AdapterError(ValueError):
+    """A checkpoint folder that cannot be loaded, said in a sentence."""
+
+
+def check_adapter_folder(folder: str) -> None:
+    """Read the adapter's config and every tensor header; AdapterError if anything is off.
+
+    A checkpoint whose copy was cut short, or whose folder was half deleted, must be refused
+    with a sentence, not half-loaded into the one model every visitor shares."""
+    import json
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    path = Path(folder)
+    try:
+        json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
+        with safe_open(str(path / "adapter_model.safetensors"), "pt") as weights:
+            if not list(weights.keys()):
+                raise ValueError("it holds no weights")
+    except Exception as err:  # json, OS and safetensors errors alike mean the same to a person
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise AdapterError(f"The checkpoint in {folder} cannot be loaded ({reason}); it may be "
+                           "incomplete or damaged. Pick another checkpoint.") from None
+
+
 class Engine(Protocol):
     name: str
 

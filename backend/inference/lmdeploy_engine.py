@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 
 from backend.images import open_image
-from backend.inference.engine import Cancel, GenerationSettings, Turn
+from backend.inference.engine import Cancel, GenerationSettings, Turn, check_adapter_folder
 from backend.inference.lmdeploy_server import LMDeployServer, ServerError
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,7 @@ class LMDeployEngine:
     def load_adapter(self, name: str, folder: str) -> None:
         if name in self.server.adapters:
             return
+        check_adapter_folder(folder)  # refuse a damaged checkpoint before restarting the server
         self.server.add_adapter(name, Path(folder))
 
     def _model(self, adapter: str | None) -> str:

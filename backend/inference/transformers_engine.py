@@ -23,7 +23,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from backend.images import open_image
-from backend.inference.engine import Cancel, GenerationSettings, Turn
+from backend.inference.engine import Cancel, GenerationSettings, Turn, check_adapter_folder
 from backend.models.loading import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,7 @@ class TransformersEngine:
             raise ValueError(f"{name!r} cannot name an adapter")
         if self._adapters.get(name) == folder:
             return
+        check_adapter_folder(folder)  # before the model is touched: a bad folder changes nothing
         from peft import PeftModel
 
         with self._lock:
