@@ -30,7 +30,7 @@ from backend.data import read_bundled_sample  # noqa: E402
 from backend.evaluation.scoring import score  # noqa: E402
 from backend.inference.transformers_engine import TransformersEngine  # noqa: E402
 from backend.models.demo import ensure_demo_model  # noqa: E402
-from backend.models.loading import load  # noqa: E402
+from backend.models.loading import load, resolve  # noqa: E402
 
 
 def tensor_bytes(model: torch.nn.Module) -> int:
@@ -51,18 +51,12 @@ def language_model_projections(model: torch.nn.Module) -> list[str]:
 def write_adapter(model_dir: str, out: Path, seed: int) -> int:
     from peft import LoraConfig, get_peft_model
 
-    base = load(ensure_demo_model_source(model_dir)).model
+    base = load(resolve(model_dir)).model
     torch.manual_seed(seed)
     config = LoraConfig(r=16, lora_alpha=32, target_modules=language_model_projections(base),
                         init_lora_weights=False)
     get_peft_model(base, config).save_pretrained(out)
     return sum(f.stat().st_size for f in out.glob("*.safetensors"))
-
-
-def ensure_demo_model_source(model_dir: str):
-    from backend.models.loading import resolve
-
-    return resolve(model_dir)
 
 
 def main() -> None:

@@ -58,7 +58,13 @@ def refresh_models(services: Services, current: str | None) -> gr.Dropdown:
     return gr.Dropdown(choices=options, value=current if current in {k for _, k in options} else BASE_KEY)
 
 
-def _files_of(message: dict | None) -> list[str]:
+def example_message(services: Services, index: int, lang: str) -> dict:
+    """A quick example as a textbox value: its photo and its question in `lang`."""
+    example = services.examples[index]
+    return {"text": example.question(lang), "files": [str(example.image)]}
+
+
+def files_of(message: dict | None) -> list[str]:
     files = (message or {}).get("files") or []
     return [f if isinstance(f, str) else (f.get("path") or "") for f in files]
 
@@ -76,7 +82,7 @@ def chat(message: dict | None, session: ChatSession, max_new_tokens: float, temp
         return
     try:
         settings = GenerationSettings(int(max_new_tokens), float(temperature), float(top_p))
-        turn = user_turn((message or {}).get("text"), _files_of(message), services.max_pixels, lang)
+        turn = user_turn((message or {}).get("text"), files_of(message), services.max_pixels, lang)
         choice = find_choice(model_choices(services.jobs), model_key or BASE_KEY)
         adapter = ensure_adapter(services.engine, choice)
     except (ChatInputError, ValueError, OSError) as err:  # ImageError is a ValueError too
@@ -168,15 +174,14 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> ChatTab
     clear_button.click(clear, [session], [chatbot, session, textbox], cancels=[answer], api_name="clear")
 
     def pick_example(lang: str | None, event: gr.SelectData, request: gr.Request):
-        example = services.examples[event.index]
-        return {"text": example.question(request_lang(request, lang)), "files": [str(example.image)]}
+        return example_message(services, event.index, request_lang(request, lang))
 
     gallery.select(pick_example, [lang_state], [textbox], api_name="pick_example")
 
     for key, button in question_buttons.items():
         def ask(message, lang, request: gr.Request, key=key):
             question = EXAMPLE_QUESTIONS[key][request_lang(request, lang)]
-            return {"text": question, "files": _files_of(message)}
+            return {"text": question, "files": files_of(message)}
 
         button.click(ask, [textbox, lang_state], [textbox], api_visibility="private")
 

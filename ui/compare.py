@@ -16,10 +16,9 @@ import gradio as gr
 from backend.chat import ChatInputError, user_turn
 from backend.evaluation import scoring
 from backend.evaluation.choices import BASE_KEY, ensure_adapter, find_choice, model_choices, question_sets
-from backend.images import ImageError
 from backend.inference.engine import GenerationSettings
 from backend.services import Services
-from ui.chat import MODEL_CONCURRENCY_ID, to_chatbot
+from ui.chat import MODEL_CONCURRENCY_ID, example_message, files_of, to_chatbot
 from ui.i18n import request_lang, text
 
 log = logging.getLogger(__name__)
@@ -39,10 +38,9 @@ def side_by_side(message: dict | None, left_key: str, right_key: str, max_new_to
     try:
         choices = model_choices(services.jobs)
         left, right = find_choice(choices, left_key), find_choice(choices, right_key)
-        files = [f if isinstance(f, str) else f.get("path", "") for f in (message or {}).get("files") or []]
-        turn = user_turn((message or {}).get("text"), files, services.max_pixels, lang)
+        turn = user_turn((message or {}).get("text"), files_of(message), services.max_pixels, lang)
         adapters = [ensure_adapter(services.engine, left), ensure_adapter(services.engine, right)]
-    except (ChatInputError, ImageError, ValueError, OSError) as err:
+    except (ChatInputError, ValueError, OSError) as err:  # ImageError is a ValueError
         gr.Warning(str(err))
         yield gr.skip(), gr.skip()
         return
@@ -144,8 +142,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> None:
         trigger(refresh_models, [left, right], [left, right, question_set], api_name=False)
 
     def pick_example(event: gr.SelectData, lang, request: gr.Request):
-        example = services.examples[event.index]
-        return {"text": example.question(request_lang(request, lang)), "files": [str(example.image)]}
+        return example_message(services, event.index, request_lang(request, lang))
 
     gallery.select(pick_example, [lang_state], [textbox], api_name=False)
 

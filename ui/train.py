@@ -13,11 +13,12 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from backend.data import DataError
-from backend.data.library import list_training_sets
+from backend.data import DataError, load_training_set
+from backend.data.library import datasets_root, list_training_sets
+from backend.models.tiny import EXAMPLES_DIR
 from backend.services import Services
 from backend.training import views
-from backend.training.demo_data import demo_spec
+from backend.training.demo_data import write_demo_dataset
 from backend.training.jobs import JobError
 from backend.training.spec import PRESETS, SpecError, preset
 from ui.i18n import add_strings
@@ -98,34 +99,30 @@ def preset_values(name: str) -> list:
 
 def build_spec(services: Services, source: str, preset_name: str, name: str, model: str, values: dict):
     """A checked JobSpec for the form's choices; SpecError / DataError carry the sentences."""
-    overrides = {k: v for k, v in values.items()}
-    overrides["threads"] = PRESETS[preset_name].get("threads", 0)
+    overrides = dict(values, threads=PRESETS[preset_name].get("threads", 0))
     if name.strip():
         overrides["name"] = name.strip()
     if model.strip():
         overrides["model"] = model.strip()
-    if source == DEMO_SOURCE:
-        if "model" not in overrides:
-            overrides["model"] = services.source.location
-        return demo_spec(services.settings.workdir, **overrides) if preset_name == "demo-cpu" else \
-            preset(preset_name, **{**_demo_files(services), **overrides})
-    from backend.data import load_training_set
-    from backend.data.library import datasets_root
-
-    folder = Path(source).resolve()
-    if folder.parent != datasets_root(services.settings.workdir):
-        raise DataError("Training data must be a training set saved in the Dataset tab.")
-
-    training = load_training_set(folder)
-    files = dict(data_file=str(folder / training.manifest["train"]["file"]),
-                 eval_file=str(folder / training.manifest["heldout"]["file"]) if training.heldout else "",
-                 image_root=str(training.image_root), name=overrides.pop("name", folder.name))
+    files = demo_files(services) if source == DEMO_SOURCE else training_set_files(services, source)
     return preset(preset_name, **{"model": services.source.location, **files, **overrides})
 
 
-def _demo_files(services: Services) -> dict:
-    spec = demo_spec(services.settings.workdir)
-    return dict(data_file=spec.data_file, image_root=spec.image_root, name=spec.name)
+def demo_files(services: Services) -> dict:
+    """The bundled dishes as chat samples (written once under the work folder)."""
+    data_file = write_demo_dataset(services.settings.workdir / "data" / "demo-dishes.json")
+    return dict(data_file=str(data_file), image_root=str(EXAMPLES_DIR), name="demo: bundled dishes")
+
+
+def training_set_files(services: Services, source: str) -> dict:
+    """A training set saved by the Dataset tab: its samples, its held-out part, its pictures."""
+    folder = Path(source).resolve()
+    if folder.parent != datasets_root(services.settings.workdir):
+        raise DataError("Training data must be a training set saved in the Dataset tab.")
+    training = load_training_set(folder)
+    return dict(data_file=str(folder / training.manifest["train"]["file"]),
+                eval_file=str(folder / training.manifest["heldout"]["file"]) if training.heldout else "",
+                image_root=str(training.image_root), name=folder.name)
 
 
 def job_table(services: Services) -> pd.DataFrame:
