@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import getpass
 import logging
+import os
+import shutil
+import signal
 import socket
 import sys
 
 from backend import services as services_module
 from backend.models.loading import ModelLoadError
 from backend.settings import from_args
+from backend.workdir_lock import WorkdirBusy, hold
 
 log = logging.getLogger("foodie_studio")
 
@@ -30,10 +34,12 @@ def tunnel_hint(host: str, port: int) -> str:
 
 
 def served_folders(services) -> list[str]:
-    """Folders whose pictures the page may show: the examples, --data, and the work folder
-    (thumbnails, uploaded data, training sets). Nothing else on the disk is served."""
+    """Folders whose pictures the page may show: the examples, --data, and the work folder's
+    cache (thumbnails and previews). Nothing else on the disk is served: not the rest of the work
+    folder (jobs, logs, uploaded data sets), nor Gradio's upload folder, which is served only to
+    each file's uploader (ui/upload_guard.py)."""
     folders = {str(ex.image.parent) for ex in services.examples}
-    folders.add(str(services.settings.workdir))
+    folders.add(str(services.settings.workdir / "cache"))
     if services.settings.data is not None:
         folders.add(str(services.settings.data))
     from backend.quick_examples import EXAMPLES_DIR
@@ -46,12 +52,29 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = from_args(argv)
     try:
+        lock = hold(settings.workdir, f"http://{settings.host}:{settings.port}")  # held until the app exits
+    except WorkdirBusy as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    # Uploads go under the work folder like everything else the app writes, beside its cache (not
+    # in it: the cache is served to everyone, uploads only to their uploader). The lock makes the
+    # folder this app's alone, so it is emptied at start (a killed run's photos, whose owners
+    # nobody remembers any more) and at exit.
+    uploads = None
+    if "GRADIO_TEMP_DIR" not in os.environ:
+        uploads = settings.workdir / "gradio-uploads"
+        shutil.rmtree(uploads, ignore_errors=True)
+        os.environ["GRADIO_TEMP_DIR"] = str(uploads)
+    # SIGTERM (systemd, kill, a test harness) shuts down like Ctrl-C, through the finally below.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
         services = services_module.start(settings)
     except ModelLoadError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
     from backend.training import worker as training_worker
+    from ui import upload_guard
     from ui.app import CSS, build  # gradio loads only once the model is known to be good
 
     # Training runs in a worker process beside the app; it exits with the app, and its jobs
@@ -59,8 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     worker = training_worker.spawn(settings.workdir)
 
     page, i18n = build(services)
-    page.queue(default_concurrency_limit=4, max_size=64)
+    # Past queue_size waiting requests, Gradio refuses new ones with its own busy message (the
+    # browser: "This application is currently busy. Please try again."; gradio_client: QueueError).
+    page.queue(default_concurrency_limit=4, max_size=settings.queue_size)
     page.launch(server_name=settings.host, server_port=settings.port, share=False, i18n=i18n,
+                app_kwargs={"middleware": [upload_guard.middleware(page)]},
                 auth=list(settings.auth) or None, auth_message="Foodie Studio",
                 css=CSS, allowed_paths=served_folders(services), prevent_thread_lock=True, quiet=True,
                 footer_links=[])
@@ -74,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         close = getattr(services.engine, "close", None)
         if close:
             close()
+        if uploads is not None:
+            shutil.rmtree(uploads, ignore_errors=True)
+        lock.close()  # the last thing: the work folder is free for another app from here on
     return 0
 
 

@@ -25,6 +25,7 @@ class Settings:
     auth: tuple[tuple[str, str], ...] = ()  # (user, password) pairs; empty = no login
     kv_cache_share: float = 0.5  # LMDeploy: share of free GPU memory for its KV cache
     tp: int = 1  # LMDeploy: GPUs for tensor parallelism
+    queue_size: int = 64  # requests that may wait in Gradio's queue; more are told the app is busy
 
 
 def parser() -> argparse.ArgumentParser:
@@ -53,6 +54,9 @@ def parser() -> argparse.ArgumentParser:
                    help="LMDeploy: share of the free GPU memory for its KV cache (default 0.5, "
                    "leaving room for a training job on the same GPU)")
     p.add_argument("--tp", type=int, default=1, help="LMDeploy: GPUs for tensor parallelism (default 1)")
+    p.add_argument("--queue-size", type=int, default=64,
+                   help="how many requests may wait for their turn (default 64); beyond that a visitor "
+                   "is told the app is busy and to try again")
     return p
 
 
@@ -66,6 +70,8 @@ def from_args(argv: list[str] | None = None) -> Settings:
         p.error("--kv-cache-share must be between 0.05 and 0.95")
     if args.tp < 1:
         p.error("--tp must be at least 1")
+    if args.queue_size < 1:
+        p.error("--queue-size must be at least 1")
     if args.data is not None and not args.data.is_dir():
         p.error(f"--data {args.data} is not a folder")
     auth = read_auth(p, args.auth or os.environ.get("FOODIE_AUTH"), args.auth_file)
@@ -75,7 +81,8 @@ def from_args(argv: list[str] | None = None) -> Settings:
                 "forwarding with the default 127.0.0.1, or pass --insecure on a trusted network.")
     return Settings(model=args.model, auth=auth, engine=args.engine, workdir=args.workdir.expanduser().resolve(),
                     data=args.data.resolve() if args.data else None, host=args.host, port=args.port,
-                    lang=args.lang, device=args.device, kv_cache_share=args.kv_cache_share, tp=args.tp)
+                    lang=args.lang, device=args.device, kv_cache_share=args.kv_cache_share, tp=args.tp,
+                    queue_size=args.queue_size)
 
 
 def is_loopback(host: str) -> bool:

@@ -7,7 +7,8 @@ Starts `python app.py` on a free loopback port, then runs --sessions gradio_clie
 threads, each sending photo questions (16 new tokens) one after another until --seconds are up
 (at most --max-requests each, so the loop is bounded in count and time). Reports errors, latency
 percentiles, and the app's memory (RSS of the app process) after a warm-up round and after the
-run, to show whether images or histories leak. Each session clears its conversation every 5
+run, to show whether images or histories leak; and the files in the app's upload folder
+(<workdir>/gradio-uploads) after the run and after the app stops, to show uploads do not pile up. Each session clears its conversation every 5
 questions, as people start new conversations.
 """
 
@@ -75,6 +76,10 @@ def rss_mb(pid: int) -> float:
     return psutil.Process(pid).memory_info().rss / 2**20
 
 
+def count_files(folder: Path) -> int:
+    return sum(1 for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=20)
@@ -91,8 +96,11 @@ def main() -> None:
             latencies, errors, wall = run_round(app.url, args.sessions, args.seconds, args.max_requests)
             time.sleep(2)
             after = rss_mb(app.proc.pid)
+            uploads = Path(tmp) / "w" / "gradio-uploads"
+            kept_running = count_files(uploads)
         finally:
             app.stop()
+        kept_stopped = count_files(uploads)
 
     q = statistics.quantiles(latencies, n=100) if len(latencies) >= 2 else [0.0] * 99
     print(f"| {args.sessions} sessions, {args.seconds:.0f} s, photo + question, 16 new tokens | value |")
@@ -101,6 +109,7 @@ def main() -> None:
     print(f"| errors | {len(errors)} |")
     print(f"| latency p50 / p95 / max | {q[49]:.2f} s / {q[94]:.2f} s / {max(latencies, default=0):.2f} s |")
     print(f"| app RSS after warm-up → after the run | {before:.0f} MiB → {after:.0f} MiB |")
+    print(f"| files in the upload folder: after the run → after the app stops | {kept_running} → {kept_stopped} |")
     for line in errors[:5]:
         print("error:", line)
 

@@ -37,6 +37,13 @@ def demo_workdir(tmp_path_factory) -> Path:
     return workdir
 
 
+def own_workdir(demo_workdir: Path, folder: Path) -> Path:
+    """A fresh work folder with the demo model copied in: one app per work folder (app.lock), so
+    a test that starts its own app beside `app_server` needs its own folder."""
+    shutil.copytree(demo_workdir / "models", folder / "models")
+    return folder
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

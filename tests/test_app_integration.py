@@ -118,9 +118,10 @@ def test_binding_beyond_loopback_needs_a_login(tmp_path):
 
 
 def test_with_auth_the_app_answers_only_after_a_login(demo_workdir, tmp_path):
-    from tests.conftest import AppProcess
+    from tests.conftest import AppProcess, own_workdir
 
-    app = AppProcess(["--workdir", str(demo_workdir), "--auth", "cook:wok-hei"], tmp_path / "auth.log")
+    workdir = own_workdir(demo_workdir, tmp_path / "work")
+    app = AppProcess(["--workdir", str(workdir), "--auth", "cook:wok-hei"], tmp_path / "auth.log")
     try:
         app.wait_ready()
         try:

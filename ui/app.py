@@ -17,7 +17,9 @@ footer { display: none !important; }
 def build(services: Services) -> tuple[gr.Blocks, gr.I18n]:
     forced = services.settings.lang
     i18n = make_i18n(forced)
-    with gr.Blocks(title="Foodie Studio") as page:
+    # Uploads and output copies older than a day are deleted hourly, and all of them when the app
+    # stops, so photos do not pile up (or outlive the in-memory record of who uploaded them).
+    with gr.Blocks(title="Foodie Studio", delete_cache=(3600, 86400)) as page:
         gr.Markdown(i18n("title"))
         with gr.Tabs():
             with gr.Tab(i18n("tab_chat"), id="chat"):

@@ -25,6 +25,7 @@ from backend.data import (FACETS, FOODIEQA_TERMS, MIVQA, SIVQA, SOURCE_FOODIEQA,
                           filter_records, find_record, gallery_page, paginate, read_bundled_own_data,
                           read_bundled_sample, read_data_folder, read_foodieqa_hub, table_rows,
                           unpack_upload)
+from backend.data.browse import as_text
 from backend.data.library import (check_name, list_training_sets, new_upload_folder, training_set_folder,
                                   upload_data_root)
 from backend.services import Services
@@ -167,6 +168,8 @@ STRINGS: dict[str, dict[str, str]] = {
                       "same name” to overwrite it, or pick another name."),
         "ds_save_failed": "The training set was not saved: {detail}",
         "ds_terms_refused": "The training set was not saved: {detail}",
+        "ds_source_gone": ("⚠️ The folder these records were read from ({root}) is no longer there: the "
+                           "questions still show, pictures not seen before do not. Load it again once it is back."),
     },
     "zh": {
         "ds_intro": "加载问题和图片，查看其中的问题，浏览它们，并保存训练集：整道菜留出用于评测。",
@@ -284,6 +287,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "ds_exists": "名为 {name} 的训练集已存在；勾选“替换同名的训练集”以覆盖，或换一个名称。",
         "ds_save_failed": "训练集未保存：{detail}",
         "ds_terms_refused": "训练集未保存：{detail}",
+        "ds_source_gone": "⚠️ 读取这些记录的文件夹（{root}）已不存在：问题仍可浏览，之前未显示过的图片无法显示。文件夹恢复后请重新加载。",
     },
 }
 add_strings(STRINGS)
@@ -404,7 +408,7 @@ def detail_markdown(record: Record, lang: str) -> str:
     detail = detail_view(record)
     facts = [_task_label(record, lang)]
     facts += [f"{text(FACT_KEYS[k], lang) if k in FACT_KEYS else k}: "
-              f"{_value_label('source', v, lang) if k == 'source' else v}" for k, v in detail.facts if v]
+              f"{_value_label('source', v, lang) if k == 'source' else as_text(v)}" for k, v in detail.facts if v]
     return detail.markdown(picture=lambda letter: text("ds_picture", lang, letter=letter),
                            answer=text("ds_answer", lang), facts=" · ".join(facts))
 
@@ -425,6 +429,12 @@ def sets_table(workdir: Path, lang: str) -> gr.Dataframe:
             str(manifest.get("created", "")).replace("T", " ").replace("+00:00", " UTC"),
         ])
     return gr.Dataframe(value=rows, headers=[text(f"ds_col_{k}", lang) for k in SETS_KEYS])
+
+
+def source_gone(result: ReadResult, lang: str) -> str:
+    """A sentence when the loaded data's folder has vanished (deleted, unmounted) since it was read;
+    the records stay in memory, so browsing goes on without the pictures not yet cached."""
+    return "" if Path(result.root).exists() else text("ds_source_gone", lang, root=result.root)
 
 
 def _whole_number(value: object, error_key: str, lang: str) -> int:
@@ -542,7 +552,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Dataset
                                    for f in FACETS},
                 gallery: gr.Gallery(value=pictures_, selected_index=None), table: page_table(shown.items, lang),
                 page_number: shown.number,
-                page_label: f"**{label}**"}
+                page_label: "\n\n".join(filter(None, (f"**{label}**", source_gone(state.result, lang))))}
 
     def cleared_detail(lang: str) -> dict:
         return {record_id: "", pictures: gr.Gallery(value=None, visible=False),
@@ -560,7 +570,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Dataset
         progress(None, desc="reading")
         try:
             result = _read_source(chosen, path, files, lang, request)
-        except (DataError, Refusal) as err:
+        except (DataError, Refusal, OSError) as err:  # OSError: a full disk, a vanished upload, ...
             sentence = str(err) if isinstance(err, Refusal) else text("ds_load_failed", lang, detail=str(err))
             gr.Warning(sentence)
             return {summary: f"⚠️ {sentence}\n\n{summary_markdown(state.result, lang)}"}
@@ -649,7 +659,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Dataset
                 pictures: gr.Gallery(value=shown or None, visible=bool(shown),
                                      columns=1 if len(shown) == 1 else 2,
                                      height=PREVIEW_HEIGHT if len(shown) == 1 else "auto"),
-                detail: detail_markdown(record, lang)}
+                detail: "\n\n".join(filter(None, (source_gone(state.result, lang), detail_markdown(record, lang))))}
 
     def pick_cell(state: DatasetSession, event: gr.SelectData, request: gr.Request) -> dict:
         index = event.index[0] if isinstance(event.index, (list, tuple)) else event.index

@@ -6,6 +6,7 @@ shows comes from these functions, so the tab itself holds no logic worth testing
 
 from __future__ import annotations
 
+import html
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -152,23 +153,29 @@ class RecordDetail:
         `picture`, `answer` and `facts` let the UI put these words in the visitor's language."""
         lines = []
         if self.question and not self.turns:  # a conversation shows its own turns below
-            lines.append(f"**{self.question}**")
+            lines.append(f"**{as_text(self.question)}**")
         if self.question_en and self.question_en != self.question:
-            lines.append(f"*{self.question_en}*")
+            lines.append(f"*{as_text(self.question_en)}*")
         for choice in self.choices:
-            text = choice.text or picture(choice.letter)
+            text = as_text(choice.text) or picture(choice.letter)
             if choice.text_en and choice.text_en != choice.text:
-                text += f" / {choice.text_en}"
+                text += f" / {as_text(choice.text_en)}"
             mark = f" ✅ **{answer}**" if choice.is_answer else ""
             lines.append(f"- ({choice.letter}) {text}{mark}")
         for turn in self.turns:
             who = "**Q**" if turn.role == "human" else "**A**"
-            lines.append(f"{who}: {turn.text.replace('<image>', '').strip()}")
+            lines.append(f"{who}: {as_text(turn.text.replace('<image>', '').strip())}")
         if facts is None:
-            facts = " · ".join(f"{k}: {v}" for k, v in self.facts if v)
+            facts = " · ".join(f"{k}: {as_text(v)}" for k, v in self.facts if v)
         if facts:
             lines.append(f"<sub>{facts}</sub>")
         return "\n\n".join(lines)
+
+
+def as_text(value: str) -> str:
+    """Dataset text for a Markdown view, shown as the characters it is: "<script>" is escaped, so a
+    hostile row shows its markup to the reader instead of having Gradio's sanitiser silently drop it."""
+    return html.escape(value, quote=False)
 
 
 def detail_view(record: Record) -> RecordDetail:

@@ -19,7 +19,7 @@ from typing import Any
 from backend.data.data_files import json_kind, read_json_list, read_text_file
 from backend.data.foodieqa import EXAMPLES_DIR, FOODIEQA_FILES
 from backend.data.image_checks import ImageCheck, ImageChecker
-from backend.data.rows import RowFaults, identifier, optional_text, sentence
+from backend.data.rows import RowFaults, fits, identifier, optional_text, sentence
 from backend.data.safe_paths import ConfinedPaths, UnsafePath, relative_name, resolve_inside
 from backend.data.schema import (GPT, HUMAN, IMAGE_PLACEHOLDER, SOURCE_OWN, SOURCE_SAMPLE, SOURCES,
                                  DataError, Problem, ReadResult, Record, Turn, conversation_record)
@@ -183,6 +183,8 @@ def _turns(value: Any, picture_count: int, faults: RowFaults) -> tuple[Turn, ...
             continue
         if not isinstance(text, str) or not text.strip():
             faults.error(f"turn {position} ({'the answer' if role == GPT else 'the question'}) is empty")
+            continue
+        if not fits(text, f"turn {position}", faults):
             continue
         if role == GPT and IMAGE_PLACEHOLDER in text:
             faults.error(f"turn {position} is an answer with an {IMAGE_PLACEHOLDER} placeholder")

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+# One text field (a question, a choice, a turn of a conversation) longer than this is refused with its
+# row: far past any model's context, and a page of such rows would cost the browser megabytes.
+MAX_TEXT_CHARS = 100_000
+
 
 class RowFaults:
     """The errors (which cost the row) and warnings (which do not) found in one row."""
@@ -39,7 +43,7 @@ def optional_text(row: dict[str, Any], key: str, faults: RowFaults) -> str:
     if isinstance(value, (int, float)):
         return str(value)
     if isinstance(value, str):
-        return value.strip()
+        return value.strip() if fits(value, key, faults) else ""
     faults.warn(f"{key} is not text; ignored")
     return ""
 
@@ -55,7 +59,15 @@ def required_text(row: dict[str, Any], key: str, faults: RowFaults) -> str:
     if not value.strip():
         faults.error(f"{key} is empty")
         return ""
-    return value.strip()
+    return value.strip() if fits(value, key, faults) else ""
+
+
+def fits(value: str, what: str, faults: RowFaults) -> bool:
+    """Whether a text is within MAX_TEXT_CHARS; an error for the row if not."""
+    if len(value) <= MAX_TEXT_CHARS:
+        return True
+    faults.error(f"{what} is {len(value):,} characters long, more than the {MAX_TEXT_CHARS:,} a field may hold")
+    return False
 
 
 def identifier(value: Any) -> str:
@@ -97,6 +109,9 @@ def text_list(value: Any, key: str, length: int, faults: RowFaults, *, required:
             item = str(item)
         if not isinstance(item, str) or not item.strip():
             return fail(f"{key} entry {position + 1} is empty or not text")
+        if len(item) > MAX_TEXT_CHARS:
+            return fail(f"{key} entry {position + 1} is {len(item):,} characters long, more than the "
+                        f"{MAX_TEXT_CHARS:,} a field may hold")
         items.append(item.strip())
     return tuple(items)
 

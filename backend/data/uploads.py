@@ -7,6 +7,7 @@ destination, links are never created, and sizes are capped before anything is wr
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import stat
 import zipfile
@@ -97,15 +98,20 @@ def _unzip(archive: Path, folder: Path, budget: int, max_files: int) -> tuple[in
             if not target.is_relative_to(folder):
                 skipped.append(f"{info.filename}: the path leads outside the folder")
                 continue
-            target.parent.mkdir(parents=True, exist_ok=True)
             # zipfile stops at the declared size (and checks the CRC), so a member whose header
             # lies about its size cannot fill the disk past the budget checked above.
             try:
+                target.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(info) as source, open(target, "wb") as sink:
                     shutil.copyfileobj(source, sink)
-            except (zipfile.BadZipFile, OSError, EOFError) as err:
+            except (zipfile.BadZipFile, EOFError) as err:
                 target.unlink(missing_ok=True)
                 skipped.append(f"{info.filename}: damaged in the archive ({err})")
+                continue
+            except OSError as err:  # "a" and "a/b" both, a name too long for the disk, ...
+                with contextlib.suppress(OSError):  # a half-written file, where there is one
+                    target.unlink(missing_ok=True)
+                skipped.append(f"{info.filename}: cannot be written here ({err.strerror or err})")
                 continue
             written += 1
         return written, total, skipped
