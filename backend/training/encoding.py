@@ -49,9 +49,12 @@ class Encoded:
 def encode_sample(processor, sample: Sample, max_pixels: int, max_length: int) -> Encoded:
     """Apply the chat template (through the processor), tokenize, expand pictures, mask non-answers."""
     images = [open_image(path, max_pixels) for path in sample.images]
+    mask = None
     if has_generation_markers(processor):
         ids, extra, mask = _encode_with_markers(processor, sample.messages, images)
-    else:
+    if mask is None or not mask.any():
+        # No markers, or markers that marked nothing: transformers 5.17 maps them from characters to
+        # tokens and loses answers whose characters a byte-level tokenizer splits across tokens.
         ids, extra, mask = _encode_by_prefixes(processor, sample.messages, images)
     labels = torch.where(mask.bool(), ids, torch.full_like(ids, IGNORE_INDEX))
     if len(ids) > max_length:
