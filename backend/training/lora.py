@@ -43,6 +43,8 @@ import torch.nn.functional as F
 
 from backend.training import checkpoints
 from backend.training.encoding import IGNORE_INDEX, SampleDataset, collate
+from backend.training.packed import (PackedCache, PackedLoss, apply_fused_kernels, pack, prepare, split_rows,
+                                     supports_packing, use_packed_attention)
 from backend.training.layout import (EXIT_BAD_SPEC, EXIT_FAILED, EXIT_OK, EXIT_STOPPED, JobFiles, ready_checkpoints,
                                      write_json_atomic)
 from backend.training.runtime import (Dist, Metrics, StopFlag, TrainingError, epoch_order, lr_at,
@@ -95,6 +97,10 @@ def build_model(spec: JobSpec, device: torch.device, dtype: torch.dtype):
     model = AutoModelForImageTextToText.from_pretrained(source.location, dtype=dtype)
     model.requires_grad_(False)  # vision tower, projector, embeddings, lm_head: all frozen
     model.config.use_cache = False  # the KV cache only helps generation
+    if spec.packed and supports_packing(model):
+        use_packed_attention(model)
+        if spec.fused_kernels and device.type == "cuda" and apply_fused_kernels(model):
+            log.info("Liger's fused RMSNorm and SwiGLU kernels are on")
     targets = language_model_targets(model, spec.target_modules)
     config = LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
                         target_modules=targets, bias="none", task_type="CAUSAL_LM")
@@ -103,11 +109,25 @@ def build_model(spec: JobSpec, device: torch.device, dtype: torch.dtype):
     model = get_peft_model(model, config)  # LoRA weights are created in fp32 even on a bf16 base
     log.info("LoRA r=%d alpha=%d on %d linear layers of the language model", spec.lora_r, spec.lora_alpha,
              len(targets))
+    if spec.packed and supports_packing(model):
+        keep_lora_inputs_in_model_dtype(model)
     if spec.gradient_checkpointing:
         # Non-reentrant checkpointing works with a frozen embedding layer (no input grads needed).
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.to(device)
     return model, processor, source
+
+
+def keep_lora_inputs_in_model_dtype(model) -> None:
+    """peft casts each LoRA layer's input to the adapter's fp32 before dropout, and autocast casts it
+    back to bf16 for the matmul: two full-size copies per layer, forward and backward, which were a
+    fifth of a step's GPU time on the 2B model. Without the cast the maths is the same bf16 matmul
+    (autocast still runs it in bf16, the adapter's fp32 weights still get fp32 gradients)."""
+    from peft.tuners.lora import LoraLayer
+
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            module.cast_input_dtype_enabled = False
 
 
 # ----------------------------------------------------------------------------------------------
@@ -155,9 +175,13 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
             log.warning("held-out sample skipped: %s", problem)
     # Keep encoded samples in memory when they are few and small and decoded in this process
     # (Qwen2-VL patches cost ~24 bytes per pixel); otherwise decode each time, in DataLoader workers.
+    packed = spec.packed and supports_packing(model) and not spec.deepspeed
+    if spec.packed and not packed:
+        log.info("packed batches need a Qwen2-VL-family model without DeepSpeed; training on padded batches")
     small = len(train_samples) * spec.max_image_pixels * 24 < CACHE_BYTES
     dataset = SampleDataset(train_samples, processor, spec.max_image_pixels, spec.max_length,
-                            cache=small and spec.data_workers == 0)
+                            cache=small and spec.data_workers == 0 and not packed)
+    cache = PackedCache(int(spec.vision_cache_gb * 2**30)) if packed else None
     pad_id = processor.tokenizer.pad_token_id
     if pad_id is None:
         pad_id = processor.tokenizer.eos_token_id
@@ -176,12 +200,17 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
     optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, weight_decay=spec.weight_decay,
                                   betas=(0.9, 0.999), fused=fused or None)
     engine = None
+    loss_module = PackedLoss(model) if packed else None
     if spec.deepspeed:
         engine, optimizer = _deepspeed_engine(spec, model, optimizer, use_bf16)
     elif dist.world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[dist.local_rank] if on_gpu else None)
+        ddp = dict(device_ids=[dist.local_rank] if on_gpu else None)
+        if packed:
+            loss_module = torch.nn.parallel.DistributedDataParallel(loss_module, **ddp)
+        else:
+            model = torch.nn.parallel.DistributedDataParallel(model, **ddp)
     peft_model = engine.module if engine is not None else getattr(model, "module", model)
+    ddp_module = loss_module if packed else model  # the module whose no_sync() holds back gradient sync
 
     if stop.requested:  # stopped while loading: nothing new to save
         return EXIT_STOPPED
@@ -207,10 +236,13 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
         order = epoch_order(len(dataset), spec.seed, epoch, dist)
         batches = [order[i : i + spec.batch_size] for i in range(0, len(order), spec.batch_size)]
         first = (step % steps_per_epoch) * spec.grad_accum  # skip the batches already trained on
+        if packed:  # the loader decodes only what is not prepared yet (set fixed when its workers fork)
+            source, collate_fn = _Unprepared(dataset, set(cache.samples)), list
+        else:
+            source, collate_fn = dataset, (lambda items: collate(items, pad_id))
         loader = torch.utils.data.DataLoader(
-            dataset, batch_sampler=batches[first:], num_workers=spec.data_workers,
-            collate_fn=lambda items: collate(items, pad_id), pin_memory=on_gpu,
-            worker_init_fn=quiet_data_worker)
+            source, batch_sampler=batches[first:], num_workers=spec.data_workers,
+            collate_fn=collate_fn, pin_memory=on_gpu and not packed, worker_init_fn=quiet_data_worker)
         micro_batches = start_loader(loader)
 
         for _ in range(step % steps_per_epoch, steps_per_epoch):
@@ -222,23 +254,38 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
 
             # -- forward / backward over grad_accum micro-batches --
             group_batches = [b for _, b in zip(range(spec.grad_accum), micro_batches)]
-            # Normalise by the answer tokens of the whole step, so every token weighs the same
-            # whether it sits in a short or a long micro-batch.
-            step_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in group_batches)
+            if packed:
+                # The step's samples are regrouped into rows of up to pack_tokens tokens: the loss is
+                # normalised by the whole step's answer tokens, so how they are grouped changes
+                # nothing but speed (fewer, larger matrix products) and memory.
+                prepared = _prepared(cache, [item for items in group_batches for item in items], peft_model,
+                                     device, weights_dtype)
+                group_batches = [pack(row) for row in split_rows(prepared, spec.pack_tokens)]
+                step_tokens = sum(row.answer_tokens for row in group_batches)
+            else:
+                # Normalise by the answer tokens of the whole step, so every token weighs the same
+                # whether it sits in a short or a long micro-batch.
+                step_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in group_batches)
             loss_sum = 0.0
             samples = real_tokens = 0
             for i, batch in enumerate(group_batches):
-                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                labels = batch.pop("labels")  # (B, T)
-                samples += labels.shape[0]
-                real_tokens += int(batch["attention_mask"].sum())
                 last = i == len(group_batches) - 1
                 # DDP: sync gradients only on the last micro-batch of the step.
-                sync = model.no_sync() if (dist.world > 1 and engine is None and not last) else nullcontext()
+                sync = ddp_module.no_sync() if (dist.world > 1 and engine is None and not last) else nullcontext()
                 with sync:
-                    with autocast:
-                        logits = model(**batch).logits  # (B, T, vocab)
-                    loss = answer_loss(logits, labels) / max(1, step_tokens)
+                    if packed:
+                        samples += batch.samples
+                        real_tokens += batch.bounds[-1]
+                        with autocast:
+                            loss = loss_module(batch) / max(1, step_tokens)
+                    else:
+                        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                        labels = batch.pop("labels")  # (B, T)
+                        samples += labels.shape[0]
+                        real_tokens += int(batch["attention_mask"].sum())
+                        with autocast:
+                            logits = model(**batch).logits  # (B, T, vocab)
+                        loss = answer_loss(logits, labels) / max(1, step_tokens)
                     if engine is not None:
                         engine.backward(loss, scale_wrt_gas=False)  # already scaled by the step's tokens
                         engine.step()  # counts micro-batches; clips and steps at the accumulation boundary
@@ -300,6 +347,9 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
                 log.info("stopped at step %d of %d; resume continues from here", step, total_steps)
                 return EXIT_STOPPED
 
+    if cache is not None:
+        log.info("packed batches: pictures encoded %d times, reused from the cache %d times (%.2f GB cached)",
+                 cache.computed, cache.reused, cache.used / 2**30)
     # ---- finish: the final adapter (and merged model) ----
     summary = {"step": step, "total_steps": total_steps, "loss": loss_value, "eval_loss": eval_loss}
     if dist.is_main:
@@ -308,6 +358,34 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
         torch.distributed.barrier()
     log.info("done: %d steps in %s", step, _clock(time.time() - run_start))
     return EXIT_OK
+
+
+class _Unprepared(torch.utils.data.Dataset):
+    """What the packed path's loader hands over: (index, encoded sample), or (index, None) for a
+    sample whose prepared form is cached, so its picture is not decoded again."""
+
+    def __init__(self, dataset: SampleDataset, prepared: set[int]) -> None:
+        self.dataset, self.prepared = dataset, prepared
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        return index, None if index in self.prepared else self.dataset[index]
+
+
+def _prepared(cache: PackedCache, items: list, model, device, dtype) -> list:
+    """The step's samples ready to pack, in order: from the cache, or prepared now (all of the
+    step's new pictures through the vision tower together) and cached."""
+    found = {index: cache.get(index) for index, _ in items}
+    new = [(index, encoded) for index, encoded in items if found[index] is None]
+    if any(encoded is None for _, encoded in new):  # cached when the loader started: cannot be dropped since
+        raise TrainingError("a sample was neither cached nor decoded")
+    if new:
+        for (index, _), sample in zip(new, prepare(model, [encoded for _, encoded in new], device, dtype)):
+            cache.put(index, sample)
+            found[index] = sample
+    return [found[index] for index, _ in items]
 
 
 def answer_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -409,6 +487,9 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(files, rank)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # DataLoader workers fork
+    # Packed rows change length every step; expandable segments let the CUDA allocator grow blocks
+    # in place instead of fragmenting (read when CUDA starts, which is later, in train()).
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     if rank == 0:
         files.result.unlink(missing_ok=True)
     stop = StopFlag()

@@ -79,6 +79,12 @@ class JobSpec:
     gpus: int = 1  # GPUs for this job; more than one runs torchrun with DDP
     bf16: bool = True  # bf16 autocast on GPUs that support it (ignored on CPU, which trains in fp32)
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
+    # Qwen2-VL family: micro-batches packed end to end without padding, picture embeddings computed once
+    # and reused across epochs, logits only for answer tokens (packed.py). Off = padded batches.
+    packed: bool = True
+    vision_cache_gb: float = 4.0  # memory on the training device for those picture embeddings
+    pack_tokens: int = 16384  # tokens per packed row: a step's samples go through in rows this long
+    fused_kernels: bool = True  # Liger's Triton RMSNorm/SwiGLU on GPUs, when liger-kernel is installed
     deepspeed: str = ""  # "zero2" or "zero3" with DeepSpeed installed; "" = plain PyTorch (DDP)
     data_workers: int = 2  # DataLoader processes decoding pictures (0 = in the training process)
     threads: int = 0  # CPU threads for torch (0 = torch's default: all cores)
@@ -213,6 +219,10 @@ class JobSpec:
             if importlib.util.find_spec("deepspeed") is None:
                 p.append("DeepSpeed is not installed here (pip install deepspeed), so ZeRO cannot be used; "
                          "turn it off to train with plain PyTorch.")
+        if self.pack_tokens < 1:
+            p.append("Tokens per packed row must be at least 1.")
+        if not (self.vision_cache_gb >= 0 and math.isfinite(self.vision_cache_gb)):
+            p.append("The picture-embedding cache size cannot be negative (0 turns the cache off).")
         if self.data_workers < 0:
             p.append("Data workers cannot be negative.")
         if self.threads < 0:

@@ -1,0 +1,317 @@
+"""Packed training for Qwen2-VL-family models: the fast path of the training program.
+
+The plain recipe pads every batch to its longest sample, runs the frozen vision tower on every
+picture at every step, and computes logits over the whole vocabulary for every position. On
+FoodieQA-shaped data (one photo of 400-1000 picture tokens, a question, an answer of 10-40 tokens)
+most of that work is thrown away. This path keeps what is learned the same (the same samples in
+the same micro-batches and steps, the same loss on the same answer tokens) and drops the waste:
+
+- No padding: a micro-batch's samples are laid end to end in one row. Each sample attends only to
+  itself (one causal attention call per sample, `packed_sdpa`) and keeps its own M-RoPE positions,
+  so the maths equals the padded batch's exactly (tests/test_training_packed.py checks the loss).
+- The vision tower and projector are frozen, so a picture's embeddings never change: they are
+  computed once, the first time a sample is seen, and reused in later epochs (`PackedCache`,
+  within a memory budget; beyond it they are recomputed).
+- Logits only where there is an answer token: the hidden states of those positions go through the
+  LM head, not the whole (tokens x 151,936) matrix.
+
+Supported: model types whose language model takes M-RoPE positions and image embeddings scattered
+into image-token places (Qwen2-VL, Qwen2.5-VL). Other families train on the padded path.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from backend.training.encoding import IGNORE_INDEX, Encoded
+
+log = logging.getLogger("foodie.train")
+
+PACKED_MODEL_TYPES = {"qwen2_vl", "qwen2_5_vl"}
+PACKED_ATTENTION = "foodie_packed_sdpa"
+
+
+def supports_packing(model: torch.nn.Module) -> bool:
+    return getattr(model.config, "model_type", "") in PACKED_MODEL_TYPES
+
+
+# ----------------------------------------------------------------------------------------------
+# Attention with per-sample boundaries
+
+
+def packed_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
+                doc_bounds: "RowBounds | None" = None, **kwargs):
+    """Causal attention inside each packed sample, never across samples.
+
+    Without `doc_bounds` (a padded batch, evaluation) this is plain SDPA with the mask transformers
+    built. Shapes follow transformers' attention functions: query (1, heads, T, dim), key/value
+    (1, kv_heads, T, dim) -> output (1, T, heads, dim)."""
+    if doc_bounds is None:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                      scaling=scaling, **kwargs)
+    if doc_bounds.cu is not None and VARLEN_ATTENTION and dropout == 0.0:
+        # One flash-attention call over the whole row: no per-length kernel plans, no loop.
+        out = _varlen(query[0].transpose(0, 1), key[0].transpose(0, 1), value[0].transpose(0, 1),
+                      doc_bounds.cu, doc_bounds.cu, doc_bounds.longest, doc_bounds.longest, scale=scaling,
+                      **_VARLEN_CAUSAL)
+        return out[None], None
+    grouped = query.shape[1] != key.shape[1]
+    starts = doc_bounds.starts
+    parts = [F.scaled_dot_product_attention(query[:, :, start:end], key[:, :, start:end], value[:, :, start:end],
+                                            dropout_p=dropout, is_causal=True, scale=scaling, enable_gqa=grouped)
+             for start, end in zip(starts[:-1], starts[1:])]
+    return torch.cat(parts, dim=2).transpose(1, 2).contiguous(), None
+
+
+def _varlen_kernel():
+    """torch's flash-attention varlen kernel (torch.nn.attention.varlen), where this torch has one.
+    Its causal switch changed name across releases (is_causal=True, later window_size=(-1, 0))."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None, {}
+    accepted = inspect.signature(varlen_attn).parameters
+    causal = {"is_causal": True} if "is_causal" in accepted else {"window_size": (-1, 0)}
+    if "enable_gqa" in accepted:
+        causal["enable_gqa"] = True
+    return varlen_attn, causal
+
+
+_varlen, _VARLEN_CAUSAL = _varlen_kernel()
+# Used on CUDA when available; a switch so benchmarks and tests can compare it with the SDPA loop.
+VARLEN_ATTENTION = _varlen is not None
+
+
+@dataclass(frozen=True)
+class RowBounds:
+    """Where each sample of a packed row starts: Python ints for the SDPA loop (no GPU sync to read
+    them) and, on CUDA, the same as an int32 tensor for the varlen kernel, made once per row."""
+
+    starts: list[int]  # [0, end of sample 1, ..., T]
+    cu: torch.Tensor | None
+    longest: int
+
+    @classmethod
+    def of(cls, starts: list[int], device: torch.device) -> "RowBounds":
+        cu = torch.tensor(starts, dtype=torch.int32, device=device) if device.type == "cuda" else None
+        return cls(starts, cu, max(b - a for a, b in zip(starts[:-1], starts[1:])))
+
+
+def use_packed_attention(model: torch.nn.Module) -> None:
+    """Switch the language model (only: the vision tower keeps its own attention) to `packed_sdpa`.
+    Registered with SDPA's mask builder, so padded calls still get their padding mask."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(PACKED_ATTENTION, packed_sdpa)
+    AttentionMaskInterface.register(PACKED_ATTENTION, sdpa_mask)
+    _inner(model).language_model.config._attn_implementation = PACKED_ATTENTION
+
+
+def _inner(model: torch.nn.Module) -> torch.nn.Module:
+    """The Qwen2VLModel inside (peft wrapper and task head removed)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.model
+
+
+def _head(model: torch.nn.Module) -> torch.nn.Module:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base
+
+
+# ----------------------------------------------------------------------------------------------
+# Samples, prepared once
+
+
+@dataclass
+class PackedSample:
+    input_ids: torch.Tensor  # (T,)
+    targets: torch.Tensor  # (T,) the token each position must predict; IGNORE_INDEX where it is no answer
+    positions: torch.Tensor  # (3, T) M-RoPE positions (temporal, height, width), from 0 for each sample
+    image_embeds: torch.Tensor | None  # (picture tokens, hidden): the frozen vision tower's output
+    answers: int  # answer tokens (targets that count), read once here so packing needs no GPU sync
+
+    @property
+    def length(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def nbytes(self) -> int:
+        tensors = (self.input_ids, self.targets, self.positions, self.image_embeds)
+        return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+@torch.no_grad()
+def prepare(model: torch.nn.Module, encoded: list[Encoded], device: torch.device,
+            dtype: torch.dtype) -> list[PackedSample]:
+    """Run the frozen parts once for these samples: the vision tower and projector on all their
+    pictures in one batch, and the M-RoPE positions (on the CPU, where the index arithmetic is cheap,
+    instead of as hundreds of tiny GPU kernels)."""
+    image_token = _head(model).config.image_token_id
+    with_pictures = [e for e in encoded if e.inputs.get("image_grid_thw") is not None]
+    embeds: dict[int, torch.Tensor] = {}
+    if with_pictures:
+        pixels = torch.cat([e.inputs["pixel_values"] for e in with_pictures]).to(device, dtype, non_blocking=True)
+        grids = torch.cat([e.inputs["image_grid_thw"] for e in with_pictures])
+        features = _image_features(_inner(model), pixels, grids.to(device))
+        counts = [int((e.inputs["input_ids"] == image_token).sum()) for e in with_pictures]
+        if features.shape[0] != sum(counts):
+            raise ValueError(f"the vision tower gave {features.shape[0]} picture embeddings for {sum(counts)} "
+                             "picture tokens")
+        embeds = {id(e): part.to(dtype) for e, part in zip(with_pictures, features.split(counts))}
+    samples = []
+    for e in encoded:
+        ids, labels = e.inputs["input_ids"], e.labels
+        targets = torch.cat([labels[1:], labels.new_full((1,), IGNORE_INDEX)])
+        grid = e.inputs.get("image_grid_thw")
+        positions = (torch.arange(len(ids)).expand(3, -1) if grid is None
+                     else _rope_positions(model, e, ids, grid))
+        samples.append(PackedSample(ids.to(device, non_blocking=True), targets.to(device, non_blocking=True),
+                                    positions.to(device, non_blocking=True), embeds.get(id(e)),
+                                    int((targets != IGNORE_INDEX).sum())))
+    return samples
+
+
+def _image_features(inner, pixels: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    # transformers 5 returned a tuple of per-picture tensors at first, an output object later.
+    out = inner.get_image_features(pixel_values=pixels, image_grid_thw=grid)
+    features = getattr(out, "pooler_output", out)
+    if isinstance(features, (list, tuple)):
+        features = torch.cat(list(features), dim=0)
+    return features
+
+
+def _rope_positions(model, encoded: Encoded, ids: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """The model's own M-RoPE positions for one sample, (3, T). get_rope_index's arguments changed
+    across transformers 5 releases: pass what this one takes."""
+    inner = _inner(model)
+    accepted = inspect.signature(inner.get_rope_index).parameters
+    kwargs = {"image_grid_thw": grid}
+    if "mm_token_type_ids" in accepted:
+        types = encoded.inputs.get("mm_token_type_ids")
+        if types is None:
+            types = (ids == _head(model).config.image_token_id).int()
+        kwargs["mm_token_type_ids"] = types.to(ids.device)[None]
+    positions, _ = inner.get_rope_index(ids[None], **kwargs)
+    return positions[:, 0]
+
+
+
+class PackedCache:
+    """Prepared samples kept between epochs, up to `budget_bytes` (picture embeddings are most of it:
+    ~3 MB for a 1024x768 photo on a 2B model). Samples beyond the budget are prepared again each time."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget, self.used = budget_bytes, 0
+        self.samples: dict[int, PackedSample] = {}
+        self.over_budget = False
+        self.computed = self.reused = 0  # samples prepared / taken from the cache, for the log
+
+    def get(self, index: int) -> PackedSample | None:
+        sample = self.samples.get(index)
+        self.reused += sample is not None
+        return sample
+
+    def put(self, index: int, sample: PackedSample) -> None:
+        self.computed += 1
+        if self.used + sample.nbytes > self.budget:
+            if not self.over_budget:
+                log.info("the picture-embedding cache is full (%.1f GB); later samples are recomputed each "
+                         "epoch", self.used / 2**30)
+            self.over_budget = True
+            return
+        self.samples[index] = sample
+        self.used += sample.nbytes
+
+
+# ----------------------------------------------------------------------------------------------
+# One packed row
+
+
+@dataclass
+class PackedRow:
+    input_ids: torch.Tensor  # (T,) all samples end to end
+    targets: torch.Tensor  # (T,)
+    positions: torch.Tensor  # (3, T)
+    image_embeds: torch.Tensor | None
+    bounds: list[int]  # [0, end of sample 1, end of sample 2, ..., T]
+    answer_tokens: int
+
+    @property
+    def samples(self) -> int:
+        return len(self.bounds) - 1
+
+
+def pack(samples: list[PackedSample]) -> PackedRow:
+    bounds = [0]
+    for sample in samples:
+        bounds.append(bounds[-1] + sample.length)
+    pictures = [s.image_embeds for s in samples if s.image_embeds is not None]
+    return PackedRow(torch.cat([s.input_ids for s in samples]), torch.cat([s.targets for s in samples]),
+                     torch.cat([s.positions for s in samples], dim=1),
+                     torch.cat(pictures) if pictures else None, bounds, sum(s.answers for s in samples))
+
+
+def split_rows(samples: list[PackedSample], max_tokens: int) -> list[list[PackedSample]]:
+    """Consecutive samples grouped into rows of at most `max_tokens` tokens (a longer sample gets a
+    row of its own), in their order, so a run is the same whatever the row size."""
+    rows: list[list[PackedSample]] = []
+    length = 0
+    for sample in samples:
+        if rows and length + sample.length <= max_tokens:
+            rows[-1].append(sample)
+            length += sample.length
+        else:
+            rows.append([sample])
+            length = sample.length
+    return rows
+
+
+class PackedLoss(torch.nn.Module):
+    """Summed cross-entropy of one packed row's answer tokens. A module of its own so DDP can wrap
+    it: the LoRA weights inside get their gradients reduced across GPUs as usual."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, row: PackedRow) -> torch.Tensor:
+        inner, head = _inner(self.model), _head(self.model)
+        embeds = inner.get_input_embeddings()(row.input_ids)[None]  # (1, T, hidden)
+        if row.image_embeds is not None:
+            where = (row.input_ids == head.config.image_token_id)[None, :, None]
+            embeds = embeds.masked_scatter(where, row.image_embeds.to(embeds.dtype))
+        bounds = RowBounds.of(row.bounds, row.input_ids.device)
+        hidden = inner.language_model(inputs_embeds=embeds, position_ids=row.positions[:, None],
+                                      doc_bounds=bounds).last_hidden_state[0]  # (T, hidden)
+        answer = row.targets != IGNORE_INDEX
+        logits = head.lm_head(hidden[answer]).float()  # (answer tokens, vocab): fp32 for a stable loss
+        return F.cross_entropy(logits, row.targets[answer], reduction="sum")
+
+
+def apply_fused_kernels(model: torch.nn.Module) -> bool:
+    """Liger's Triton kernels for RMSNorm and SwiGLU (less activation memory, fewer kernel launches)
+    when liger-kernel is installed and the model is on a GPU. Returns whether they were applied."""
+    try:
+        from liger_kernel.transformers import apply_liger_kernel_to_qwen2_vl, apply_liger_kernel_to_qwen2_5_vl
+    except ImportError:
+        return False
+    apply = {"qwen2_vl": apply_liger_kernel_to_qwen2_vl,
+             "qwen2_5_vl": apply_liger_kernel_to_qwen2_5_vl}.get(model.config.model_type)
+    if apply is None:
+        return False
+    # rope stays transformers' own (M-RoPE is computed in the rotary embedding in transformers 5);
+    # the loss is ours (answer positions only), so no fused cross-entropy either.
+    options = dict(rope=False, cross_entropy=False, fused_linear_cross_entropy=False, rms_norm=True,
+                   swiglu=True, model=model)
+    if "layer_norm" in inspect.signature(apply).parameters:
+        options["layer_norm"] = False  # the vision tower's: it runs once per picture, not worth patching
+    apply(**options)
+    return True

@@ -1,0 +1,110 @@
+"""The packed path (backend/training/packed.py) must learn exactly what the padded path learns:
+the same loss and the same gradients on the same micro-batch, with pictures encoded once per run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from backend.training.encoding import SampleDataset, collate
+from backend.training.layout import JobFiles
+from backend.training.lora import answer_loss, build_model, train
+from backend.training.packed import PackedLoss, pack, prepare
+from backend.training.runtime import StopFlag
+from backend.training.samples import sample_from_record
+from backend.training.spec import preset
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+PIXELS = 112 * 112
+# Room for every sample whole, whatever size this transformers' processor makes of a picture.
+MAX_LENGTH = 4096
+
+# Different lengths (so the padded batch has padding), two turns, two pictures, and no picture.
+RECORDS = [
+    {"id": "short", "image": "images/jiaozi-0.jpg", "conversations": [
+        {"from": "human", "value": "<image>\n这是什么菜？"}, {"from": "gpt", "value": "饺子。"}]},
+    {"id": "two-turns", "image": "images/chongqing-hotpot-1.jpg", "conversations": [
+        {"from": "human", "value": "<image>\nWhat dish is this?"}, {"from": "gpt", "value": "This is Chongqing hotpot."},
+        {"from": "human", "value": "Where is it from?"}, {"from": "gpt", "value": "Chongqing, in the south-west."}]},
+    {"id": "two-pictures", "images": ["images/jiaozi-1.jpg", "images/peking-duck-0.jpg"], "conversations": [
+        {"from": "human", "value": "<image>\n<image>\nWhich one is duck?"}, {"from": "gpt", "value": "The second."}]},
+    {"id": "text-only", "conversations": [
+        {"from": "human", "value": "Name a dish from Guangdong."}, {"from": "gpt", "value": "Char siu."}]},
+]
+
+
+def lora_model(folder: Path):
+    spec = preset("demo-cpu", model=str(folder), data_file=str(EXAMPLES / "dishes.json"), lora_dropout=0.0)
+    model, processor, _ = build_model(spec, torch.device("cpu"), torch.float32)
+    # LoRA's B starts at zero, which would make both paths trivially equal to the base model.
+    torch.manual_seed(1)
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            param.data.normal_(0, 0.02)
+    return model.eval(), processor
+
+
+def lora_grads(model) -> list[torch.Tensor]:
+    grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+    model.zero_grad(set_to_none=True)
+    return grads
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl"])
+def test_packed_and_padded_paths_give_the_same_loss_and_gradients(tiny_models, family: str) -> None:
+    model, processor = lora_model(tiny_models[family])
+    samples = [sample_from_record(record, EXAMPLES) for record in RECORDS]
+    encoded = [SampleDataset(samples, processor, PIXELS, MAX_LENGTH)[i] for i in range(len(samples))]
+    assert len({len(e.labels) for e in encoded}) == len(encoded)  # the padded batch really pads
+
+    batch = collate(encoded, processor.tokenizer.pad_token_id)
+    labels = batch.pop("labels")
+    padded = answer_loss(model(**batch).logits, labels)
+    padded.backward()
+    padded_grads = lora_grads(model)
+
+    row = pack(prepare(model, encoded, torch.device("cpu"), torch.float32))
+    assert row.bounds[-1] == len(row.input_ids) == sum(len(e.labels) for e in encoded)  # no padding at all
+    packed = PackedLoss(model)(row)
+    packed.backward()
+    packed_grads = lora_grads(model)
+
+    assert row.answer_tokens == int((labels[:, 1:] != -100).sum())
+    assert torch.isclose(packed, padded, rtol=1e-5), (packed.item(), padded.item())
+    for got, want in zip(packed_grads, padded_grads, strict=True):
+        # fp32 sums in another order: compare each gradient as a whole, relative to its size
+        assert (got - want).norm() <= 1e-4 * want.norm(), ((got - want).norm() / want.norm()).item()
+
+
+def test_samples_do_not_see_each_other_in_a_packed_row(tiny_models) -> None:
+    """A sample's loss is the same alone and packed behind another one."""
+    model, processor = lora_model(tiny_models["qwen2_vl"])
+    samples = [sample_from_record(record, EXAMPLES) for record in RECORDS[:2]]
+    dataset = SampleDataset(samples, processor, PIXELS, MAX_LENGTH)
+    first, second = prepare(model, [dataset[0], dataset[1]], torch.device("cpu"), torch.float32)
+    loss = PackedLoss(model)
+    with torch.no_grad():
+        together = loss(pack([first, second]))
+        apart = loss(pack([first])) + loss(pack([second]))
+    assert torch.isclose(together, apart, rtol=1e-5)
+
+
+def test_a_run_encodes_each_picture_once_and_reuses_it_in_later_epochs(demo_workdir: Path, tmp_path: Path,
+                                                                        caplog) -> None:
+    from backend.training.demo_data import demo_records, demo_spec
+    from backend.training.samples import write_samples
+
+    data = write_samples(demo_records()[:16], tmp_path / "sixteen.json")
+    spec = demo_spec(demo_workdir, data_file=str(data), epochs=3, batch_size=4, save_every=0,
+                     output_dir=str(tmp_path / "job"))
+    files = JobFiles(Path(spec.output_dir))
+    files.root.mkdir()
+    with caplog.at_level("INFO", logger="foodie.train"):
+        assert train(spec, files, StopFlag()) == 0
+    log = caplog.text
+    records = [json.loads(line) for line in files.metrics.read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == list(range(1, 13))
+    assert "pictures encoded 16 times, reused from the cache 32 times" in log, log[-2000:]
