@@ -33,10 +33,12 @@ bench: install-test
 	$(PYTHON) bench/bench_startup.py
 
 # On a GPU box: LMDeploy in its own environment under the work folder, so its pins (torch<=2.12.1,
-# peft<=0.14) never touch the training stack. The app finds it there and serves with it.
+# peft<=0.14) never touch the training stack. The app finds it there and serves with it. Liger's
+# Triton kernels (fused RMSNorm and SwiGLU for training) go into the app's own environment.
 WORKDIR ?= runs
 LMDEPLOY_SPEC ?= lmdeploy==0.18.0
 gpu-extras:
 	$(PYTHON) -m venv $(WORKDIR)/lmdeploy-venv
 	$(WORKDIR)/lmdeploy-venv/bin/pip install -q "$(LMDEPLOY_SPEC)"
 	$(WORKDIR)/lmdeploy-venv/bin/python -c "import lmdeploy; print('LMDeploy', lmdeploy.__version__, 'ready')"
+	$(PYTHON) -m pip install -q "liger-kernel>=0.8"

@@ -1,0 +1,84 @@
+"""Training on several GPUs of one machine: the same job on 1 GPU and on N GPUs (torchrun, DDP), run
+as the app's worker runs it (python -m backend.training.lora spec.json), one after the other (issue 7).
+
+    python3 bench/bench_train_scaling.py --gpus 2           # a machine with 2 GPUs
+    python3 bench/bench_train_scaling.py --dry-run          # narrow model, 2 CPU processes
+
+Model and data as in bench_train_speed.py (Qwen2-VL-2B shape, 256 photo samples, 3 epochs). The
+spec is the same for both runs: each GPU takes batch 4 x accumulation 4 per step, so N GPUs make an
+effective batch N times larger and an epoch N times fewer steps; samples/s is counted over the same
+256 x 3 samples. Time is the training program's own elapsed time (from after the model is loaded to
+the last step), read from its metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_train_speed import spec_for  # noqa: E402
+from bench_training import SHAPE_2B, SHAPE_DRY, build_2b_shape, make_photo_samples  # noqa: E402
+
+
+def run_job(spec, processes: int, dry_run: bool) -> dict:
+    from backend.training.layout import JobFiles, read_metrics
+
+    files = JobFiles(Path(spec.output_dir))
+    files.root.mkdir(parents=True, exist_ok=True)
+    spec.save(files.root / "spec.json")
+    program = ["-m", "backend.training.lora", str(files.root / "spec.json")]
+    if processes > 1:
+        program = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] + program
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    if not dry_run:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(processes))
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, *program], env=env, cwd=ROOT)
+    if done.returncode != 0:
+        raise SystemExit(f"the job on {processes} process(es) exited with {done.returncode}; see {files.log}")
+    records = [r for r in read_metrics(files.metrics) if "loss" in r]
+    return {"seconds": records[-1]["elapsed_s"], "wall_s": time.monotonic() - started,
+            "final_loss": records[-1]["loss"], "steps": records[-1]["step"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--gpus", type=int, default=2)
+    parser.add_argument("--samples", type=int, default=256)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--dry-run", action="store_true", help="a narrow model and 16 samples on CPU processes")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-train-scaling-"))
+    model_dir = build_2b_shape(workdir / "model", SHAPE_DRY if args.dry_run else SHAPE_2B)
+    count = 16 if args.dry_run else args.samples
+    data = make_photo_samples(workdir / "photos", count=count)
+    results = {}
+    for processes in (1, args.gpus):
+        spec = spec_for(model_dir, data, workdir / f"on-{processes}", args.epochs, args.dry_run,
+                        gradient_checkpointing=args.gradient_checkpointing,
+                        **({"device": "cpu"} if args.dry_run else {"gpus": processes}))
+        results[processes] = run_job(spec, processes, args.dry_run)
+        results[processes]["samples_per_s"] = count * args.epochs / results[processes]["seconds"]
+    print(f"\n{count} samples x {args.epochs} epochs, gradient checkpointing "
+          f"{'on' if args.gradient_checkpointing else 'off'}\n")
+    print("| GPUs | steps | time (training) | samples/s | final loss |")
+    print("|---:|---:|---:|---:|---:|")
+    for processes, run in results.items():
+        print(f"| {processes} | {run['steps']} | {run['seconds']:.1f} s | {run['samples_per_s']:.2f} | "
+              f"{run['final_loss']:.4f} |")
+    print(f"\nscaling: {results[args.gpus]['samples_per_s'] / results[1]['samples_per_s']:.2f}x on {args.gpus} "
+          "(bar 1.7x on 2)")
+
+
+if __name__ == "__main__":
+    main()

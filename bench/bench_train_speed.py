@@ -1,0 +1,313 @@
+"""Fine-tuning speed on a GPU: the plain LoRA recipe against Foodie Studio's training program, in one
+process and one run, on the same data and settings (issue 7).
+
+    python3 bench/bench_train_speed.py                 # H100: 256 samples, 3 epochs, both runs
+    python3 bench/bench_train_speed.py --ablate        # also ours with packing off / fused kernels off
+    python3 bench/bench_train_speed.py --dry-run       # a narrow model and 16 samples, to check it on a CPU
+
+Model: Qwen2-VL-2B-Instruct's shape with random weights (speed does not depend on weight values).
+Data: 256 samples, photo-sized pictures (640x480 .. 1024x768, within the 1024x768 pixel limit) and
+answers of 10-40 tokens (bench_training.make_photo_samples). Before the timed runs, both paths run
+once on 16 other samples (--no-warmup to skip it). Settings for both: LoRA r=128,
+alpha=256, dropout 0.05 on q/k/v/o/gate/up/down of the language model, batch 4 x accumulation 4,
+AdamW lr 3e-5 cosine, bf16 weights with bf16 autocast, clipping at 1.0, no gradient checkpointing.
+
+The baseline is the plain recipe written the way a course or the HF Trainer runs it: padded
+batches, the model's own forward with labels (the vision tower runs on every step, logits for
+every position), the loss normalised by the step's answer tokens as the Trainer does. Ours is
+backend/training/lora.py's train(), the same function the app's worker runs.
+
+Model FLOPs (stated convention; attention's own FLOPs are left out of both):
+  per token that passes the language model: 4 x N_text (frozen base: forward 2N, input gradients
+  2N) + 6 x N_lora (the adapters also get weight gradients); per answer token: 4 x hidden x vocab
+  (the LM head, forward and input gradients); per picture patch that passes the vision tower: 2 x
+  N_vision (forward only, frozen), counted each time it actually runs: every epoch for the
+  baseline, once for ours. Padding tokens count for neither. MFU = model FLOPs / time / 989 TFLOP/s
+  (H100 SXM dense bf16).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+
+from bench_training import SHAPE_2B, SHAPE_DRY, build_2b_shape, make_photo_samples  # noqa: E402
+
+PEAK_FLOPS = 989e12  # H100 SXM, dense bf16
+
+
+def spec_for(model: Path, data: Path, out: Path, epochs: int, dry_run: bool, **changes):
+    from backend.training.spec import preset
+
+    small = dict(lora_r=8, lora_alpha=16, max_image_pixels=224 * 224, device="auto", data_workers=0) if dry_run else {}
+    return preset("2b-gpu", model=str(model), data_file=str(data), output_dir=str(out), epochs=epochs,
+                  save_every=0, **{"gradient_checkpointing": False, **small, **changes})
+
+
+def counts_per_epoch(model, processor, spec) -> dict:
+    """Tokens, answer tokens and picture patches of one pass over the data (the same for both)."""
+    from backend.training.encoding import IGNORE_INDEX, SampleDataset
+    from backend.training.samples import read_samples
+
+    samples, _ = read_samples(Path(spec.data_file), spec.images_dir)
+    dataset = SampleDataset(samples, processor, spec.max_image_pixels, spec.max_length)
+    totals = {"samples": len(samples), "tokens": 0, "answer_tokens": 0, "patches": 0}
+    for i in range(len(dataset)):
+        encoded = dataset[i]
+        totals["tokens"] += len(encoded.labels)
+        totals["answer_tokens"] += int((encoded.labels[1:] != IGNORE_INDEX).sum())
+        pixels = encoded.inputs.get("pixel_values")
+        totals["patches"] += 0 if pixels is None else pixels.shape[0]
+    return totals
+
+
+def parameter_counts(model) -> dict:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    text = sum(p.numel() for p in base.model.language_model.layers.parameters())
+    vision = sum(p.numel() for p in base.model.visual.parameters())
+    lora = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"text": text, "vision": vision, "lora": lora, "hidden": base.config.text_config.hidden_size,
+            "vocab": base.config.text_config.vocab_size}
+
+
+def model_flops(params: dict, counts: dict, epochs: int, vision_passes: int) -> float:
+    per_epoch = ((4 * params["text"] + 6 * params["lora"]) * counts["tokens"]
+                 + 4 * params["hidden"] * params["vocab"] * counts["answer_tokens"])
+    return per_epoch * epochs + 2 * params["vision"] * counts["patches"] * vision_passes
+
+
+# ---- the plain recipe ---------------------------------------------------------------------------
+
+
+def run_baseline(spec, device: torch.device) -> tuple[dict, object, object]:
+    """Padded batches through the model's own forward with labels. Returns (result, model, processor)."""
+    from backend.training.encoding import IGNORE_INDEX, SampleDataset, collate
+    from backend.training.lora import build_model
+    from backend.training.runtime import Dist, epoch_order, lr_at
+    from backend.training.samples import read_samples
+
+    torch.manual_seed(spec.seed)
+    plain = spec.with_changes(packed=False, fused_kernels=False)  # build_model adds nothing of ours then
+    model, processor, _ = build_model(plain, device, torch.bfloat16 if device.type == "cuda" else torch.float32)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, weight_decay=spec.weight_decay)
+    samples, _ = read_samples(Path(spec.data_file), spec.images_dir)
+    dataset = SampleDataset(samples, processor, spec.max_image_pixels, spec.max_length)
+    pad_id = processor.tokenizer.pad_token_id
+    steps_per_epoch = math.ceil(math.ceil(len(dataset) / spec.batch_size) / spec.grad_accum)
+    total = steps_per_epoch * spec.epochs
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    losses, padded_tokens = [], 0
+    model.train()
+    _sync(device)
+    start = time.perf_counter()
+    step = 0
+    for epoch in range(spec.epochs):
+        order = epoch_order(len(dataset), spec.seed, epoch, Dist())
+        batches = [order[i : i + spec.batch_size] for i in range(0, len(order), spec.batch_size)]
+        loader = iter(torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=spec.data_workers,
+                                                  collate_fn=lambda items: collate(items, pad_id), pin_memory=True))
+        for _ in range(steps_per_epoch):
+            group = [b for _, b in zip(range(spec.grad_accum), loader)]
+            answer_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in group)
+            for group_ in optimizer.param_groups:
+                group_["lr"] = lr_at(step, total, round(spec.warmup_ratio * total), spec.learning_rate,
+                                     spec.lr_schedule)
+            step_loss = 0.0
+            for batch in group:
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                padded_tokens += batch["input_ids"].numel()
+                with autocast:
+                    # What the Trainer does: labels in, the model's loss out, summed over the step's
+                    # answer tokens and divided by their count (num_items_in_batch).
+                    loss = model(**batch, num_items_in_batch=answer_tokens).loss
+                loss.backward()
+                step_loss += loss.item()
+            torch.nn.utils.clip_grad_norm_(trainable, spec.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            losses.append(step_loss)
+    _sync(device)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "losses": losses, "padded_tokens": padded_tokens}, model, processor
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+# ---- ours: the training program -----------------------------------------------------------------
+
+
+def run_ours(spec) -> dict:
+    from backend.training.layout import JobFiles, read_metrics
+    from backend.training.lora import train
+    from backend.training.runtime import StopFlag
+
+    files = JobFiles(Path(spec.output_dir))
+    files.root.mkdir(parents=True, exist_ok=True)
+    status = train(spec, files, StopFlag())
+    if status != 0:
+        raise SystemExit(f"our training program exited with {status}")
+    records = [r for r in read_metrics(files.metrics) if "loss" in r]
+    return {"seconds": records[-1]["elapsed_s"], "losses": [r["loss"] for r in records]}
+
+
+def same_batch_losses(model, processor, spec, device) -> tuple[float, float]:
+    """One batch of 4, the trained baseline adapter: the padded forward's loss and the packed one's."""
+    from backend.training.encoding import SampleDataset, collate
+    from backend.training.lora import answer_loss
+    from backend.training.packed import PackedLoss, pack, prepare, use_packed_attention
+    from backend.training.samples import read_samples
+
+    samples, _ = read_samples(Path(spec.data_file), spec.images_dir)
+    dataset = SampleDataset(samples[:4], processor, spec.max_image_pixels, spec.max_length)
+    encoded = [dataset[i] for i in range(len(dataset))]
+    use_packed_attention(model)
+    model.eval()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    with torch.no_grad(), autocast:
+        batch = {k: v.to(device) for k, v in collate(encoded, processor.tokenizer.pad_token_id).items()}
+        labels = batch.pop("labels")
+        padded = answer_loss(model(**batch).logits, labels).item()
+        packed = PackedLoss(model)(pack(prepare(model, encoded, device, dtype))).item()
+    return padded, packed
+
+
+def peak_gb(device: torch.device) -> float:
+    return torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else float("nan")
+
+
+def reset_peak(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def epoch_means(losses: list[float], epochs: int) -> list[float]:
+    per = len(losses) // epochs
+    return [sum(losses[i * per : (i + 1) * per]) / per for i in range(epochs)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--samples", type=int, default=256)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--workdir", type=Path, help="work folder (default: a fresh temporary one)")
+    parser.add_argument("--ablate", action="store_true", help="also run ours with packing off, and without fused kernels")
+    parser.add_argument("--dry-run", action="store_true", help="a narrow model and 16 samples, to check on a CPU")
+    parser.add_argument("--no-warmup", action="store_true", help="time each path from a cold start")
+    parser.add_argument("--pack-tokens", default="", help="also run ours with these tokens per packed row "
+                        "(comma-separated, :gc after a number adds gradient checkpointing), beside the default")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("httpx", "urllib3", "filelock", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-train-speed-"))
+    count = 16 if args.dry_run else args.samples
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    t0 = time.monotonic()
+    model_dir = build_2b_shape(workdir / "models" / ("dry" if args.dry_run else "qwen2-vl-2b-shape"),
+                               SHAPE_DRY if args.dry_run else SHAPE_2B)
+    data = make_photo_samples(workdir / "photos", count=count)
+    print(f"model and data ready in {time.monotonic() - t0:.0f} s", flush=True)
+    spec = spec_for(model_dir, data, workdir / "ours", args.epochs, args.dry_run)
+
+    if not args.no_warmup:
+        # Both paths once on 16 samples, untimed, so one-time costs fall on neither timed run: CUDA and
+        # cuBLAS set-up here, and Triton compiling Liger's kernels to its disk cache in a child process
+        # (Liger patches transformers' classes in the process it runs in; the baseline must stay plain).
+        small = make_photo_samples(workdir / "warmup", count=16)
+        run_baseline(spec_for(model_dir, small, workdir / "warmup-base", 1, args.dry_run), device)
+        warm = spec_for(model_dir, small, workdir / "warmup-ours", 1, args.dry_run)
+        Path(warm.output_dir).mkdir(parents=True)
+        warm.save(Path(warm.output_dir) / "spec.json")
+        subprocess.run([sys.executable, "-m", "backend.training.lora", str(Path(warm.output_dir) / "spec.json")],
+                       cwd=Path(__file__).resolve().parents[1], check=True)
+        print(f"warm-up done at {time.monotonic() - t0:.0f} s", flush=True)
+
+    results: dict[str, dict] = {}
+    reset_peak(device)
+    base, model, processor = run_baseline(spec, device)
+    base["peak_gb"] = peak_gb(device)
+    results["plain recipe (baseline)"] = base
+    params = parameter_counts(model)
+    counts = counts_per_epoch(model, processor, spec)
+    padded, packed = same_batch_losses(model, processor, spec, device)
+    del model
+    reset_peak(device)
+
+    variants = []
+    if args.ablate:  # before ours: Liger patches transformers' classes for the rest of the process
+        variants += [("ours, padded batches (packing off)", dict(packed=False, fused_kernels=False)),
+                     ("ours, packed, no fused kernels", dict(fused_kernels=False))]
+    for option in filter(None, args.pack_tokens.split(",")):
+        tokens, _, checkpointing = option.partition(":")
+        variants.append((f"ours, rows of {tokens} tokens{', gradient checkpointing' if checkpointing else ''}",
+                         dict(pack_tokens=int(tokens), gradient_checkpointing=checkpointing == "gc")))
+    variants.append((f"ours (packed rows of {spec.pack_tokens} tokens, cached pictures, fused kernels)", {}))
+    for i, (label, changes) in enumerate(variants):
+        reset_peak(device)
+        run = run_ours(spec.with_changes(output_dir=str(workdir / f"ours-{i}"), **changes))
+        run["peak_gb"] = peak_gb(device)
+        results[label] = run
+        print(f"{label}: {run['seconds']:.1f} s", flush=True)
+
+    print(f"\n{torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}, torch {torch.__version__}; "
+          f"{count} samples x {args.epochs} epochs; {counts['tokens'] / count:.0f} tokens and "
+          f"{counts['answer_tokens'] / count:.1f} answer tokens per sample, {counts['patches'] / count:.0f} "
+          f"picture patches; N_text {params['text'] / 1e9:.2f} B, N_vision {params['vision'] / 1e9:.2f} B, "
+          f"N_lora {params['lora'] / 1e6:.1f} M\n")
+    print("| run | time | samples/s | tokens/s (real) | peak GPU memory | MFU | loss, epoch means |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    baseline = results["plain recipe (baseline)"]
+    for label, run in results.items():
+        plain = label.startswith("plain") or "packing off" in label
+        flops = model_flops(params, counts, args.epochs, vision_passes=args.epochs if plain else 1)
+        run.update(samples_per_s=count * args.epochs / run["seconds"],
+                   tokens_per_s=counts["tokens"] * args.epochs / run["seconds"],
+                   mfu=flops / run["seconds"] / PEAK_FLOPS,
+                   epoch_losses=epoch_means(run["losses"], args.epochs))
+        print(f"| {label} | {run['seconds']:.1f} s | {run['samples_per_s']:.2f} | {run['tokens_per_s']:.0f} | "
+              f"{run['peak_gb']:.1f} GB | {run['mfu']:.1%} | {' / '.join(f'{x:.4f}' for x in run['epoch_losses'])} |")
+    ours = results[variants[-1][0]]
+    speedup = ours["samples_per_s"] / baseline["samples_per_s"]
+    memory = ours["peak_gb"] / baseline["peak_gb"]
+    padding = 1 - counts["tokens"] * args.epochs / baseline["padded_tokens"]
+    print(f"\nspeed-up {speedup:.2f}x (bar 1.8x); peak memory {memory:.0%} of the baseline's (bar 60%); "
+          f"our MFU {ours['mfu']:.1%} (bar 35%); the baseline's batches were {padding:.0%} padding")
+    print(f"same batch, the baseline's trained adapter: padded loss {padded:.5f}, packed {packed:.5f}, "
+          f"relative difference {abs(packed - padded) / abs(padded):.2e} (bar 1e-2)")
+    print(f"first step's loss (same 16 samples, adapters still zero): baseline {baseline['losses'][0]:.5f}, "
+          f"ours {ours['losses'][0]:.5f}")
+    if args.json:
+        args.json.write_text(json.dumps({"params": params, "counts": counts, "results": results,
+                                         "same_batch": {"padded": padded, "packed": packed}}, indent=1))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # As the training program sets it (lora.main), for both runs alike: rows of changing length
+    # otherwise fragment the CUDA allocator's blocks.
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    main()
