@@ -12,6 +12,8 @@ GPU machine (bench/README.md).
 from __future__ import annotations
 
 import argparse
+import os
+import time
 import base64
 import json
 import sys
@@ -60,6 +62,10 @@ def turns_from(messages: list[dict], scratch: Path) -> list[Turn]:
                 text += part["text"]
         turns.append(Turn(message["role"], text, tuple(images)))
     return turns
+
+
+# A slow server, for a test that must catch it in the middle of an answer.
+PIECE_DELAY_S = float(os.environ.get("STANDIN_PIECE_DELAY_S", "0"))
 
 
 def main() -> None:
@@ -115,6 +121,7 @@ def main() -> None:
             self.send_header("Content-Type", "text/event-stream")
             self.end_headers()
             for piece in engine.stream(turns, settings, adapter=adapter):
+                time.sleep(PIECE_DELAY_S)
                 event = {"choices": [{"delta": {"content": piece}}]}
                 self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
                 self.wfile.flush()

@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from backend.inference.engine import GenerationSettings, Turn
-from backend.inference.lmdeploy_engine import LMDeployEngine, request_body, stream_pieces
+from backend.inference.lmdeploy_engine import LMDeployEngine, StreamCut, request_body, stream_pieces
 from backend.inference.lmdeploy_server import LMDeployServer, ServerError, ServerOptions, convert_adapter
 from tests.conftest import EXAMPLES, ROOT
 from tests.test_scoring import make_adapter
@@ -31,6 +31,11 @@ def test_the_stream_parser_reads_pieces_and_stops_at_done():
              'data: {"choices": [{"delta": {"content": "肉"}}]}', "data: [DONE]",
              'data: {"choices": [{"delta": {"content": "never"}}]}']
     assert list(stream_pieces(iter(lines))) == ["锅包", "肉"]
+
+
+def test_a_stream_without_its_done_marker_is_cut_not_finished():
+    with pytest.raises(StreamCut):
+        list(stream_pieces(iter(['data: {"choices": [{"delta": {"content": "锅包"}}]}'])))
 
 
 def test_a_server_error_event_becomes_an_exception():
@@ -111,6 +116,24 @@ def test_a_server_that_dies_is_a_sentence_and_comes_back(engine):
         time.sleep(0.5)
     engine.server.wait_ready(120)
     assert engine.generate_batch([turns], QUICK)[0] == before
+
+
+def test_a_server_that_dies_mid_answer_is_a_sentence_after_the_pieces_already_sent(tiny_models, tmp_path,
+                                                                                  monkeypatch):
+    monkeypatch.setenv("STANDIN_PIECE_DELAY_S", "0.2")  # 40 pieces: the answer takes ~8 s
+    server = LMDeployServer(ServerOptions(model=str(tiny_models["qwen2_vl"]), workdir=tmp_path, command=STANDIN))
+    server.start(timeout=120)
+    engine = LMDeployEngine(server, max_pixels=112 * 112)
+    try:
+        stream = engine.stream([Turn("user", "Hello?")], GenerationSettings(max_new_tokens=40))
+        received = [next(stream)]
+        os.killpg(server.process.pid, signal.SIGKILL)
+        server.process.wait(10)
+        with pytest.raises(RuntimeError, match="stopped .* being restarted"):
+            received += list(stream)
+        assert received[0] and len(received) < 40  # what came before the death stays with the caller
+    finally:
+        engine.close()
 
 
 def test_auto_picks_transformers_without_a_gpu_and_says_why(tmp_path):

@@ -62,6 +62,11 @@ def request_body(messages: list[dict], settings: GenerationSettings, model: str,
     return body
 
 
+class StreamCut(ConnectionError):
+    """The event stream ended without its closing [DONE]: the server went away mid-answer (over a
+    plain close-delimited response this looks like a normal end, so the marker is what tells)."""
+
+
 def stream_pieces(lines: Iterator[str]) -> Iterator[str]:
     """Text pieces out of an OpenAI-style server-sent event stream."""
     for line in lines:
@@ -81,6 +86,7 @@ def stream_pieces(lines: Iterator[str]) -> Iterator[str]:
             piece = (choice.get("delta") or {}).get("content")
             if piece:
                 yield piece
+    raise StreamCut("the answer stopped before the server said it was done")
 
 
 class LMDeployEngine:
@@ -141,7 +147,7 @@ class LMDeployEngine:
                     if cancel.is_set:
                         return  # leaving the block closes the connection; LMDeploy ends the session
                     yield piece
-        except (httpx.TransportError, httpx.StreamError) as err:
+        except (httpx.TransportError, httpx.StreamError, StreamCut) as err:
             raise self._failed(err) from None
 
     def stream_many(self, requests: Sequence[tuple[list[Turn], str | None]], settings: GenerationSettings,
