@@ -236,12 +236,15 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
         order = epoch_order(len(dataset), spec.seed, epoch, dist)
         batches = [order[i : i + spec.batch_size] for i in range(0, len(order), spec.batch_size)]
         first = (step % steps_per_epoch) * spec.grad_accum  # skip the batches already trained on
+        workers = spec.data_workers
         if packed:  # the loader decodes only what is not prepared yet (set fixed when its workers fork)
             source, collate_fn = _Unprepared(dataset, set(cache.samples)), list
+            if all(i in cache.samples for batch in batches[first:] for i in batch):
+                workers = 0  # nothing left to decode: starting worker processes would be all it did
         else:
             source, collate_fn = dataset, (lambda items: collate(items, pad_id))
         loader = torch.utils.data.DataLoader(
-            source, batch_sampler=batches[first:], num_workers=spec.data_workers,
+            source, batch_sampler=batches[first:], num_workers=workers,
             collate_fn=collate_fn, pin_memory=on_gpu and not packed, worker_init_fn=quiet_data_worker)
         micro_batches = start_loader(loader)
 

@@ -100,7 +100,7 @@ class RowBounds:
 
     @classmethod
     def of(cls, starts: list[int], device: torch.device) -> "RowBounds":
-        cu = torch.tensor(starts, dtype=torch.int32, device=device) if device.type == "cuda" else None
+        cu = to_device(torch.tensor(starts, dtype=torch.int32), device) if device.type == "cuda" else None
         return cls(starts, cu, max(b - a for a, b in zip(starts[:-1], starts[1:])))
 
 
@@ -136,7 +136,7 @@ class PackedSample:
     targets: torch.Tensor  # (T,) the token each position must predict; IGNORE_INDEX where it is no answer
     positions: torch.Tensor  # (3, T) M-RoPE positions (temporal, height, width), from 0 for each sample
     image_embeds: torch.Tensor | None  # (picture tokens, hidden): the frozen vision tower's output
-    answers: int  # answer tokens (targets that count), read once here so packing needs no GPU sync
+    answer_at: torch.Tensor  # positions whose target counts, on the CPU: packing reads them without a GPU sync
 
     @property
     def length(self) -> int:
@@ -175,7 +175,7 @@ def prepare(model: torch.nn.Module, encoded: list[Encoded], device: torch.device
                      else _rope_positions(model, e, ids, grid))
         samples.append(PackedSample(ids.to(device, non_blocking=True), targets.to(device, non_blocking=True),
                                     positions.to(device, non_blocking=True), embeds.get(id(e)),
-                                    int((targets != IGNORE_INDEX).sum())))
+                                    (targets != IGNORE_INDEX).nonzero()[:, 0]))
     return samples
 
 
@@ -242,7 +242,9 @@ class PackedRow:
     positions: torch.Tensor  # (3, T)
     image_embeds: torch.Tensor | None
     bounds: list[int]  # [0, end of sample 1, end of sample 2, ..., T]
+    answer_at: torch.Tensor  # positions whose target counts, on the row's device
     answer_tokens: int
+    attention: "RowBounds"
 
     @property
     def samples(self) -> int:
@@ -254,9 +256,19 @@ def pack(samples: list[PackedSample]) -> PackedRow:
     for sample in samples:
         bounds.append(bounds[-1] + sample.length)
     pictures = [s.image_embeds for s in samples if s.image_embeds is not None]
+    device = samples[0].input_ids.device
+    answer_at = torch.cat([s.answer_at + start for s, start in zip(samples, bounds)])
     return PackedRow(torch.cat([s.input_ids for s in samples]), torch.cat([s.targets for s in samples]),
-                     torch.cat([s.positions for s in samples], dim=1),
-                     torch.cat(pictures) if pictures else None, bounds, sum(s.answers for s in samples))
+                     torch.cat([s.positions for s in samples], dim=1), torch.cat(pictures) if pictures else None,
+                     bounds, to_device(answer_at, device), len(answer_at), RowBounds.of(bounds, device))
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small CPU tensor onto `device` without making the CPU wait for the GPU's queued work (a
+    plain copy from pageable memory would)."""
+    if device.type != "cuda":
+        return tensor
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def split_rows(samples: list[PackedSample], max_tokens: int) -> list[list[PackedSample]]:
@@ -288,12 +300,11 @@ class PackedLoss(torch.nn.Module):
         if row.image_embeds is not None:
             where = (row.input_ids == head.config.image_token_id)[None, :, None]
             embeds = embeds.masked_scatter(where, row.image_embeds.to(embeds.dtype))
-        bounds = RowBounds.of(row.bounds, row.input_ids.device)
         hidden = inner.language_model(inputs_embeds=embeds, position_ids=row.positions[:, None],
-                                      doc_bounds=bounds).last_hidden_state[0]  # (T, hidden)
-        answer = row.targets != IGNORE_INDEX
-        logits = head.lm_head(hidden[answer]).float()  # (answer tokens, vocab): fp32 for a stable loss
-        return F.cross_entropy(logits, row.targets[answer], reduction="sum")
+                                      doc_bounds=row.attention).last_hidden_state[0]  # (T, hidden)
+        # Index by known positions, not by a mask: a mask's count would be read back from the GPU.
+        logits = head.lm_head(hidden.index_select(0, row.answer_at)).float()  # (answers, vocab), fp32 loss
+        return F.cross_entropy(logits, row.targets.index_select(0, row.answer_at), reduction="sum")
 
 
 def apply_fused_kernels(model: torch.nn.Module) -> bool:
