@@ -4,16 +4,20 @@ The plain recipe pads every batch to its longest sample, runs the frozen vision 
 picture at every step, and computes logits over the whole vocabulary for every position. On
 FoodieQA-shaped data (one photo of 400-1000 picture tokens, a question, an answer of 10-40 tokens)
 most of that work is thrown away. This path keeps what is learned the same (the same samples in
-the same micro-batches and steps, the same loss on the same answer tokens) and drops the waste:
+the same steps, the same loss on the same answer tokens) and drops the waste:
 
-- No padding: a micro-batch's samples are laid end to end in one row. Each sample attends only to
-  itself (one causal attention call per sample, `packed_sdpa`) and keeps its own M-RoPE positions,
-  so the maths equals the padded batch's exactly (tests/test_training_packed.py checks the loss).
+- No padding: a step's samples are laid end to end in rows of up to `pack_tokens` tokens (the loss
+  is normalised by the step's answer tokens, so the grouping changes only speed and memory). Each
+  sample attends only to itself and keeps its own M-RoPE positions (`packed_sdpa`: one
+  flash-attention varlen call per layer on CUDA, one SDPA call per sample elsewhere), so the maths
+  equals the padded batch's (tests/test_training_packed.py checks losses and gradients).
 - The vision tower and projector are frozen, so a picture's embeddings never change: they are
-  computed once, the first time a sample is seen, and reused in later epochs (`PackedCache`,
-  within a memory budget; beyond it they are recomputed).
+  computed once, the first time a sample is seen (a step's new pictures in one batch), and reused
+  in later epochs (`PackedCache`, within a memory budget; beyond it they are recomputed).
 - Logits only where there is an answer token: the hidden states of those positions go through the
   LM head, not the whole (tokens x 151,936) matrix.
+
+Measured against the plain recipe in bench/README.md (bench/bench_train_speed.py).
 
 Supported: model types whose language model takes M-RoPE positions and image embeddings scattered
 into image-token places (Qwen2-VL, Qwen2.5-VL). Other families train on the padded path.
