@@ -132,6 +132,15 @@ def job_table(services: Services) -> pd.DataFrame:
                         columns=["id", "name", "state", "progress", "device", "error"])
 
 
+def loss_frame(rows: list[dict]) -> pd.DataFrame | None:
+    """The loss plot's data; None (not an empty frame) while there is no point yet: a Gradio 6.31
+    LinePlot that was once given an empty frame draws every later line without a colour, that is,
+    invisibly."""
+    if not rows:
+        return None
+    return pd.DataFrame(rows, columns=["step", "loss", "series"])
+
+
 def watch(services: Services, job_id: str | None) -> tuple:
     """Outputs: jobs table, job picker, progress markdown, loss plot, log, checkpoints, timer."""
     rows = views.job_rows(services.jobs)
@@ -141,7 +150,7 @@ def watch(services: Services, job_id: str | None) -> tuple:
     active = any(r.state in ("queued", "running") for r in rows)
     picker = gr.Dropdown(choices=[(f"{r.id} · {r.name} · {r.state}", r.id) for r in rows], value=job_id)
     if job_id is None:
-        return job_table(services), picker, "", pd.DataFrame({"step": [], "loss": [], "series": []}), "", \
+        return job_table(services), picker, "", loss_frame([]), "", \
             pd.DataFrame(columns=["checkpoint", "step", "loss", "folder"]), gr.Timer(active=active)
     row = next(r for r in rows if r.id == job_id)
     bar = "█" * int(20 * row.fraction) + "░" * (20 - int(20 * row.fraction))
@@ -151,7 +160,7 @@ def watch(services: Services, job_id: str | None) -> tuple:
     memory = views.gpu_memory()
     if memory:
         progress += "\n\n" + " · ".join(m.text for m in memory)
-    curve = pd.DataFrame(views.loss_curve(services.jobs, job_id).rows(), columns=["step", "loss", "series"])
+    curve = loss_frame(views.loss_curve(services.jobs, job_id).rows())
     checkpoints = pd.DataFrame(
         [{"checkpoint": c.label, "step": c.step,
           "loss": round(c.metrics["loss"], 4) if isinstance(c.metrics.get("loss"), (int, float)) else None,
@@ -195,14 +204,16 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None):
                 job = gr.Dropdown([], label=i18n("tr_job"), allow_custom_value=True, elem_id="train-job", scale=3)
                 refresh = gr.Button(i18n("tr_refresh"), size="sm", scale=1)
             progress = gr.Markdown(elem_id="train-progress")
-            plot = gr.LinePlot(x="step", y="loss", color="series", label=i18n("tr_loss"), height=260)
+            plot = gr.LinePlot(x="step", y="loss", color="series", label=i18n("tr_loss"), height=260,
+                               elem_id="train-plot")
             with gr.Row():
                 cancel = gr.Button(i18n("tr_cancel"), size="sm")
                 resume = gr.Button(i18n("tr_resume"), size="sm")
                 delete = gr.Button(i18n("tr_delete"), size="sm", variant="stop")
     jobs = gr.Dataframe(label=i18n("tr_jobs"), interactive=False, elem_id="train-jobs")
     checkpoints = gr.Dataframe(label=i18n("tr_checkpoints"), interactive=False)
-    log_box = gr.Textbox(label=i18n("tr_log"), lines=10, max_lines=10, autoscroll=True)
+    # Tall enough for the whole tail: a scrolled box showed its top, not the newest lines.
+    log_box = gr.Textbox(label=i18n("tr_log"), lines=12, max_lines=32, autoscroll=True, elem_id="train-log")
     timer = gr.Timer(2.0, active=False)
     watch_outputs = [jobs, job, progress, plot, log_box, checkpoints, timer]
 
