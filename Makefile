@@ -21,11 +21,12 @@ install:
 install-test: install
 	@$(PYTHON) -m pip install -q -r requirements-test.txt
 
-# Debian's chromium for the browser tests, and CJK fonts so Chinese renders in screenshots.
+# Debian's chromium for the browser tests, and CJK and emoji fonts so Chinese and the buttons' icons
+# render in screenshots.
 install-browser:
 	@if ! command -v chromium >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium fonts-noto-cjk >/dev/null \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium fonts-noto-cjk fonts-noto-color-emoji >/dev/null \
 	    || echo "could not install chromium: the browser tests will be skipped"; \
 	fi
 
