@@ -78,6 +78,18 @@ class AppProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def __enter__(self) -> "AppProcess":
+        """`with AppProcess(...) as app:` waits until it serves, and stops it on the way out."""
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -89,12 +101,8 @@ class AppProcess:
 
 @pytest.fixture(scope="session")
 def app_server(demo_workdir, tmp_path_factory):
-    app = AppProcess(["--workdir", str(demo_workdir)], tmp_path_factory.mktemp("logs") / "app.log")
-    try:
-        app.wait_ready()
+    with AppProcess(["--workdir", str(demo_workdir)], tmp_path_factory.mktemp("logs") / "app.log") as app:
         yield app
-    finally:
-        app.stop()
 
 
 # The browser tests: Debian's chromium (apt-get install chromium; `make test` installs it),

@@ -121,9 +121,7 @@ def test_with_auth_the_app_answers_only_after_a_login(demo_workdir, tmp_path):
     from tests.conftest import AppProcess, own_workdir
 
     workdir = own_workdir(demo_workdir, tmp_path / "work")
-    app = AppProcess(["--workdir", str(workdir), "--auth", "cook:wok-hei"], tmp_path / "auth.log")
-    try:
-        app.wait_ready()
+    with AppProcess(["--workdir", str(workdir), "--auth", "cook:wok-hei"], tmp_path / "auth.log") as app:
         try:
             Client(app.url, verbose=False).predict(api_name="/clear")
             logged_out_worked = True
@@ -132,5 +130,3 @@ def test_with_auth_the_app_answers_only_after_a_login(demo_workdir, tmp_path):
         assert not logged_out_worked, "an API call without a login must fail"
         client = Client(app.url, auth=("cook", "wok-hei"), verbose=False)
         assert texts(ask(client, "Hello")[-1])[0] == ("user", "Hello")
-    finally:
-        app.stop()

@@ -19,12 +19,8 @@ LINE_DRAWN = """() => [...document.querySelectorAll('#train-plot .mark-line path
 def train_app(demo_workdir, tmp_path_factory):
     """An app of its own: the jobs this test queues stay out of the shared work folder."""
     folder = own_workdir(demo_workdir, tmp_path_factory.mktemp("train-browser"))
-    app = AppProcess(["--workdir", str(folder)], tmp_path_factory.mktemp("logs") / "app.log")
-    try:
-        app.wait_ready()
+    with AppProcess(["--workdir", str(folder)], tmp_path_factory.mktemp("logs") / "app.log") as app:
         yield app
-    finally:
-        app.stop()
 
 
 def test_start_the_demo_fine_tune_watch_it_finish_and_find_it_after_a_reload(browser, train_app):

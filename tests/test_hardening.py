@@ -79,13 +79,9 @@ def test_after_a_sigkill_the_next_app_starts_on_the_same_folder(demo_workdir, tm
 def small_queue_app(demo_workdir, tmp_path_factory):
     root = tmp_path_factory.mktemp("small-queue")
     workdir = own_workdir(demo_workdir, root / "work")
-    app = AppProcess(["--workdir", str(workdir), "--queue-size", "1"], root / "app.log")
-    app.workdir = workdir
-    try:
-        app.wait_ready()
+    with AppProcess(["--workdir", str(workdir), "--queue-size", "1"], root / "app.log") as app:
+        app.workdir = workdir
         yield app
-    finally:
-        app.stop()
 
 
 def test_visitors_beyond_the_queue_size_are_told_the_app_is_busy(small_queue_app):
