@@ -14,40 +14,15 @@ the last step), read from its metrics.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_train_speed import spec_for  # noqa: E402
+from bench_train_speed import run_program, spec_for  # noqa: E402
 from bench_training import SHAPE_2B, SHAPE_DRY, build_2b_shape, make_photo_samples  # noqa: E402
-
-
-def run_job(spec, processes: int, dry_run: bool) -> dict:
-    from backend.training.layout import JobFiles, read_metrics
-
-    files = JobFiles(Path(spec.output_dir))
-    files.root.mkdir(parents=True, exist_ok=True)
-    spec.save(files.root / "spec.json")
-    program = ["-m", "backend.training.lora", str(files.root / "spec.json")]
-    if processes > 1:
-        program = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] + program
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    if not dry_run:
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(processes))
-    started = time.monotonic()
-    done = subprocess.run([sys.executable, *program], env=env, cwd=ROOT)
-    if done.returncode != 0:
-        raise SystemExit(f"the job on {processes} process(es) exited with {done.returncode}; see {files.log}")
-    records = [r for r in read_metrics(files.metrics) if "loss" in r]
-    return {"seconds": records[-1]["elapsed_s"], "wall_s": time.monotonic() - started,
-            "final_loss": records[-1]["loss"], "steps": records[-1]["step"]}
 
 
 def main() -> None:
@@ -67,7 +42,7 @@ def main() -> None:
         spec = spec_for(model_dir, data, workdir / f"on-{processes}", args.epochs, args.dry_run,
                         gradient_checkpointing=args.gradient_checkpointing,
                         **({"device": "cpu"} if args.dry_run else {"gpus": processes}))
-        results[processes] = run_job(spec, processes, args.dry_run)
+        results[processes] = run_program(spec, processes, args.dry_run)
         results[processes]["samples_per_s"] = count * args.epochs / results[processes]["seconds"]
     print(f"\n{count} samples x {args.epochs} epochs, gradient checkpointing "
           f"{'on' if args.gradient_checkpointing else 'off'}\n")

@@ -40,7 +40,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
@@ -156,7 +157,8 @@ def _sync(device: torch.device) -> None:
 
 
 def run_ours(spec) -> dict:
-    from backend.training.layout import JobFiles, read_metrics
+    """Our training program's train(), in this process."""
+    from backend.training.layout import JobFiles
     from backend.training.lora import train
     from backend.training.runtime import StopFlag
 
@@ -165,8 +167,36 @@ def run_ours(spec) -> dict:
     status = train(spec, files, StopFlag())
     if status != 0:
         raise SystemExit(f"our training program exited with {status}")
+    return finished_run(files)
+
+
+def run_program(spec, processes: int, dry_run: bool) -> dict:
+    """Our training program as the worker starts it (python -m backend.training.lora spec.json), in
+    a child process, or under torchrun with `processes` of them (one GPU each)."""
+    from backend.training.layout import JobFiles
+
+    files = JobFiles(Path(spec.output_dir))
+    files.root.mkdir(parents=True, exist_ok=True)
+    spec.save(files.root / "spec.json")
+    program = ["-m", "backend.training.lora", str(files.root / "spec.json")]
+    if processes > 1:
+        program = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] + program
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    if not dry_run:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(processes))
+    done = subprocess.run([sys.executable, *program], env=env, cwd=ROOT)
+    if done.returncode != 0:
+        raise SystemExit(f"the job on {processes} process(es) exited with {done.returncode}; see {files.log}")
+    return finished_run(files)
+
+
+def finished_run(files) -> dict:
+    """Time (the program's own, from after loading to the last step), losses and steps of a done run."""
+    from backend.training.layout import read_metrics
+
     records = [r for r in read_metrics(files.metrics) if "loss" in r]
-    return {"seconds": records[-1]["elapsed_s"], "losses": [r["loss"] for r in records]}
+    return {"seconds": records[-1]["elapsed_s"], "losses": [r["loss"] for r in records],
+            "final_loss": records[-1]["loss"], "steps": records[-1]["step"]}
 
 
 def same_batch_losses(model, processor, spec, device) -> tuple[float, float]:
@@ -239,11 +269,7 @@ def main() -> None:
         # (Liger patches transformers' classes in the process it runs in; the baseline must stay plain).
         small = make_photo_samples(workdir / "warmup", count=16)
         run_baseline(spec_for(model_dir, small, workdir / "warmup-base", 1, args.dry_run), device)
-        warm = spec_for(model_dir, small, workdir / "warmup-ours", 1, args.dry_run)
-        Path(warm.output_dir).mkdir(parents=True)
-        warm.save(Path(warm.output_dir) / "spec.json")
-        subprocess.run([sys.executable, "-m", "backend.training.lora", str(Path(warm.output_dir) / "spec.json")],
-                       cwd=Path(__file__).resolve().parents[1], check=True)
+        run_program(spec_for(model_dir, small, workdir / "warmup-ours", 1, args.dry_run), 1, args.dry_run)
         print(f"warm-up done at {time.monotonic() - t0:.0f} s", flush=True)
 
     results: dict[str, dict] = {}
