@@ -97,7 +97,8 @@ def build_model(spec: JobSpec, device: torch.device, dtype: torch.dtype):
     model = AutoModelForImageTextToText.from_pretrained(source.location, dtype=dtype)
     model.requires_grad_(False)  # vision tower, projector, embeddings, lm_head: all frozen
     model.config.use_cache = False  # the KV cache only helps generation
-    if spec.packed and supports_packing(model):
+    packed = packs(spec, model)
+    if packed:
         use_packed_attention(model)
         if spec.fused_kernels and device.type == "cuda" and apply_fused_kernels(model):
             log.info("Liger's fused RMSNorm and SwiGLU kernels are on")
@@ -109,13 +110,19 @@ def build_model(spec: JobSpec, device: torch.device, dtype: torch.dtype):
     model = get_peft_model(model, config)  # LoRA weights are created in fp32 even on a bf16 base
     log.info("LoRA r=%d alpha=%d on %d linear layers of the language model", spec.lora_r, spec.lora_alpha,
              len(targets))
-    if spec.packed and supports_packing(model):
+    if packed:
         keep_lora_inputs_in_model_dtype(model)
     if spec.gradient_checkpointing:
         # Non-reentrant checkpointing works with a frozen embedding layer (no input grads needed).
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.to(device)
     return model, processor, source
+
+
+def packs(spec: JobSpec, model) -> bool:
+    """Whether this job trains on packed rows (packed.py): asked for, a Qwen2-VL-family model, and
+    no DeepSpeed (whose engine steps per micro-batch, while packing regroups a step's samples)."""
+    return spec.packed and not spec.deepspeed and supports_packing(model)
 
 
 def keep_lora_inputs_in_model_dtype(model) -> None:
@@ -175,7 +182,7 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
             log.warning("held-out sample skipped: %s", problem)
     # Keep encoded samples in memory when they are few and small and decoded in this process
     # (Qwen2-VL patches cost ~24 bytes per pixel); otherwise decode each time, in DataLoader workers.
-    packed = spec.packed and supports_packing(model) and not spec.deepspeed
+    packed = packs(spec, model)
     if spec.packed and not packed:
         log.info("packed batches need a Qwen2-VL-family model without DeepSpeed; training on padded batches")
     small = len(train_samples) * spec.max_image_pixels * 24 < CACHE_BYTES
