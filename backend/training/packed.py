@@ -119,15 +119,14 @@ def use_packed_attention(model: torch.nn.Module) -> None:
     _inner(model).language_model.config._attn_implementation = PACKED_ATTENTION
 
 
-def _inner(model: torch.nn.Module) -> torch.nn.Module:
-    """The Qwen2VLModel inside (peft wrapper and task head removed)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return base.model
-
-
 def _head(model: torch.nn.Module) -> torch.nn.Module:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return base
+    """The model with its LM head (the peft wrapper removed)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _inner(model: torch.nn.Module) -> torch.nn.Module:
+    """The Qwen2VLModel inside (the LM head removed too)."""
+    return _head(model).model
 
 
 # ----------------------------------------------------------------------------------------------
@@ -207,7 +206,6 @@ def _rope_positions(model, encoded: Encoded, ids: torch.Tensor, grid: torch.Tens
     return positions[:, 0]
 
 
-
 class PackedCache:
     """Prepared samples kept between epochs, up to `budget_bytes` (picture embeddings are most of it:
     ~3 MB for a 1024x768 photo on a 2B model). Samples beyond the budget are prepared again each time."""
@@ -245,10 +243,14 @@ class PackedRow:
     targets: torch.Tensor  # (T,)
     positions: torch.Tensor  # (3, T)
     image_embeds: torch.Tensor | None
-    bounds: list[int]  # [0, end of sample 1, end of sample 2, ..., T]
     answer_at: torch.Tensor  # positions whose target counts, on the row's device
     answer_tokens: int
-    attention: "RowBounds"
+    attention: "RowBounds"  # where each sample starts, for packed_sdpa
+
+    @property
+    def bounds(self) -> list[int]:
+        """[0, end of sample 1, end of sample 2, ..., T]"""
+        return self.attention.starts
 
     @property
     def samples(self) -> int:
@@ -264,7 +266,7 @@ def pack(samples: list[PackedSample]) -> PackedRow:
     answer_at = torch.cat([s.answer_at + start for s, start in zip(samples, bounds)])
     return PackedRow(torch.cat([s.input_ids for s in samples]), torch.cat([s.targets for s in samples]),
                      torch.cat([s.positions for s in samples], dim=1), torch.cat(pictures) if pictures else None,
-                     bounds, to_device(answer_at, device), len(answer_at), RowBounds.of(bounds, device))
+                     to_device(answer_at, device), len(answer_at), RowBounds.of(bounds, device))
 
 
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
