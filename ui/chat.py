@@ -7,7 +7,6 @@ clients get the same behaviour as the browser: check the message, add it, stream
 
 from __future__ import annotations
 
-import html
 import logging
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from backend.chat import ChatInputError, ChatSession, user_turn
 from backend.evaluation.choices import BASE_KEY, ensure_adapter, find_choice, model_choices
 from backend.images import ImageError
 from backend.inference.engine import Cancel, GenerationSettings, Turn
+from backend.markdown_text import as_text
 from backend.quick_examples import EXAMPLE_QUESTIONS
 from backend.services import Services
 from ui.i18n import request_lang, text
@@ -39,19 +39,13 @@ class ChatTab:
     model: gr.Dropdown
 
 
-def shown_text(text: str) -> str:
-    """A message as the characters typed (or generated): the Chatbot renders Markdown and its
-    sanitiser silently drops tags, so "<script>" or "<img onerror=...>" is escaped to be seen as text."""
-    return html.escape(text, quote=False)
-
-
 def to_chatbot(turns: list[Turn]) -> list[dict]:
     """Our turns -> Chatbot messages: each picture its own bubble, then the text."""
     messages: list[dict] = []
     for turn in turns:
         for path in turn.images:
             messages.append({"role": turn.role, "content": {"path": path}})
-        messages.append({"role": turn.role, "content": shown_text(turn.text)})
+        messages.append({"role": turn.role, "content": as_text(turn.text)})
     return messages
 
 
@@ -113,7 +107,7 @@ def chat(message: dict | None, session: ChatSession, max_new_tokens: float, temp
             # UPDATE_EVERY_S and let pieces accumulate in between. The first goes at once.
             if time.monotonic() - last_sent >= UPDATE_EVERY_S:
                 last_sent = time.monotonic()
-                yield shown + [{"role": "assistant", "content": shown_text(answer)}], session, gr.MultimodalTextbox(
+                yield shown + [{"role": "assistant", "content": as_text(answer)}], session, gr.MultimodalTextbox(
                     interactive=False)
     except (ImageError, ValueError, RuntimeError) as err:
         log.exception("generation failed")

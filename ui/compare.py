@@ -17,8 +17,9 @@ from backend.chat import ChatInputError, user_turn
 from backend.evaluation import scoring
 from backend.evaluation.choices import BASE_KEY, ensure_adapter, find_choice, model_choices, question_sets
 from backend.inference.engine import GenerationSettings
+from backend.markdown_text import as_text
 from backend.services import Services
-from ui.chat import MODEL_CONCURRENCY_ID, example_message, files_of, shown_text, to_chatbot
+from ui.chat import MODEL_CONCURRENCY_ID, example_message, files_of, to_chatbot
 from ui.i18n import request_lang, text
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,8 @@ def side_by_side(message: dict | None, left_key: str, right_key: str, max_new_to
     try:
         for row, piece in services.engine.stream_many([([turn], a) for a in adapters], settings):
             answers[row] += piece
-            yield ([*shown, {"role": "assistant", "content": shown_text(answers[0])}],
-                   [*shown, {"role": "assistant", "content": shown_text(answers[1])}])
+            yield ([*shown, {"role": "assistant", "content": as_text(answers[0])}],
+                   [*shown, {"role": "assistant", "content": as_text(answers[1])}])
     except (ValueError, RuntimeError) as err:
         log.exception("side-by-side generation failed")
         gr.Warning(text("failed", lang, detail=str(err)))

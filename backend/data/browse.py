@@ -6,7 +6,6 @@ shows comes from these functions, so the tab itself holds no logic worth testing
 
 from __future__ import annotations
 
-import html
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -16,6 +15,7 @@ from typing import Generic, TypeVar
 
 from backend.data.schema import LETTERS, MIVQA, TASK_LABELS, Record, Turn
 from backend.data.thumbnails import ThumbnailCache
+from backend.markdown_text import as_text
 
 PAGE_SIZE = 24
 # The facets a person can filter by, in the order the tab shows them.
@@ -170,12 +170,6 @@ class RecordDetail:
         if facts:
             lines.append(f"<sub>{facts}</sub>")
         return "\n\n".join(lines)
-
-
-def as_text(value: str) -> str:
-    """Dataset text for a Markdown view, shown as the characters it is: "<script>" is escaped, so a
-    hostile row shows its markup to the reader instead of having Gradio's sanitiser silently drop it."""
-    return html.escape(value, quote=False)
 
 
 def detail_view(record: Record) -> RecordDetail:

@@ -64,10 +64,17 @@ def required_text(row: dict[str, Any], key: str, faults: RowFaults) -> str:
 
 def fits(value: str, what: str, faults: RowFaults) -> bool:
     """Whether a text is within MAX_TEXT_CHARS; an error for the row if not."""
+    problem = too_long(value, what)
+    if problem:
+        faults.error(problem)
+    return problem is None
+
+
+def too_long(value: str, what: str) -> str | None:
+    """The sentence for a text over MAX_TEXT_CHARS, or None."""
     if len(value) <= MAX_TEXT_CHARS:
-        return True
-    faults.error(f"{what} is {len(value):,} characters long, more than the {MAX_TEXT_CHARS:,} a field may hold")
-    return False
+        return None
+    return f"{what} is {len(value):,} characters long, more than the {MAX_TEXT_CHARS:,} a field may hold"
 
 
 def identifier(value: Any) -> str:
@@ -109,9 +116,8 @@ def text_list(value: Any, key: str, length: int, faults: RowFaults, *, required:
             item = str(item)
         if not isinstance(item, str) or not item.strip():
             return fail(f"{key} entry {position + 1} is empty or not text")
-        if len(item) > MAX_TEXT_CHARS:
-            return fail(f"{key} entry {position + 1} is {len(item):,} characters long, more than the "
-                        f"{MAX_TEXT_CHARS:,} a field may hold")
+        if problem := too_long(item, f"{key} entry {position + 1}"):
+            return fail(problem)
         items.append(item.strip())
     return tuple(items)
 
