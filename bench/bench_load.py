@@ -8,8 +8,8 @@ threads, each sending photo questions (16 new tokens) one after another until --
 (at most --max-requests each, so the loop is bounded in count and time). Reports errors, latency
 percentiles, and the app's memory (RSS of the app process) after a warm-up round and after the
 run, to show whether images or histories leak; and the files in the app's upload folder
-(<workdir>/gradio-uploads) after the run and after the app stops, to show uploads do not pile up. Each session clears its conversation every 5
-questions, as people start new conversations.
+(<workdir>/gradio-uploads) after the run and after the app stops, to show uploads do not pile up.
+Each session clears its conversation every 5 questions, as people start new conversations.
 """
 
 from __future__ import annotations
