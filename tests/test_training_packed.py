@@ -108,3 +108,13 @@ def test_a_run_encodes_each_picture_once_and_reuses_it_in_later_epochs(demo_work
     records = [json.loads(line) for line in files.metrics.read_text().splitlines()]
     assert [r["step"] for r in records if "loss" in r] == list(range(1, 13))
     assert "pictures encoded 16 times, reused from the cache 32 times" in log, log[-2000:]
+
+
+def test_out_of_memory_advice_fits_the_path_the_job_trains_on() -> None:
+    from backend.training.lora import out_of_memory_sentence
+
+    packed = preset("2b-gpu", model="some-model", data_file="samples.json")
+    said = out_of_memory_sentence(packed)
+    assert "rows of up to 16384 tokens" in said and "larger gradient accumulation does not" in said
+    padded = out_of_memory_sentence(packed.with_changes(packed=False))
+    assert "raise gradient accumulation to keep the effective batch" in padded and "pack_tokens" not in padded

@@ -398,6 +398,17 @@ def _prepared(cache: PackedCache, items: list, model, device, dtype) -> list:
     return [found[index] for index, _ in items]
 
 
+def out_of_memory_sentence(spec: JobSpec) -> str:
+    """What to change after a CUDA out-of-memory error. Packed rows hold a whole step's samples (up to
+    pack_tokens), so there raising gradient accumulation makes rows longer instead of shorter."""
+    sentence = (f"The GPU ran out of memory (batch size {spec.batch_size}, pictures up to {spec.max_image_pixels} "
+                "pixels). Try gradient checkpointing, smaller pictures, or a smaller batch size")
+    if not spec.packed or spec.deepspeed:
+        return sentence + " (raise gradient accumulation to keep the effective batch)."
+    return (sentence + f". Qwen2-VL-family models train on packed rows of up to {spec.pack_tokens} tokens: "
+            "a smaller pack_tokens in the spec also helps, a larger gradient accumulation does not.")
+
+
 def answer_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Summed cross-entropy over answer tokens. Position t predicts token t+1, so logits drop their
     last position and labels their first. Only answer positions are upcast to fp32: the full
@@ -508,9 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         status = train(spec, files, stop)
     except torch.OutOfMemoryError:
-        error = (f"The GPU ran out of memory (batch size {spec.batch_size}, pictures up to "
-                 f"{spec.max_image_pixels} pixels). Try a smaller batch size (raise gradient accumulation to "
-                 "keep the effective batch), smaller pictures, or gradient checkpointing.")
+        error = out_of_memory_sentence(spec)
     except TrainingError as err:
         error = str(err)
     except (SampleError, SpecError) as err:
