@@ -210,8 +210,8 @@ def test_markup_in_chat_and_in_a_dataset_is_shown_as_text_and_never_run(browser,
     page.locator("#chat-input textarea").wait_for(timeout=30_000)
     page.locator("#chat-input textarea").fill(f"{PAYLOAD} what?")
     page.locator("#chat-input textarea").press("Enter")
-    # Once timed out at 30 s in a full run on the 2-core box while a second suite ran beside it:
-    # wait for the page to be ready, and give the reply longer.
+    # It once timed out here at 30 s in a full run on the 2-core box (cause not found; it did not
+    # recur): wait for the page to be ready before typing, and give the reply longer.
     page.wait_for_function("() => document.querySelector('#chatbot').innerText.includes('what?')",
                            timeout=90_000)
     assert f"{PAYLOAD} what?" in page.locator("#chatbot").inner_text()
