@@ -294,3 +294,19 @@ def test_data_parallel_training_on_two_cpu_processes(demo_workdir: Path, tmp_pat
     assert [r["step"] for r in records] == list(range(1, 11)) and records[-1]["total_steps"] == 10
     assert (Path(spec.output_dir) / "adapter" / "adapter_model.safetensors").is_file()
     assert json.loads((Path(spec.output_dir) / "result.json").read_text())["status"] == "succeeded"
+    # Each process keeps its 36 samples in both epochs, so it encodes their pictures once (rank 0's log).
+    assert "pictures encoded 36 times, reused from the cache 36 times" in log, log[-3000:]
+
+
+def test_each_rank_keeps_its_share_of_the_samples_in_every_epoch() -> None:
+    from backend.training.runtime import Dist, epoch_order
+
+    one = [epoch_order(10, seed=7, epoch=e, dist=Dist()) for e in range(3)]
+    assert all(sorted(order) == list(range(10)) for order in one) and one[0] != one[1]
+    ranks = [[epoch_order(11, seed=7, epoch=e, dist=Dist(rank=r, world=2)) for e in range(3)] for r in range(2)]
+    for epoch in range(3):
+        assert len(ranks[0][epoch]) == len(ranks[1][epoch]) == 6  # 11 samples, one seen twice to even them
+        assert set(ranks[0][epoch]) | set(ranks[1][epoch]) == set(range(11))
+    for orders in ranks:
+        assert all(set(order) == set(orders[0]) for order in orders)  # the same share ...
+        assert orders[0] != orders[1]  # ... in a new order each epoch
