@@ -195,8 +195,13 @@ def finished_run(files) -> dict:
     from backend.training.layout import read_metrics
 
     records = [r for r in read_metrics(files.metrics) if "loss" in r]
+    first_epoch = [r for r in records if r["epoch"] <= 1.0]
+    later = records[len(first_epoch):]
     return {"seconds": records[-1]["elapsed_s"], "losses": [r["loss"] for r in records],
-            "final_loss": records[-1]["loss"], "steps": records[-1]["step"]}
+            "final_loss": records[-1]["loss"], "steps": records[-1]["step"],
+            # after the first epoch: every picture is cached, start-up is behind
+            "later_epochs_samples_per_s": (sum(r["samples"] for r in later) / (later[-1]["elapsed_s"] -
+                                           first_epoch[-1]["elapsed_s"])) if later and first_epoch else float("nan")}
 
 
 def same_batch_losses(model, processor, spec, device) -> tuple[float, float]:
