@@ -79,6 +79,34 @@ def test_packed_and_padded_paths_give_the_same_loss_and_gradients(tiny_models, f
         assert (got - want).norm() <= 1e-4 * want.norm(), ((got - want).norm() / want.norm()).item()
 
 
+def test_the_folded_lora_forward_computes_what_peft_computes(tiny_models) -> None:
+    """lora_forward.py's one-product forward against peft's own, dropout on: same masks, same maths."""
+    model, processor = lora_model(tiny_models["qwen2_vl"])
+    folded = [m for m in model.modules() if "forward" in vars(m)]
+    assert folded, "build_model gives the packed path the folded LoRA forward"
+    samples = [sample_from_record(record, EXAMPLES) for record in RECORDS]
+    batch = collate([SampleDataset(samples, processor, PIXELS, MAX_LENGTH)[i] for i in range(len(samples))],
+                    processor.tokenizer.pad_token_id)
+    labels = batch.pop("labels")
+    for module in folded:
+        module.lora_dropout["default"].p = 0.3
+    model.train()
+
+    def loss_and_grads():
+        torch.manual_seed(5)
+        loss = answer_loss(model(**batch).logits, labels)
+        loss.backward()
+        return loss.detach(), lora_grads(model)
+
+    ours, our_grads = loss_and_grads()
+    for module in folded:
+        del module.forward  # back to peft's class method
+    peft_loss, peft_grads = loss_and_grads()
+    assert torch.isclose(ours, peft_loss, rtol=1e-5), (ours.item(), peft_loss.item())
+    for got, want in zip(our_grads, peft_grads, strict=True):
+        assert (got - want).norm() <= 1e-4 * want.norm(), ((got - want).norm() / want.norm()).item()
+
+
 def test_samples_do_not_see_each_other_in_a_packed_row(tiny_models) -> None:
     """A sample's loss is the same alone and packed behind another one."""
     model, processor = lora_model(tiny_models["qwen2_vl"])

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 
 from backend.training import checkpoints
 from backend.training.encoding import IGNORE_INDEX, SampleDataset, collate
+from backend.training.lora_forward import fold_lora_scaling
 from backend.training.packed import (PackedCache, PackedLoss, apply_fused_kernels, pack, prepare, split_rows,
                                      supports_packing, use_packed_attention)
 from backend.training.layout import (EXIT_BAD_SPEC, EXIT_FAILED, EXIT_OK, EXIT_STOPPED, JobFiles, ready_checkpoints,
@@ -112,6 +113,7 @@ def build_model(spec: JobSpec, device: torch.device, dtype: torch.dtype):
              len(targets))
     if packed:
         keep_lora_inputs_in_model_dtype(model)
+        fold_lora_scaling(model)
     if spec.gradient_checkpointing:
         # Non-reentrant checkpointing works with a frozen embedding layer (no input grads needed).
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
