@@ -11,7 +11,8 @@ on weight values; see shared/GPU.md) and FoodieQA-shaped data (bench/fake_foodie
    server (LMDeploy called directly); tokens/s against the bandwidth bound (weight bytes / 3 TB/s);
 2. 32 chats at once through our engine vs. transformers' batched generate on the same model;
 3. scoring 256 single-image questions (image encoding included) through our scorer;
-4. base + one LoRA adapter served from one engine: do their answers differ?
+4. base + one LoRA adapter served from one engine: do their answers differ? (answers, first
+   tokens' log-probabilities, and transformers + peft's answers for the same adapter recorded)
 
 Prints a table and writes JSON to --out.
 """
@@ -83,6 +84,33 @@ def direct_stream(url: str, turns, max_pixels: int, settings: GenerationSettings
         yield from stream_pieces(response.iter_lines())
 
 
+def make_adapter(model_dir: Path, adapter_dir: Path) -> Path:
+    """A random LoRA adapter (B not zero) on the layers our training targets, saved by peft."""
+    if not adapter_dir.exists():
+        from peft import LoraConfig, get_peft_model
+        from transformers import Qwen2VLForConditionalGeneration
+
+        from backend.training.lora import language_model_targets
+        from backend.training.spec import DEFAULT_TARGET_MODULES
+
+        base = Qwen2VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.bfloat16)
+        targets = language_model_targets(base, list(DEFAULT_TARGET_MODULES))
+        torch.manual_seed(0)
+        get_peft_model(base, LoraConfig(r=16, lora_alpha=32, target_modules=targets,
+                                        init_lora_weights=False)).save_pretrained(adapter_dir)
+        del base
+    return adapter_dir
+
+
+def first_logprobs(url: str, turns, model: str) -> list:
+    """The first four generated tokens with their top-3 log-probabilities, straight from the server."""
+    body = request_body(to_openai_messages(turns, 1024 * 768), GenerationSettings(max_new_tokens=4), model,
+                        stream=False, extra={"logprobs": True, "top_logprobs": 3})
+    reply = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=300).json()
+    content = ((reply.get("choices") or [{}])[0].get("logprobs") or {}).get("content") or []
+    return [[(t["token"], round(t["logprob"], 3)) for t in item.get("top_logprobs", [])] for item in content] or reply
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/serve"))
@@ -124,37 +152,37 @@ def main() -> None:
             counts[row] += 1
         results["concurrent32_ours_tok_s"] = 32 * NEW_TOKENS / (time.perf_counter() - start)
 
-        # 3. scoring 256 single-image questions, pictures encoded inside the timing
+        # 3. scoring 256 single-image questions, pictures encoded inside the timing; then the same
+        #    with pictures resized here to the patch grid, and with no pictures (the language model's share)
         from backend.data import read_foodieqa_folder
-        from backend.evaluation.scoring import score
+        from backend.evaluation.multiple_choice import prompt_turn
+        from backend.evaluation.scoring import SCORING_SETTINGS, score, scorable
 
         engine.extra = {}
         records = read_foodieqa_folder(data_dir).records
         run = score(engine, records, batch_size=256)
         results["score256_s"] = run.seconds
         results["score256_questions"] = len(run.questions)
+        engine.patch_multiple = 28
+        results["score256_resized_here_s"] = score(engine, records, batch_size=256).seconds
+        engine.patch_multiple = 0
+        text_only = [[Turn("user", prompt_turn(r, "zh").text)] for r in scorable(records)][:256]
+        start = time.perf_counter()
+        engine.generate_batch(text_only, SCORING_SETTINGS)
+        results["score256_text_only_s"] = time.perf_counter() - start
 
-        # 4. base + one adapter from one engine
-        from peft import LoraConfig, get_peft_model
-        from transformers import Qwen2VLForConditionalGeneration
-
-        adapter_dir = args.workdir / "random-adapter"
-        if not adapter_dir.exists():
-            base = Qwen2VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.bfloat16)
-            names = [n for n, m in base.named_modules() if ".language_model." in f".{n}"
-                     and n.endswith(("q_proj", "v_proj")) and isinstance(m, torch.nn.Linear)]
-            torch.manual_seed(0)
-            get_peft_model(base, LoraConfig(r=16, lora_alpha=32, target_modules=names,
-                                            init_lora_weights=False)).save_pretrained(adapter_dir)
-            del base
+        # 4. base + one adapter from one engine: answers and the first tokens' log-probabilities
+        adapter_dir = make_adapter(model_dir, args.workdir / "random-adapter")
         short = GenerationSettings(max_new_tokens=16)
-        base_answer = engine.generate_batch([turns], short)[0]
+        results["adapter_base_answer"] = engine.generate_batch([turns], short)[0]
+        results["adapter_base_logprobs"] = first_logprobs(server.url, turns, LMDeployServer.BASE_NAME)
         start = time.perf_counter()
         engine.load_adapter("food", str(adapter_dir))
         results["adapter_restart_s"] = time.perf_counter() - start
-        tuned_answer = engine.generate_batch([turns], short, adapter="food")[0]
-        results["adapter_answers_differ"] = base_answer != tuned_answer
-        results["adapter_base_still_same"] = engine.generate_batch([turns], short)[0] == base_answer
+        results["adapter_tuned_answer"] = engine.generate_batch([turns], short, adapter="food")[0]
+        results["adapter_tuned_logprobs"] = first_logprobs(server.url, turns, "food")
+        results["adapter_answers_differ"] = results["adapter_base_answer"] != results["adapter_tuned_answer"]
+        results["adapter_base_still_same"] = engine.generate_batch([turns], short)[0] == results["adapter_base_answer"]
     except Exception as err:  # keep what was measured; say where it stopped
         results["lmdeploy_error"] = f"{type(err).__name__}: {err}"[:500]
     finally:
@@ -167,6 +195,10 @@ def main() -> None:
     from backend.models.loading import load, resolve
 
     hf = TransformersEngine(load(resolve(str(model_dir))))
+    short = GenerationSettings(max_new_tokens=16)
+    results["hf_base_answer"] = hf.generate_batch([turns], short)[0]
+    hf.load_adapter("food", str(make_adapter(model_dir, args.workdir / "random-adapter")))
+    results["hf_tuned_answer"] = hf.generate_batch([turns], short, adapter="food")[0]
     inputs = hf.prepare_batch([turns] * 32)
     with torch.inference_mode():
         hf.loaded.model.generate(**inputs, max_new_tokens=8, do_sample=False)  # warm-up

@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from backend.inference.engine import GenerationSettings, Turn
-from backend.inference.lmdeploy_engine import LMDeployEngine, StreamCut, request_body, stream_pieces
+from backend.inference.lmdeploy_engine import LMDeployEngine, StreamCut, patch_grid_size, request_body, stream_pieces
 from backend.inference.lmdeploy_server import LMDeployServer, ServerError, ServerOptions, convert_adapter
 from tests.conftest import EXAMPLES, ROOT
 from tests.test_scoring import make_adapter
@@ -48,6 +48,15 @@ def test_greedy_requests_pin_top_k_and_sampling_requests_carry_their_settings():
     assert greedy["top_k"] == 1 and greedy["temperature"] == 0.0 and greedy["max_completion_tokens"] == 5
     sampled = request_body([], GenerationSettings(temperature=0.7, top_p=0.8), "food", stream=False)
     assert sampled["model"] == "food" and sampled["top_p"] == 0.8 and "top_k" not in sampled
+
+
+def test_pictures_resized_here_land_on_the_patch_grid_the_server_keeps():
+    # Qwen2-VL's rule: round each side to a multiple of 28; over the pixel budget, shrink as a whole.
+    assert patch_grid_size(640, 480, 1024 * 768, 28) == (644, 476)
+    assert patch_grid_size(1024, 768, 1024 * 768, 28) == (1036, 756)  # rounded up, still within budget
+    assert patch_grid_size(4000, 3000, 1024 * 768, 28) == (1008, 756)
+    for size in [(644, 476), (1036, 756), (1008, 756)]:  # already on the grid: the server's resize is a no-op
+        assert patch_grid_size(*size, 1024 * 768, 28) == size
 
 
 def test_a_missing_lmdeploy_is_a_sentence(tmp_path, monkeypatch):

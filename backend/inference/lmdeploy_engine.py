@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+from PIL import Image
 
 from backend.images import open_image
 from backend.inference.engine import Cancel, GenerationSettings, Turn, check_adapter_folder
@@ -28,20 +29,37 @@ log = logging.getLogger(__name__)
 _DONE = object()
 
 
-def image_url(path: str, max_pixels: int) -> str:
+def patch_grid_size(width: int, height: int, max_pixels: int, multiple: int) -> tuple[int, int]:
+    """The size Qwen2-VL's processor resizes a picture to: each side rounded to a multiple of the
+    patch grid (28 pixels), scaled down as a whole to stay within `max_pixels`."""
+    w, h = max(multiple, round(width / multiple) * multiple), max(multiple, round(height / multiple) * multiple)
+    if w * h > max_pixels:
+        shrink = (width * height / max_pixels) ** 0.5
+        w = max(multiple, int(width / shrink / multiple) * multiple)
+        h = max(multiple, int(height / shrink / multiple) * multiple)
+    return w, h
+
+
+def image_url(path: str, max_pixels: int, multiple: int = 0) -> str:
     """A picture as a data URL, downscaled first: LMDeploy would resize it anyway, and a 12 MP
-    photo is 4 MB of base64 to move for nothing."""
+    photo is 4 MB of base64 to move for nothing. With `multiple`, it is resized here to the
+    processor's own patch-grid size, so that the server's resize (one picture at a time, in a
+    single thread) has nothing left to do."""
     picture = open_image(path, max_pixels)
+    if multiple:
+        size = patch_grid_size(*picture.size, max_pixels, multiple)
+        if size != picture.size:
+            picture = picture.resize(size, Image.Resampling.BICUBIC)
     buffer = io.BytesIO()
     picture.save(buffer, format="JPEG", quality=92)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def to_openai_messages(turns: Sequence[Turn], max_pixels: int) -> list[dict]:
+def to_openai_messages(turns: Sequence[Turn], max_pixels: int, multiple: int = 0) -> list[dict]:
     messages = []
     for turn in turns:
         if turn.images:
-            content: list[dict] = [{"type": "image_url", "image_url": {"url": image_url(p, max_pixels)}}
+            content: list[dict] = [{"type": "image_url", "image_url": {"url": image_url(p, max_pixels, multiple)}}
                                    for p in turn.images]
             content.append({"type": "text", "text": turn.text})
             messages.append({"role": turn.role, "content": content})
@@ -97,6 +115,7 @@ class LMDeployEngine:
         self.max_pixels = max_pixels
         self.client = httpx.Client(timeout=httpx.Timeout(timeout, connect=10))
         self.extra: dict = {}  # extra request fields, e.g. ignore_eos for benchmarks
+        self.patch_multiple = 0  # resize pictures to this grid here (28 for Qwen2-VL); 0: leave it to LMDeploy
         self._restart_lock = threading.Lock()
 
     @property
@@ -135,7 +154,7 @@ class LMDeployEngine:
     def stream(self, turns: list[Turn], settings: GenerationSettings,
                cancel: Cancel | None = None, adapter: str | None = None) -> Iterator[str]:
         cancel = cancel or Cancel()
-        body = request_body(to_openai_messages(turns, self.max_pixels), settings, self._model(adapter),
+        body = request_body(to_openai_messages(turns, self.max_pixels, self.patch_multiple), settings, self._model(adapter),
                             stream=True, extra=self.extra)
         try:
             with self.client.stream("POST", f"{self.server.url}/v1/chat/completions", json=body) as response:
@@ -186,7 +205,7 @@ class LMDeployEngine:
         model = self._model(adapter)
 
         def ask(turns: list[Turn]) -> str:
-            body = request_body(to_openai_messages(turns, self.max_pixels), settings, model, stream=False,
+            body = request_body(to_openai_messages(turns, self.max_pixels, self.patch_multiple), settings, model, stream=False,
                                 extra=self.extra)
             try:
                 response = self.client.post(f"{self.server.url}/v1/chat/completions", json=body)
