@@ -82,7 +82,7 @@ def test_packed_and_padded_paths_give_the_same_loss_and_gradients(tiny_models, f
 def test_the_folded_lora_forward_computes_what_peft_computes(tiny_models) -> None:
     """lora_forward.py's one-product forward against peft's own, dropout on: same masks, same maths."""
     model, processor = lora_model(tiny_models["qwen2_vl"])
-    folded = [m for m in model.modules() if "forward" in vars(m)]
+    folded = [m for m in model.modules() if "forward" in vars(m) and hasattr(m, "lora_A")]
     assert folded, "build_model gives the packed path the folded LoRA forward"
     samples = [sample_from_record(record, EXAMPLES) for record in RECORDS]
     batch = collate([SampleDataset(samples, processor, PIXELS, MAX_LENGTH)[i] for i in range(len(samples))],
@@ -105,6 +105,19 @@ def test_the_folded_lora_forward_computes_what_peft_computes(tiny_models) -> Non
     assert torch.isclose(ours, peft_loss, rtol=1e-5), (ours.item(), peft_loss.item())
     for got, want in zip(our_grads, peft_grads, strict=True):
         assert (got - want).norm() <= 1e-4 * want.norm(), ((got - want).norm() / want.norm()).item()
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl"])
+def test_the_patch_embedding_as_one_product_equals_the_convolution(tiny_models, family: str) -> None:
+    model, processor = lora_model(tiny_models[family])
+    embed = model.get_base_model().model.visual.patch_embed
+    assert "forward" in vars(embed), "build_model gives the packed path the product form"
+    sample = sample_from_record(RECORDS[0], EXAMPLES)
+    pixels = SampleDataset([sample], processor, PIXELS, MAX_LENGTH)[0].inputs["pixel_values"]
+    with torch.no_grad():
+        product, convolution = embed(pixels), type(embed).forward(embed, pixels)
+    assert product.shape == convolution.shape
+    assert torch.allclose(product, convolution, rtol=1e-4, atol=1e-5), (product - convolution).abs().max()
 
 
 def test_samples_do_not_see_each_other_in_a_packed_row(tiny_models) -> None:

@@ -45,7 +45,7 @@ from backend.training import checkpoints
 from backend.training.encoding import IGNORE_INDEX, SampleDataset, collate
 from backend.training.lora_forward import fold_lora_scaling
 from backend.training.packed import (PackedCache, PackedLoss, apply_fused_kernels, pack, prepare, split_rows,
-                                     supports_packing, use_packed_attention)
+                                     speed_up_vision_tower, supports_packing, use_packed_attention)
 from backend.training.layout import (EXIT_BAD_SPEC, EXIT_FAILED, EXIT_OK, EXIT_STOPPED, JobFiles, ready_checkpoints,
                                      write_json_atomic)
 from backend.training.runtime import (Dist, Metrics, StopFlag, TrainingError, epoch_order, lr_at,
@@ -101,6 +101,7 @@ def build_model(spec: JobSpec, device: torch.device, dtype: torch.dtype):
     packed = packs(spec, model)
     if packed:
         use_packed_attention(model)
+        speed_up_vision_tower(model, on_cuda=device.type == "cuda")
         if spec.fused_kernels and device.type == "cuda" and apply_fused_kernels(model):
             log.info("Liger's fused RMSNorm and SwiGLU kernels are on")
     targets = language_model_targets(model, spec.target_modules)

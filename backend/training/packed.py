@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import types
 from dataclasses import dataclass
 
 import torch
@@ -89,6 +90,8 @@ def _varlen_kernel():
 
 
 _varlen, _VARLEN_CAUSAL = _varlen_kernel()
+# the same kernel attending both ways (the vision tower's attention inside each picture)
+_VARLEN_FULL = {"is_causal": False} if "is_causal" in _VARLEN_CAUSAL else {"window_size": (-1, -1)}
 # Used on CUDA when available; a switch so benchmarks and tests can compare it with the SDPA loop.
 VARLEN_ATTENTION = _varlen is not None
 
@@ -117,6 +120,45 @@ def use_packed_attention(model: torch.nn.Module) -> None:
     AttentionInterface.register(PACKED_ATTENTION, packed_sdpa)
     AttentionMaskInterface.register(PACKED_ATTENTION, sdpa_mask)
     _inner(model).language_model.config._attn_implementation = PACKED_ATTENTION
+
+
+# "flash" in the name is what makes transformers' vision towers hand over each picture's bounds
+# (cu_seqlens) instead of splitting the batch into one attention call per picture.
+PACKED_VISION_ATTENTION = "foodie_flash_varlen_vision"
+
+
+def vision_varlen(module, query, key, value, attention_mask, scaling=None, dropout: float = 0.0,
+                  cu_seq_lens_q=None, cu_seq_lens_k=None, max_length_q=None, max_length_k=None, **kwargs):
+    """Attention inside each picture of a batch of pictures, in one flash-attention varlen call.
+    query/key/value (1, heads, patches, dim) -> (1, patches, heads, dim)."""
+    out = _varlen(query[0].transpose(0, 1), key[0].transpose(0, 1), value[0].transpose(0, 1),
+                  cu_seq_lens_q, cu_seq_lens_k, max_length_q, max_length_k, scale=scaling, **_VARLEN_FULL)
+    return out[None], None
+
+
+def speed_up_vision_tower(model: torch.nn.Module, on_cuda: bool) -> None:
+    """The frozen vision tower runs once per picture (then its output is cached), but in the first
+    epoch it is a large part of a step. Two changes, the same maths:
+    - the patch embedding is a Conv3d whose kernel equals its stride, i.e. one matrix product over
+      flattened patches: done as that product (cuDNN's 3-D convolution was far slower here, and
+      every step's new patch count is a new shape for it);
+    - on CUDA, attention inside each picture is one flash-attention varlen call per layer instead of
+      one SDPA call per picture, with a GPU sync per layer to split them."""
+    from transformers import AttentionInterface
+
+    visual = _inner(model).visual
+    embed = visual.patch_embed
+    if isinstance(getattr(embed, "proj", None), torch.nn.Conv3d) and embed.proj.kernel_size == embed.proj.stride:
+        embed.forward = types.MethodType(_patch_embed_as_product, embed)
+    if on_cuda and VARLEN_ATTENTION:
+        AttentionInterface.register(PACKED_VISION_ATTENTION, vision_varlen)
+        visual.config._attn_implementation = PACKED_VISION_ATTENTION
+
+
+def _patch_embed_as_product(self, pixels: torch.Tensor) -> torch.Tensor:
+    weight = self.proj.weight  # (embed, channels, temporal, patch, patch)
+    flat = weight.reshape(weight.shape[0], -1)
+    return F.linear(pixels.reshape(-1, flat.shape[1]).to(weight.dtype), flat, self.proj.bias)
 
 
 def _head(model: torch.nn.Module) -> torch.nn.Module:
