@@ -70,6 +70,23 @@ def test_impossible_server_options_are_refused(tmp_path):
         ServerOptions(model="x", workdir=tmp_path, cache_share=1.5)
 
 
+def test_the_weights_dtype_is_passed_on_since_lmdeploy_misreads_transformers_5_configs(tmp_path):
+    import json
+
+    def dtype_argument(config: dict) -> str:
+        folder = tmp_path / str(len(list(tmp_path.iterdir())))
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps(config))
+        args = LMDeployServer(ServerOptions(model=str(folder), workdir=tmp_path, command=STANDIN)).arguments()
+        return args[args.index("--dtype") + 1]
+
+    assert dtype_argument({"dtype": "bfloat16"}) == "bfloat16"  # transformers 5 writes this key only
+    assert dtype_argument({"torch_dtype": "float16"}) == "float16"
+    assert dtype_argument({"text_config": {"dtype": "bfloat16"}}) == "bfloat16"
+    assert dtype_argument({"dtype": "float32"}) == "auto"  # LMDeploy's own choice (fp16) for fp32 weights
+    assert dtype_argument({}) == "auto"
+
+
 def test_adapter_keys_are_renamed_for_lmdeploy(tiny_models, tmp_path):
     from safetensors.torch import load_file
 

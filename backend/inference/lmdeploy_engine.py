@@ -22,11 +22,13 @@ from PIL import Image
 
 from backend.images import open_image
 from backend.inference.engine import Cancel, GenerationSettings, Turn, check_adapter_folder
-from backend.inference.lmdeploy_server import LMDeployServer, ServerError
+from backend.inference.lmdeploy_server import LMDeployServer, ServerError, model_config
 
 log = logging.getLogger(__name__)
 
 _DONE = object()
+PATCH_GRID = 28  # pixels: a 14-pixel patch, merged 2 x 2
+PATCH_GRID_MODEL_TYPES = {"qwen2_vl", "qwen2_5_vl"}
 
 
 def patch_grid_size(width: int, height: int, max_pixels: int, multiple: int) -> tuple[int, int]:
@@ -115,7 +117,11 @@ class LMDeployEngine:
         self.max_pixels = max_pixels
         self.client = httpx.Client(timeout=httpx.Timeout(timeout, connect=10))
         self.extra: dict = {}  # extra request fields, e.g. ignore_eos for benchmarks
-        self.patch_multiple = 0  # resize pictures to this grid here (28 for Qwen2-VL); 0: leave it to LMDeploy
+        # Qwen2-VL-family pictures are resized here, in parallel threads, to the patch grid LMDeploy's
+        # processor would choose (it preprocesses one picture at a time in a single thread):
+        # scoring 256 photos took 14.6 s instead of 16.2 s on an H200 (bench/README.md).
+        model_type = model_config(server.options.model).get("model_type")
+        self.patch_multiple = PATCH_GRID if model_type in PATCH_GRID_MODEL_TYPES else 0
         self._restart_lock = threading.Lock()
 
     @property

@@ -90,6 +90,26 @@ def convert_adapter(source: Path, target: Path) -> Path:
     return target
 
 
+def model_config(model: str) -> dict:
+    """A local model folder's config.json ({} for a hub id or an unreadable file)."""
+    try:
+        return json.loads((Path(model) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def weights_dtype(config: dict) -> str:
+    """LMDeploy's --dtype for these weights. LMDeploy 0.18 reads only the old `torch_dtype` key;
+    transformers 5 writes `dtype`, and without the old key LMDeploy runs a bf16 model in fp16 (seen
+    on the H200: "Model config does not have `torch_dtype`, use: float16"), where bf16-trained
+    weights can overflow. So the dtype is read here and passed on."""
+    for where in (config, config.get("text_config") or {}):
+        value = where.get("dtype") or where.get("torch_dtype")
+        if value in ("bfloat16", "float16"):
+            return value
+    return "auto"
+
+
 class LMDeployServer:
     """One api_server child process, restarted when its adapters change or it dies."""
 
@@ -117,7 +137,8 @@ class LMDeployServer:
         args = [*self.command, "serve", "api_server", o.model, "--server-name", "127.0.0.1",
                 "--server-port", str(self.port), "--model-name", self.BASE_NAME,
                 "--session-len", str(o.session_len), "--cache-max-entry-count", str(o.cache_share),
-                "--tp", str(o.tp), "--max-batch-size", str(o.max_batch_size)]
+                "--tp", str(o.tp), "--max-batch-size", str(o.max_batch_size),
+                "--dtype", weights_dtype(model_config(o.model))]
         if o.backend != "auto" or self.adapters:
             # adapters are served by the PyTorch engine only
             args += ["--backend", "pytorch" if self.adapters else o.backend]
