@@ -296,8 +296,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         epochs=3, batch_size=4, grad_accum=4,
         max_image_pixels=1024 * 768, max_length=2048,
         save_every=100, keep_last=3, eval_every=0,
-        # With packed rows (Qwen2-VL family), checkpointing keeps the 2B recipe at 9.5 GB peak, 2.7x the
-        # plain recipe's speed; on an 80 GB card turn it off: 1.7x faster again, 44 GB peak (H200,
+        # With packed rows (Qwen2-VL family), checkpointing keeps the 2B recipe at 9.5 GB peak, 2.8x the
+        # plain recipe's speed; on an 80 GB card turn it off: 1.4x faster again, 44 GB peak (H200,
         # bench/README.md).
         device="cuda", gpus=1, bf16=True, gradient_checkpointing=True, data_workers=4,
     ),
