@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 DEMO_SOURCE = "demo"  # the bundled dishes as chat samples (backend.training.demo_data)
 # The settings a person edits; every other spec field keeps its preset value.
 FIELDS = ("lora_r", "lora_alpha", "learning_rate", "epochs", "batch_size", "grad_accum",
-          "max_image_pixels", "save_every", "gradient_checkpointing", "device")
+          "max_image_pixels", "save_every", "gradient_checkpointing", "device", "gpus", "pack_tokens")
 
 STRINGS = {
     "en": {
@@ -41,6 +41,9 @@ STRINGS = {
         "tr_epochs": "Epochs", "tr_batch_size": "Batch size", "tr_grad_accum": "Gradient accumulation",
         "tr_max_image_pixels": "Max pixels per picture", "tr_save_every": "Save every N steps",
         "tr_gradient_checkpointing": "Gradient checkpointing", "tr_device": "Device",
+        "tr_gpus": "GPUs", "tr_gpus_info": "More than one: the same job on each, through torchrun (data parallel).",
+        "tr_pack_tokens": "Tokens per packed row",
+        "tr_pack_tokens_info": "Qwen2-VL family: a step's samples go through in rows this long. Lower it if the GPU runs out of memory.",
         "tr_start": "🚀 Start training",
         "tr_jobs": "Jobs",
         "tr_job": "Job to watch",
@@ -65,6 +68,9 @@ STRINGS = {
         "tr_epochs": "轮数", "tr_batch_size": "批大小", "tr_grad_accum": "梯度累积",
         "tr_max_image_pixels": "每张图最多像素", "tr_save_every": "每 N 步保存",
         "tr_gradient_checkpointing": "梯度检查点", "tr_device": "设备",
+        "tr_gpus": "GPU 数", "tr_gpus_info": "多于一块时，同一任务经 torchrun 在每块 GPU 上运行（数据并行）。",
+        "tr_pack_tokens": "每个打包行的 token 数",
+        "tr_pack_tokens_info": "Qwen2-VL 系列：每步的样本按此长度拼成行一起计算。显存不足时调小。",
         "tr_start": "🚀 开始训练",
         "tr_jobs": "任务",
         "tr_job": "查看的任务",
@@ -197,6 +203,12 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None):
                     gr.Number(values[7], label=i18n("tr_save_every"), precision=0, minimum=0),
                     gr.Checkbox(values[8], label=i18n("tr_gradient_checkpointing")),
                     gr.Dropdown(["auto", "cpu", "cuda"], value=values[9], label=i18n("tr_device")),
+                ]
+            with gr.Row():
+                widgets += [
+                    gr.Number(values[10], label=i18n("tr_gpus"), info=i18n("tr_gpus_info"), precision=0, minimum=1),
+                    gr.Number(values[11], label=i18n("tr_pack_tokens"), info=i18n("tr_pack_tokens_info"),
+                              precision=0, minimum=1),
                 ]
             start = gr.Button(i18n("tr_start"), variant="primary", elem_id="train-start")
         with gr.Column(scale=3):
