@@ -139,6 +139,9 @@ class LMDeployEngine:
             raise ValueError(f"no adapter named {adapter!r} is loaded")
         return adapter or self.server.BASE_NAME
 
+    def _messages(self, turns: list[Turn]) -> list[dict]:
+        return to_openai_messages(turns, self.max_pixels, self.patch_multiple)
+
     def _failed(self, err: Exception) -> RuntimeError:
         """Turn a broken connection into a sentence; restart a server that died."""
         if not self.server.alive():
@@ -160,8 +163,7 @@ class LMDeployEngine:
     def stream(self, turns: list[Turn], settings: GenerationSettings,
                cancel: Cancel | None = None, adapter: str | None = None) -> Iterator[str]:
         cancel = cancel or Cancel()
-        body = request_body(to_openai_messages(turns, self.max_pixels, self.patch_multiple), settings, self._model(adapter),
-                            stream=True, extra=self.extra)
+        body = request_body(self._messages(turns), settings, self._model(adapter), stream=True, extra=self.extra)
         try:
             with self.client.stream("POST", f"{self.server.url}/v1/chat/completions", json=body) as response:
                 if response.status_code != 200:
@@ -211,8 +213,7 @@ class LMDeployEngine:
         model = self._model(adapter)
 
         def ask(turns: list[Turn]) -> str:
-            body = request_body(to_openai_messages(turns, self.max_pixels, self.patch_multiple), settings, model, stream=False,
-                                extra=self.extra)
+            body = request_body(self._messages(turns), settings, model, stream=False, extra=self.extra)
             try:
                 response = self.client.post(f"{self.server.url}/v1/chat/completions", json=body)
             except httpx.TransportError as err:
