@@ -59,6 +59,20 @@ def test_pictures_resized_here_land_on_the_patch_grid_the_server_keeps():
         assert patch_grid_size(*size, 1024 * 768, 28) == size
 
 
+def test_a_picture_the_grid_rule_refuses_is_sent_as_it_is(tmp_path):
+    import base64
+    import io
+
+    from PIL import Image
+
+    from backend.inference.lmdeploy_engine import image_url
+
+    Image.new("RGB", (3000, 10), "red").save(tmp_path / "strip.png")  # aspect ratio 300: refused by the rule
+    url = image_url(str(tmp_path / "strip.png"), 1024 * 768, multiple=28)
+    sent = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+    assert sent.size == (3000, 10)
+
+
 def test_a_missing_lmdeploy_is_a_sentence(tmp_path, monkeypatch):
     monkeypatch.setattr("backend.inference.lmdeploy_server.default_command", lambda workdir: None)
     with pytest.raises(ServerError, match="make gpu-extras"):

@@ -32,14 +32,13 @@ PATCH_GRID_MODEL_TYPES = {"qwen2_vl", "qwen2_5_vl"}
 
 
 def patch_grid_size(width: int, height: int, max_pixels: int, multiple: int) -> tuple[int, int]:
-    """The size Qwen2-VL's processor resizes a picture to: each side rounded to a multiple of the
-    patch grid (28 pixels), scaled down as a whole to stay within `max_pixels`."""
-    w, h = max(multiple, round(width / multiple) * multiple), max(multiple, round(height / multiple) * multiple)
-    if w * h > max_pixels:
-        shrink = (width * height / max_pixels) ** 0.5
-        w = max(multiple, int(width / shrink / multiple) * multiple)
-        h = max(multiple, int(height / shrink / multiple) * multiple)
-    return w, h
+    """The size Qwen2-VL's processor resizes a picture to, by transformers' own rule (each side a
+    multiple of the patch grid, the whole within the pixel budget). Raises ValueError for a picture
+    that rule refuses (an aspect ratio over 200)."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+    height, width = smart_resize(height, width, factor=multiple, max_pixels=max_pixels)
+    return width, height
 
 
 def image_url(path: str, max_pixels: int, multiple: int = 0) -> str:
@@ -49,7 +48,10 @@ def image_url(path: str, max_pixels: int, multiple: int = 0) -> str:
     single thread) has nothing left to do."""
     picture = open_image(path, max_pixels)
     if multiple:
-        size = patch_grid_size(*picture.size, max_pixels, multiple)
+        try:
+            size = patch_grid_size(*picture.size, max_pixels, multiple)
+        except ValueError:
+            size = picture.size  # left to the server, whose processor says why
         if size != picture.size:
             picture = picture.resize(size, Image.Resampling.BICUBIC)
     buffer = io.BytesIO()
