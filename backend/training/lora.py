@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from backend.training import checkpoints
 from backend.training.encoding import IGNORE_INDEX, SampleDataset, collate
-from backend.training.lora_forward import fold_lora_scaling
+from backend.training.lora_forward import fold_lora_scaling, keep_lora_inputs_in_model_dtype
 from backend.training.packed import (PackedCache, PackedLoss, apply_fused_kernels, pack, prepare, split_rows,
                                      speed_up_vision_tower, supports_packing, use_packed_attention)
 from backend.training.layout import (EXIT_BAD_SPEC, EXIT_FAILED, EXIT_OK, EXIT_STOPPED, JobFiles, ready_checkpoints,
@@ -126,18 +126,6 @@ def packs(spec: JobSpec, model) -> bool:
     """Whether this job trains on packed rows (packed.py): asked for, a Qwen2-VL-family model, and
     no DeepSpeed (whose engine steps per micro-batch, while packing regroups a step's samples)."""
     return spec.packed and not spec.deepspeed and supports_packing(model)
-
-
-def keep_lora_inputs_in_model_dtype(model) -> None:
-    """peft casts each LoRA layer's input to the adapter's fp32 before dropout, and autocast casts it
-    back to bf16 for the matmul: two full-size copies per layer, forward and backward, which were a
-    fifth of a step's GPU time on the 2B model. Without the cast the maths is the same bf16 matmul
-    (autocast still runs it in bf16, the adapter's fp32 weights still get fp32 gradients)."""
-    from peft.tuners.lora import LoraLayer
-
-    for module in model.modules():
-        if isinstance(module, LoraLayer):
-            module.cast_input_dtype_enabled = False
 
 
 # ----------------------------------------------------------------------------------------------

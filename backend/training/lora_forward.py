@@ -1,4 +1,4 @@
-"""A leaner forward for peft's LoRA linear layers, used on the packed (fast) path.
+"""Leaner LoRA linear layers for the packed (fast) path: no dtype round trip, one product fewer.
 
 peft computes a LoRA layer as `base(x) + lora_B(lora_A(dropout(x))) * scaling`: after the small
 products come a multiply and an add over the whole (tokens x out_features) output, and in the
@@ -44,3 +44,15 @@ def _folded_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     folded = torch.addmm(result.reshape(-1, result.shape[-1]), low_rank.reshape(-1, low_rank.shape[-1]),
                          self.lora_B[name].weight.t(), alpha=self.scaling[name])
     return folded.view(result.shape)
+
+
+def keep_lora_inputs_in_model_dtype(model) -> None:
+    """peft casts each LoRA layer's input to the adapter's fp32 before dropout, and autocast casts it
+    back to bf16 for the matmul: two full-size copies per layer, forward and backward, which were a
+    fifth of a step's GPU time on the 2B model. Without the cast the maths is the same bf16 matmul
+    (autocast still runs it in bf16, the adapter's fp32 weights still get fp32 gradients)."""
+    from peft.tuners.lora import LoraLayer
+
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            module.cast_input_dtype_enabled = False
