@@ -87,6 +87,8 @@ def test_spec_round_trips_through_json_and_rejects_typos_and_wrong_types(data_fi
         JobSpec.from_dict({"learning_rat": 1e-4})
     with pytest.raises(SpecError, match="batch_size must be a whole number"):
         JobSpec.from_dict({"batch_size": "eight"})
+    with pytest.raises(SpecError, match="epochs must be a whole number, it is empty"):
+        JobSpec.from_dict({"epochs": None})  # an emptied number field in the Train tab
     with pytest.raises(SpecError, match="bf16 must be true or false"):
         JobSpec.from_dict({"bf16": 1})
     assert JobSpec.from_dict({"target_modules": "q_proj, v_proj"}).target_modules == ["q_proj", "v_proj"]

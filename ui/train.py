@@ -188,27 +188,29 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None):
                 name = gr.Textbox(label=i18n("tr_name"), placeholder="my-first-lora")
             model = gr.Textbox(label=i18n("tr_model"), placeholder=services.source.location)
             values = preset_values(default_preset)
+            # No minimum= on these numbers: Gradio's own range check turns every output of the click
+            # into an error badge with an English message. The spec's checks answer instead, with a
+            # sentence per problem, and the page stays as it was.
             with gr.Row():
                 widgets = [
-                    gr.Number(values[0], label=i18n("tr_lora_r"), precision=0, minimum=1),
-                    gr.Number(values[1], label=i18n("tr_lora_alpha"), minimum=0),
+                    gr.Number(values[0], label=i18n("tr_lora_r"), precision=0),
+                    gr.Number(values[1], label=i18n("tr_lora_alpha")),
                     gr.Number(values[2], label=i18n("tr_learning_rate")),
-                    gr.Number(values[3], label=i18n("tr_epochs"), precision=0, minimum=1),
-                    gr.Number(values[4], label=i18n("tr_batch_size"), precision=0, minimum=1),
+                    gr.Number(values[3], label=i18n("tr_epochs"), precision=0),
+                    gr.Number(values[4], label=i18n("tr_batch_size"), precision=0),
                 ]
             with gr.Row():
                 widgets += [
-                    gr.Number(values[5], label=i18n("tr_grad_accum"), precision=0, minimum=1),
+                    gr.Number(values[5], label=i18n("tr_grad_accum"), precision=0),
                     gr.Number(values[6], label=i18n("tr_max_image_pixels"), precision=0),
-                    gr.Number(values[7], label=i18n("tr_save_every"), precision=0, minimum=0),
+                    gr.Number(values[7], label=i18n("tr_save_every"), precision=0),
                     gr.Checkbox(values[8], label=i18n("tr_gradient_checkpointing")),
                     gr.Dropdown(["auto", "cpu", "cuda"], value=values[9], label=i18n("tr_device")),
                 ]
             with gr.Row():
                 widgets += [
-                    gr.Number(values[10], label=i18n("tr_gpus"), info=i18n("tr_gpus_info"), precision=0, minimum=1),
-                    gr.Number(values[11], label=i18n("tr_pack_tokens"), info=i18n("tr_pack_tokens_info"),
-                              precision=0, minimum=1),
+                    gr.Number(values[10], label=i18n("tr_gpus"), info=i18n("tr_gpus_info"), precision=0),
+                    gr.Number(values[11], label=i18n("tr_pack_tokens"), info=i18n("tr_pack_tokens_info"), precision=0),
                 ]
             start = gr.Button(i18n("tr_start"), variant="primary", elem_id="train-start")
         with gr.Column(scale=3):

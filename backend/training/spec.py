@@ -110,7 +110,9 @@ class JobSpec:
             try:
                 values[key] = _coerce(value, default)
             except (TypeError, ValueError):
-                problems.append(f"{key} must be {_type_word(default)}, not {value!r}.")
+                # None is what an emptied number field in the Train tab sends
+                got = "it is empty" if value is None else f"not {value!r}"
+                problems.append(f"{key} must be {_type_word(default)}, {got}.")
         if problems:
             raise SpecError(problems)
         return cls(**values)
