@@ -101,6 +101,44 @@ def test_the_weights_dtype_is_passed_on_since_lmdeploy_misreads_transformers_5_c
     assert dtype_argument({}) == "auto"
 
 
+def test_scoring_settings_reach_the_server_command_line(tmp_path):
+    def arguments(**options) -> list[str]:
+        return LMDeployServer(ServerOptions(model="m", workdir=tmp_path, command=STANDIN, **options)).arguments()
+
+    args = arguments(max_prefill_tokens=16384, preprocess_threads=4)
+    assert args[args.index("--max-prefill-token-num") + 1] == "16384"
+    assert args[args.index("--preprocess-threads") + 1] == "4"
+    assert "--preprocess-threads" not in arguments(preprocess_threads=1)  # LMDeploy's own CLI, unchanged
+    with pytest.raises(ValueError, match="at least one thread"):
+        ServerOptions(model="m", workdir=tmp_path, preprocess_threads=0)
+
+
+def test_the_launcher_takes_its_own_option_and_passes_the_rest_to_lmdeploy():
+    from backend.inference.lmdeploy_launch import split_threads
+
+    assert split_threads(["serve", "api_server", "m", "--preprocess-threads", "6", "--tp", "1"]) == \
+        (6, ["serve", "api_server", "m", "--tp", "1"])
+    assert split_threads(["--preprocess-threads=3", "serve"]) == (3, ["serve"])
+    assert split_threads(["serve", "api_server", "m"]) == (1, ["serve", "api_server", "m"])
+
+
+def test_the_launcher_widens_only_the_pytorch_backends_preprocessing_pool():
+    """On a class shaped like LMDeploy 0.18's ImageEncoder (lmdeploy itself needs a GPU stack):
+    the pool has one thread until widened, and TurboMind's, which also runs its vision model, stays."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from backend.inference.lmdeploy_launch import widen_preprocessing
+
+    class Encoder:
+        def __init__(self, model_path, backend, vision_config=None, backend_config=None, trust_remote_code=False):
+            self.executor = ThreadPoolExecutor(max_workers=1)
+
+    assert Encoder("m", "pytorch").executor._max_workers == 1
+    widen_preprocessing(Encoder, 6)
+    assert Encoder("m", "pytorch", None, backend_config=None).executor._max_workers == 6
+    assert Encoder("m", "turbomind").executor._max_workers == 1
+
+
 def test_adapter_keys_are_renamed_for_lmdeploy(tiny_models, tmp_path):
     from safetensors.torch import load_file
 

@@ -119,6 +119,7 @@ class LMDeployEngine:
         self.max_pixels = max_pixels
         self.client = httpx.Client(timeout=httpx.Timeout(timeout, connect=10))
         self.extra: dict = {}  # extra request fields, e.g. ignore_eos for benchmarks
+        self.max_concurrent = 64  # requests in flight at once from generate_batch
         # Qwen2-VL-family pictures are resized here, in parallel threads, to the patch grid LMDeploy's
         # processor would choose (it preprocesses one picture at a time in a single thread):
         # scoring 256 photos took 14.6 s instead of 16.2 s on an H200 (bench/README.md).
@@ -225,7 +226,7 @@ class LMDeployEngine:
             return response.json()["choices"][0]["message"]["content"] or ""
 
         # All at once: LMDeploy's scheduler batches them (up to its max batch size).
-        with ThreadPoolExecutor(max_workers=min(64, max(1, len(conversations)))) as pool:
+        with ThreadPoolExecutor(max_workers=min(self.max_concurrent, max(1, len(conversations)))) as pool:
             return list(pool.map(ask, conversations))
 
     def close(self) -> None:
