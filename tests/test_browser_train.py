@@ -64,3 +64,14 @@ def test_an_impossible_number_in_the_form_is_a_sentence_and_the_page_stays_whole
     assert page.get_by_text("Error", exact=True).count() == 0
     assert page.locator("#train-jobs").is_visible()
     page.close()
+
+
+def test_a_chinese_page_says_why_a_job_cannot_run_in_chinese(browser, train_app):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="zh-CN")
+    page.goto(train_app.url)
+    page.get_by_role("tab", name="训练").click()
+    page.get_by_label("GPU 数").fill("0")
+    page.locator("#train-start").click()
+    page.get_by_text("任务至少需要 1 个 GPU").wait_for(timeout=15_000)
+    assert page.get_by_text("A job needs at least 1 GPU slot").count() == 0
+    page.close()

@@ -21,7 +21,8 @@ from backend.training import views
 from backend.training.demo_data import write_demo_dataset
 from backend.training.jobs import JobError
 from backend.training.spec import PRESETS, SpecError, preset
-from ui.i18n import add_strings
+from ui.i18n import add_strings, request_lang, text
+from ui.train_problems import say_all
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ FIELDS = ("lora_r", "lora_alpha", "learning_rate", "epochs", "batch_size", "grad
 
 STRINGS = {
     "en": {
+        "tr_queued": "Queued job {job}.",
         "tr_data": "Training data",
         "tr_data_info": "Saved training sets come from the Dataset tab; held-out loss is computed on their held-out part.",
         "tr_preset": "Preset",
@@ -59,6 +61,7 @@ STRINGS = {
                     "page, come back, and they are still here."),
     },
     "zh": {
+        "tr_queued": "任务 {job} 已排队。",
         "tr_data": "训练数据",
         "tr_data_info": "已保存的训练集来自“数据集”页；留出集损失在其留出部分上计算。",
         "tr_preset": "预设",
@@ -236,15 +239,19 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None):
 
     preset_name.change(preset_values, [preset_name], widgets, api_name=False)
 
-    def submit(source_key, preset_key, job_name, model_spec, *field_values):
+    def submit(request: gr.Request, source_key, preset_key, job_name, model_spec, *field_values):
+        lang = request_lang(request, forced_lang)
         try:
             spec = build_spec(services, source_key, preset_key, job_name or "", model_spec or "",
                               dict(zip(FIELDS, field_values)))
             queued = services.jobs.submit(spec)
-        except (SpecError, JobError, DataError, ValueError) as err:
+        except SpecError as err:
+            gr.Warning(say_all(err.problems, lang))
+            return watch(services, None)
+        except (JobError, DataError, ValueError) as err:
             gr.Warning(str(err))
             return watch(services, None)
-        gr.Info(f"Queued job {queued.id}.")
+        gr.Info(text("tr_queued", lang, job=queued.id))
         return watch(services, queued.id)
 
     start.click(submit, [source, preset_name, name, model, *widgets], watch_outputs, api_name="train_start")

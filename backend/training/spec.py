@@ -28,6 +28,19 @@ MIN_IMAGE_PIXELS = 56 * 56
 MAX_IMAGE_PIXELS = 50_000_000
 
 
+class Problem(str):
+    """One reason a spec cannot run: the English sentence, which also carries a key and the values
+    in it, so that a UI can say it in another language (ui/train_problems.py has the Chinese)."""
+
+    key: str
+    values: dict[str, Any]
+
+    def __new__(cls, key: str, sentence: str, **values: Any) -> "Problem":
+        problem = super().__new__(cls, sentence.format(**values))
+        problem.key, problem.values = key, values
+        return problem
+
+
 class SpecError(ValueError):
     """A spec that cannot run, with every reason in plain sentences."""
 
@@ -101,7 +114,8 @@ class JobSpec:
     def from_dict(cls, data: dict[str, Any]) -> "JobSpec":
         """Build a spec from JSON-like data; unknown names and wrong types are SpecErrors."""
         known = {f.name: f for f in fields(cls)}
-        problems = [f"There is no setting called {key!r}." for key in data if key not in known]
+        problems = [Problem("unknown_setting", "There is no setting called {name!r}.", name=key)
+                    for key in data if key not in known]
         values: dict[str, Any] = {}
         for key, value in data.items():
             if key not in known:
@@ -110,9 +124,13 @@ class JobSpec:
             try:
                 values[key] = _coerce(value, default)
             except (TypeError, ValueError):
-                # None is what an emptied number field in the Train tab sends
-                got = "it is empty" if value is None else f"not {value!r}"
-                problems.append(f"{key} must be {_type_word(default)}, {got}.")
+                kind = type(default).__name__
+                if value is None:  # what an emptied number field in the Train tab sends
+                    problems.append(Problem("empty_value", "{name} must be {kind_words}, it is empty.",
+                                            name=key, kind=kind, kind_words=_type_word(default)))
+                else:
+                    problems.append(Problem("wrong_type", "{name} must be {kind_words}, not {value!r}.",
+                                            name=key, kind=kind, kind_words=_type_word(default), value=value))
         if problems:
             raise SpecError(problems)
         return cls(**values)
@@ -142,93 +160,98 @@ class JobSpec:
 
     # ---- checks ----
 
-    def problems(self, check_files: bool = True) -> list[str]:
+    def problems(self, check_files: bool = True) -> list["Problem"]:
         """Everything that makes this spec impossible to run, one sentence each (empty when fine)."""
-        p: list[str] = []
+        p: list[Problem] = []
+
+        def add(key: str, sentence: str, **values: Any) -> None:
+            p.append(Problem(key, sentence, **values))
+
         if not self.model.strip():
-            p.append("Choose a model: a local model folder or a hub id.")
+            add("no_model", "Choose a model: a local model folder or a hub id.")
         elif check_files and _looks_like_path(self.model) and not Path(self.model).expanduser().is_dir():
-            p.append(f"The model folder {self.model} does not exist.")
+            add("model_missing", "The model folder {path} does not exist.", path=self.model)
         if not self.data_file.strip():
-            p.append("Choose the training data (a JSON file of conversations).")
+            add("no_data", "Choose the training data (a JSON file of conversations).")
         elif check_files and not Path(self.data_file).is_file():
-            p.append(f"The training data file {self.data_file} does not exist.")
+            add("data_missing", "The training data file {path} does not exist.", path=self.data_file)
         if check_files and self.image_root and not Path(self.image_root).is_dir():
-            p.append(f"The image folder {self.image_root} does not exist.")
+            add("images_missing", "The image folder {path} does not exist.", path=self.image_root)
         if check_files and self.eval_file and not Path(self.eval_file).is_file():
-            p.append(f"The held-out data file {self.eval_file} does not exist.")
+            add("heldout_missing", "The held-out data file {path} does not exist.", path=self.eval_file)
 
         if self.lora_r < 1:
-            p.append(f"The LoRA rank must be at least 1 (it is {self.lora_r}).")
+            add("lora_r", "The LoRA rank must be at least 1 (it is {value}).", value=self.lora_r)
         if self.lora_alpha <= 0:
-            p.append(f"LoRA alpha must be above 0 (it is {self.lora_alpha}).")
+            add("lora_alpha", "LoRA alpha must be above 0 (it is {value}).", value=self.lora_alpha)
         if not 0.0 <= self.lora_dropout < 1.0:
-            p.append(f"LoRA dropout must be at least 0 and below 1 (it is {self.lora_dropout}).")
+            add("lora_dropout", "LoRA dropout must be at least 0 and below 1 (it is {value}).", value=self.lora_dropout)
         if not self.target_modules:
-            p.append("Name at least one target module for LoRA (for example q_proj, v_proj).")
+            add("no_targets", "Name at least one target module for LoRA (for example q_proj, v_proj).")
         elif not all(isinstance(m, str) and m.isidentifier() for m in self.target_modules):
-            p.append("Target modules must be plain module names such as q_proj (no patterns or dots).")
+            add("bad_targets", "Target modules must be plain module names such as q_proj (no patterns or dots).")
 
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            p.append(f"The learning rate must be above 0 (it is {self.learning_rate}).")
+            add("learning_rate", "The learning rate must be above 0 (it is {value}).", value=self.learning_rate)
         elif self.learning_rate > 1:
-            p.append(f"A learning rate of {self.learning_rate} would destroy the model; use something "
-                     "like 1e-4 (LoRA on a 2B model) to 2e-3 (the demo model).")
+            add("learning_rate_huge", "A learning rate of {value} would destroy the model; use something "
+                "like 1e-4 (LoRA on a 2B model) to 2e-3 (the demo model).", value=self.learning_rate)
         if self.lr_schedule not in SCHEDULES:
-            p.append(f"The learning-rate schedule must be one of {', '.join(SCHEDULES)}.")
+            add("schedule", "The learning-rate schedule must be one of {choices}.", choices=", ".join(SCHEDULES))
         if not 0.0 <= self.warmup_ratio < 1.0:
-            p.append(f"The warmup ratio must be at least 0 and below 1 (it is {self.warmup_ratio}).")
+            add("warmup", "The warmup ratio must be at least 0 and below 1 (it is {value}).", value=self.warmup_ratio)
         if self.weight_decay < 0:
-            p.append("Weight decay cannot be negative.")
+            add("weight_decay", "Weight decay cannot be negative.")
         if self.max_grad_norm < 0:
-            p.append("The gradient clipping norm cannot be negative (0 turns clipping off).")
+            add("grad_norm", "The gradient clipping norm cannot be negative (0 turns clipping off).")
         if self.epochs < 1:
-            p.append(f"Train for at least 1 epoch (it is {self.epochs}).")
+            add("epochs", "Train for at least 1 epoch (it is {value}).", value=self.epochs)
         if self.batch_size < 1:
-            p.append(f"The batch size must be at least 1 (it is {self.batch_size}).")
+            add("batch_size", "The batch size must be at least 1 (it is {value}).", value=self.batch_size)
         if self.grad_accum < 1:
-            p.append(f"Gradient accumulation must be at least 1 step (it is {self.grad_accum}).")
+            add("grad_accum", "Gradient accumulation must be at least 1 step (it is {value}).", value=self.grad_accum)
 
         if self.max_image_pixels < MIN_IMAGE_PIXELS:
-            p.append(f"Pictures of {self.max_image_pixels} pixels are too small to see anything; allow at "
-                     f"least {MIN_IMAGE_PIXELS} (56x56), better 448x448 or more.")
+            add("pixels_small", "Pictures of {value} pixels are too small to see anything; allow at "
+                "least {least} (56x56), better 448x448 or more.", value=self.max_image_pixels, least=MIN_IMAGE_PIXELS)
         elif self.max_image_pixels > MAX_IMAGE_PIXELS:
-            p.append(f"{self.max_image_pixels} pixels per picture is far more than any model uses; "
-                     "1024x768 (786432) is plenty.")
+            add("pixels_huge", "{value} pixels per picture is far more than any model uses; "
+                "1024x768 (786432) is plenty.", value=self.max_image_pixels)
         if self.max_length < 64:
-            p.append(f"A sample must be allowed at least 64 tokens (it is {self.max_length}).")
+            add("max_length", "A sample must be allowed at least 64 tokens (it is {value}).", value=self.max_length)
 
         if self.save_every < 0:
-            p.append("Save every N steps needs N of 0 (only at the end) or more.")
+            add("save_every", "Save every N steps needs N of 0 (only at the end) or more.")
         if self.keep_last < 1:
-            p.append("Keep at least the last checkpoint (keep last must be 1 or more).")
+            add("keep_last", "Keep at least the last checkpoint (keep last must be 1 or more).")
         if self.eval_every < 0:
-            p.append("Evaluate every N steps needs N of 0 (once per epoch) or more.")
+            add("eval_every", "Evaluate every N steps needs N of 0 (once per epoch) or more.")
         if self.log_every < 1:
-            p.append("Log every N steps needs N of 1 or more.")
+            add("log_every", "Log every N steps needs N of 1 or more.")
 
         if self.device not in DEVICES:
-            p.append(f"The device must be one of {', '.join(DEVICES)} (it is {self.device!r}).")
+            add("device", "The device must be one of {choices} (it is {value!r}).",
+                choices=", ".join(DEVICES), value=self.device)
         if self.gpus < 1:
-            p.append("A job needs at least 1 GPU slot (use device cpu to train without a GPU).")
+            add("gpus", "A job needs at least 1 GPU slot (use device cpu to train without a GPU).")
         elif self.gpus > 1 and self.device == "cpu":
-            p.append("Several GPUs were asked for, but the device is cpu.")
+            add("gpus_on_cpu", "Several GPUs were asked for, but the device is cpu.")
         if self.deepspeed not in DEEPSPEED_STAGES:
-            p.append("DeepSpeed must be zero2, zero3 or off.")
+            add("deepspeed", "DeepSpeed must be zero2, zero3 or off.")
         elif self.deepspeed:
             if self.device == "cpu":
-                p.append("DeepSpeed ZeRO needs GPUs; turn it off to train on the CPU.")
+                add("deepspeed_on_cpu", "DeepSpeed ZeRO needs GPUs; turn it off to train on the CPU.")
             if importlib.util.find_spec("deepspeed") is None:
-                p.append("DeepSpeed is not installed here (pip install deepspeed), so ZeRO cannot be used; "
-                         "turn it off to train with plain PyTorch.")
+                add("deepspeed_missing", "DeepSpeed is not installed here (pip install deepspeed), so ZeRO cannot "
+                    "be used; turn it off to train with plain PyTorch.")
         if self.pack_tokens < 1:
-            p.append("Tokens per packed row must be at least 1.")
+            add("pack_tokens", "Tokens per packed row must be at least 1.")
         if not (self.vision_cache_gb >= 0 and math.isfinite(self.vision_cache_gb)):
-            p.append("The picture-embedding cache size cannot be negative (0 turns the cache off).")
+            add("vision_cache", "The picture-embedding cache size cannot be negative (0 turns the cache off).")
         if self.data_workers < 0:
-            p.append("Data workers cannot be negative.")
+            add("data_workers", "Data workers cannot be negative.")
         if self.threads < 0:
-            p.append("CPU threads cannot be negative (0 means all cores).")
+            add("threads", "CPU threads cannot be negative (0 means all cores).")
         return p
 
     def validate(self, check_files: bool = True) -> "JobSpec":
@@ -309,5 +332,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 def preset(preset_name: str, /, **overrides: Any) -> JobSpec:
     """A spec from a named preset, with `overrides` (model, data_file, ...) applied on top."""
     if preset_name not in PRESETS:
-        raise SpecError([f"There is no preset called {preset_name!r}; choose one of {', '.join(PRESETS)}."])
+        raise SpecError([Problem("unknown_preset", "There is no preset called {name!r}; choose one of {choices}.",
+                                 name=preset_name, choices=", ".join(PRESETS))])
     return JobSpec.from_dict({**PRESETS[preset_name], **overrides})

@@ -1,0 +1,68 @@
+"""The Train tab's reasons a job cannot run, in Chinese.
+
+backend/training/spec.py writes each reason as an English sentence that also carries a key and the
+values in it (`Problem`); here each key has its Chinese sentence with the same placeholders, so a
+zh page says why in Chinese. A reason without a translation is shown in English, never dropped.
+"""
+
+from __future__ import annotations
+
+from backend.training.spec import Problem
+
+ZH: dict[str, str] = {
+    "no_model": "请选择模型：本地模型文件夹或 Hub 上的模型 ID。",
+    "model_missing": "模型文件夹 {path} 不存在。",
+    "no_data": "请选择训练数据（对话格式的 JSON 文件）。",
+    "data_missing": "训练数据文件 {path} 不存在。",
+    "images_missing": "图片文件夹 {path} 不存在。",
+    "heldout_missing": "留出数据文件 {path} 不存在。",
+    "lora_r": "LoRA 秩至少为 1（现在是 {value}）。",
+    "lora_alpha": "LoRA alpha 必须大于 0（现在是 {value}）。",
+    "lora_dropout": "LoRA dropout 必须不小于 0 且小于 1（现在是 {value}）。",
+    "no_targets": "请至少指定一个 LoRA 目标模块（例如 q_proj、v_proj）。",
+    "bad_targets": "目标模块必须是 q_proj 这样的模块名（不能含通配符或点号）。",
+    "learning_rate": "学习率必须大于 0（现在是 {value}）。",
+    "learning_rate_huge": "学习率 {value} 会毁掉模型；请用 1e-4（2B 模型上的 LoRA）到 2e-3（演示模型）之间的值。",
+    "schedule": "学习率调度必须是以下之一：{choices}。",
+    "warmup": "预热比例必须不小于 0 且小于 1（现在是 {value}）。",
+    "weight_decay": "权重衰减不能为负数。",
+    "grad_norm": "梯度裁剪范数不能为负数（0 表示不裁剪）。",
+    "epochs": "至少训练 1 个 epoch（现在是 {value}）。",
+    "batch_size": "批大小至少为 1（现在是 {value}）。",
+    "grad_accum": "梯度累积至少为 1 步（现在是 {value}）。",
+    "pixels_small": "{value} 像素的图片太小，什么也看不清；至少允许 {least}（56x56），最好 448x448 或更大。",
+    "pixels_huge": "每张图片 {value} 像素远超任何模型所用；1024x768（786432）就足够了。",
+    "max_length": "每个样本至少要允许 64 个 token（现在是 {value}）。",
+    "save_every": "“每 N 步保存”的 N 必须为 0（只在结束时保存）或更大。",
+    "keep_last": "至少保留最后一个检查点（保留数必须为 1 或更大）。",
+    "eval_every": "“每 N 步评估”的 N 必须为 0（每个 epoch 一次）或更大。",
+    "log_every": "“每 N 步记录”的 N 必须为 1 或更大。",
+    "device": "设备必须是以下之一：{choices}（现在是 {value!r}）。",
+    "gpus": "任务至少需要 1 个 GPU（不用 GPU 训练请把设备设为 cpu）。",
+    "gpus_on_cpu": "要求了多个 GPU，但设备是 cpu。",
+    "deepspeed": "DeepSpeed 必须是 zero2、zero3 或关闭。",
+    "deepspeed_on_cpu": "DeepSpeed ZeRO 需要 GPU；在 CPU 上训练请关闭它。",
+    "deepspeed_missing": "这里没有安装 DeepSpeed（pip install deepspeed），无法使用 ZeRO；关闭它即可用普通 PyTorch 训练。",
+    "pack_tokens": "每个打包行的 token 数至少为 1。",
+    "vision_cache": "图片特征缓存大小不能为负数（0 表示不缓存）。",
+    "data_workers": "数据加载进程数不能为负数。",
+    "threads": "CPU 线程数不能为负数（0 表示使用全部核心）。",
+    "unknown_setting": "没有名为 {name!r} 的设置。",
+    "empty_value": "{name} 必须是{kind_zh}，现在是空的。",
+    "wrong_type": "{name} 必须是{kind_zh}，不能是 {value!r}。",
+    "unknown_preset": "没有名为 {name!r} 的预设；请从以下选择：{choices}。",
+}
+
+KINDS_ZH = {"bool": "true 或 false", "int": "整数", "float": "数字", "str": "文本", "list": "名称列表"}
+
+
+def say(problem: str, lang: str) -> str:
+    """One reason in `lang` (the English sentence itself for en, or where no translation exists)."""
+    if lang != "zh" or not isinstance(problem, Problem) or problem.key not in ZH:
+        return str(problem)
+    kind = problem.values.get("kind")
+    return ZH[problem.key].format(**problem.values, kind_zh=KINDS_ZH.get(kind, kind))
+
+
+def say_all(problems: list[str], lang: str) -> str:
+    return ("" if lang == "zh" else " ").join(say(problem, lang) for problem in problems)
