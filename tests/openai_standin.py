@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+import uuid
 import base64
 import json
 import sys
@@ -55,7 +56,7 @@ def turns_from(messages: list[dict], scratch: Path) -> list[Turn]:
         for part in content:
             if part["type"] == "image_url":
                 data = base64.b64decode(part["image_url"]["url"].split(",", 1)[1])
-                path = scratch / f"{len(list(scratch.iterdir()))}.jpg"
+                path = scratch / f"{uuid.uuid4().hex}.jpg"  # unique: requests arrive in parallel threads
                 path.write_bytes(data)
                 images.append(str(path))
             elif part["type"] == "text":
@@ -127,6 +128,8 @@ def main() -> None:
                 self.wfile.flush()
             self.wfile.write(b"data: [DONE]\n\n")
 
+    # a backlog of 5 (the default) resets connections when a batch of requests arrives at once
+    ThreadingHTTPServer.request_queue_size = 128
     ThreadingHTTPServer((args.server_name, args.server_port), Handler).serve_forever()
 
 

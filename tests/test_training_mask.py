@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from backend.models.loading import load_processor, resolve
-from backend.training.encoding import IGNORE_INDEX, SampleError, collate, encode_sample, has_generation_markers
+from backend.training.encoding import (IGNORE_INDEX, SampleError, collate, encode_sample, has_generation_markers,
+                                       marks_cover_answers)
 from backend.training.lora import answer_loss, language_model_targets
 from backend.training.samples import sample_from_record
 
@@ -55,6 +56,18 @@ def test_only_the_answers_of_every_turn_are_labelled(processors, family: str, ma
     assert "这是什么菜" in tokenizer.decode(ids[~answer]) and "What dish is this?" in tokenizer.decode(ids[~answer])
 
 
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "internvl", "llava"])
+def test_one_english_turn_after_a_picture_is_labelled_by_its_answer(processors, family: str) -> None:
+    """Under transformers 5.17 the generation markers of exactly this sample (the demo's English
+    questions) marked four picture tokens instead of the answer; the check sends it to the prefix method."""
+    record = {"id": "en", "image": "images/jiaozi-0.jpg", "conversations": [
+        {"from": "human", "value": "<image>\nWhat dish is this?"},
+        {"from": "gpt", "value": "This is Dumplings, a Northeastern dish."}]}
+    encoded = encode_sample(processors[family], sample_from_record(record, EXAMPLES), PIXELS, 512)
+    answer = encoded.inputs["input_ids"][encoded.labels != IGNORE_INDEX]
+    assert processors[family].tokenizer.decode(answer) == "This is Dumplings, a Northeastern dish.<|im_end|>"
+
+
 def test_both_ways_of_finding_answers_agree(processors) -> None:
     sample = sample_from_record(TWO_TURNS, EXAMPLES)
     for family, processor in processors.items():
@@ -62,6 +75,24 @@ def test_both_ways_of_finding_answers_agree(processors) -> None:
         rendered = encode_sample(without_markers(processor), sample, PIXELS, 512)
         pick = lambda e: e.inputs["input_ids"][e.labels != IGNORE_INDEX].tolist()  # noqa: E731
         assert pick(marked) == pick(rendered), family
+
+
+def test_marks_on_anything_but_the_answers_are_refused(processors) -> None:
+    """transformers 5.17's generation-marker mask put the answer's marks on picture tokens (the demo
+    then never learnt its English answers); such marks must send encoding to the prefix method."""
+    processor = processors["qwen2_vl"]
+    sample = sample_from_record(TWO_TURNS, EXAMPLES)
+    encoded = encode_sample(processor, sample, PIXELS, 512)
+    ids, answers = encoded.inputs["input_ids"], (encoded.labels != IGNORE_INDEX).long()
+    assert marks_cover_answers(processor, ids, answers, sample.messages)
+    on_pictures = (ids == processor.image_token_id).long()
+    assert not marks_cover_answers(processor, ids, on_pictures, sample.messages)
+    marked = answers.nonzero().flatten()
+    gap = int((marked[1:] - marked[:-1] > 1).nonzero()[0])  # where the first answer's marks end
+    first_answer_only = answers.clone()
+    first_answer_only[marked[gap + 1]:] = 0
+    assert not marks_cover_answers(processor, ids, first_answer_only, sample.messages)
+    assert not marks_cover_answers(processor, ids, torch.zeros_like(answers), sample.messages)
 
 
 def test_the_loss_counts_answer_positions_only() -> None:

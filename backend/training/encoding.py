@@ -52,9 +52,11 @@ def encode_sample(processor, sample: Sample, max_pixels: int, max_length: int) -
     mask = None
     if has_generation_markers(processor):
         ids, extra, mask = _encode_with_markers(processor, sample.messages, images)
-    if mask is None or not mask.any():
-        # No markers, or markers that marked nothing: transformers 5.17 maps them from characters to
-        # tokens and loses answers whose characters a byte-level tokenizer splits across tokens.
+    if mask is None or not marks_cover_answers(processor, ids, mask, sample.messages):
+        # No markers, or markers that missed: transformers 5.17 maps them from characters to tokens
+        # and can mark nothing (answers whose characters a byte-level tokenizer splits) or the
+        # wrong tokens (seen: five <|image_pad|> tokens instead of the answer, so the demo model
+        # learnt its Chinese answers and answered English questions in Chinese).
         ids, extra, mask = _encode_by_prefixes(processor, sample.messages, images)
     labels = torch.where(mask.bool(), ids, torch.full_like(ids, IGNORE_INDEX))
     if len(ids) > max_length:
@@ -62,6 +64,16 @@ def encode_sample(processor, sample: Sample, max_pixels: int, max_length: int) -
     if not (labels != IGNORE_INDEX).any():
         raise SampleError(f"sample {sample.id}: no answer token is left after the first {max_length} tokens")
     return Encoded({"input_ids": ids, **extra}, labels)
+
+
+def marks_cover_answers(processor, ids: torch.Tensor, mask: torch.Tensor, messages: list[dict]) -> bool:
+    """Whether the marked tokens hold every answer's text (and so are the answers, not something else)."""
+    if not mask.any():
+        return False
+    marked = processor.tokenizer.decode(ids[mask.bool()].tolist())
+    answers = [part["text"].strip() for m in messages if m["role"] == "assistant"
+               for part in m["content"] if part.get("type") == "text"]
+    return all(answer in marked for answer in answers)
 
 
 def _encode_with_markers(processor, messages: list[dict], images: list) -> tuple[torch.Tensor, dict, torch.Tensor]:
