@@ -50,13 +50,19 @@ def test_start_the_demo_fine_tune_watch_it_finish_and_find_it_after_a_reload(bro
     page.close()
 
 
-def test_an_impossible_number_in_the_form_is_a_sentence_and_the_page_stays_whole(browser, train_app):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="en-US")
-    page.goto(train_app.url)
-    page.get_by_role("tab", name="Train").click()
-    page.get_by_label("GPUs").fill("0")
+def start_with_zero_gpus(browser, url: str, locale: str, tab: str, gpus_label: str, sentence: str):
+    """Open the Train tab in `locale`, ask for 0 GPUs, press start, wait for `sentence`; the page."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale=locale)
+    page.goto(url)
+    page.get_by_role("tab", name=tab).click()
+    page.get_by_label(gpus_label).fill("0")
     page.locator("#train-start").click()
-    page.get_by_text("A job needs at least 1 GPU slot").wait_for(timeout=15_000)
+    page.get_by_text(sentence).wait_for(timeout=15_000)
+    return page
+
+
+def test_an_impossible_number_in_the_form_is_a_sentence_and_the_page_stays_whole(browser, train_app):
+    page = start_with_zero_gpus(browser, train_app.url, "en-US", "Train", "GPUs", "A job needs at least 1 GPU slot")
     page.get_by_label("Epochs").fill("")
     page.locator("#train-start").click()
     page.get_by_text("epochs must be a whole number, it is empty").wait_for(timeout=15_000)
@@ -67,11 +73,6 @@ def test_an_impossible_number_in_the_form_is_a_sentence_and_the_page_stays_whole
 
 
 def test_a_chinese_page_says_why_a_job_cannot_run_in_chinese(browser, train_app):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="zh-CN")
-    page.goto(train_app.url)
-    page.get_by_role("tab", name="训练").click()
-    page.get_by_label("GPU 数").fill("0")
-    page.locator("#train-start").click()
-    page.get_by_text("任务至少需要 1 个 GPU").wait_for(timeout=15_000)
+    page = start_with_zero_gpus(browser, train_app.url, "zh-CN", "训练", "GPU 数", "任务至少需要 1 个 GPU")
     assert page.get_by_text("A job needs at least 1 GPU slot").count() == 0
     page.close()
