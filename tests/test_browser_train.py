@@ -65,7 +65,7 @@ def test_an_impossible_number_in_the_form_is_a_sentence_and_the_page_stays_whole
     page = start_with_zero_gpus(browser, train_app.url, "en-US", "Train", "GPUs", "A job needs at least 1 GPU slot")
     page.get_by_label("Epochs").fill("")
     page.locator("#train-start").click()
-    page.get_by_text("epochs must be a whole number, it is empty").wait_for(timeout=15_000)
+    page.get_by_text("Epochs must be a whole number, it is empty").wait_for(timeout=15_000)
     # The spec's check answered, not Gradio's range check, which put every output in an error state.
     assert page.get_by_text("Error", exact=True).count() == 0
     assert page.locator("#train-jobs").is_visible()

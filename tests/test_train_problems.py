@@ -47,7 +47,7 @@ def test_reasons_are_said_in_chinese_with_their_values_and_in_english_unchanged(
         chinese = say(problem, "zh")  # a placeholder the spec does not fill would raise here
         assert chinese != str(problem) and re.search(r"[\u4e00-\u9fff]", chinese), chinese
     said = say_all(problems, "zh")
-    assert "轮数" not in said  # field names stay the spec's own, as the form's errors name them
+    assert "轮数" not in said  # without the form's labels, settings are named as in the spec
     assert "epochs 必须是整数，现在是空的。" in said
     assert "batch_size 必须是整数，不能是 'four'。" in said
     assert f"模型文件夹 {tmp_path / 'no-model'} 不存在。" in said
@@ -57,3 +57,13 @@ def test_reasons_are_said_in_chinese_with_their_values_and_in_english_unchanged(
 def test_a_reason_without_a_translation_is_shown_in_english_not_dropped():
     assert say("Something only said in English.", "zh") == "Something only said in English."
     assert say_all(["One.", "Two."], "en") == "One. Two."
+
+
+def test_a_reason_about_a_form_field_names_it_as_the_form_does():
+    try:
+        JobSpec.from_dict({"batch_size": None})
+    except SpecError as err:
+        problems = err.problems
+    assert say_all(problems, "zh", {"batch_size": "批大小"}) == "批大小 必须是整数，现在是空的。"
+    assert say_all(problems, "en", {"batch_size": "Batch size"}) == "Batch size must be a whole number, it is empty."
+    assert say_all(problems, "en") == "batch_size must be a whole number, it is empty."

@@ -21,7 +21,7 @@ from backend.training import views
 from backend.training.demo_data import write_demo_dataset
 from backend.training.jobs import JobError
 from backend.training.spec import PRESETS, SpecError, preset
-from ui.i18n import add_strings, request_lang, text
+from ui.i18n import add_strings, inform, request_lang, text, warn
 from ui.train_problems import say_all
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ FIELDS = ("lora_r", "lora_alpha", "learning_rate", "epochs", "batch_size", "grad
 STRINGS = {
     "en": {
         "tr_queued": "Queued job {job}.",
+        "tr_pick_job": "Pick a job first.",
         "tr_data": "Training data",
         "tr_data_info": "Saved training sets come from the Dataset tab; held-out loss is computed on their held-out part.",
         "tr_preset": "Preset",
@@ -62,6 +63,7 @@ STRINGS = {
     },
     "zh": {
         "tr_queued": "任务 {job} 已排队。",
+        "tr_pick_job": "请先选择一个任务。",
         "tr_data": "训练数据",
         "tr_data_info": "已保存的训练集来自“数据集”页；留出集损失在其留出部分上计算。",
         "tr_preset": "预设",
@@ -88,6 +90,11 @@ STRINGS = {
     },
 }
 add_strings(STRINGS)
+
+
+def form_labels(lang: str) -> dict[str, str]:
+    """The form's own names for the settings it shows, for sentences about their values."""
+    return {field: text(f"tr_{field}", lang) for field in FIELDS}
 
 
 def data_choices(services: Services) -> list[tuple[str, str]]:
@@ -246,28 +253,35 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None):
                               dict(zip(FIELDS, field_values)))
             queued = services.jobs.submit(spec)
         except SpecError as err:
-            gr.Warning(say_all(err.problems, lang))
+            warn(say_all(err.problems, lang, form_labels(lang)), lang)
             return watch(services, None)
         except (JobError, DataError, ValueError) as err:
-            gr.Warning(str(err))
+            warn(str(err), lang)
             return watch(services, None)
-        gr.Info(text("tr_queued", lang, job=queued.id))
+        inform(text("tr_queued", lang, job=queued.id), lang)
         return watch(services, queued.id)
 
     start.click(submit, [source, preset_name, name, model, *widgets], watch_outputs, api_name="train_start")
 
-    def act(action: str, job_id):
+    def act(action: str, job_id, lang: str):
+        if not job_id:
+            warn(text("tr_pick_job", lang), lang)
+            return watch(services, None)
         try:
-            if not job_id:
-                raise JobError("Pick a job first.")
             getattr(services.jobs, action)(job_id)
-        except (JobError, SpecError) as err:
-            gr.Warning(str(err))
+        except SpecError as err:  # a resumed job whose spec no longer holds
+            warn(say_all(err.problems, lang), lang)
+        except JobError as err:
+            warn(str(err), lang)
         return watch(services, None if action == "delete" else job_id)
 
+    def action_handler(action: str):
+        def handle(request: gr.Request, job_id):
+            return act(action, job_id, request_lang(request, forced_lang))
+        return handle
+
     for button, action in ((cancel, "cancel"), (resume, "resume"), (delete, "delete")):
-        button.click(lambda job_id, action=action: act(action, job_id), [job], watch_outputs,
-                     api_name=f"train_{action}")
+        button.click(action_handler(action), [job], watch_outputs, api_name=f"train_{action}")
     refresh.click(refresh_view, [job], watch_outputs, api_name="train_status")
     job.input(refresh_view, [job], watch_outputs, api_name=False)
     timer.tick(refresh_view, [job], watch_outputs, api_name=False)

@@ -56,13 +56,19 @@ ZH: dict[str, str] = {
 KINDS_ZH = {"bool": "true 或 false", "int": "整数", "float": "数字", "str": "文本", "list": "名称列表"}
 
 
-def say(problem: str, lang: str) -> str:
-    """One reason in `lang` (the English sentence itself for en, or where no translation exists)."""
-    if lang != "zh" or not isinstance(problem, Problem) or problem.key not in ZH:
+def say(problem: str, lang: str, labels: dict[str, str] | None = None) -> str:
+    """One reason in `lang` (English where no translation exists). `labels` names settings as the
+    form does ("批大小" rather than batch_size) in reasons about one setting's value."""
+    if not isinstance(problem, Problem):
         return str(problem)
-    kind = problem.values.get("kind")
-    return ZH[problem.key].format(**problem.values, kind_zh=KINDS_ZH.get(kind, kind))
+    values = dict(problem.values)
+    if labels and values.get("name") in labels:
+        values["name"] = labels[values["name"]]
+    if lang == "zh" and problem.key in ZH:
+        kind = values.get("kind")
+        return ZH[problem.key].format(**values, kind_zh=KINDS_ZH.get(kind, kind))
+    return problem.sentence.format(**values)
 
 
-def say_all(problems: list[str], lang: str) -> str:
-    return ("" if lang == "zh" else " ").join(say(problem, lang) for problem in problems)
+def say_all(problems: list[str], lang: str, labels: dict[str, str] | None = None) -> str:
+    return ("" if lang == "zh" else " ").join(say(problem, lang, labels) for problem in problems)

@@ -33,11 +33,12 @@ class Problem(str):
     in it, so that a UI can say it in another language (ui/train_problems.py has the Chinese)."""
 
     key: str
+    sentence: str  # the English template, before the values went in
     values: dict[str, Any]
 
     def __new__(cls, key: str, sentence: str, **values: Any) -> "Problem":
         problem = super().__new__(cls, sentence.format(**values))
-        problem.key, problem.values = key, values
+        problem.key, problem.sentence, problem.values = key, sentence, values
         return problem
 
 
