@@ -21,7 +21,7 @@ from backend.inference.engine import Cancel, GenerationSettings, Turn
 from backend.markdown_text import as_text
 from backend.quick_examples import EXAMPLE_QUESTIONS
 from backend.services import Services
-from ui.i18n import request_lang, text, warn
+from ui.i18n import request_lang, text
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def chat(message: dict | None, session: ChatSession, max_new_tokens: float, temp
     lang = request_lang(request, forced_lang)
     keep_input = gr.MultimodalTextbox(value=message, interactive=True)
     if session.answering:
-        warn(text("busy", lang), lang)
+        gr.Warning(text("busy", lang))
         yield to_chatbot(session.turns), session, keep_input
         return
     try:
@@ -88,7 +88,7 @@ def chat(message: dict | None, session: ChatSession, max_new_tokens: float, temp
         adapter = ensure_adapter(services.engine, choice)
     except (ChatInputError, ValueError, OSError) as err:  # ImageError is a ValueError too
         detail = str(err)
-        warn(text("bad_image", lang, detail=detail) if isinstance(err, ImageError) else detail, lang)
+        gr.Warning(text("bad_image", lang, detail=detail) if isinstance(err, ImageError) else detail)
         yield to_chatbot(session.turns), session, keep_input
         return
 
@@ -111,7 +111,7 @@ def chat(message: dict | None, session: ChatSession, max_new_tokens: float, temp
                     interactive=False)
     except (ImageError, ValueError, RuntimeError) as err:
         log.exception("generation failed")
-        warn(text("failed", lang, detail=str(err)), lang)
+        gr.Warning(text("failed", lang, detail=str(err)))
     finally:
         # Runs on normal end, on error and when Stop (or a closed tab) cancels this handler.
         stopped = session.cancel.is_set

@@ -20,7 +20,7 @@ from backend.inference.engine import GenerationSettings
 from backend.markdown_text import as_text
 from backend.services import Services
 from ui.chat import MODEL_CONCURRENCY_ID, example_message, files_of, to_chatbot
-from ui.i18n import request_lang, text, warn
+from ui.i18n import request_lang, text
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def side_by_side(message: dict | None, left_key: str, right_key: str, max_new_to
         turn = user_turn((message or {}).get("text"), files_of(message), services.max_pixels, lang)
         adapters = [ensure_adapter(services.engine, left), ensure_adapter(services.engine, right)]
     except (ChatInputError, ValueError, OSError) as err:  # ImageError is a ValueError
-        warn(str(err), lang)
+        gr.Warning(str(err))
         yield gr.skip(), gr.skip()
         return
     shown = to_chatbot([turn])
@@ -56,7 +56,7 @@ def side_by_side(message: dict | None, left_key: str, right_key: str, max_new_to
                    [*shown, {"role": "assistant", "content": as_text(answers[1])}])
     except (ValueError, RuntimeError) as err:
         log.exception("side-by-side generation failed")
-        warn(text("failed", lang, detail=str(err)), lang)
+        gr.Warning(text("failed", lang, detail=str(err)))
 
 
 def run_scores(left_key: str, right_key: str, set_name: str, lang: str, batch_size: float,

@@ -29,7 +29,7 @@ from backend.markdown_text import as_text
 from backend.data.library import (check_name, list_training_sets, new_upload_folder, training_set_folder,
                                   upload_data_root)
 from backend.services import Services
-from ui.i18n import add_strings, request_lang, text, warn
+from ui.i18n import add_strings, request_lang, text
 
 log = logging.getLogger(__name__)
 
@@ -572,7 +572,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Dataset
             result = _read_source(chosen, path, files, lang, request)
         except (DataError, Refusal, OSError) as err:  # OSError: a full disk, a vanished upload, ...
             sentence = str(err) if isinstance(err, Refusal) else text("ds_load_failed", lang, detail=str(err))
-            warn(sentence, lang)
+            gr.Warning(sentence)
             return {summary: f"⚠️ {sentence}\n\n{summary_markdown(state.result, lang)}"}
         state = DatasetSession(result)
         has_foodieqa = any(r.source == SOURCE_FOODIEQA for r in result.records)
@@ -601,7 +601,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Dataset
             paths = [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in files]
             unpacked = unpack_upload(paths, new_upload_folder(workdir, request.session_hash))
             if unpacked.skipped:
-                warn(text("ds_upload_skipped", lang, detail="; ".join(unpacked.skipped[:5])), lang)
+                gr.Warning(text("ds_upload_skipped", lang, detail="; ".join(unpacked.skipped[:5])))
             return read_data_folder(upload_data_root(unpacked.folder))
         if chosen == "hub":
             return read_foodieqa_hub(workdir / "foodieqa-hub")
@@ -643,7 +643,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Dataset
         record = find_record(state.result.records, wanted) if wanted else None
         if record is None:
             if wanted:
-                warn(text("ds_not_found", lang, id=wanted), lang)
+                gr.Warning(text("ds_not_found", lang, id=wanted))
             return cleared_detail(lang) | {record_id: wanted}
         view = detail_view(record)
         shown = []
@@ -684,7 +684,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Dataset
                                       record_source or "", dish_name or ""),
                          replace_existing, accept_terms, lang)
         except Refusal as err:
-            warn(str(err), lang)
+            gr.Warning(str(err))
             return {saved: f"⚠️ {err}"}
         manifest = made.manifest
         sentence = text("ds_saved", lang, name=made.folder.name, train=manifest["train"]["samples"],

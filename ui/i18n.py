@@ -125,18 +125,6 @@ def text(key: str, lang: str, **values: object) -> str:
     return template.format(**values) if values else template
 
 
-TOAST_TITLES = {"en": {"warning": "Warning", "info": "Info"}, "zh": {"warning": "注意", "info": "提示"}}
-
-
-def warn(message: str, lang: str) -> None:
-    """A warning toast whose title is in the page's language too (Gradio's is English)."""
-    gr.Warning(message, title=TOAST_TITLES.get(lang, TOAST_TITLES["en"])["warning"])
-
-
-def inform(message: str, lang: str) -> None:
-    gr.Info(message, title=TOAST_TITLES.get(lang, TOAST_TITLES["en"])["info"])
-
-
 def make_i18n(forced: str | None) -> gr.I18n:
     """Follow the browser, or show one language everywhere when --lang forces it."""
     if forced:

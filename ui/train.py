@@ -21,7 +21,7 @@ from backend.training import views
 from backend.training.demo_data import write_demo_dataset
 from backend.training.jobs import JobError
 from backend.training.spec import PRESETS, SpecError, preset
-from ui.i18n import add_strings, inform, request_lang, text, warn
+from ui.i18n import add_strings, request_lang, text
 from ui.train_problems import say_all
 
 log = logging.getLogger(__name__)
@@ -253,26 +253,26 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None):
                               dict(zip(FIELDS, field_values)))
             queued = services.jobs.submit(spec)
         except SpecError as err:
-            warn(say_all(err.problems, lang, form_labels(lang)), lang)
+            gr.Warning(say_all(err.problems, lang, form_labels(lang)))
             return watch(services, None)
         except (JobError, DataError, ValueError) as err:
-            warn(str(err), lang)
+            gr.Warning(str(err))
             return watch(services, None)
-        inform(text("tr_queued", lang, job=queued.id), lang)
+        gr.Info(text("tr_queued", lang, job=queued.id))
         return watch(services, queued.id)
 
     start.click(submit, [source, preset_name, name, model, *widgets], watch_outputs, api_name="train_start")
 
     def act(action: str, job_id, lang: str):
         if not job_id:
-            warn(text("tr_pick_job", lang), lang)
+            gr.Warning(text("tr_pick_job", lang))
             return watch(services, None)
         try:
             getattr(services.jobs, action)(job_id)
         except SpecError as err:  # a resumed job whose spec no longer holds
-            warn(say_all(err.problems, lang), lang)
+            gr.Warning(say_all(err.problems, lang))
         except JobError as err:
-            warn(str(err), lang)
+            gr.Warning(str(err))
         return watch(services, None if action == "delete" else job_id)
 
     def action_handler(action: str):
