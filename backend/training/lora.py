@@ -44,8 +44,9 @@ import torch.nn.functional as F
 from backend.training import checkpoints
 from backend.training.encoding import IGNORE_INDEX, SampleDataset, collate
 from backend.training.lora_forward import fold_lora_scaling, keep_lora_inputs_in_model_dtype
-from backend.training.packed import (PackedCache, PackedLoss, apply_fused_kernels, pack, prepare, split_rows,
-                                     speed_up_vision_tower, supports_packing, use_packed_attention)
+from backend.training.packed import (PackedCache, PackedLoss, UnpreparedSamples, apply_fused_kernels, pack,
+                                     prepared_samples, speed_up_vision_tower, split_rows, supports_packing,
+                                     use_packed_attention)
 from backend.training.layout import (EXIT_BAD_SPEC, EXIT_FAILED, EXIT_OK, EXIT_STOPPED, JobFiles, ready_checkpoints,
                                      write_json_atomic)
 from backend.training.runtime import (Dist, Metrics, StopFlag, TrainingError, epoch_order, lr_at,
@@ -236,7 +237,7 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
         first = (step % steps_per_epoch) * spec.grad_accum  # skip the batches already trained on
         workers = spec.data_workers
         if packed:  # the loader decodes only what is not prepared yet (set fixed when its workers fork)
-            source, collate_fn = _Unprepared(dataset, set(cache.samples)), list
+            source, collate_fn = UnpreparedSamples(dataset, set(cache.samples)), list
             if all(i in cache.samples for batch in batches[first:] for i in batch):
                 workers = 0  # nothing left to decode: starting worker processes would be all it did
         else:
@@ -259,7 +260,7 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
                 # The step's samples are regrouped into rows of up to pack_tokens tokens: the loss is
                 # normalised by the whole step's answer tokens, so how they are grouped changes
                 # nothing but speed (fewer, larger matrix products) and memory.
-                prepared = _prepared(cache, [item for items in group_batches for item in items], peft_model,
+                prepared = prepared_samples(cache, [item for items in group_batches for item in items], peft_model,
                                      device, weights_dtype)
                 group_batches = [pack(row) for row in split_rows(prepared, spec.pack_tokens)]
                 step_tokens = sum(row.answer_tokens for row in group_batches)
@@ -359,34 +360,6 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
         torch.distributed.barrier()
     log.info("done: %d steps in %s", step, _clock(time.time() - run_start))
     return EXIT_OK
-
-
-class _Unprepared(torch.utils.data.Dataset):
-    """What the packed path's loader hands over: (index, encoded sample), or (index, None) for a
-    sample whose prepared form is cached, so its picture is not decoded again."""
-
-    def __init__(self, dataset: SampleDataset, prepared: set[int]) -> None:
-        self.dataset, self.prepared = dataset, prepared
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        return index, None if index in self.prepared else self.dataset[index]
-
-
-def _prepared(cache: PackedCache, items: list, model, device, dtype) -> list:
-    """The step's samples ready to pack, in order: from the cache, or prepared now (all of the
-    step's new pictures through the vision tower together) and cached."""
-    found = {index: cache.get(index) for index, _ in items}
-    new = [(index, encoded) for index, encoded in items if found[index] is None]
-    if any(encoded is None for _, encoded in new):  # cached when the loader started: cannot be dropped since
-        raise TrainingError("a sample was neither cached nor decoded")
-    if new:
-        for (index, _), sample in zip(new, prepare(model, [encoded for _, encoded in new], device, dtype)):
-            cache.put(index, sample)
-            found[index] = sample
-    return [found[index] for index, _ in items]
 
 
 def out_of_memory_sentence(spec: JobSpec) -> str:

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from backend.training.encoding import IGNORE_INDEX, Encoded
+from backend.training.encoding import IGNORE_INDEX, Encoded, SampleDataset
+from backend.training.runtime import TrainingError
 
 log = logging.getLogger("foodie.train")
 
@@ -277,6 +278,34 @@ class PackedCache:
 
 # ----------------------------------------------------------------------------------------------
 # One packed row
+
+
+class UnpreparedSamples(torch.utils.data.Dataset):
+    """What the packed path's loader hands over: (index, encoded sample), or (index, None) for a
+    sample whose prepared form is cached, so its picture is not decoded again."""
+
+    def __init__(self, dataset: SampleDataset, prepared: set[int]) -> None:
+        self.dataset, self.prepared = dataset, prepared
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        return index, None if index in self.prepared else self.dataset[index]
+
+
+def prepared_samples(cache: PackedCache, items: list, model, device, dtype) -> list:
+    """The step's samples ready to pack, in order: from the cache, or prepared now (all of the
+    step's new pictures through the vision tower together) and cached."""
+    found = {index: cache.get(index) for index, _ in items}
+    new = [(index, encoded) for index, encoded in items if found[index] is None]
+    if any(encoded is None for _, encoded in new):  # cached when the loader started: cannot be dropped since
+        raise TrainingError("a sample was neither cached nor decoded")
+    if new:
+        for (index, _), sample in zip(new, prepare(model, [encoded for _, encoded in new], device, dtype)):
+            cache.put(index, sample)
+            found[index] = sample
+    return [found[index] for index, _ in items]
 
 
 @dataclass
