@@ -236,3 +236,24 @@ def test_asking_for_lmdeploy_without_a_gpu_stops_startup_with_a_sentence(tmp_pat
     result = subprocess.run([sys.executable, "app.py", "--engine", "lmdeploy", "--workdir", str(tmp_path)],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "needs a GPU" in result.stderr
+
+
+def test_scoring_through_lmdeploy_asks_every_question_at_once_and_keeps_their_order(engine, monkeypatch):
+    """Batches of the Compare tab's batch size would each wait for their slowest answer; LMDeploy
+    batches requests itself, so scoring hands it every question and counts answers as they come."""
+    from backend.data import read_bundled_sample
+    from backend.evaluation.multiple_choice import prompt_turn
+    from backend.evaluation.scoring import SCORING_SETTINGS, score, scorable
+
+    records = scorable([r for r in read_bundled_sample().records if r.task in ("sivqa", "textqa")])[:8]
+    expected = [engine.generate_batch([[prompt_turn(r, "zh")]], SCORING_SETTINGS)[0].strip() for r in records]
+
+    def no_fixed_batches(*args, **kwargs):
+        raise AssertionError("scoring through LMDeploy went through fixed batches")
+
+    monkeypatch.setattr(engine, "generate_batch", no_fixed_batches)
+    progress = []
+    run = score(engine, records, batch_size=3, on_progress=lambda done, total: progress.append((done, total)))
+    assert [q.record_id for q in run.questions] == [r.id for r in records]
+    assert [q.reply for q in run.questions] == expected
+    assert progress == [(3, 8), (6, 8), (8, 8)]

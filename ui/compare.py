@@ -122,7 +122,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> None:
         with gr.Row():
             question_set = gr.Dropdown([], label=i18n("cmp_question_set"), allow_custom_value=True, elem_id="compare-set")
             prompt_lang = gr.Radio(["zh", "en"], value="zh", label=i18n("cmp_prompt_lang"))
-            batch = gr.Slider(1, 64, value=16, step=1, label=i18n("cmp_batch"))
+            batch = gr.Slider(1, 64, value=16, step=1, label=i18n("cmp_batch"), info=i18n("cmp_batch_info"))
         score_button = gr.Button(i18n("cmp_score"), variant="primary", elem_id="compare-score")
         summary = gr.Markdown(elem_id="compare-summary")
         with gr.Row():

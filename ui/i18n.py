@@ -52,6 +52,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "cmp_question_set": "Question set",
         "cmp_prompt_lang": "Prompt language",
         "cmp_batch": "Batch size",
+        "cmp_batch_info": ("Questions per generate call with the transformers engine. LMDeploy takes every "
+                           "question at once and batches them itself; then this only sets how often progress updates."),
         "cmp_score": "Score both",
         "cmp_by_task": "By task",
         "cmp_by_question_type": "By question type",
@@ -99,6 +101,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "cmp_question_set": "题目集合",
         "cmp_prompt_lang": "提示语言",
         "cmp_batch": "批大小",
+        "cmp_batch_info": "使用 transformers 引擎时，每次生成调用的问题数。LMDeploy 一次接收全部问题并自行分批，此时它只决定进度更新的频率。",
         "cmp_score": "为两者打分",
         "cmp_by_task": "按任务",
         "cmp_by_question_type": "按题型",

@@ -79,24 +79,36 @@ def scorable(records: Sequence[Record]) -> list[Record]:
 def score(engine: Engine, records: Sequence[Record], *, adapter: str | None = None, split: str = "",
           lang: str = "zh", batch_size: int = 16,
           on_progress: Callable[[int, int], None] | None = None) -> ScoreRun:
-    """Ask every record, `batch_size` at a time, and parse the replies."""
+    """Ask every record, `batch_size` at a time, and parse the replies. An engine that batches
+    requests itself (LMDeploy: `answers_as_done`) gets every question at once, since batches of
+    `batch_size` would each wait for their slowest answer; progress is then reported every
+    `batch_size` answers."""
     if batch_size < 1:
         raise ValueError("batch size must be at least 1")
     todo = scorable(records)
     run = ScoreRun(model=adapter or "base", adapter=adapter, split=split, lang=lang)
     start = time.perf_counter()
-    for first in range(0, len(todo), batch_size):
-        batch = todo[first:first + batch_size]
-        replies = engine.generate_batch([[prompt_turn(r, lang)] for r in batch], SCORING_SETTINGS, adapter)
-        for record, reply in zip(batch, replies):
-            _, choices = question_and_choices(record, lang)
-            picked = parse_choice(reply, choices, number_of_choices(record))
-            run.questions.append(ScoredQuestion(
-                record_id=record.id, task=record.task, question_type=record.question_type,
-                cuisine=record.cuisine, question=record.question, right=record.answer_letter,
-                picked=LETTERS[picked] if picked is not None else "", reply=reply.strip()))
-        if on_progress:
-            on_progress(len(run.questions), len(todo))
+    prompts = [[prompt_turn(r, lang)] for r in todo]
+    replies: list[str] = [""] * len(todo)
+    as_done = getattr(engine, "answers_as_done", None)
+    if as_done is not None:
+        for done, (index, reply) in enumerate(as_done(prompts, SCORING_SETTINGS, adapter), 1):
+            replies[index] = reply
+            if on_progress and (done % batch_size == 0 or done == len(todo)):
+                on_progress(done, len(todo))
+    else:
+        for first in range(0, len(todo), batch_size):
+            replies[first:first + batch_size] = engine.generate_batch(prompts[first:first + batch_size],
+                                                                      SCORING_SETTINGS, adapter)
+            if on_progress:
+                on_progress(min(first + batch_size, len(todo)), len(todo))
+    for record, reply in zip(todo, replies):
+        _, choices = question_and_choices(record, lang)
+        picked = parse_choice(reply, choices, number_of_choices(record))
+        run.questions.append(ScoredQuestion(
+            record_id=record.id, task=record.task, question_type=record.question_type,
+            cuisine=record.cuisine, question=record.question, right=record.answer_letter,
+            picked=LETTERS[picked] if picked is not None else "", reply=reply.strip()))
     run.seconds = time.perf_counter() - start
     log.info("scored %s on %d questions: %.1f%% (%d unparsed) in %.1fs", run.model, len(todo),
              100 * run.accuracy, run.unparsed, run.seconds)

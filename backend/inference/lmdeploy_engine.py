@@ -14,7 +14,7 @@ import logging
 import queue
 import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import httpx
@@ -211,8 +211,11 @@ class LMDeployEngine:
         if failures:
             raise failures[0]
 
-    def generate_batch(self, conversations: list[list[Turn]], settings: GenerationSettings,
-                       adapter: str | None = None) -> list[str]:
+    def answers_as_done(self, conversations: list[list[Turn]], settings: GenerationSettings,
+                        adapter: str | None = None) -> Iterator[tuple[int, str]]:
+        """(index, answer) for every conversation, in the order the answers finish. All are sent
+        at once (up to max_concurrent in flight) and LMDeploy's scheduler batches them on the GPU,
+        so no answer waits for the slowest of a fixed batch before the next ones start."""
         model = self._model(adapter)
 
         def ask(turns: list[Turn]) -> str:
@@ -225,9 +228,21 @@ class LMDeployEngine:
                 raise RuntimeError(f"LMDeploy refused the request ({response.status_code}): {response.text[:300]}")
             return response.json()["choices"][0]["message"]["content"] or ""
 
-        # All at once: LMDeploy's scheduler batches them (up to its max batch size).
         with ThreadPoolExecutor(max_workers=min(self.max_concurrent, max(1, len(conversations)))) as pool:
-            return list(pool.map(ask, conversations))
+            futures = {pool.submit(ask, turns): index for index, turns in enumerate(conversations)}
+            try:
+                for future in as_completed(futures):
+                    yield futures[future], future.result()
+            finally:
+                for future in futures:  # a failure or a consumer that stopped: ask nothing more
+                    future.cancel()
+
+    def generate_batch(self, conversations: list[list[Turn]], settings: GenerationSettings,
+                       adapter: str | None = None) -> list[str]:
+        answers = [""] * len(conversations)
+        for index, answer in self.answers_as_done(conversations, settings, adapter):
+            answers[index] = answer
+        return answers
 
     def close(self) -> None:
         self.client.close()
