@@ -257,3 +257,41 @@ def test_scoring_through_lmdeploy_asks_every_question_at_once_and_keeps_their_or
     assert [q.record_id for q in run.questions] == [r.id for r in records]
     assert [q.reply for q in run.questions] == expected
     assert progress == [(3, 8), (6, 8), (8, 8)]
+
+
+def test_the_launcher_hands_lmdeploys_cli_its_own_arguments_in_a_real_process(tmp_path):
+    """The launcher as the app runs it (a script, in a child process), with a stand-in `lmdeploy`
+    package (the real one needs a GPU stack): LMDeploy's CLI gets its arguments without ours, its
+    ImageEncoder gets the wider pool, and the launcher's folder shadows no module."""
+    import json
+    import subprocess
+    import textwrap
+
+    from backend.inference.lmdeploy_server import LAUNCH_SCRIPT
+
+    package = tmp_path / "lmdeploy"
+    (package / "vl").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "vl" / "__init__.py").write_text("")
+    (package / "vl" / "engine.py").write_text(textwrap.dedent("""
+        from concurrent.futures import ThreadPoolExecutor
+
+        class ImageEncoder:
+            def __init__(self, model_path, backend, vision_config=None, backend_config=None, trust_remote_code=False):
+                self.executor = ThreadPoolExecutor(max_workers=1)
+    """))
+    (package / "cli.py").write_text(textwrap.dedent("""
+        import importlib.util, json, sys
+        from lmdeploy.vl.engine import ImageEncoder
+
+        def run():
+            print(json.dumps({"argv": sys.argv, "workers": ImageEncoder("m", "pytorch").executor._max_workers,
+                              "shadowed": importlib.util.find_spec("lmdeploy_server") is not None}))
+    """))
+    result = subprocess.run([sys.executable, str(LAUNCH_SCRIPT), "serve", "api_server", "m",
+                             "--preprocess-threads", "8", "--tp", "1"],
+                            capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(tmp_path)))
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen == {"argv": ["lmdeploy", "serve", "api_server", "m", "--tp", "1"], "workers": 8, "shadowed": False}
+    assert "preprocessed in 8 threads" in result.stderr

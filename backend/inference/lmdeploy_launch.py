@@ -14,6 +14,7 @@ It runs under LMDeploy's interpreter (its own venv), so it imports nothing from 
 
 from __future__ import annotations
 
+import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -49,6 +50,10 @@ def widen_preprocessing(encoder_class: type, threads: int) -> None:
 
 
 def main() -> None:
+    # Run as a script, its own folder comes first on sys.path; its modules (engine.py, ...) must
+    # not stand in for anything LMDeploy or its dependencies import.
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != here]
     threads, rest = split_threads(sys.argv[1:])
     if threads > 1:
         from lmdeploy.vl.engine import ImageEncoder
