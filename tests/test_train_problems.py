@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
+from backend.training import jobs as jobs_module
 from backend.training import spec as spec_module
 from backend.training.spec import JobSpec, SpecError, preset
 from ui.train_problems import ZH, say, say_all
@@ -32,11 +35,12 @@ def every_problem(tmp_path: Path) -> list[str]:
     return problems
 
 
-def test_every_reason_the_spec_can_give_has_a_chinese_sentence():
-    source = Path(spec_module.__file__).read_text(encoding="utf-8")
-    keys = set(re.findall(r'(?:add|Problem)\(\s*"([a-z_]+)"', source))
-    assert len(keys) > 30, keys  # the pattern still finds the spec's reasons
-    assert keys - set(ZH) == set()
+def test_every_reason_the_spec_and_the_job_store_can_give_has_a_chinese_sentence():
+    for module, least in ((spec_module, 30), (jobs_module, 4)):
+        source = Path(module.__file__).read_text(encoding="utf-8")
+        keys = set(re.findall(r'(?:add|Problem)\(\s*"([a-z_]+)"', source))
+        assert len(keys) >= least, keys  # the pattern still finds the module's reasons
+        assert keys - set(ZH) == set()
 
 
 def test_reasons_are_said_in_chinese_with_their_values_and_in_english_unchanged(tmp_path):
@@ -67,3 +71,13 @@ def test_a_reason_about_a_form_field_names_it_as_the_form_does():
     assert say_all(problems, "zh", {"batch_size": "批大小"}) == "批大小 必须是整数，现在是空的。"
     assert say_all(problems, "en", {"batch_size": "Batch size"}) == "Batch size must be a whole number, it is empty."
     assert say_all(problems, "en") == "batch_size must be a whole number, it is empty."
+
+
+def test_what_a_job_action_cannot_do_is_said_in_chinese(tmp_path):
+    from backend.training.jobs import JobError, JobStore
+
+    store = JobStore(tmp_path)
+    with pytest.raises(JobError) as refused:
+        store.cancel("no-such-job")
+    assert str(refused.value) == "There is no job no-such-job (it may have been deleted)."
+    assert say(refused.value.args[0], "zh") == "没有任务 no-such-job（它可能已被删除）。"

@@ -22,7 +22,7 @@ from backend.training.demo_data import write_demo_dataset
 from backend.training.jobs import JobError
 from backend.training.spec import PRESETS, SpecError, preset
 from ui.i18n import add_strings, request_lang, text
-from ui.train_problems import say_all
+from ui.train_problems import say, say_all
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +255,10 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None):
         except SpecError as err:
             gr.Warning(say_all(err.problems, lang, form_labels(lang)))
             return watch(services, None)
-        except (JobError, DataError, ValueError) as err:
+        except JobError as err:
+            gr.Warning(say(err.args[0], lang))
+            return watch(services, None)
+        except (DataError, ValueError) as err:
             gr.Warning(str(err))
             return watch(services, None)
         gr.Info(text("tr_queued", lang, job=queued.id))
@@ -272,7 +275,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None):
         except SpecError as err:  # a resumed job whose spec no longer holds
             gr.Warning(say_all(err.problems, lang))
         except JobError as err:
-            gr.Warning(str(err))
+            gr.Warning(say(err.args[0], lang))
         return watch(services, None if action == "delete" else job_id)
 
     def action_handler(action: str):

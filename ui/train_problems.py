@@ -1,6 +1,6 @@
-"""The Train tab's reasons a job cannot run, in Chinese.
+"""The Train tab's reasons a job cannot run (or a job action cannot be done), in Chinese.
 
-backend/training/spec.py writes each reason as an English sentence that also carries a key and the
+backend/training/spec.py (and jobs.py) write each reason as an English sentence that also carries a key and the
 values in it (`Problem`); here each key has its Chinese sentence with the same placeholders, so a
 zh page says why in Chinese. A reason without a translation is shown in English, never dropped.
 """
@@ -51,6 +51,11 @@ ZH: dict[str, str] = {
     "empty_value": "{name} 必须是{kind_zh}，现在是空的。",
     "wrong_type": "{name} 必须是{kind_zh}，不能是 {value!r}。",
     "unknown_preset": "没有名为 {name!r} 的预设；请从以下选择：{choices}。",
+    # backend/training/jobs.py: what a job action cannot do (states stay as the jobs table shows them)
+    "no_job": "没有任务 {job}（它可能已被删除）。",
+    "cannot_cancel": "任务 {job} 的状态是 {state}；只有排队中或运行中的任务可以取消。",
+    "cannot_resume": "任务 {job} 的状态是 {state}；只有中断、取消或失败的任务可以继续。",
+    "cannot_delete": "任务 {job} 正在运行；请先取消再删除。",
 }
 
 KINDS_ZH = {"bool": "true 或 false", "int": "整数", "float": "数字", "str": "文本", "list": "名称列表"}

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backend.training.layout import JobFiles, is_adapter_dir, read_json, read_metrics, ready_checkpoints, tail_text
-from backend.training.spec import JobSpec
+from backend.training.spec import JobSpec, Problem
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class JobStore:
     def get(self, job_id: str) -> Job:
         row = self._execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
-            raise JobError(f"There is no job {job_id} (it may have been deleted).")
+            raise JobError(Problem("no_job", "There is no job {job} (it may have been deleted).", job=job_id))
         return _job(row)
 
     def cancel(self, job_id: str) -> Job:
@@ -175,7 +175,8 @@ class JobStore:
                 return self.get(job_id)
             job = self.get(job_id)  # a worker took it a moment ago
         if job.state != "running":
-            raise JobError(f"Job {job_id} is {job.state}; only queued or running jobs can be cancelled.")
+            raise JobError(Problem("cannot_cancel", "Job {job} is {state}; only queued or running jobs can be cancelled.",
+                                   job=job_id, state=job.state))
         self._execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
         if job.pid:
             signal_group(job.pid, job.pid_start, signal.SIGTERM)
@@ -189,7 +190,8 @@ class JobStore:
             f"pid = NULL, pid_start = NULL, finished = NULL WHERE id = ? AND state IN ({','.join('?' * len(RESUMABLE))})",
             (job_id, *RESUMABLE)).rowcount
         if not updated:
-            raise JobError(f"Job {job_id} is {job.state}; only an interrupted, cancelled or failed job can be resumed.")
+            raise JobError(Problem("cannot_resume", "Job {job} is {state}; only an interrupted, cancelled or failed job "
+                                   "can be resumed.", job=job_id, state=job.state))
         return self.get(job_id)
 
     def delete(self, job_id: str) -> None:
@@ -197,7 +199,7 @@ class JobStore:
         job = self.get(job_id)
         deleted = self._execute("DELETE FROM jobs WHERE id = ? AND state != 'running'", (job_id,)).rowcount
         if not deleted:
-            raise JobError(f"Job {job_id} is running; cancel it before deleting it.")
+            raise JobError(Problem("cannot_delete", "Job {job} is running; cancel it before deleting it.", job=job_id))
         shutil.rmtree(job.files.root, ignore_errors=True)
 
     def checkpoints(self, job_id: str) -> list[Checkpoint]:
