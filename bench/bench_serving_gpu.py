@@ -33,8 +33,8 @@ import httpx  # noqa: E402
 import torch  # noqa: E402
 
 from backend.inference.engine import GenerationSettings, Turn  # noqa: E402
-from backend.inference.lmdeploy_engine import (LMDeployEngine, request_body, stream_pieces,  # noqa: E402
-                                               to_openai_messages)
+from backend.inference.lmdeploy_engine import (PATCH_GRID, LMDeployEngine, request_body,  # noqa: E402
+                                               stream_pieces, to_openai_messages)
 from backend.inference.lmdeploy_server import LMDeployServer, ServerOptions  # noqa: E402
 
 NEW_TOKENS = 128
@@ -174,7 +174,7 @@ def main() -> None:
         run = score(engine, records, batch_size=256)
         results["score256_s"] = run.seconds
         results["score256_questions"] = len(run.questions)
-        engine.patch_multiple = 28  # the engine's default for Qwen2-VL: resized here, in threads
+        engine.patch_multiple = PATCH_GRID  # the engine's default for Qwen2-VL: resized here, in threads
         results["score256_resized_here_s"] = score(engine, records, batch_size=256).seconds
         text_only = [[Turn("user", prompt_turn(r, "zh").text)] for r in scorable(records)][:256]
         start = time.perf_counter()

@@ -6,7 +6,8 @@
 It times, in this process, what each picture costs on a CPU (our client's load-resize-encode, the
 server's decode, the Hugging Face image processor LMDeploy runs), then starts the server once per
 setting in --configs and times the same 256-question scoring run (one warm-up run first). Each
-config is `label:key=value,...` over ServerOptions fields plus `concurrent` (requests in flight).
+config is `label:key=value,...` over ServerOptions fields plus `concurrent` (requests in flight;
+the engine's default, the server's max batch size, when not given); an empty one is the app's defaults.
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_serving_gpu import build  # noqa: E402
 
-DEFAULT_CONFIGS = ("default:;"
-                   "prefill32k:max_prefill_tokens=32768;"
-                   "threads8:preprocess_threads=8;"
-                   "both:max_prefill_tokens=32768,preprocess_threads=8,concurrent=256,max_batch_size=128")
+# LMDeploy's own defaults spelled out (ServerOptions' defaults are the app's choice, from these runs)
+LMDEPLOY_DEFAULTS = "max_prefill_tokens=8192,preprocess_threads=1"
+DEFAULT_CONFIGS = (f"lmdeploy-defaults:{LMDEPLOY_DEFAULTS};"
+                   "prefill32k:max_prefill_tokens=32768,preprocess_threads=1;"
+                   "threads8:max_prefill_tokens=8192,preprocess_threads=8;"
+                   "app-defaults:")
 
 
 def parse_configs(text: str) -> list[tuple[str, dict]]:
@@ -92,13 +95,13 @@ def main() -> None:
     print(json.dumps(results, indent=2), flush=True)
     records = read_foodieqa_folder(data_dir).records
     for label, values in parse_configs(args.configs):
-        concurrent = int(values.pop("concurrent", 64))
+        concurrent = values.pop("concurrent", None)
         server = LMDeployServer(ServerOptions(model=str(model_dir), workdir=args.workdir / label, **values))
         start = time.perf_counter()
         server.start(timeout=600)
-        run = {"server_start_s": time.perf_counter() - start, "concurrent": concurrent, **values}
         engine = LMDeployEngine(server, max_pixels=1024 * 768)
-        engine.max_concurrent = concurrent
+        engine.max_concurrent = int(concurrent or engine.max_concurrent)
+        run = {"server_start_s": time.perf_counter() - start, "concurrent": engine.max_concurrent, **values}
         try:
             run["warm_up_s"] = score(engine, records, batch_size=256).seconds
             times = [score(engine, records, batch_size=256).seconds for _ in range(2)]

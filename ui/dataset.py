@@ -25,9 +25,9 @@ from backend.data import (FACETS, FOODIEQA_TERMS, MIVQA, SIVQA, SOURCE_FOODIEQA,
                           filter_records, find_record, gallery_page, paginate, read_bundled_own_data,
                           read_bundled_sample, read_data_folder, read_foodieqa_hub, table_rows,
                           unpack_upload)
-from backend.markdown_text import as_text
 from backend.data.library import (check_name, list_training_sets, new_upload_folder, training_set_folder,
                                   upload_data_root)
+from backend.markdown_text import as_text
 from backend.services import Services
 from ui.i18n import add_strings, request_lang, text
 

@@ -119,7 +119,8 @@ class LMDeployEngine:
         self.max_pixels = max_pixels
         self.client = httpx.Client(timeout=httpx.Timeout(timeout, connect=10))
         self.extra: dict = {}  # extra request fields, e.g. ignore_eos for benchmarks
-        self.max_concurrent = 64  # requests in flight at once from generate_batch
+        # requests in flight at once from one batch: as many as the server batches on the GPU
+        self.max_concurrent = server.options.max_batch_size
         # Qwen2-VL-family pictures are resized here, in parallel threads, to the patch grid LMDeploy's
         # processor would choose (it preprocesses one picture at a time in a single thread):
         # scoring 256 photos took 14.6 s instead of 16.2 s on an H200 (bench/README.md).
