@@ -295,3 +295,22 @@ def test_the_launcher_hands_lmdeploys_cli_its_own_arguments_in_a_real_process(tm
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     assert seen == {"argv": ["lmdeploy", "serve", "api_server", "m", "--tp", "1"], "workers": 8, "shadowed": False}
     assert "preprocessed in 8 threads" in result.stderr
+
+
+def test_scoring_in_the_compare_tab_says_why_when_the_server_dies_and_the_app_goes_on(engine, tmp_path):
+    import gradio as gr
+
+    from backend.services import Services
+    from backend.settings import Settings
+    from backend.training.jobs import JobStore
+    from ui.compare import run_scores
+
+    services = Services(Settings(workdir=tmp_path), None, engine, 112 * 112, [], JobStore(tmp_path))
+    os.killpg(engine.server.process.pid, signal.SIGKILL)
+    engine.server.process.wait(10)
+    with pytest.raises(gr.Error, match="stopped .* being restarted"):
+        run_scores("base", "base", "bundled sample (all)", "zh", 16, services, progress=lambda *a, **k: None)
+    engine.server.wait_ready(120)  # and it comes back: the next scoring run works
+    summary = run_scores("base", "base", "bundled sample (all)", "zh", 16, services,
+                         progress=lambda *a, **k: None)[0]
+    assert "bundled sample (all)" in summary

@@ -87,6 +87,9 @@ def run_scores(left_key: str, right_key: str, set_name: str, lang: str, batch_si
             runs.append(run)
     except (ValueError, OSError) as err:
         raise gr.Error(str(err)) from None
+    except RuntimeError as err:  # the engine failed (LMDeploy's server died or refused; out of memory)
+        log.exception("scoring failed")
+        raise gr.Error(str(err)) from None  # the engine's own sentence
 
     summary = " · ".join(f"**{r.model}**: {100 * r.accuracy:.1f}% ({r.unparsed} unparsed)" for r in runs)
     headers = ["group"] + [r.model for r in runs]

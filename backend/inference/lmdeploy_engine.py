@@ -148,11 +148,14 @@ class LMDeployEngine:
 
     def _failed(self, err: Exception) -> RuntimeError:
         """Turn a broken connection into a sentence; restart a server that died."""
-        if not self.server.alive():
-            code = self.server.process.returncode if self.server.process else "?"
-            threading.Thread(target=self._restart, daemon=True).start()
-            return RuntimeError(f"The LMDeploy server stopped (exit {code}) while answering; it is "
-                                "being restarted, please ask again in a minute.")
+        # Many requests fail at once when the server dies (scoring sends dozens): those that fail
+        # while the restart is under way say the same as the first, not "connection refused".
+        if not self.server.alive() or self._restart_lock.locked():
+            code = self.server.process.returncode if self.server.process else None
+            if not self._restart_lock.locked():
+                threading.Thread(target=self._restart, daemon=True).start()
+            return RuntimeError(f"The LMDeploy server stopped (exit {'?' if code is None else code}) while "
+                                "answering; it is being restarted, please ask again in a minute.")
         return RuntimeError(f"LMDeploy did not answer: {err}")
 
     def _restart(self) -> None:
