@@ -6,8 +6,11 @@
 It times, in this process, what each picture costs on a CPU (our client's load-resize-encode, the
 server's decode, the Hugging Face image processor LMDeploy runs), then starts the server once per
 setting in --configs and times the same 256-question scoring run (one warm-up run first). Each
-config is `label:key=value,...` over ServerOptions fields plus `concurrent` (requests in flight;
-the engine's default, the server's max batch size, when not given); an empty one is the app's defaults.
+config is `label:key=value,...` over ServerOptions fields plus three of ours: `concurrent` (requests
+in flight; the engine's default, the server's max batch size, when not given), `send_paths` (0: every
+picture loaded, resized and sent as JPEG data, the engine's way before file URLs) and `batch` (the
+scorer's batch size, 256 unless given; the Compare tab's default is 16). An empty config is the
+app's defaults.
 """
 
 from __future__ import annotations
@@ -54,13 +57,17 @@ def per_picture_costs(data_dir: Path, model_dir: Path, count: int) -> dict:
     from PIL import Image
     from transformers import AutoProcessor
 
-    from backend.inference.lmdeploy_engine import PATCH_GRID, image_url
+    from backend.inference.lmdeploy_engine import PATCH_GRID, image_url, picture_reference
 
     paths = sorted((data_dir / "images").iterdir())[:count]
     processor = AutoProcessor.from_pretrained(model_dir).image_processor
     start = time.perf_counter()
     urls = [image_url(str(p), 1024 * 768, PATCH_GRID) for p in paths]
     client = (time.perf_counter() - start) / count
+    start = time.perf_counter()
+    references = [picture_reference(str(p), 1024 * 768, PATCH_GRID) for p in paths]
+    client_reference = (time.perf_counter() - start) / count
+    file_urls = sum(r.startswith("file:") for r in references)
     start = time.perf_counter()
     pictures = [Image.open(io.BytesIO(base64.b64decode(u.split(",", 1)[1]))).convert("RGB") for u in urls]
     decode = (time.perf_counter() - start) / count
@@ -74,7 +81,8 @@ def per_picture_costs(data_dir: Path, model_dir: Path, count: int) -> dict:
         list(pool.map(lambda p: processor(images=[p], return_tensors="pt"), pictures))
         process8 = (time.perf_counter() - start) / count
     return {"image_processor": type(processor).__name__, "picture_size": list(pictures[0].size),
-            "client_ms": 1000 * client, "server_decode_ms": 1000 * decode,
+            "client_ms": 1000 * client, "client_reference_ms": 1000 * client_reference,
+            "sent_as_file_urls": f"{file_urls}/{count}", "server_decode_ms": 1000 * decode,
             "processor_ms": 1000 * process, "processor_8_threads_ms_per_picture": 1000 * process8,
             "torch_threads": __import__("torch").get_num_threads(), "cpus": os.cpu_count()}
 
@@ -96,15 +104,19 @@ def main() -> None:
     records = read_foodieqa_folder(data_dir).records
     for label, values in parse_configs(args.configs):
         concurrent = values.pop("concurrent", None)
+        send_paths = bool(values.pop("send_paths", 1))
+        batch = int(values.pop("batch", 256))
         server = LMDeployServer(ServerOptions(model=str(model_dir), workdir=args.workdir / label, **values))
         start = time.perf_counter()
         server.start(timeout=600)
         engine = LMDeployEngine(server, max_pixels=1024 * 768)
         engine.max_concurrent = int(concurrent or engine.max_concurrent)
-        run = {"server_start_s": time.perf_counter() - start, "concurrent": engine.max_concurrent, **values}
+        engine.send_paths = send_paths
+        run = {"server_start_s": time.perf_counter() - start, "concurrent": engine.max_concurrent,
+               "send_paths": send_paths, "batch": batch, **values}
         try:
-            run["warm_up_s"] = score(engine, records, batch_size=256).seconds
-            times = [score(engine, records, batch_size=256).seconds for _ in range(2)]
+            run["warm_up_s"] = score(engine, records, batch_size=batch).seconds
+            times = [score(engine, records, batch_size=batch).seconds for _ in range(2)]
             run["score256_s"] = statistics.median(times)
             run["score256_runs"] = times
         except Exception as err:  # keep the other configs' figures

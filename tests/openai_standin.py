@@ -21,6 +21,8 @@ import sys
 import tempfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -55,7 +57,11 @@ def turns_from(messages: list[dict], scratch: Path) -> list[Turn]:
         images, text = [], ""
         for part in content:
             if part["type"] == "image_url":
-                data = base64.b64decode(part["image_url"]["url"].split(",", 1)[1])
+                url = part["image_url"]["url"]
+                if url.startswith("file:"):  # LMDeploy reads a local file itself, as here
+                    images.append(url2pathname(urlparse(url).path))
+                    continue
+                data = base64.b64decode(url.split(",", 1)[1])
                 path = scratch / f"{uuid.uuid4().hex}.jpg"  # unique: requests arrive in parallel threads
                 path.write_bytes(data)
                 images.append(str(path))

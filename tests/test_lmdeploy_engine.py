@@ -73,6 +73,60 @@ def test_a_picture_the_grid_rule_refuses_is_sent_as_it_is(tmp_path):
     assert sent.size == (3000, 10)
 
 
+def sent_picture(url: str):
+    """The picture a request names, read the way LMDeploy's loader reads a data or file URL."""
+    import base64
+    import io
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    from PIL import Image
+
+    if url.startswith("data:"):
+        return Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+    return Image.open(url2pathname(urlparse(url).path))
+
+
+def test_a_picture_the_server_can_use_as_it_is_goes_as_a_file_url_it_reads_back(tmp_path):
+    from PIL import Image
+
+    from backend.inference.lmdeploy_engine import picture_reference
+
+    path = tmp_path / "饺子 #1?.jpg"  # characters a raw path would lose in URL parsing
+    Image.new("RGB", (640, 480), "orange").save(path)
+    url = picture_reference(str(path), 1024 * 768, multiple=28)
+    assert url.startswith("file://")
+    assert sent_picture(url).size == (640, 480) and sent_picture(url).filename == str(path)
+
+
+def test_pictures_the_server_would_see_differently_are_made_ready_here(tmp_path):
+    from PIL import Image
+
+    from backend.inference.lmdeploy_engine import picture_reference
+
+    Image.new("RGB", (2048, 1536), "red").save(tmp_path / "large.jpg")  # over the budget
+    Image.new("RGB", (1020, 770), "red").save(tmp_path / "rounds-over.jpg")  # the grid's rounding passes it
+    rotated = Image.new("RGB", (640, 480), "red")
+    exif = rotated.getexif()
+    exif[0x0112] = 6  # "turn 90° to show": LMDeploy would not
+    rotated.save(tmp_path / "rotated.jpg", exif=exif)
+    for name, size in [("large.jpg", (1036, 756)), ("rounds-over.jpg", (1008, 756)), ("rotated.jpg", (476, 644))]:
+        url = picture_reference(str(tmp_path / name), 1024 * 768, multiple=28)
+        assert url.startswith("data:image/jpeg"), name
+        assert sent_picture(url).size == size, name
+    # without a patch grid (other model families) only the budget and the rotation matter
+    assert picture_reference(str(tmp_path / "rounds-over.jpg"), 1024 * 768).startswith("file://")
+
+
+def test_a_file_that_is_no_picture_gets_the_sentence_not_a_file_url(tmp_path):
+    from backend.images import ImageError
+    from backend.inference.lmdeploy_engine import picture_reference
+
+    (tmp_path / "menu.jpg").write_text("not a picture")
+    with pytest.raises(ImageError, match="not a picture"):
+        picture_reference(str(tmp_path / "menu.jpg"), 1024 * 768, multiple=28)
+
+
 def test_a_missing_lmdeploy_is_a_sentence(tmp_path, monkeypatch):
     monkeypatch.setattr("backend.inference.lmdeploy_server.default_command", lambda workdir: None)
     with pytest.raises(ServerError, match="make gpu-extras"):
@@ -165,6 +219,22 @@ def test_chat_with_a_photo_streams_and_matches_a_batched_answer(engine):
     assert len(pieces) > 1
     assert "".join(pieces) == engine.generate_batch([turns], QUICK)[0]
     assert "--server-name" in engine.server.arguments() and "127.0.0.1" in engine.server.arguments()
+
+
+def test_a_picture_sent_as_a_file_url_is_the_very_picture_the_server_answers_about(engine, tiny_models, tmp_path):
+    from PIL import Image
+
+    from backend.inference.transformers_engine import TransformersEngine
+    from backend.models.loading import load, resolve
+
+    photo = tmp_path / "small dish.png"
+    Image.open(PHOTO).convert("RGB").resize((100, 90)).save(photo)  # within the engine's 112x112 budget
+    turns = [Turn("user", "这是什么菜？", (str(photo),))]
+    assert engine._messages(turns)[0]["content"][0]["image_url"]["url"].startswith("file://")
+    # the stand-in answers with a transformers engine; the same one here, on the file itself, must
+    # agree token for token (the same picture resized and re-encoded as JPEG gives another answer)
+    here = TransformersEngine(load(resolve(str(tiny_models["qwen2_vl"]))))
+    assert engine.generate_batch([turns], QUICK)[0] == here.generate_batch([turns], QUICK)[0]
 
 
 def test_an_adapter_is_served_by_name_beside_the_base(engine, tiny_models, tmp_path):

@@ -44,8 +44,7 @@ def patch_grid_size(width: int, height: int, max_pixels: int, multiple: int) -> 
 def image_url(path: str, max_pixels: int, multiple: int = 0) -> str:
     """A picture as a data URL, downscaled first: LMDeploy would resize it anyway, and a 12 MP
     photo is 4 MB of base64 to move for nothing. With `multiple`, it is resized here to the
-    processor's own patch-grid size, so that the server's resize (one picture at a time, in a
-    single thread) has nothing left to do."""
+    processor's own patch-grid size, so that the server's resize has nothing left to do."""
     picture = open_image(path, max_pixels)
     if multiple:
         try:
@@ -59,11 +58,45 @@ def image_url(path: str, max_pixels: int, multiple: int = 0) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def to_openai_messages(turns: Sequence[Turn], max_pixels: int, multiple: int = 0) -> list[dict]:
+def server_reads_it_as_is(path: str, max_pixels: int, multiple: int = 0) -> bool:
+    """Whether LMDeploy, reading the file itself, would see the picture we would send: upright (no
+    EXIF rotation, which it does not apply) and within our pixel budget, also after its processor
+    rounds the sides to the patch grid. Reads the header only; a file that is no picture is False,
+    so that open_image gives its sentence."""
+    try:
+        with Image.open(path) as picture:
+            width, height = picture.size
+            rotated = picture.getexif().get(0x0112, 1) != 1
+    except Exception:  # unreadable, or a bogus EXIF block: the careful path decides
+        return False
+    if rotated or width * height > max_pixels:
+        return False
+    if not multiple:
+        return True
+    try:
+        grid_width, grid_height = patch_grid_size(width, height, max_pixels * 4, multiple)
+    except ValueError:
+        return True  # refused by the grid rule whichever way it is sent; the server says why
+    return grid_width * grid_height <= max_pixels
+
+
+def picture_reference(path: str, max_pixels: int, multiple: int = 0) -> str:
+    """What a request names a picture by. The server is this app's own child on this machine, so a
+    picture it can use as it is goes as a file URL: no decoding, resizing and JPEG encoding here,
+    which cost 18-30 ms a picture and held up scoring (bench/README.md). Others (too large, rotated)
+    are made ready here and sent as data."""
+    if server_reads_it_as_is(path, max_pixels, multiple):
+        return Path(path).resolve().as_uri()
+    return image_url(path, max_pixels, multiple)
+
+
+def to_openai_messages(turns: Sequence[Turn], max_pixels: int, multiple: int = 0,
+                       send_paths: bool = True) -> list[dict]:
+    refer = picture_reference if send_paths else image_url
     messages = []
     for turn in turns:
         if turn.images:
-            content: list[dict] = [{"type": "image_url", "image_url": {"url": image_url(p, max_pixels, multiple)}}
+            content: list[dict] = [{"type": "image_url", "image_url": {"url": refer(p, max_pixels, multiple)}}
                                    for p in turn.images]
             content.append({"type": "text", "text": turn.text})
             messages.append({"role": turn.role, "content": content})
@@ -126,6 +159,7 @@ class LMDeployEngine:
         # scoring 256 photos took 14.6 s instead of 16.2 s on an H200 (bench/README.md).
         model_type = model_config(server.options.model).get("model_type")
         self.patch_multiple = PATCH_GRID if model_type in PATCH_GRID_MODEL_TYPES else 0
+        self.send_paths = True  # pictures the server can read as they are go as file URLs
         self._restart_lock = threading.Lock()
 
     @property
@@ -144,7 +178,7 @@ class LMDeployEngine:
         return adapter or self.server.BASE_NAME
 
     def _messages(self, turns: list[Turn]) -> list[dict]:
-        return to_openai_messages(turns, self.max_pixels, self.patch_multiple)
+        return to_openai_messages(turns, self.max_pixels, self.patch_multiple, self.send_paths)
 
     def _failed(self, err: Exception) -> RuntimeError:
         """Turn a broken connection into a sentence; restart a server that died."""
