@@ -163,34 +163,80 @@ def test_scoring_settings_reach_the_server_command_line(tmp_path):
     assert args[args.index("--max-prefill-token-num") + 1] == "16384"
     assert args[args.index("--preprocess-threads") + 1] == "4"
     assert "--preprocess-threads" not in arguments(preprocess_threads=1)  # LMDeploy's own CLI, unchanged
+    assert "--keep-picture-dtype" in arguments(cast_pictures=False) and "--keep-picture-dtype" not in args
     with pytest.raises(ValueError, match="at least one thread"):
         ServerOptions(model="m", workdir=tmp_path, preprocess_threads=0)
 
 
 def test_the_launcher_takes_its_own_option_and_passes_the_rest_to_lmdeploy():
-    from backend.inference.lmdeploy_launch import split_threads
+    from backend.inference.lmdeploy_launch import split_flag, split_threads
 
     assert split_threads(["serve", "api_server", "m", "--preprocess-threads", "6", "--tp", "1"]) == \
         (6, ["serve", "api_server", "m", "--tp", "1"])
     assert split_threads(["--preprocess-threads=3", "serve"]) == (3, ["serve"])
     assert split_threads(["serve", "api_server", "m"]) == (1, ["serve", "api_server", "m"])
+    assert split_flag(["serve", "--keep-picture-dtype", "m"], "--keep-picture-dtype") == (True, ["serve", "m"])
 
 
-def test_the_launcher_widens_only_the_pytorch_backends_preprocessing_pool():
-    """On a class shaped like LMDeploy 0.18's ImageEncoder (lmdeploy itself needs a GPU stack):
-    the pool has one thread until widened, and TurboMind's, which also runs its vision model, stays."""
+class OldStyleVisionModel:
+    """Shaped like LMDeploy 0.18's Qwen2VLModel: `preprocess(messages)` appends the processor's output."""
+
+    def preprocess(self, messages):
+        import torch
+
+        patches = torch.randn(4, 1176, generator=torch.Generator().manual_seed(0))
+        return [*messages, {"role": "preprocess", "content": [{"pixel_values": patches,
+                                                               "image_grid_thw": torch.tensor([[1, 2, 2]])}]}]
+
+
+def encoder_class(new_style_preprocess: bool = False):
+    """Shaped like LMDeploy 0.18's ImageEncoder (lmdeploy itself needs a GPU stack)."""
+    import torch
     from concurrent.futures import ThreadPoolExecutor
-
-    from backend.inference.lmdeploy_launch import widen_preprocessing
 
     class Encoder:
         def __init__(self, model_path, backend, vision_config=None, backend_config=None, trust_remote_code=False):
+            self.model = OldStyleVisionModel()
+            self.mm_feature_dtype = torch.bfloat16
             self.executor = ThreadPoolExecutor(max_workers=1)
+            self._uses_new_preprocess = new_style_preprocess
 
+    return Encoder
+
+
+def test_the_launcher_widens_only_the_pytorch_backends_preprocessing_pool():
+    """The pool has one thread until widened; TurboMind's, which also runs its vision model, stays."""
+    from backend.inference.lmdeploy_launch import adapt_image_encoder
+
+    Encoder = encoder_class()
     assert Encoder("m", "pytorch").executor._max_workers == 1
-    widen_preprocessing(Encoder, 6)
+    adapt_image_encoder(Encoder, 6)
     assert Encoder("m", "pytorch", None, backend_config=None).executor._max_workers == 6
     assert Encoder("m", "turbomind").executor._max_workers == 1
+
+
+def test_the_launcher_hands_pictures_over_in_the_models_dtype_with_the_values_its_forward_would_use():
+    import torch
+
+    from backend.inference.lmdeploy_launch import adapt_image_encoder
+
+    Encoder = encoder_class()
+    adapt_image_encoder(Encoder, 1)
+    original = OldStyleVisionModel().preprocess([])[-1]["content"][0]
+    handed = Encoder("m", "pytorch").model.preprocess([])[-1]["content"][0]
+    assert original["pixel_values"].dtype == torch.float32
+    assert handed["pixel_values"].dtype == torch.bfloat16
+    # the forward casts to the model's dtype itself (`pixel_values.to(dtype)`): the same values
+    assert torch.equal(handed["pixel_values"], original["pixel_values"].to(torch.bfloat16))
+    assert torch.equal(handed["image_grid_thw"], original["image_grid_thw"])  # not a picture: left alone
+    turbomind = Encoder("m", "turbomind").model.preprocess([])[-1]["content"][0]
+    assert turbomind["pixel_values"].dtype == torch.float32
+    kept = encoder_class()
+    adapt_image_encoder(kept, 1, cast=False)
+    assert kept("m", "pytorch").model.preprocess([])[-1]["content"][0]["pixel_values"].dtype == torch.float32
+    newer_style = encoder_class(new_style_preprocess=True)  # LMDeploy casts those itself
+    adapt_image_encoder(newer_style, 1)
+    assert newer_style("m", "pytorch").model.preprocess([])[-1]["content"][0]["pixel_values"].dtype == torch.float32
 
 
 def test_adapter_keys_are_renamed_for_lmdeploy(tiny_models, tmp_path):
@@ -332,7 +378,8 @@ def test_scoring_through_lmdeploy_asks_every_question_at_once_and_keeps_their_or
 def test_the_launcher_hands_lmdeploys_cli_its_own_arguments_in_a_real_process(tmp_path):
     """The launcher as the app runs it (a script, in a child process), with a stand-in `lmdeploy`
     package (the real one needs a GPU stack): LMDeploy's CLI gets its arguments without ours, its
-    ImageEncoder gets the wider pool, and the launcher's folder shadows no module."""
+    ImageEncoder gets the wider pool and hands pictures over in bf16, and the launcher's folder
+    shadows no module."""
     import json
     import subprocess
     import textwrap
@@ -345,17 +392,27 @@ def test_the_launcher_hands_lmdeploys_cli_its_own_arguments_in_a_real_process(tm
     (package / "vl" / "__init__.py").write_text("")
     (package / "vl" / "engine.py").write_text(textwrap.dedent("""
         from concurrent.futures import ThreadPoolExecutor
+        import torch
+
+        class Qwen2VLModel:
+            def preprocess(self, messages):
+                return [*messages, {"role": "preprocess", "content": [{"pixel_values": torch.zeros(4, 1176)}]}]
 
         class ImageEncoder:
             def __init__(self, model_path, backend, vision_config=None, backend_config=None, trust_remote_code=False):
+                self.model = Qwen2VLModel()
+                self.mm_feature_dtype = torch.bfloat16
                 self.executor = ThreadPoolExecutor(max_workers=1)
+                self._uses_new_preprocess = False
     """))
     (package / "cli.py").write_text(textwrap.dedent("""
         import importlib.util, json, sys
         from lmdeploy.vl.engine import ImageEncoder
 
         def run():
-            print(json.dumps({"argv": sys.argv, "workers": ImageEncoder("m", "pytorch").executor._max_workers,
+            encoder = ImageEncoder("m", "pytorch")
+            handed = encoder.model.preprocess([])[-1]["content"][0]["pixel_values"]
+            print(json.dumps({"argv": sys.argv, "workers": encoder.executor._max_workers, "dtype": str(handed.dtype),
                               "shadowed": importlib.util.find_spec("lmdeploy_server") is not None}))
     """))
     result = subprocess.run([sys.executable, str(LAUNCH_SCRIPT), "serve", "api_server", "m",
@@ -363,8 +420,9 @@ def test_the_launcher_hands_lmdeploys_cli_its_own_arguments_in_a_real_process(tm
                             capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(tmp_path)))
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout.strip().splitlines()[-1])
-    assert seen == {"argv": ["lmdeploy", "serve", "api_server", "m", "--tp", "1"], "workers": 8, "shadowed": False}
-    assert "preprocessed in 8 threads" in result.stderr
+    assert seen == {"argv": ["lmdeploy", "serve", "api_server", "m", "--tp", "1"], "workers": 8,
+                    "dtype": "torch.bfloat16", "shadowed": False}
+    assert "preprocessed in 8 threads" in result.stderr and "handed to the engine in torch.bfloat16" in result.stderr
 
 
 def test_scoring_in_the_compare_tab_says_why_when_the_server_dies_and_the_app_goes_on(engine, tmp_path):

@@ -51,6 +51,9 @@ class ServerOptions:
     # With both settings, scoring 256 photo questions on an H200 took 10.0-11.1 s instead of
     # 14.2-14.8 s with LMDeploy's defaults; 16 threads were slower than 8 (bench/README.md).
     preprocess_threads: int = 8
+    # Hand the processor's picture patches to LMDeploy's engine process in the model's dtype, not
+    # float32 (half the bytes to pickle; lmdeploy_launch.py says why). False: LMDeploy's own way.
+    cast_pictures: bool = True
     # The command that runs LMDeploy's CLI: its own venv's python by default (make gpu-extras).
     command: tuple[str, ...] = field(default_factory=tuple)
 
@@ -155,6 +158,8 @@ class LMDeployServer:
                 "--dtype", weights_dtype(model_config(o.model))]
         if o.preprocess_threads > 1:
             args += ["--preprocess-threads", str(o.preprocess_threads)]
+        if not o.cast_pictures:
+            args.append("--keep-picture-dtype")
         if o.backend != "auto" or self.adapters:
             # adapters are served by the PyTorch engine only
             args += ["--backend", "pytorch" if self.adapters else o.backend]
