@@ -32,11 +32,12 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_serving_gpu import build  # noqa: E402
 
-# LMDeploy's own defaults spelled out (ServerOptions' defaults are the app's choice, from these runs)
-LMDEPLOY_DEFAULTS = "max_prefill_tokens=8192,preprocess_threads=1"
-DEFAULT_CONFIGS = (f"lmdeploy-defaults:{LMDEPLOY_DEFAULTS};"
-                   "prefill32k:max_prefill_tokens=32768,preprocess_threads=1;"
-                   "threads8:max_prefill_tokens=8192,preprocess_threads=8;"
+# LMDeploy's own defaults spelled out (ServerOptions' defaults are the app's choice, from these runs),
+# then the app's defaults less one change at a time
+LMDEPLOY_DEFAULTS = "max_prefill_tokens=8192,preprocess_threads=1,cast_pictures=0"
+DEFAULT_CONFIGS = (f"lmdeploy-defaults:{LMDEPLOY_DEFAULTS},send_paths=0;"
+                   "data-urls:send_paths=0;"
+                   "float32-pictures:cast_pictures=0;"
                    "app-defaults:")
 
 

@@ -154,9 +154,8 @@ class LMDeployEngine:
         self.extra: dict = {}  # extra request fields, e.g. ignore_eos for benchmarks
         # requests in flight at once from one batch: as many as the server batches on the GPU
         self.max_concurrent = server.options.max_batch_size
-        # Qwen2-VL-family pictures are resized here, in parallel threads, to the patch grid LMDeploy's
-        # processor would choose (it preprocesses one picture at a time in a single thread):
-        # scoring 256 photos took 14.6 s instead of 16.2 s on an H200 (bench/README.md).
+        # Qwen2-VL-family pictures that must be made ready here (too large, rotated) are resized to
+        # the patch grid LMDeploy's processor would choose, so that its resize has nothing to do.
         model_type = model_config(server.options.model).get("model_type")
         self.patch_multiple = PATCH_GRID if model_type in PATCH_GRID_MODEL_TYPES else 0
         self.send_paths = True  # pictures the server can read as they are go as file URLs

@@ -49,7 +49,8 @@ class ServerOptions:
     max_prefill_tokens: int = 32768
     # Threads that run the image processor over incoming pictures (LMDeploy itself uses one).
     # With both settings, scoring 256 photo questions on an H200 took 10.0-11.1 s instead of
-    # 14.2-14.8 s with LMDeploy's defaults; 16 threads were slower than 8 (bench/README.md).
+    # 14.2-14.8 s with LMDeploy's defaults; 16 threads were slower than 8 (bench/README.md; file URLs
+    # and cast pictures, below, took it to 8.5-10.1 s).
     preprocess_threads: int = 8
     # Hand the processor's picture patches to LMDeploy's engine process in the model's dtype, not
     # float32 (half the bytes to pickle; lmdeploy_launch.py says why). False: LMDeploy's own way.
