@@ -103,7 +103,7 @@ def run_baseline(spec, device: torch.device) -> tuple[dict, object, object]:
 
     torch.manual_seed(spec.seed)
     plain = spec.with_changes(packed=False, fused_kernels=False)  # build_model adds nothing of ours then
-    model, processor, _ = build_model(plain, device, torch.bfloat16 if device.type == "cuda" else torch.float32)
+    model, processor, _, _ = build_model(plain, device, torch.bfloat16 if device.type == "cuda" else torch.float32)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, weight_decay=spec.weight_decay)
     samples, _ = read_samples(Path(spec.data_file), spec.images_dir)

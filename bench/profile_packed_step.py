@@ -43,7 +43,7 @@ def main() -> None:
     model_dir = build_2b_shape(workdir / "model", SHAPE_DRY if args.dry_run else SHAPE_2B)
     data = make_photo_samples(workdir / "photos", count=8 if args.dry_run else args.samples)
     spec = spec_for(model_dir, data, workdir / "out", 1, args.dry_run)
-    model, processor, _ = build_model(spec, device, dtype)
+    model, processor, _, _ = build_model(spec, device, dtype)
     model.train()
     samples, _ = read_samples(Path(spec.data_file), spec.images_dir)
     dataset = SampleDataset(samples, processor, spec.max_image_pixels, spec.max_length)

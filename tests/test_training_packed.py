@@ -38,7 +38,7 @@ RECORDS = [
 
 def lora_model(folder: Path):
     spec = preset("demo-cpu", model=str(folder), data_file=str(EXAMPLES / "dishes.json"), lora_dropout=0.0)
-    model, processor, _ = build_model(spec, torch.device("cpu"), torch.float32)
+    model, processor, _, _ = build_model(spec, torch.device("cpu"), torch.float32)
     # LoRA's B starts at zero, which would make both paths trivially equal to the base model.
     torch.manual_seed(1)
     for name, param in model.named_parameters():
@@ -151,11 +151,16 @@ def test_a_run_encodes_each_picture_once_and_reuses_it_in_later_epochs(demo_work
     assert "pictures encoded 16 times, reused from the cache 32 times" in log, log[-2000:]
 
 
-def test_out_of_memory_advice_fits_the_path_the_job_trains_on() -> None:
-    from backend.training.lora import out_of_memory_sentence
+def test_out_of_memory_advice_fits_the_path_the_job_trains_on(tiny_models) -> None:
+    from backend.training.lora import model_type_of, out_of_memory_sentence, packs
 
-    packed = preset("2b-gpu", model="some-model", data_file="samples.json")
-    said = out_of_memory_sentence(packed)
+    qwen = preset("2b-gpu", model=str(tiny_models["qwen2_vl"]), data_file="samples.json")
+    said = out_of_memory_sentence(qwen, packs(qwen, model_type_of(qwen)))
     assert "rows of up to 16384 tokens" in said and "larger gradient accumulation does not" in said
-    padded = out_of_memory_sentence(packed.with_changes(packed=False))
+    # the same spec for a family that trains padded: no advice about rows it does not have
+    llava = qwen.with_changes(model=str(tiny_models["llava"]))
+    assert model_type_of(llava) == "llava" and not packs(llava, "llava")
+    padded = out_of_memory_sentence(llava, packs(llava, model_type_of(llava)))
     assert "raise gradient accumulation to keep the effective batch" in padded and "pack_tokens" not in padded
+    assert not packs(qwen.with_changes(packed=False), "qwen2_vl")
+    assert model_type_of(qwen.with_changes(model="/nowhere/model")) == ""  # the padded advice, then

@@ -37,6 +37,7 @@ import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -44,8 +45,8 @@ import torch.nn.functional as F
 from backend.training import checkpoints
 from backend.training.encoding import IGNORE_INDEX, SampleDataset, collate
 from backend.training.lora_forward import fold_lora_scaling, keep_lora_inputs_in_model_dtype
-from backend.training.packed import (PackedCache, PackedLoss, UnpreparedSamples, apply_fused_kernels, pack,
-                                     prepared_samples, speed_up_vision_tower, split_rows, supports_packing,
+from backend.training.packed import (PACKED_MODEL_TYPES, PackedCache, PackedLoss, UnpreparedSamples,
+                                     apply_fused_kernels, pack, prepared_samples, speed_up_vision_tower, split_rows,
                                      use_packed_attention)
 from backend.training.layout import (EXIT_BAD_SPEC, EXIT_FAILED, EXIT_OK, EXIT_STOPPED, JobFiles, ready_checkpoints,
                                      write_json_atomic)
@@ -87,8 +88,15 @@ def language_model_targets(model: torch.nn.Module, short_names: list[str]) -> li
     return targets
 
 
-def build_model(spec: JobSpec, device: torch.device, dtype: torch.dtype):
-    """Base model (frozen) + LoRA on the language model. Returns (peft model, processor, source)."""
+class BuiltModel(NamedTuple):
+    model: torch.nn.Module  # the peft model
+    processor: object
+    source: object  # the ModelSource it was loaded from
+    packed: bool  # whether this job trains on packed rows (packs())
+
+
+def build_model(spec: JobSpec, device: torch.device, dtype: torch.dtype) -> BuiltModel:
+    """Base model (frozen) + LoRA on the language model, made ready for the path it trains on."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForImageTextToText
 
@@ -99,7 +107,7 @@ def build_model(spec: JobSpec, device: torch.device, dtype: torch.dtype):
     model = AutoModelForImageTextToText.from_pretrained(source.location, dtype=dtype)
     model.requires_grad_(False)  # vision tower, projector, embeddings, lm_head: all frozen
     model.config.use_cache = False  # the KV cache only helps generation
-    packed = packs(spec, model)
+    packed = packs(spec, model.config.model_type)
     if packed:
         use_packed_attention(model)
         speed_up_vision_tower(model, on_cuda=device.type == "cuda")
@@ -120,13 +128,25 @@ def build_model(spec: JobSpec, device: torch.device, dtype: torch.dtype):
         # Non-reentrant checkpointing works with a frozen embedding layer (no input grads needed).
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.to(device)
-    return model, processor, source
+    return BuiltModel(model, processor, source, packed)
 
 
-def packs(spec: JobSpec, model) -> bool:
+def packs(spec: JobSpec, model_type: str) -> bool:
     """Whether this job trains on packed rows (packed.py): asked for, a Qwen2-VL-family model, and
     no DeepSpeed (whose engine steps per micro-batch, while packing regroups a step's samples)."""
-    return spec.packed and not spec.deepspeed and supports_packing(model)
+    return spec.packed and not spec.deepspeed and model_type in PACKED_MODEL_TYPES
+
+
+def model_type_of(spec: JobSpec) -> str:
+    """The model_type in the job's model config ("" when it cannot be read), without loading it."""
+    from transformers import AutoConfig
+
+    from backend.models.loading import resolve
+
+    try:
+        return AutoConfig.from_pretrained(resolve(spec.model).location).model_type
+    except Exception:  # an error path's helper: the advice falls back to the padded path's
+        return ""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -155,7 +175,7 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
              "bf16" if use_bf16 else "fp32", dist.world, "" if dist.world == 1 else "es")
 
     # ---- model: frozen base + LoRA on the language model ----
-    model, processor, _ = build_model(spec, device, weights_dtype)
+    model, processor, _, packed = build_model(spec, device, weights_dtype)
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in trainable)
     n_total = sum(p.numel() for p in model.parameters())
@@ -174,7 +194,6 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
             log.warning("held-out sample skipped: %s", problem)
     # Keep encoded samples in memory when they are few and small and decoded in this process
     # (Qwen2-VL patches cost ~24 bytes per pixel); otherwise decode each time, in DataLoader workers.
-    packed = packs(spec, model)
     if spec.packed and not packed:
         log.info("packed batches need a Qwen2-VL-family model without DeepSpeed; training on padded batches")
     small = len(train_samples) * spec.max_image_pixels * 24 < CACHE_BYTES
@@ -362,12 +381,12 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
     return EXIT_OK
 
 
-def out_of_memory_sentence(spec: JobSpec) -> str:
+def out_of_memory_sentence(spec: JobSpec, packed: bool) -> str:
     """What to change after a CUDA out-of-memory error. Packed rows hold a whole step's samples (up to
     pack_tokens), so there raising gradient accumulation makes rows longer instead of shorter."""
     sentence = (f"The GPU ran out of memory (batch size {spec.batch_size}, pictures up to {spec.max_image_pixels} "
                 "pixels). Try gradient checkpointing, smaller pictures, or a smaller batch size")
-    if not spec.packed or spec.deepspeed:
+    if not packed:
         return sentence + " (raise gradient accumulation to keep the effective batch)."
     return (sentence + f". Qwen2-VL-family models train on packed rows of up to {spec.pack_tokens} tokens: "
             "a smaller pack_tokens in the spec also helps, a larger gradient accumulation does not.")
@@ -483,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         status = train(spec, files, stop)
     except torch.OutOfMemoryError:
-        error = out_of_memory_sentence(spec)
+        error = out_of_memory_sentence(spec, packs(spec, model_type_of(spec)))
     except TrainingError as err:
         error = str(err)
     except (SampleError, SpecError) as err:

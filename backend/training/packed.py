@@ -42,10 +42,6 @@ PACKED_MODEL_TYPES = {"qwen2_vl", "qwen2_5_vl"}
 PACKED_ATTENTION = "foodie_packed_sdpa"
 
 
-def supports_packing(model: torch.nn.Module) -> bool:
-    return getattr(model.config, "model_type", "") in PACKED_MODEL_TYPES
-
-
 # ----------------------------------------------------------------------------------------------
 # Attention with per-sample boundaries
 
