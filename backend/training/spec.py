@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from backend.problems import Problem
+
 # LoRA goes on these linear layers of the language model (attention and MLP). The vision tower has
 # modules with the same short names; the training program only matches them under the language model.
 DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -26,20 +28,6 @@ DEEPSPEED_STAGES = ("", "zero2", "zero3")
 MIN_IMAGE_PIXELS = 56 * 56
 # Far beyond any processor's budget (Qwen2-VL's largest is 12.8 MP); more is certainly a typo.
 MAX_IMAGE_PIXELS = 50_000_000
-
-
-class Problem(str):
-    """One reason a spec cannot run: the English sentence, which also carries a key and the values
-    in it, so that a UI can say it in another language (ui/train_problems.py has the Chinese)."""
-
-    key: str
-    sentence: str  # the English template, before the values went in
-    values: dict[str, Any]
-
-    def __new__(cls, key: str, sentence: str, **values: Any) -> "Problem":
-        problem = super().__new__(cls, sentence.format(**values))
-        problem.key, problem.sentence, problem.values = key, sentence, values
-        return problem
 
 
 class SpecError(ValueError):
