@@ -13,13 +13,16 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from backend.problems import ProblemError
+
 # Phones and scanners make genuine pictures of up to about 100 megapixels; past this we refuse
 # before decoding, since a tiny file that claims more is almost always a decompression bomb.
 MAX_SOURCE_PIXELS = 120_000_000
 
 
-class ImageError(ValueError):
-    """A picture that cannot be used, with the reason in plain words."""
+class ImageError(ProblemError, ValueError):
+    """A picture that cannot be used, with the reason in plain words (a Problem: ui/problems.py
+    says it in Chinese)."""
 
 
 def open_image(path: str | Path, max_pixels: int) -> Image.Image:
@@ -34,9 +37,10 @@ def open_image(path: str | Path, max_pixels: int) -> Image.Image:
             width, height = image.size
             if width * height > MAX_SOURCE_PIXELS:
                 raise ImageError(
-                    f"{name} is {width}×{height} ({width * height / 1e6:.0f} megapixels), more than the "
-                    f"{MAX_SOURCE_PIXELS // 1_000_000}-megapixel limit; it may be a decompression bomb. "
-                    "Please resize it and try again.")
+                    "picture_too_large", "{name} is {width}×{height} ({megapixels:.0f} megapixels), more "
+                    "than the {limit}-megapixel limit; it may be a decompression bomb. Please resize it "
+                    "and try again.", name=name, width=width, height=height,
+                    megapixels=width * height / 1e6, limit=MAX_SOURCE_PIXELS // 1_000_000)
             # For JPEG, decode at a reduced scale straight away: a 100 MP photo then costs
             # a fraction of the memory and time of a full decode.
             image.draft("RGB", _fit(width, height, max_pixels * 4))
@@ -44,13 +48,17 @@ def open_image(path: str | Path, max_pixels: int) -> Image.Image:
     except ImageError:
         raise
     except FileNotFoundError:
-        raise ImageError(f"{name} was not found (it may have been removed); please upload it again.") from None
+        raise ImageError("picture_not_found", "{name} was not found (it may have been removed); please "
+                         "upload it again.", name=name) from None
     except UnidentifiedImageError:
-        raise ImageError(f"{name} is not a picture Foodie Studio can read (JPEG, PNG, WebP, GIF, BMP…).") from None
+        raise ImageError("picture_unreadable", "{name} is not a picture Foodie Studio can read (JPEG, PNG, "
+                         "WebP, GIF, BMP…).", name=name) from None
     except Image.DecompressionBombError:
-        raise ImageError(f"{name} is too large to open safely; it may be a decompression bomb.") from None
+        raise ImageError("picture_bomb", "{name} is too large to open safely; it may be a decompression "
+                         "bomb.", name=name) from None
     except (OSError, SyntaxError, ValueError) as err:
-        raise ImageError(f"{name} is damaged or truncated and cannot be read ({err}).") from None
+        raise ImageError("picture_damaged", "{name} is damaged or truncated and cannot be read ({detail}).",
+                         name=name, detail=str(err)) from None
     image = ImageOps.exif_transpose(image, in_place=False) if _has_orientation(image) else image
     image = image.convert("RGB")
     if image.width * image.height > max_pixels:

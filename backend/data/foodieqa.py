@@ -24,6 +24,7 @@ from backend.data.schema import (MIVQA, SIVQA, SOURCE_FOODIEQA, SOURCE_SAMPLE, T
 log = logging.getLogger(__name__)
 
 FOODIEQA_FILES = {SIVQA: "sivqa_tidy.json", MIVQA: "mivqa_tidy.json", TEXTQA: "textqa_tidy.json"}
+FOODIEQA_FILE_LIST = ", ".join(FOODIEQA_FILES.values())
 CHOICES_PER_QUESTION = 4
 PICTURES_PER_MIVQA = 4
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
@@ -94,10 +95,10 @@ def read_foodieqa_folder(folder: str | Path, *, source: str = SOURCE_FOODIEQA,
             rows_by_task[task] = rows if rows is not None else []
     if not rows_by_task:
         if not any(root.iterdir()):
-            raise DataError(f"The folder {root} is empty; it should hold FoodieQA's "
-                            f"{', '.join(FOODIEQA_FILES.values())} and images/.")
-        raise DataError(f"The folder {root} holds none of FoodieQA's files "
-                        f"({', '.join(FOODIEQA_FILES.values())}); is it the right folder?")
+            raise DataError("foodieqa_folder_empty", "The folder {folder} is empty; it should hold "
+                            "FoodieQA's {files} and images/.", folder=root, files=FOODIEQA_FILE_LIST)
+        raise DataError("foodieqa_files_missing", "The folder {folder} holds none of FoodieQA's files "
+                        "({files}); is it the right folder?", folder=root, files=FOODIEQA_FILE_LIST)
     result = parse_foodieqa_rows(rows_by_task, root, source=source, image_check=image_check)
     return ReadResult(result.records, tuple(problems) + result.problems, result.root, source)
 
@@ -110,9 +111,10 @@ def read_bundled_sample(image_check: ImageCheck = "quick") -> ReadResult:
 def _existing_folder(folder: str | Path) -> Path:
     path = Path(folder).expanduser()
     if not path.exists():
-        raise DataError(f"There is no folder at {path}.")
+        raise DataError("no_folder", "There is no folder at {path}.", path=path)
     if not path.is_dir():
-        raise DataError(f"{path} is a file, not a folder; give the folder that holds the data.")
+        raise DataError("folder_is_file", "{path} is a file, not a folder; give the folder that holds the "
+                        "data.", path=path)
     return path.resolve()
 
 

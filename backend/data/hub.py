@@ -38,22 +38,24 @@ def read_foodieqa_hub(download_dir: str | Path, *, repo_id: str = FOODIEQA_REPO,
         snapshot_download(repo_id, repo_type="dataset", allow_patterns=["images/*"],
                           local_dir=root, token=token, revision=revision)
     except Exception as err:  # the hub libraries raise many types; all mean "not from here"
-        raise DataError(_explain(err, repo_id)) from err
+        raise _explained(err, repo_id) from err
     log.info("fetched %s into %s", repo_id, root)
     return parse_foodieqa_rows(rows_by_task, root, source=SOURCE_FOODIEQA,
                                file_names={t: f"{repo_id}/{n}" for t, n in FOODIEQA_FILES.items()})
 
 
-def _explain(err: Exception, repo_id: str) -> str:
+def _explained(err: Exception, repo_id: str) -> DataError:
+    """The hub's failure as a DataError that says what to do about it."""
     name = type(err).__name__
     text = str(err)
     if name == "GatedRepoError" or "gated" in text.lower() or "401" in text or "403" in text:
-        return (f"{repo_id} is gated and this account has no access: accept its terms at "
-                f"{FOODIEQA_URL} while logged in, then set HF_TOKEN or run `hf auth login` on this "
-                "server.")
+        return DataError("hub_gated", "{repo} is gated and this account has no access: accept its terms "
+                         "at {url} while logged in, then set HF_TOKEN or run `hf auth login` on this "
+                         "server.", repo=repo_id, url=FOODIEQA_URL)
     if isinstance(err, (ConnectionError, OSError, TimeoutError)) or "reach" in text.lower():
-        return (f"The Hugging Face hub cannot be reached from this server, so {repo_id} cannot be "
-                "downloaded here. Download it on a machine that can reach the hub "
-                f"(`hf download {repo_id} --repo-type dataset --local-dir FoodieQA`), copy the "
-                "folder over and open it with --data.")
-    return f"{repo_id} could not be read from the hub ({name}: {text[:200]})."
+        return DataError("hub_unreachable", "The Hugging Face hub cannot be reached from this server, so "
+                         "{repo} cannot be downloaded here. Download it on a machine that can reach the hub "
+                         "(`hf download {repo} --repo-type dataset --local-dir FoodieQA`), copy the "
+                         "folder over and open it with --data.", repo=repo_id)
+    return DataError("hub_failed", "{repo} could not be read from the hub ({detail}).", repo=repo_id,
+                     detail=f"{name}: {text[:200]}")

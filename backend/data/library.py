@@ -42,12 +42,13 @@ def check_name(name: str | None) -> str:
     """The name, stripped, if it can be a training set's folder name; DataError with a sentence if not."""
     name = (name or "").strip()
     if not name:
-        raise DataError("Give the training set a name.")
+        raise DataError("set_name_empty", "Give the training set a name.")
     if len(name) > MAX_NAME_LENGTH:
-        raise DataError(f"The name is {len(name)} characters long; keep it to {MAX_NAME_LENGTH}.")
+        raise DataError("set_name_long", "The name is {length} characters long; keep it to {limit}.",
+                        length=len(name), limit=MAX_NAME_LENGTH)
     if not _NAME_RE.fullmatch(name):
-        raise DataError(f"{name!r} cannot be a training set's name: use letters, digits, '-', '_' "
-                        "and '.', starting with a letter or a digit (no '/', no spaces).")
+        raise DataError("set_name_bad", "{name!r} cannot be a training set's name: use letters, digits, "
+                        "'-', '_' and '.', starting with a letter or a digit (no '/', no spaces).", name=name)
     return name
 
 
@@ -57,7 +58,7 @@ def training_set_folder(workdir: str | Path, name: str | None) -> Path:
     root = datasets_root(workdir)
     folder = (root / name).resolve()
     if folder.parent != root:  # belt and braces: the pattern above already rules this out
-        raise DataError(f"{name!r} leads outside {root}.")
+        raise DataError("set_name_outside", "{name!r} leads outside {root}.", name=name, root=root)
     return folder
 
 

@@ -78,10 +78,11 @@ def record_from_dict(data: dict[str, Any], image_root: Path) -> Record:
             turns=tuple(Turn(t["from"], t["value"]) for t in data.get("turns", ())),
             origin=data.get("origin", ""))
     except UnsafePath as err:
-        raise DataError(f"A saved record ({data.get('id')}) names a picture outside {image_root}: "
-                        f"{err}.") from None
+        raise DataError("saved_record_outside", "A saved record ({id}) names a picture outside {root}: "
+                        "{reason}.", id=data.get("id"), root=image_root, reason=err.problem) from None
     except (KeyError, TypeError, AttributeError) as err:
-        raise DataError(f"A saved record is damaged ({err.__class__.__name__}: {err}).") from None
+        raise DataError("saved_record_damaged", "A saved record is damaged ({detail}).",
+                        detail=f"{err.__class__.__name__}: {err}") from None
 
 
 def write_json_atomic(path: Path, data: Any) -> Path:

@@ -100,13 +100,13 @@ def read_own_data(path: str | Path, image_root: str | Path | None = None, *,
     if target.is_dir():
         target = _find_own_data_file(target.resolve())
     elif not target.exists():
-        raise DataError(f"There is nothing at {target}.")
+        raise DataError("nothing_at", "There is nothing at {path}.", path=target)
     if target.suffix.lower() == ".csv":
         return read_csv_file(target, image_root, image_check=image_check)
     if target.suffix.lower() == ".json":
         return read_llava_json(target, image_root, image_check=image_check)
-    raise DataError(f"{target.name} is neither a .json (LLaVA conversations) nor a .csv "
-                    "(image, question, answer) file.")
+    raise DataError("own_data_kind", "{file} is neither a .json (LLaVA conversations) nor a .csv "
+                    "(image, question, answer) file.", file=target.name)
 
 
 def read_bundled_own_data(image_check: ImageCheck = "quick") -> ReadResult:
@@ -270,9 +270,9 @@ def _csv_row_as_llava(row: dict[str, Any], default_id: str) -> dict[str, Any]:
 def _existing_file(path: str | Path) -> Path:
     target = Path(path).expanduser()
     if not target.exists():
-        raise DataError(f"There is no file at {target}.")
+        raise DataError("no_file", "There is no file at {path}.", path=target)
     if not target.is_file():
-        raise DataError(f"{target} is not a file.")
+        raise DataError("not_a_file", "{path} is not a file.", path=target)
     # The person named this file, so following their symlink is fine; its pictures stay confined.
     return target.resolve()
 
@@ -280,7 +280,7 @@ def _existing_file(path: str | Path) -> Path:
 def _image_root(image_root: str | Path | None, data_file: Path) -> Path:
     root = Path(image_root).expanduser() if image_root is not None else data_file.parent
     if not root.is_dir():
-        raise DataError(f"The image folder {root} does not exist.")
+        raise DataError("image_folder_missing", "The image folder {folder} does not exist.", folder=root)
     return root.resolve()
 
 
@@ -291,13 +291,15 @@ def _find_own_data_file(folder: Path) -> Path:
                         and not p.name.startswith("."))
     if not candidates:
         if not any(folder.iterdir()):
-            raise DataError(f"The folder {folder} is empty; put a LLaVA .json or an image/question/answer "
-                            ".csv in it with the pictures.")
-        raise DataError(f"The folder {folder} holds no .json or .csv file describing the pictures.")
+            raise DataError("own_folder_empty", "The folder {folder} is empty; put a LLaVA .json or an "
+                            "image/question/answer .csv in it with the pictures.", folder=folder)
+        raise DataError("own_folder_no_data_file", "The folder {folder} holds no .json or .csv file "
+                        "describing the pictures.", folder=folder)
     if len(candidates) > 1:
-        raise DataError(f"The folder {folder} holds several data files "
-                        f"({', '.join(p.name for p in candidates)}); pick one.")
+        raise DataError("own_folder_several", "The folder {folder} holds several data files ({files}); "
+                        "pick one.", folder=folder, files=", ".join(p.name for p in candidates))
     try:
         return resolve_inside(folder, candidates[0].name)
     except UnsafePath as err:
-        raise DataError(f"{candidates[0].name} was not read: {err}.") from None
+        raise DataError("data_file_unsafe", "{file} was not read: {reason}.", file=candidates[0].name,
+                        reason=err.problem) from None

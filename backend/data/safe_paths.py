@@ -12,13 +12,16 @@ import os
 import stat
 from pathlib import Path, PurePosixPath
 
+from backend.problems import ProblemError
+
 # Data files (JSON lists, CSV) larger than this are refused rather than read into memory: FoodieQA's
 # largest is about 1 MB, a big own dataset a few tens of MB.
 MAX_DATA_FILE_BYTES = 256 * 1024 * 1024
 
 
-class UnsafePath(ValueError):
-    """A path from a data file that we will not follow; the message says why."""
+class UnsafePath(ProblemError, ValueError):
+    """A path from a data file that we will not follow; the message (a Problem) says why, as a
+    clause that other sentences take in ("a.jpg was not read: it climbs out of ...")."""
 
 
 def resolve_inside(root: Path, relative: object) -> Path:
@@ -27,23 +30,24 @@ def resolve_inside(root: Path, relative: object) -> Path:
     Backslashes count as separators, so a Windows-made "images\\a.jpg" works and "..\\x" is caught.
     """
     if not isinstance(relative, str):
-        raise UnsafePath("the path is not text")
+        raise UnsafePath("path_not_text", "the path is not text")
     text = relative.strip()
     if not text:
-        raise UnsafePath("the path is empty")
+        raise UnsafePath("path_empty", "the path is empty")
     if "\x00" in text:
-        raise UnsafePath("the path contains a NUL character")
+        raise UnsafePath("path_nul", "the path contains a NUL character")
     pure = PurePosixPath(text.replace("\\", "/"))
     if pure.is_absolute():
-        raise UnsafePath("it is an absolute path; paths must be relative to the data folder")
+        raise UnsafePath("path_absolute", "it is an absolute path; paths must be relative to the data folder")
     if ".." in pure.parts:
-        raise UnsafePath("it climbs out of the data folder ('..')")
+        raise UnsafePath("path_climbs", "it climbs out of the data folder ('..')")
     try:
         resolved = (root / pure).resolve()
     except (OSError, RuntimeError):
-        raise UnsafePath("it cannot be resolved (a loop of symbolic links, or a name too long)") from None
+        raise UnsafePath("path_unresolvable", "it cannot be resolved (a loop of symbolic links, or a name "
+                         "too long)") from None
     if not resolved.is_relative_to(root):
-        raise UnsafePath("it leads outside the data folder (through a symbolic link)")
+        raise UnsafePath("path_outside", "it leads outside the data folder (through a symbolic link)")
     return resolved
 
 
@@ -66,7 +70,7 @@ class ConfinedPaths:
                 answer = err
             self._known[relative] = answer
         if isinstance(answer, UnsafePath):
-            raise UnsafePath(str(answer))
+            raise UnsafePath(answer.problem)
         return answer
 
 

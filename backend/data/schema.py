@@ -12,6 +12,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backend.problems import ProblemError
+
 # Task names, as FoodieQA's file names spell them, plus free-form conversations (own data and
 # converted training samples).
 SIVQA = "sivqa"
@@ -41,10 +43,11 @@ IMAGE_PLACEHOLDER = "<image>"
 LETTERS = "ABCDEFGH"
 
 
-class DataError(Exception):
+class DataError(ProblemError):
     """A whole source cannot be read (no such folder, nothing in it, hub unreachable).
 
-    The message is a sentence meant for the person, not a traceback."""
+    The message is a sentence meant for the person, not a traceback: a Problem, raised as
+    DataError("key", "English {value}.", value=...), that ui/problems.py says in Chinese."""
 
 
 @dataclass(frozen=True)

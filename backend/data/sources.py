@@ -16,7 +16,7 @@ def read_data_folder(path: str | Path) -> ReadResult:
     if target.is_dir() and any((target / name).exists() for name in FOODIEQA_FILES.values()):
         return read_foodieqa_folder(target)
     if not target.exists():
-        raise DataError(f"There is nothing at {target}.")
+        raise DataError("nothing_at", "There is nothing at {path}.", path=target)
     return read_own_data(target)
 
 
@@ -24,7 +24,7 @@ def combine_results(results: Iterable[ReadResult]) -> ReadResult:
     """Several sources as one: records in order, an id seen before is reported and skipped."""
     results = list(results)
     if not results:
-        raise DataError("No data source was chosen.")
+        raise DataError("no_source", "No data source was chosen.")
     records: list[Record] = []
     problems: list[Problem] = []
     seen: dict[str, str] = {}

@@ -103,8 +103,8 @@ def build_training_set(records: Iterable[Record], folder: str | Path, *, heldout
     require_terms(records, accept_terms)
     chosen = [r for r in records if r.task == CONVERSATION or r.task in set(tasks)]
     if not chosen:
-        raise DataError("None of the chosen records can become a training sample; pick other tasks "
-                        "or another source.")
+        raise DataError("no_samples", "None of the chosen records can become a training sample; pick "
+                        "other tasks or another source.")
     split = split_by_dish(chosen, heldout_ratio, seed)
     train = to_training_samples(split.train, tasks=tasks, lang=lang, accept_terms=accept_terms)
     heldout = to_training_samples(split.heldout, tasks=tasks, lang=lang, accept_terms=accept_terms)
@@ -142,24 +142,28 @@ def load_training_set(folder: str | Path) -> TrainingSet:
         image_root = Path(manifest["image_root"])
         parts = {side: manifest[side] for side in ("train", "heldout")}
     except FileNotFoundError:
-        raise DataError(f"{folder} holds no {MANIFEST}; it is not a saved training set "
-                        "(or saving it did not finish).") from None
+        raise DataError("set_no_manifest", "{folder} holds no {manifest}; it is not a saved training set "
+                        "(or saving it did not finish).", folder=folder, manifest=MANIFEST) from None
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise DataError(f"The manifest {folder / MANIFEST} is damaged ({err}).") from None
+        raise DataError("set_manifest_damaged", "The manifest {path} is damaged ({detail}).",
+                        path=folder / MANIFEST, detail=str(err)) from None
     if not image_root.is_dir():
-        raise DataError(f"The pictures of this training set were in {image_root}, which is gone.")
+        raise DataError("set_pictures_gone", "The pictures of this training set were in {folder}, which "
+                        "is gone.", folder=image_root)
     samples, questions = {}, {}
     for side, part in parts.items():
         result = read_llava_json(folder / part["file"], image_root, image_check="quick")
         if result.problems:
             first = result.problems[0]
-            raise DataError(f"{part['file']} in {folder} has {len(result.problems)} problems, "
-                            f"the first: row {first.row}: {first.message}")
+            raise DataError("set_samples_bad", "{file} in {folder} has {count} problems, the first: row "
+                            "{row}: {message}", file=part["file"], folder=folder, count=len(result.problems),
+                            row=first.row, message=first.message)
         samples[side] = result.records
         try:
             rows = json.loads((folder / part["questions"]).read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
-            raise DataError(f"{part['questions']} in {folder} cannot be read ({err}).") from None
+            raise DataError("set_questions_unreadable", "{file} in {folder} cannot be read ({detail}).",
+                            file=part["questions"], folder=folder, detail=str(err)) from None
         questions[side] = tuple(record_from_dict(row, image_root) for row in rows)
     return TrainingSet(folder, manifest, samples["train"], samples["heldout"], questions["train"],
                        questions["heldout"])

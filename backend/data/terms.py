@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from backend.data.schema import SOURCE_FOODIEQA, Record
+from backend.problems import ProblemError
 
 FOODIEQA_REPO = "lyan62/FoodieQA"
 FOODIEQA_LICENSE = "CC BY-NC-ND 4.0"
@@ -33,7 +34,7 @@ If you train on it anyway, you do so on your own responsibility, and any score t
 then gets on the same questions is contaminated: score only on dishes held out from training."""
 
 
-class TermsNotAccepted(PermissionError):
+class TermsNotAccepted(ProblemError, PermissionError):
     """FoodieQA records were about to become training samples without the person's confirmation."""
 
 
@@ -44,7 +45,7 @@ def require_terms(records: Iterable[Record], accept_terms: bool) -> None:
     count = sum(1 for r in records if r.source == SOURCE_FOODIEQA)
     if count:
         raise TermsNotAccepted(
-            f"{count} of the chosen records come from FoodieQA, which is licensed {FOODIEQA_LICENSE} "
-            "and meant for research and evaluation only, not for training. Read its terms and "
+            "foodieqa_terms", "{count} of the chosen records come from FoodieQA, which is licensed "
+            "{license} and meant for research and evaluation only, not for training. Read its terms and "
             "confirm that you accept them to use it as training data; or train on your own data "
-            "or the bundled sample.")
+            "or the bundled sample.", count=count, license=FOODIEQA_LICENSE)

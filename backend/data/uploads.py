@@ -36,7 +36,8 @@ def unpack_upload(uploaded: Iterable[str | Path], destination: str | Path, *,
     try:
         folder.mkdir(parents=True, exist_ok=False)
     except FileExistsError:
-        raise DataError(f"{folder} already exists; uploads go into a new folder.") from None
+        raise DataError("upload_folder_exists", "{folder} already exists; uploads go into a new folder.",
+                        folder=folder) from None
     folder = folder.resolve()
     try:
         return _unpack(list(map(Path, uploaded)), folder, max_bytes, max_files)
@@ -55,13 +56,13 @@ def _unpack(uploaded: list[Path], folder: Path, max_bytes: int, max_files: int) 
         elif item.is_file() and not item.name.startswith("."):
             size = item.stat().st_size
             if size > budget:
-                raise DataError(f"The upload is larger than {_size(max_bytes)}.")
+                raise DataError("upload_too_large", "The upload is larger than {limit}.", limit=_size(max_bytes))
             shutil.copyfile(item, folder / item.name)
             written, budget = written + 1, budget - size
         else:
             skipped.append(f"{item.name}: not a regular file")
     if not written:
-        raise DataError("The upload held no files.")
+        raise DataError("upload_empty", "The upload held no files.")
     return Unpacked(folder, written, tuple(skipped))
 
 
@@ -69,7 +70,8 @@ def _unzip(archive: Path, folder: Path, budget: int, max_files: int) -> tuple[in
     try:
         zf = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, OSError) as err:
-        raise DataError(f"{archive.name} is not a readable .zip file ({err}).") from None
+        raise DataError("zip_unreadable", "{archive} is not a readable .zip file ({detail}).",
+                        archive=archive.name, detail=str(err)) from None
     with zf:
         members, skipped = [], []
         for info in zf.infolist():
@@ -88,10 +90,12 @@ def _unzip(archive: Path, folder: Path, budget: int, max_files: int) -> tuple[in
             members.append((info, PurePosixPath(*parts)))
         total = sum(info.file_size for info, _ in members)
         if total > budget:
-            raise DataError(f"{archive.name} unpacks to {_size(total)}, more than the "
-                            f"{_size(budget)} an upload may still hold.")
+            raise DataError("zip_too_large", "{archive} unpacks to {size}, more than the {budget} an "
+                            "upload may still hold.", archive=archive.name, size=_size(total),
+                            budget=_size(budget))
         if len(members) > max_files:
-            raise DataError(f"{archive.name} holds {len(members)} files, more than {max_files}.")
+            raise DataError("zip_too_many_files", "{archive} holds {count} files, more than {limit}.",
+                            archive=archive.name, count=len(members), limit=max_files)
         written = 0
         for info, relative in members:
             target = (folder / relative).resolve()
