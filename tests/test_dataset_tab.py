@@ -263,7 +263,7 @@ def test_foodieqa_records_become_training_samples_only_with_the_terms_accepted(f
     load(client, "data")
     folder = foodieqa_app.workdir.resolve() / "datasets" / "foodieqa-sivqa"
     refused = save(client, "foodieqa-sivqa")["saved"]
-    assert refused.startswith("⚠️ 训练集未保存：63 of the chosen records come from FoodieQA")
+    assert refused.startswith("⚠️ 训练集未保存：所选记录中有 63 条来自 FoodieQA")
     assert "CC BY-NC-ND 4.0" in refused
     assert not folder.exists(), "nothing is written before the terms are accepted"
     result = save(client, "foodieqa-sivqa", accept=True)
@@ -276,7 +276,14 @@ def test_foodieqa_records_become_training_samples_only_with_the_terms_accepted(f
 def test_the_hub_says_why_it_cannot_be_reached(foodieqa_app):
     client = Client(foodieqa_app.url, verbose=False)
     summary = load(client, "hub")["summary"]
-    assert summary.startswith("⚠️ 无法读取该数据源：The Hugging Face hub cannot be reached from this server")
+    assert summary.startswith("⚠️ 无法读取该数据源：这台服务器连不上 Hugging Face Hub，无法在这里下载 lyan62/FoodieQA。")
+
+
+def test_a_folder_that_is_not_there_is_said_in_chinese(foodieqa_app, tmp_path):
+    client = Client(foodieqa_app.url, verbose=False)
+    nowhere = tmp_path / "nowhere"
+    summary = load(client, "folder", str(nowhere))["summary"]
+    assert summary.startswith(f"⚠️ 无法读取该数据源：{nowhere} 不存在。")
 
 
 # --- the library in the work folder (no app needed) -----------------------------------------------------

@@ -10,7 +10,8 @@ import pytest
 from backend.training import jobs as jobs_module
 from backend.training import spec as spec_module
 from backend.training.spec import JobSpec, SpecError, preset
-from ui.train_problems import ZH, say, say_all
+from ui.problems import say, say_all
+from ui.train_problems import ZH
 
 
 def every_problem(tmp_path: Path) -> list[str]:

@@ -22,6 +22,7 @@ from backend.markdown_text import as_text
 from backend.quick_examples import EXAMPLE_QUESTIONS
 from backend.services import Services
 from ui.i18n import request_lang, text
+from ui.problems import say
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def chat(message: dict | None, session: ChatSession, max_new_tokens: float, temp
         choice = find_choice(model_choices(services.jobs), model_key or BASE_KEY)
         adapter = ensure_adapter(services.engine, choice)
     except (ChatInputError, ValueError, OSError) as err:  # ImageError is a ValueError too
-        detail = str(err)
+        detail = say(err, lang)
         gr.Warning(text("bad_image", lang, detail=detail) if isinstance(err, ImageError) else detail)
         yield to_chatbot(session.turns), session, keep_input
         return
@@ -111,7 +112,7 @@ def chat(message: dict | None, session: ChatSession, max_new_tokens: float, temp
                     interactive=False)
     except (ImageError, ValueError, RuntimeError) as err:
         log.exception("generation failed")
-        gr.Warning(text("failed", lang, detail=str(err)))
+        gr.Warning(text("failed", lang, detail=say(err, lang)))
     finally:
         # Runs on normal end, on error and when Stop (or a closed tab) cancels this handler.
         stopped = session.cancel.is_set

@@ -21,6 +21,7 @@ from backend.markdown_text import as_text
 from backend.services import Services
 from ui.chat import MODEL_CONCURRENCY_ID, example_message, files_of, to_chatbot
 from ui.i18n import request_lang, text
+from ui.problems import say
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def side_by_side(message: dict | None, left_key: str, right_key: str, max_new_to
         turn = user_turn((message or {}).get("text"), files_of(message), services.max_pixels, lang)
         adapters = [ensure_adapter(services.engine, left), ensure_adapter(services.engine, right)]
     except (ChatInputError, ValueError, OSError) as err:  # ImageError is a ValueError
-        gr.Warning(str(err))
+        gr.Warning(say(err, lang))
         yield gr.skip(), gr.skip()
         return
     shown = to_chatbot([turn])
@@ -56,7 +57,7 @@ def side_by_side(message: dict | None, left_key: str, right_key: str, max_new_to
                    [*shown, {"role": "assistant", "content": as_text(answers[1])}])
     except (ValueError, RuntimeError) as err:
         log.exception("side-by-side generation failed")
-        gr.Warning(text("failed", lang, detail=str(err)))
+        gr.Warning(text("failed", lang, detail=say(err, lang)))
 
 
 def run_scores(left_key: str, right_key: str, set_name: str, lang: str, batch_size: float,

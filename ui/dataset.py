@@ -30,6 +30,7 @@ from backend.data.library import (check_name, list_training_sets, new_upload_fol
 from backend.markdown_text import as_text
 from backend.services import Services
 from ui.i18n import add_strings, request_lang, text
+from ui.problems import say
 
 log = logging.getLogger(__name__)
 
@@ -571,7 +572,8 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Dataset
         try:
             result = _read_source(chosen, path, files, lang, request)
         except (DataError, Refusal, OSError) as err:  # OSError: a full disk, a vanished upload, ...
-            sentence = str(err) if isinstance(err, Refusal) else text("ds_load_failed", lang, detail=str(err))
+            detail = say(err, lang)  # a Refusal is said in the visitor's language already
+            sentence = detail if isinstance(err, Refusal) else text("ds_load_failed", lang, detail=detail)
             gr.Warning(sentence)
             return {summary: f"⚠️ {sentence}\n\n{summary_markdown(state.result, lang)}"}
         state = DatasetSession(result)
@@ -716,10 +718,10 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Dataset
                                       tasks=tuple(chosen_tasks or ()), lang=lang_choice or "zh",
                                       accept_terms=bool(accept_terms))
         except TermsNotAccepted as err:
-            raise Refusal(text("ds_terms_refused", lang, detail=str(err))) from None
+            raise Refusal(text("ds_terms_refused", lang, detail=say(err, lang))) from None
         except (DataError, ValueError, OSError) as err:
             log.warning("saving a training set failed: %s", err)
-            raise Refusal(text("ds_save_failed", lang, detail=str(err))) from None
+            raise Refusal(text("ds_save_failed", lang, detail=say(err, lang))) from None
 
     def training_sets(request: gr.Request) -> gr.Dataframe:
         """Inputs: none. Outputs: the saved training sets under <workdir>/datasets/."""

@@ -22,7 +22,7 @@ from backend.training.demo_data import write_demo_dataset
 from backend.training.jobs import JobError
 from backend.training.spec import PRESETS, SpecError, preset
 from ui.i18n import add_strings, request_lang, text
-from ui.train_problems import say, say_all
+from ui.problems import say, say_all
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def training_set_files(services: Services, source: str) -> dict:
     """A training set saved by the Dataset tab: its samples, its held-out part, its pictures."""
     folder = Path(source).resolve()
     if folder.parent != datasets_root(services.settings.workdir):
-        raise DataError("Training data must be a training set saved in the Dataset tab.")
+        raise DataError("not_a_saved_set", "Training data must be a training set saved in the Dataset tab.")
     training = load_training_set(folder)
     return dict(data_file=str(folder / training.manifest["train"]["file"]),
                 eval_file=str(folder / training.manifest["heldout"]["file"]) if training.heldout else "",
@@ -259,7 +259,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None):
             gr.Warning(say(err.args[0], lang))
             return watch(services, None)
         except (DataError, ValueError) as err:
-            gr.Warning(str(err))
+            gr.Warning(say(err, lang))
             return watch(services, None)
         gr.Info(text("tr_queued", lang, job=queued.id))
         return watch(services, queued.id)

@@ -2,12 +2,11 @@
 
 backend/training/spec.py (and jobs.py) write each reason as an English sentence that also carries a key and the
 values in it (`Problem`); here each key has its Chinese sentence with the same placeholders, so a
-zh page says why in Chinese. A reason without a translation is shown in English, never dropped.
+zh page says why in Chinese (ui/problems.py says them). A reason without a translation is shown in
+English, never dropped.
 """
 
 from __future__ import annotations
-
-from backend.training.spec import Problem
 
 ZH: dict[str, str] = {
     "no_model": "请选择模型：本地模型文件夹或 Hub 上的模型 ID。",
@@ -59,21 +58,3 @@ ZH: dict[str, str] = {
 }
 
 KINDS_ZH = {"bool": "true 或 false", "int": "整数", "float": "数字", "str": "文本", "list": "名称列表"}
-
-
-def say(problem: str, lang: str, labels: dict[str, str] | None = None) -> str:
-    """One reason in `lang` (English where no translation exists). `labels` names settings as the
-    form does ("批大小" rather than batch_size) in reasons about one setting's value."""
-    if not isinstance(problem, Problem):
-        return str(problem)
-    values = dict(problem.values)
-    if labels and values.get("name") in labels:
-        values["name"] = labels[values["name"]]
-    if lang == "zh" and problem.key in ZH:
-        kind = values.get("kind")
-        return ZH[problem.key].format(**values, kind_zh=KINDS_ZH.get(kind, kind))
-    return problem.sentence.format(**values)
-
-
-def say_all(problems: list[str], lang: str, labels: dict[str, str] | None = None) -> str:
-    return ("" if lang == "zh" else " ").join(say(problem, lang, labels) for problem in problems)

@@ -1,0 +1,168 @@
+"""A bad picture or a bad dataset is said in the page's language (ui/problems.py, ui/data_problems.py)."""
+
+from __future__ import annotations
+
+import ast
+import re
+import string
+import warnings
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import backend.data
+import backend.images
+import ui.train
+from backend.data import DataError, read_data_folder, unpack_upload
+from backend.data.library import check_name
+from backend.data.schema import Record
+from backend.data.terms import TermsNotAccepted, require_terms
+from backend.images import ImageError, open_image
+from backend.problems import Problem
+from ui import data_problems, train_problems
+from ui.problems import ZH, say
+
+# The errors whose message is a Problem, and the files that raise them.
+ERRORS = ("ImageError", "DataError", "UnsafePath", "TermsNotAccepted")
+SOURCES = [Path(backend.images.__file__), *sorted(Path(backend.data.__file__).parent.glob("*.py")),
+           Path(ui.train.__file__)]
+CHINESE = re.compile(r"[\u4e00-\u9fff]")
+
+
+def raised_sentences() -> dict[str, str]:
+    """Every key -> its English template, read from the source: SomeError("key", "sentence", ...)."""
+    sentences: dict[str, str] = {}
+    for path in SOURCES:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) in ERRORS):
+                continue
+            if len(node.args) == 1 and not isinstance(node.args[0], (ast.Constant, ast.JoinedStr)):
+                continue  # an error's Problem passed on: UnsafePath(answer.problem)
+            parts = [a.value if isinstance(a, ast.Constant) else None for a in node.args[:2]]
+            assert len(parts) == 2 and all(isinstance(p, str) for p in parts), (
+                f"{path.name}:{node.lineno}: raise {node.func.id}(\"key\", \"English sentence\", values...)"
+                " so that a page in another language can say it")
+            key, sentence = parts
+            assert sentences.get(key, sentence) == sentence, f"{key} names two sentences"
+            sentences[key] = sentence
+    return sentences
+
+
+def fields(template: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+
+
+def english_left(chinese: str, problem: Problem) -> list[str]:
+    """Runs of English words in a Chinese sentence once its values are taken out."""
+    for value in problem.values.values():
+        chinese = chinese.replace(str(value), " ")
+    return re.findall(r"[A-Za-z]{2,}(?: [A-Za-z]{2,})+", chinese.replace("Foodie Studio", " "))
+
+
+def test_every_picture_and_dataset_error_has_a_key_and_a_chinese_sentence_with_the_same_values():
+    sentences = raised_sentences()
+    assert len(sentences) >= 45, sorted(sentences)  # the walk still finds the errors
+    assert set(sentences) - set(ZH) == set()
+    for key, sentence in sentences.items():
+        assert fields(ZH[key]) == fields(sentence), key
+        assert CHINESE.search(ZH[key]), key
+    assert set(data_problems.ZH) - set(sentences) == set(), "a translation of a sentence no one says"
+
+
+def test_the_tables_of_the_tabs_do_not_share_a_key():
+    assert set(train_problems.ZH).isdisjoint(data_problems.ZH)
+
+
+def dataset_errors(tmp_path: Path) -> list[Exception]:
+    """A few of the errors people meet most, made the way they meet them."""
+    errors = []
+
+    def caught(call, *args, **kwargs) -> None:
+        with pytest.raises((DataError, ImageError, TermsNotAccepted)) as raised:
+            call(*args, **kwargs)
+        errors.append(raised.value)
+
+    (tmp_path / "broken.jpg").write_bytes(b"%PDF-1.4 not a picture")
+    caught(open_image, tmp_path / "broken.jpg", 10_000)
+    Image.new("RGB", (400, 300), "green").save(tmp_path / "half.jpg", quality=95)
+    (tmp_path / "half.jpg").write_bytes((tmp_path / "half.jpg").read_bytes()[:2000])
+    caught(open_image, tmp_path / "half.jpg", 10_000)
+    caught(open_image, tmp_path / "gone.png", 10_000)
+    caught(read_data_folder, tmp_path / "nowhere")
+    several = tmp_path / "several"
+    several.mkdir()
+    (several / "a.json").write_text("[]", encoding="utf-8")
+    (several / "b.csv").write_text("image,question,answer\n", encoding="utf-8")
+    caught(read_data_folder, several)
+    escaping = tmp_path / "escaping"
+    escaping.mkdir()
+    (tmp_path / "outside.json").write_text("[]", encoding="utf-8")
+    (escaping / "evil.json").symlink_to(tmp_path / "outside.json")
+    caught(read_data_folder, escaping)
+    caught(check_name, "x" * 65)
+    (tmp_path / "fake.zip").write_bytes(b"not a zip")
+    caught(unpack_upload, [tmp_path / "fake.zip"], tmp_path / "upload")
+    caught(require_terms, [Record(id="q1", task="sivqa", source="foodieqa")] * 3, False)
+    return errors
+
+
+def test_picture_and_dataset_errors_are_said_in_chinese_with_their_values(tmp_path):
+    errors = dataset_errors(tmp_path)
+    keys = [err.problem.key for err in errors]
+    assert keys == ["picture_unreadable", "picture_damaged", "picture_not_found", "nothing_at",
+                    "own_folder_several", "data_file_unsafe", "set_name_long", "zip_unreadable",
+                    "foodieqa_terms"]
+    for err in errors:
+        assert say(err, "en") == str(err)
+        chinese = say(err, "zh")
+        assert CHINESE.search(chinese) and english_left(chinese, err.problem) == [], chinese
+        for name, value in err.problem.values.items():
+            if not isinstance(value, Problem):  # a reason inside a reason is said in Chinese too
+                assert format(value, ".0f" if isinstance(value, float) else "") in chinese, (name, chinese)
+
+    said = {err.problem.key: say(err, "zh") for err in errors}
+    assert str(errors[0]) == "broken.jpg is not a picture Foodie Studio can read (JPEG, PNG, WebP, GIF, BMP…)."
+    assert said["picture_unreadable"] == "broken.jpg 不是 Foodie Studio 能读取的图片（支持 JPEG、PNG、WebP、GIF、BMP 等）。"
+    assert str(errors[3]) == f"There is nothing at {tmp_path / 'nowhere'}."
+    assert said["nothing_at"] == f"{tmp_path / 'nowhere'} 不存在。"
+    assert said["own_folder_several"] == f"文件夹 {(tmp_path / 'several').resolve()} 里有多个数据文件（a.json, b.csv），请只选一个。"
+    assert str(errors[5]) == "evil.json was not read: it leads outside the data folder (through a symbolic link)."
+    assert said["data_file_unsafe"] == "没有读取 evil.json：路径（经符号链接）指向了数据文件夹之外。"
+    assert said["set_name_long"] == "名称有 65 个字符，最多 64 个。"
+    assert said["foodieqa_terms"].startswith("所选记录中有 3 条来自 FoodieQA，它采用 CC BY-NC-ND 4.0 许可")
+
+
+def test_an_error_made_from_its_text_alone_is_shown_as_it_is():
+    # torch's DataLoader rebuilds a worker's error from its message: ImageError(text)
+    rebuilt = ImageError("a.jpg is damaged or truncated and cannot be read (broken data stream).")
+    assert say(rebuilt, "zh") == str(rebuilt) and isinstance(rebuilt, ValueError)
+    assert say(OSError(28, "No space left on device"), "zh") == "[Errno 28] No space left on device"
+
+
+def test_a_problem_survives_pickling(tmp_path):
+    import pickle
+
+    with pytest.raises(DataError) as raised:
+        read_data_folder(tmp_path / "nowhere")
+    copy = pickle.loads(pickle.dumps(raised.value))
+    assert str(copy) == str(raised.value) and say(copy, "zh") == f"{tmp_path / 'nowhere'} 不存在。"
+
+
+def test_the_chat_tab_on_a_chinese_page_says_why_a_picture_cannot_be_used(tmp_path):
+    from backend.chat import ChatSession
+    from backend.services import Services
+    from backend.settings import Settings
+    from backend.training.jobs import JobStore
+    from ui.chat import chat
+
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"%PDF-1.4 not a picture")
+    services = Services(Settings(workdir=tmp_path), None, None, 112 * 112, [], JobStore(tmp_path))
+    message = {"text": "这是什么菜？", "files": [str(broken)]}
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        outputs = list(chat(message, ChatSession(), 64, 0.0, 1.0, None, "zh", services))
+    assert [str(w.message) for w in shown] == [
+        "这张图片无法使用：broken.jpg 不是 Foodie Studio 能读取的图片（支持 JPEG、PNG、WebP、GIF、BMP 等）。"]
+    assert len(outputs) == 1 and outputs[0][0] == [], "nothing was added to the conversation"

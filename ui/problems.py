@@ -1,0 +1,37 @@
+"""Reasons from the backend in the page's language.
+
+The backend writes each reason a person sees as an English `Problem` (backend/problems.py): the
+sentence, a key and the values in it. The Chinese sentences live beside the tab that shows them
+most (ui/train_problems.py: why a job cannot run; ui/data_problems.py: pictures and datasets); `say`
+looks a key up in both. A reason without a translation is shown in English, never dropped.
+"""
+
+from __future__ import annotations
+
+from backend.problems import Problem
+from ui import data_problems, train_problems
+
+ZH: dict[str, str] = {**train_problems.ZH, **data_problems.ZH}
+
+
+def say(reason: object, lang: str, labels: dict[str, str] | None = None) -> str:
+    """One reason in `lang` (English where no translation exists): a Problem, a plain sentence, or an
+    exception raised with a Problem (DataError, ImageError, JobError...). `labels` names settings as
+    the form does ("批大小" rather than batch_size) in reasons about one setting's value."""
+    if isinstance(reason, BaseException) and reason.args and isinstance(reason.args[0], Problem):
+        reason = reason.args[0]
+    if not isinstance(reason, Problem):
+        return str(reason)
+    # A value may be a reason of its own ("a.jpg was not read: <why the path is refused>").
+    values = {name: say(value, lang) if isinstance(value, Problem) else value
+              for name, value in reason.values.items()}
+    if labels and values.get("name") in labels:
+        values["name"] = labels[values["name"]]
+    if lang == "zh" and reason.key in ZH:
+        kind = values.get("kind")
+        return ZH[reason.key].format(**values, kind_zh=train_problems.KINDS_ZH.get(kind, kind))
+    return reason.sentence.format(**values)
+
+
+def say_all(reasons: list[str], lang: str, labels: dict[str, str] | None = None) -> str:
+    return ("" if lang == "zh" else " ").join(say(reason, lang, labels) for reason in reasons)
