@@ -33,18 +33,7 @@ def open_image(path: str | Path, max_pixels: int) -> Image.Image:
         with warnings.catch_warnings():
             # Our own limit below replaces Pillow's warning, which fires at 89 MP.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
-            width, height = image.size
-            if width * height > MAX_SOURCE_PIXELS:
-                raise ImageError(
-                    "picture_too_large", "{name} is {width}×{height} ({megapixels:.0f} megapixels), more "
-                    "than the {limit}-megapixel limit; it may be a decompression bomb. Please resize it "
-                    "and try again.", name=name, width=width, height=height,
-                    megapixels=width * height / 1e6, limit=MAX_SOURCE_PIXELS // 1_000_000)
-            # For JPEG, decode at a reduced scale straight away: a 100 MP photo then costs
-            # a fraction of the memory and time of a full decode.
-            image.draft("RGB", _fit(width, height, max_pixels * 4))
-            image.load()
+            image = _decode(path, name, max_pixels)
     except ImageError:
         raise
     except FileNotFoundError:
@@ -63,6 +52,28 @@ def open_image(path: str | Path, max_pixels: int) -> Image.Image:
     image = image.convert("RGB")
     if image.width * image.height > max_pixels:
         image = image.resize(_fit(image.width, image.height, max_pixels), Image.BICUBIC)
+    return image
+
+
+def _decode(path: Path, name: str, max_pixels: int) -> Image.Image:
+    """Decode the picture; on any failure its file is closed before the error goes on (a picture
+    that fails is not left open until the garbage collector finds it)."""
+    image = Image.open(path)
+    try:
+        width, height = image.size
+        if width * height > MAX_SOURCE_PIXELS:
+            raise ImageError(
+                "picture_too_large", "{name} is {width}×{height} ({megapixels:.0f} megapixels), more "
+                "than the {limit}-megapixel limit; it may be a decompression bomb. Please resize it "
+                "and try again.", name=name, width=width, height=height,
+                megapixels=width * height / 1e6, limit=MAX_SOURCE_PIXELS // 1_000_000)
+        # For JPEG, decode at a reduced scale straight away: a 100 MP photo then costs
+        # a fraction of the memory and time of a full decode.
+        image.draft("RGB", _fit(width, height, max_pixels * 4))
+        image.load()
+    except BaseException:
+        image.close()
+        raise
     return image
 
 

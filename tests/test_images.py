@@ -91,3 +91,17 @@ def test_exif_orientation_is_applied(tmp_path):
 def test_a_missing_file_is_a_sentence(tmp_path):
     with pytest.raises(ImageError, match="not found"):
         open_image(tmp_path / "gone.jpg", BUDGET)
+
+
+def test_a_picture_that_fails_to_decode_leaves_no_file_open(tmp_path):
+    import gc
+    import warnings
+
+    Image.new("RGB", (400, 300), "green").save(tmp_path / "whole.jpg", quality=95)
+    (tmp_path / "half.jpg").write_bytes((tmp_path / "whole.jpg").read_bytes()[:2000])
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        with pytest.raises(ImageError, match="damaged or truncated"):
+            open_image(tmp_path / "half.jpg", 10_000)
+        gc.collect()  # an open file left behind says so here, as a ResourceWarning
+    assert not [w for w in shown if w.category is ResourceWarning]
