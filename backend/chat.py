@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from backend.images import open_image
+from backend.problems import ProblemError
 from backend.inference.engine import Cancel, Turn
 
 MAX_IMAGES_PER_MESSAGE = 4
@@ -12,8 +13,9 @@ MAX_MESSAGE_CHARS = 4000
 DEFAULT_QUESTION = {"zh": "这是什么菜？", "en": "What dish is this?"}
 
 
-class ChatInputError(ValueError):
-    """A message that cannot be sent, with the reason in plain words."""
+class ChatInputError(ProblemError, ValueError):
+    """A message that cannot be sent, with the reason in plain words (a Problem: ui/problems.py
+    says it in Chinese)."""
 
 
 @dataclass
@@ -37,12 +39,13 @@ def user_turn(text: str | None, files: list[str], max_pixels: int, lang: str) ->
     Every picture is opened here once, so a broken one is reported before the model is busy."""
     text = (text or "").strip()
     if not text and not files:
-        raise ChatInputError("Type a question or drop a dish photo first." if lang != "zh"
-                             else "请先输入问题或拖入一张菜品照片。")
+        raise ChatInputError("chat_empty", "Type a question or drop a dish photo first.")
     if len(text) > MAX_MESSAGE_CHARS:
-        raise ChatInputError(f"The message is {len(text)} characters long; the limit is {MAX_MESSAGE_CHARS}.")
+        raise ChatInputError("chat_too_long", "The message is {length} characters long; the limit is {limit}.",
+                             length=len(text), limit=MAX_MESSAGE_CHARS)
     if len(files) > MAX_IMAGES_PER_MESSAGE:
-        raise ChatInputError(f"At most {MAX_IMAGES_PER_MESSAGE} pictures per message, please.")
+        raise ChatInputError("chat_too_many_pictures", "At most {limit} pictures per message, please.",
+                             limit=MAX_IMAGES_PER_MESSAGE)
     for path in files:
         open_image(path, max_pixels)
     return Turn("user", text or DEFAULT_QUESTION.get(lang, DEFAULT_QUESTION["en"]), tuple(files))

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+import backend.chat
 import backend.data
 import backend.images
 import ui.train
@@ -24,8 +25,8 @@ from ui import data_problems, train_problems
 from ui.problems import ZH, say
 
 # The errors whose message is a Problem, and the files that raise them.
-ERRORS = ("ImageError", "DataError", "UnsafePath", "TermsNotAccepted")
-SOURCES = [Path(backend.images.__file__), *sorted(Path(backend.data.__file__).parent.glob("*.py")),
+ERRORS = ("ImageError", "ChatInputError", "DataError", "UnsafePath", "TermsNotAccepted")
+SOURCES = [Path(backend.images.__file__), Path(backend.chat.__file__), *sorted(Path(backend.data.__file__).parent.glob("*.py")),
            Path(ui.train.__file__)]
 CHINESE = re.compile(r"[\u4e00-\u9fff]")
 

@@ -1,7 +1,7 @@
-"""Why a picture or a dataset cannot be used, in Chinese.
+"""Why a picture, a chat message or a dataset cannot be used, in Chinese.
 
-backend/images.py (ImageError), backend/data/ (DataError, UnsafePath, TermsNotAccepted) and the Train
-tab's choice of training data write each reason as an English `Problem` with a key and the values
+backend/images.py (ImageError), backend/chat.py (ChatInputError), backend/data/ (DataError,
+UnsafePath, TermsNotAccepted) and the Train tab's choice of training data write each reason as an English `Problem` with a key and the values
 in it; here each key has its Chinese sentence with the same placeholders. ui/problems.py says them.
 """
 
@@ -15,6 +15,10 @@ ZH: dict[str, str] = {
     "picture_unreadable": "{name} 不是 Foodie Studio 能读取的图片（支持 JPEG、PNG、WebP、GIF、BMP 等）。",
     "picture_bomb": "{name} 太大，无法安全打开，可能是解压炸弹。",
     "picture_damaged": "{name} 已损坏或不完整，无法读取（{detail}）。",
+    # backend/chat.py: a chat message that cannot be sent
+    "chat_empty": "请先输入问题或拖入一张菜品照片。",
+    "chat_too_long": "这条消息有 {length} 个字符，上限是 {limit} 个。",
+    "chat_too_many_pictures": "每条消息最多 {limit} 张图片。",
     # backend/data/: a source that cannot be read at all
     "nothing_at": "{path} 不存在。",
     "no_file": "{path} 处没有文件。",
