@@ -48,7 +48,7 @@ def open_image(path: str | Path, max_pixels: int) -> Image.Image:
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageError("picture_damaged", "{name} is damaged or truncated and cannot be read ({detail}).",
                          name=name, detail=str(err)) from None
-    image = ImageOps.exif_transpose(image, in_place=False) if _has_orientation(image) else image
+    image = ImageOps.exif_transpose(image, in_place=False) if has_orientation(image) else image
     image = image.convert("RGB")
     if image.width * image.height > max_pixels:
         image = image.resize(_fit(image.width, image.height, max_pixels), Image.BICUBIC)
@@ -85,7 +85,8 @@ def _fit(width: int, height: int, max_pixels: int) -> tuple[int, int]:
     return max(1, int(width * scale)), max(1, int(height * scale))
 
 
-def _has_orientation(image: Image.Image) -> bool:
+def has_orientation(image: Image.Image) -> bool:
+    """Whether the picture's EXIF says it must be turned to show upright."""
     try:
         return image.getexif().get(0x0112, 1) != 1
     except Exception:  # a bogus EXIF block must not cost the picture

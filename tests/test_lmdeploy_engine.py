@@ -18,6 +18,7 @@ from backend.inference.engine import GenerationSettings, Turn
 from backend.inference.lmdeploy_engine import LMDeployEngine, StreamCut, patch_grid_size, request_body, stream_pieces
 from backend.inference.lmdeploy_server import LMDeployServer, ServerError, ServerOptions, convert_adapter
 from tests.conftest import EXAMPLES, ROOT
+from tests.lmdeploy_shapes import OldStyleVisionModel, image_encoder_class
 from tests.test_scoring import make_adapter
 
 STANDIN = (sys.executable, str(ROOT / "tests" / "openai_standin.py"))
@@ -178,37 +179,11 @@ def test_the_launcher_takes_its_own_option_and_passes_the_rest_to_lmdeploy():
     assert split_flag(["serve", "--keep-picture-dtype", "m"], "--keep-picture-dtype") == (True, ["serve", "m"])
 
 
-class OldStyleVisionModel:
-    """Shaped like LMDeploy 0.18's Qwen2VLModel: `preprocess(messages)` appends the processor's output."""
-
-    def preprocess(self, messages):
-        import torch
-
-        patches = torch.randn(4, 1176, generator=torch.Generator().manual_seed(0))
-        return [*messages, {"role": "preprocess", "content": [{"pixel_values": patches,
-                                                               "image_grid_thw": torch.tensor([[1, 2, 2]])}]}]
-
-
-def encoder_class(new_style_preprocess: bool = False):
-    """Shaped like LMDeploy 0.18's ImageEncoder (lmdeploy itself needs a GPU stack)."""
-    import torch
-    from concurrent.futures import ThreadPoolExecutor
-
-    class Encoder:
-        def __init__(self, model_path, backend, vision_config=None, backend_config=None, trust_remote_code=False):
-            self.model = OldStyleVisionModel()
-            self.mm_feature_dtype = torch.bfloat16
-            self.executor = ThreadPoolExecutor(max_workers=1)
-            self._uses_new_preprocess = new_style_preprocess
-
-    return Encoder
-
-
 def test_the_launcher_widens_only_the_pytorch_backends_preprocessing_pool():
     """The pool has one thread until widened; TurboMind's, which also runs its vision model, stays."""
     from backend.inference.lmdeploy_launch import adapt_image_encoder
 
-    Encoder = encoder_class()
+    Encoder = image_encoder_class()
     assert Encoder("m", "pytorch").executor._max_workers == 1
     adapt_image_encoder(Encoder, 6)
     assert Encoder("m", "pytorch", None, backend_config=None).executor._max_workers == 6
@@ -220,7 +195,7 @@ def test_the_launcher_hands_pictures_over_in_the_models_dtype_with_the_values_it
 
     from backend.inference.lmdeploy_launch import adapt_image_encoder
 
-    Encoder = encoder_class()
+    Encoder = image_encoder_class()
     adapt_image_encoder(Encoder, 1)
     original = OldStyleVisionModel().preprocess([])[-1]["content"][0]
     handed = Encoder("m", "pytorch").model.preprocess([])[-1]["content"][0]
@@ -231,10 +206,10 @@ def test_the_launcher_hands_pictures_over_in_the_models_dtype_with_the_values_it
     assert torch.equal(handed["image_grid_thw"], original["image_grid_thw"])  # not a picture: left alone
     turbomind = Encoder("m", "turbomind").model.preprocess([])[-1]["content"][0]
     assert turbomind["pixel_values"].dtype == torch.float32
-    kept = encoder_class()
+    kept = image_encoder_class()
     adapt_image_encoder(kept, 1, cast=False)
     assert kept("m", "pytorch").model.preprocess([])[-1]["content"][0]["pixel_values"].dtype == torch.float32
-    newer_style = encoder_class(new_style_preprocess=True)  # LMDeploy casts those itself
+    newer_style = image_encoder_class(new_style_preprocess=True)  # LMDeploy casts those itself
     adapt_image_encoder(newer_style, 1)
     assert newer_style("m", "pytorch").model.preprocess([])[-1]["content"][0]["pixel_values"].dtype == torch.float32
 
@@ -390,21 +365,8 @@ def test_the_launcher_hands_lmdeploys_cli_its_own_arguments_in_a_real_process(tm
     (package / "vl").mkdir(parents=True)
     (package / "__init__.py").write_text("")
     (package / "vl" / "__init__.py").write_text("")
-    (package / "vl" / "engine.py").write_text(textwrap.dedent("""
-        from concurrent.futures import ThreadPoolExecutor
-        import torch
-
-        class Qwen2VLModel:
-            def preprocess(self, messages):
-                return [*messages, {"role": "preprocess", "content": [{"pixel_values": torch.zeros(4, 1176)}]}]
-
-        class ImageEncoder:
-            def __init__(self, model_path, backend, vision_config=None, backend_config=None, trust_remote_code=False):
-                self.model = Qwen2VLModel()
-                self.mm_feature_dtype = torch.bfloat16
-                self.executor = ThreadPoolExecutor(max_workers=1)
-                self._uses_new_preprocess = False
-    """))
+    (package / "vl" / "engine.py").write_text("from tests.lmdeploy_shapes import image_encoder_class\n"
+                                              "ImageEncoder = image_encoder_class()\n")
     (package / "cli.py").write_text(textwrap.dedent("""
         import importlib.util, json, sys
         from lmdeploy.vl.engine import ImageEncoder
@@ -417,7 +379,8 @@ def test_the_launcher_hands_lmdeploys_cli_its_own_arguments_in_a_real_process(tm
     """))
     result = subprocess.run([sys.executable, str(LAUNCH_SCRIPT), "serve", "api_server", "m",
                              "--preprocess-threads", "8", "--tp", "1"],
-                            capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(tmp_path)))
+                            capture_output=True, text=True, timeout=60,
+                            env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)])))
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     assert seen == {"argv": ["lmdeploy", "serve", "api_server", "m", "--tp", "1"], "workers": 8,

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
-from backend.images import open_image
+from backend.images import has_orientation, open_image
 from backend.inference.engine import Cancel, GenerationSettings, Turn, check_adapter_folder
 from backend.inference.lmdeploy_server import LMDeployServer, ServerError, model_config
 
@@ -66,8 +66,8 @@ def server_reads_it_as_is(path: str, max_pixels: int, multiple: int = 0) -> bool
     try:
         with Image.open(path) as picture:
             width, height = picture.size
-            rotated = picture.getexif().get(0x0112, 1) != 1
-    except Exception:  # unreadable, or a bogus EXIF block: the careful path decides
+            rotated = has_orientation(picture)
+    except Exception:  # unreadable: the careful path decides
         return False
     if rotated or width * height > max_pixels:
         return False

@@ -51,6 +51,8 @@ PICTURE_KEYS = ("pixel_values", "pixel_values_videos")
 
 def in_dtype(preprocess, dtype):
     """`preprocess` (an older-style LMDeploy vision model's) with its picture tensors cast to dtype."""
+    import torch
+
     def run(messages):
         messages = preprocess(messages)
         for message in messages:
@@ -59,7 +61,7 @@ def in_dtype(preprocess, dtype):
             for item in message["content"]:
                 for key in PICTURE_KEYS:
                     value = item.get(key)
-                    if getattr(value, "is_floating_point", lambda: False)() and value.dtype != dtype:
+                    if isinstance(value, torch.Tensor) and value.is_floating_point() and value.dtype != dtype:
                         item[key] = value.to(dtype)
         return messages
 
