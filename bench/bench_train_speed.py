@@ -199,6 +199,8 @@ def finished_run(files) -> dict:
     later = records[len(first_epoch):]
     return {"seconds": records[-1]["elapsed_s"], "losses": [r["loss"] for r in records],
             "final_loss": records[-1]["loss"], "steps": records[-1]["step"],
+            "first_epoch_s": first_epoch[-1]["elapsed_s"] if first_epoch else float("nan"),
+            "step_seconds": [b["elapsed_s"] - a["elapsed_s"] for a, b in zip([{"elapsed_s": 0}] + records, records)],
             # after the first epoch: every picture is cached, start-up is behind
             "later_epochs_samples_per_s": (sum(r["samples"] for r in later) / (later[-1]["elapsed_s"] -
                                            first_epoch[-1]["elapsed_s"])) if later and first_epoch else float("nan")}
@@ -251,8 +253,11 @@ def main() -> None:
     parser.add_argument("--dry-run", action="store_true", help="a narrow model and 16 samples, to check on a CPU")
     parser.add_argument("--no-warmup", action="store_true", help="time each path from a cold start")
     parser.add_argument("--pack-tokens", default="", help="also run ours with these tokens per packed row "
-                        "(comma-separated, :gc after a number adds gradient checkpointing), beside the default")
+                        "(comma-separated; after a number, :gc adds gradient checkpointing, :compile compiled "
+                        "layers, :gc+compile both), beside the default")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--ours-only", action="store_true", help="no baseline: our run alone, with its "
+                        "time per step (for tuning; the bars need the baseline in the same run)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     for noisy in ("httpx", "urllib3", "filelock", "transformers"):
@@ -268,14 +273,66 @@ def main() -> None:
     print(f"model and data ready in {time.monotonic() - t0:.0f} s", flush=True)
     spec = spec_for(model_dir, data, workdir / "ours", args.epochs, args.dry_run)
 
+    variants = []
+    if args.ablate:  # before ours: Liger patches transformers' classes for the rest of the process
+        variants += [("ours, padded batches (packing off)", dict(packed=False, fused_kernels=False)),
+                     ("ours, packed, no fused kernels", dict(fused_kernels=False))]
+    for option in filter(None, args.pack_tokens.split(",")):
+        tokens, _, extras = option.partition(":")
+        extras = set(filter(None, extras.split("+")))
+        if extras - {"gc", "compile"}:
+            parser.error(f"--pack-tokens {option}: after the colon, gc and/or compile (joined by +)")
+        label = (f"ours, rows of {tokens} tokens" + (", gradient checkpointing" if "gc" in extras else "")
+                 + (", compiled layers" if "compile" in extras else ""))
+        variants.append((label, dict(pack_tokens=int(tokens), gradient_checkpointing="gc" in extras,
+                                     compile_layers="compile" in extras)))
+    # Liger patches transformers' classes for the rest of the process, and compiled layers cannot
+    # trace its kernels: the runs without Liger go first
+    variants.sort(key=lambda variant: variant[1].get("fused_kernels", True) and not variant[1].get("compile_layers"))
+    variants.append((f"ours (packed rows of {spec.pack_tokens} tokens, cached pictures, fused kernels)", {}))
+
+    small = make_photo_samples(workdir / "warmup", count=16)
+
+    def warm_up_ours(index: int, changes: dict) -> None:
+        """Our program once on the 16 other samples in this process, right before a timed run of it,
+        as the baseline's warm-up is: first-use costs (CUDA kernels loading, Triton's and inductor's
+        kernels loading or compiling) fall on neither timed run."""
+        if not args.no_warmup:
+            run_ours(spec_for(model_dir, small, workdir / f"warmup-ours-{index}", 1, args.dry_run, **changes))
+
     if not args.no_warmup:
-        # Both paths once on 16 samples, untimed, so one-time costs fall on neither timed run: CUDA and
-        # cuBLAS set-up here, and Triton compiling Liger's kernels to its disk cache in a child process
-        # (Liger patches transformers' classes in the process it runs in; the baseline must stay plain).
-        small = make_photo_samples(workdir / "warmup", count=16)
-        run_baseline(spec_for(model_dir, small, workdir / "warmup-base", 1, args.dry_run), device)
-        run_program(spec_for(model_dir, small, workdir / "warmup-ours", 1, args.dry_run), 1, args.dry_run)
+        # Both paths once on 16 samples, untimed, so one-time costs fall on neither timed run: the
+        # baseline in this process; ours first in a child process (Triton compiling Liger's kernels to
+        # its disk cache, as an earlier job would have; Liger patches transformers' classes in the
+        # process it runs in, and the baseline must stay plain), then in this process before each run.
+        if not args.ours_only:
+            run_baseline(spec_for(model_dir, small, workdir / "warmup-base", 1, args.dry_run), device)
+        fresh = run_program(spec_for(model_dir, small, workdir / "warmup-ours", 1, args.dry_run), 1, args.dry_run)
+        print(f"a fresh training process (as the worker starts one), 16 samples: its one step took "
+              f"{fresh['step_seconds'][0]:.2f} s (kernels loaded and compiled on first use: a cost each job pays "
+              "once, left out of the timed runs below by warming each run up in this process)", flush=True)
+        if any(changes.get("compile_layers") for _, changes in variants):  # inductor's caches, on disk
+            run_program(spec_for(model_dir, small, workdir / "warmup-compiled", 1, args.dry_run, compile_layers=True),
+                        1, args.dry_run)
         print(f"warm-up done at {time.monotonic() - t0:.0f} s", flush=True)
+
+    if args.ours_only:
+        from backend.training.lora import build_model
+
+        model, processor, _, _ = build_model(spec.with_changes(packed=False, fused_kernels=False), device,
+                                             torch.bfloat16 if device.type == "cuda" else torch.float32)
+        params, counts = parameter_counts(model), counts_per_epoch(model, processor, spec)
+        del model
+        for i, (label, changes) in enumerate(variants):
+            reset_peak(device)
+            warm_up_ours(i, changes)
+            run = run_ours(spec.with_changes(output_dir=str(workdir / f"ours-{i}"), **changes))
+            flops = model_flops(params, counts, args.epochs, vision_passes=1)
+            print(f"{label}: {run['seconds']:.1f} s, MFU {flops / run['seconds'] / PEAK_FLOPS:.1%}, first epoch "
+                  f"{run['first_epoch_s']:.1f} s, later epochs {run['later_epochs_samples_per_s']:.1f} samples/s, "
+                  f"peak {peak_gb(device):.1f} GB")
+            print("  seconds per step:", " ".join(f"{s:.2f}" for s in run["step_seconds"]), flush=True)
+        return
 
     results: dict[str, dict] = {}
     reset_peak(device)
@@ -288,16 +345,8 @@ def main() -> None:
     del model
     reset_peak(device)
 
-    variants = []
-    if args.ablate:  # before ours: Liger patches transformers' classes for the rest of the process
-        variants += [("ours, padded batches (packing off)", dict(packed=False, fused_kernels=False)),
-                     ("ours, packed, no fused kernels", dict(fused_kernels=False))]
-    for option in filter(None, args.pack_tokens.split(",")):
-        tokens, _, checkpointing = option.partition(":")
-        variants.append((f"ours, rows of {tokens} tokens{', gradient checkpointing' if checkpointing else ''}",
-                         dict(pack_tokens=int(tokens), gradient_checkpointing=checkpointing == "gc")))
-    variants.append((f"ours (packed rows of {spec.pack_tokens} tokens, cached pictures, fused kernels)", {}))
     for i, (label, changes) in enumerate(variants):
+        warm_up_ours(i, changes)
         reset_peak(device)
         run = run_ours(spec.with_changes(output_dir=str(workdir / f"ours-{i}"), **changes))
         run["peak_gb"] = peak_gb(device)

@@ -164,3 +164,55 @@ def test_out_of_memory_advice_fits_the_path_the_job_trains_on(tiny_models) -> No
     assert "raise gradient accumulation to keep the effective batch" in padded and "pack_tokens" not in padded
     assert not packs(qwen.with_changes(packed=False), "qwen2_vl")
     assert model_type_of(qwen.with_changes(model="/nowhere/model")) == ""  # the padded advice, then
+
+
+def test_pictures_handed_over_in_the_model_dtype_give_the_same_embeddings(tiny_models) -> None:
+    """The loader casts each picture's patches to the model's dtype (half the bytes to pin and copy);
+    the vision tower must see exactly what it saw when the cast came with the copy."""
+    model, processor = lora_model(tiny_models["qwen2_vl"])
+    model.to(torch.bfloat16)
+    samples = [sample_from_record(record, EXAMPLES) for record in RECORDS[:3]]
+    encoded = [SampleDataset(samples, processor, PIXELS, MAX_LENGTH)[i] for i in range(len(samples))]
+    handed_over = [e.with_pixels_as(torch.bfloat16) for e in encoded]
+    assert all(e.inputs["pixel_values"].dtype == torch.float32 for e in encoded)  # the originals are untouched
+    assert all(e.inputs["pixel_values"].dtype == torch.bfloat16 for e in handed_over)
+    assert handed_over[0].with_pixels_as(torch.bfloat16) is handed_over[0]
+
+    as_before = prepare(model, encoded, torch.device("cpu"), torch.bfloat16)
+    as_now = prepare(model, handed_over, torch.device("cpu"), torch.bfloat16)
+    for before, now in zip(as_before, as_now, strict=True):
+        assert torch.equal(before.image_embeds, now.image_embeds)
+
+
+def test_a_packed_row_keeps_no_key_value_cache(tiny_models) -> None:
+    """Training never reads a KV cache; the text config's default would fill one at every layer."""
+    from backend.training.packed import _inner
+
+    model, processor = lora_model(tiny_models["qwen2_vl"])
+    samples = [sample_from_record(record, EXAMPLES) for record in RECORDS[:2]]
+    encoded = [SampleDataset(samples, processor, PIXELS, MAX_LENGTH)[i] for i in range(len(samples))]
+    assert _inner(model).language_model.config.use_cache  # what the call must override
+    outputs = []
+    hook = _inner(model).language_model.register_forward_hook(lambda module, args, out: outputs.append(out))
+    try:
+        PackedLoss(model)(pack(prepare(model, encoded, torch.device("cpu"), torch.float32)))
+    finally:
+        hook.remove()
+    assert len(outputs) == 1 and outputs[0].past_key_values is None
+
+
+def test_row_bounds_give_the_kernel_a_power_of_two_at_least_the_longest_sample() -> None:
+    from backend.training.packed import RowBounds
+
+    for starts, bound in [([0, 687, 1300], 1024), ([0, 512], 512), ([0, 513, 600], 1024), ([0, 1], 1),
+                          ([0, 3000, 4000], 4096)]:
+        assert RowBounds.of(starts, torch.device("cpu")).longest == bound
+
+
+def test_compiled_layers_are_asked_for_gpus_only(tiny_models) -> None:
+    spec = preset("demo-cpu", model=str(tiny_models["qwen2_vl"]), data_file=str(EXAMPLES / "dishes.json"),
+                  compile_layers=True)
+    model, _, _, packed = build_model(spec, torch.device("cpu"), torch.float32)
+    assert packed
+    layers = model.get_base_model().model.language_model.layers
+    assert all(layer._compiled_call_impl is None for layer in layers)  # on a CPU: eager, no compiler needed

@@ -45,6 +45,19 @@ class Encoded:
     def answer_tokens(self) -> int:
         return int((self.labels != IGNORE_INDEX).sum())
 
+    def pin_memory(self) -> "Encoded":
+        """Page-locked copies (the DataLoader's pin_memory calls this), so copies to the GPU run in
+        the background instead of holding up the training process."""
+        return Encoded({key: value.pin_memory() for key, value in self.inputs.items()}, self.labels.pin_memory())
+
+    def with_pixels_as(self, dtype: torch.dtype) -> "Encoded":
+        """The same sample with its pictures' patches in `dtype` (the model's: half the bytes to hand
+        over and copy in bf16; the model casts them to its dtype anyway)."""
+        pixels = self.inputs.get("pixel_values")
+        if pixels is None or pixels.dtype == dtype:
+            return self
+        return Encoded({**self.inputs, "pixel_values": pixels.to(dtype)}, self.labels)
+
 
 def encode_sample(processor, sample: Sample, max_pixels: int, max_length: int) -> Encoded:
     """Apply the chat template (through the processor), tokenize, expand pictures, mask non-answers."""

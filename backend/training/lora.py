@@ -46,8 +46,8 @@ from backend.training import checkpoints
 from backend.training.encoding import IGNORE_INDEX, SampleDataset, collate
 from backend.training.lora_forward import fold_lora_scaling, keep_lora_inputs_in_model_dtype
 from backend.training.packed import (PACKED_MODEL_TYPES, PackedCache, PackedLoss, UnpreparedSamples,
-                                     apply_fused_kernels, pack, prepared_samples, speed_up_vision_tower, split_rows,
-                                     use_packed_attention)
+                                     apply_fused_kernels, compile_decoder_layers, pack, prepared_samples,
+                                     speed_up_vision_tower, split_rows, use_packed_attention)
 from backend.training.layout import (EXIT_BAD_SPEC, EXIT_FAILED, EXIT_OK, EXIT_STOPPED, JobFiles, ready_checkpoints,
                                      write_json_atomic)
 from backend.training.runtime import (Dist, Metrics, StopFlag, TrainingError, epoch_order, lr_at,
@@ -108,10 +108,13 @@ def build_model(spec: JobSpec, device: torch.device, dtype: torch.dtype) -> Buil
     model.requires_grad_(False)  # vision tower, projector, embeddings, lm_head: all frozen
     model.config.use_cache = False  # the KV cache only helps generation
     packed = packs(spec, model.config.model_type)
+    compiled = packed and spec.compile_layers and device.type == "cuda"
     if packed:
         use_packed_attention(model)
         speed_up_vision_tower(model, on_cuda=device.type == "cuda")
-        if spec.fused_kernels and device.type == "cuda" and apply_fused_kernels(model):
+        # Liger's kernels cannot be traced by torch.compile (dynamo fails on their autograd functions);
+        # compiled layers get inductor's own fused kernels instead
+        if spec.fused_kernels and device.type == "cuda" and not compiled and apply_fused_kernels(model):
             log.info("Liger's fused RMSNorm and SwiGLU kernels are on")
     targets = language_model_targets(model, spec.target_modules)
     config = LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
@@ -124,6 +127,9 @@ def build_model(spec: JobSpec, device: torch.device, dtype: torch.dtype) -> Buil
     if packed:
         keep_lora_inputs_in_model_dtype(model)
         fold_lora_scaling(model)
+    if compiled:
+        compile_decoder_layers(model)
+        log.info("decoder layers go through torch.compile (the first steps include compiling them)")
     if spec.gradient_checkpointing:
         # Non-reentrant checkpointing works with a frozen embedding layer (no input grads needed).
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -256,14 +262,14 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
         first = (step % steps_per_epoch) * spec.grad_accum  # skip the batches already trained on
         workers = spec.data_workers
         if packed:  # the loader decodes only what is not prepared yet (set fixed when its workers fork)
-            source, collate_fn = UnpreparedSamples(dataset, set(cache.samples)), list
+            source, collate_fn = UnpreparedSamples(dataset, set(cache.samples), weights_dtype), list
             if all(i in cache.samples for batch in batches[first:] for i in batch):
                 workers = 0  # nothing left to decode: starting worker processes would be all it did
         else:
             source, collate_fn = dataset, (lambda items: collate(items, pad_id))
         loader = torch.utils.data.DataLoader(
             source, batch_sampler=batches[first:], num_workers=workers,
-            collate_fn=collate_fn, pin_memory=on_gpu and not packed, worker_init_fn=quiet_data_worker)
+            collate_fn=collate_fn, pin_memory=on_gpu, worker_init_fn=quiet_data_worker)
         micro_batches = start_loader(loader)
 
         for _ in range(step % steps_per_epoch, steps_per_epoch):
@@ -305,7 +311,7 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
                         samples += labels.shape[0]
                         real_tokens += int(batch["attention_mask"].sum())
                         with autocast:
-                            logits = model(**batch).logits  # (B, T, vocab)
+                            logits = model(**batch, use_cache=False).logits  # (B, T, vocab)
                         loss = answer_loss(logits, labels) / max(1, step_tokens)
                     if engine is not None:
                         engine.backward(loss, scale_wrt_gas=False)  # already scaled by the step's tokens

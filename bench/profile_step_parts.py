@@ -1,0 +1,196 @@
+"""What a later-epoch packed training step spends its GPU time on (pictures already cached): the
+same rows through the step as built, and through variants that each take one part away or do it
+another way, timed side by side in one run, plus the top GPU kernels. A tool for finding what to
+speed up next; bench_train_speed.py is the benchmark.
+
+    python3 bench/profile_step_parts.py                  # Qwen2-VL-2B shape, 64 photo samples
+    python3 bench/profile_step_parts.py --dry-run        # narrow model on a CPU, to check it runs
+
+Variants: as built; LoRA dropout off; adapters off (input gradients through the frozen layers
+only: what the base model alone costs); the optimizer step alone. With --compile instead (a model
+built without Liger, whose patches are class-wide and whose kernels inductor would replace): eager
+against every decoder layer through torch.compile, and the vision tower eager against compiled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+
+from bench_train_speed import spec_for  # noqa: E402
+from bench_training import SHAPE_2B, SHAPE_DRY, build_2b_shape, make_photo_samples  # noqa: E402
+
+
+@contextmanager
+def dropout_off(model):
+    from peft.tuners.lora import LoraLayer
+
+    saved = []
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            for name in list(module.lora_dropout):
+                saved.append((module, name, module.lora_dropout[name]))
+                module.lora_dropout[name] = torch.nn.Identity()
+    try:
+        yield
+    finally:
+        for module, name, dropout in saved:
+            module.lora_dropout[name] = dropout
+
+
+@contextmanager
+def adapters_off(model):
+    """peft's own switch, and the embeddings made to need a gradient, so the backward pass still runs
+    through every layer (the input gradients a frozen base always costs)."""
+    from backend.training import packed
+
+    embedding = packed._inner(model).get_input_embeddings()
+    hook = embedding.register_forward_hook(lambda module, args, out: out.requires_grad_(True))
+    try:
+        with model.disable_adapter():
+            yield
+    finally:
+        hook.remove()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--samples", type=int, default=64)
+    parser.add_argument("--row-tokens", type=int, default=11000)
+    parser.add_argument("--iters", type=int, default=8)
+    parser.add_argument("--compile", action="store_true", help="instead: without Liger, eager against every "
+                        "decoder layer and vision block through torch.compile")
+    parser.add_argument("--kernels", type=int, default=30, help="rows of the kernel table (0: none)")
+    parser.add_argument("--dry-run", action="store_true")
+    args = parser.parse_args()
+    from backend.training import packed
+    from backend.training.encoding import SampleDataset
+    from backend.training.lora import build_model
+    from backend.training.samples import read_samples
+
+    workdir = Path(tempfile.mkdtemp(prefix="profile-parts-"))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model_dir = build_2b_shape(workdir / "model", SHAPE_DRY if args.dry_run else SHAPE_2B)
+    data = make_photo_samples(workdir / "photos", count=8 if args.dry_run else args.samples)
+    spec = spec_for(model_dir, data, workdir / "out", 1, args.dry_run, fused_kernels=not args.compile)
+    model, processor, _, _ = build_model(spec, device, dtype)
+    samples, _ = read_samples(Path(spec.data_file), spec.images_dir)
+    dataset = SampleDataset(samples, processor, spec.max_image_pixels, spec.max_length)
+    encoded = [dataset[i] for i in range(len(dataset))]
+    prepared = [p for i in range(0, len(encoded), 16) for p in packed.prepare(model, encoded[i:i + 16], device, dtype)]
+    rows = [packed.pack(r) for r in packed.split_rows(prepared, args.row_tokens)]
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    print(f"{len(rows)} rows, {sum(r.bounds[-1] for r in rows) / len(rows):.0f} tokens each on average", flush=True)
+
+    def timed(label: str, loss_module, trainable, contexts=()) -> float:
+        def step(row):
+            with autocast:
+                loss = loss_module(row)
+            loss.backward()
+            return loss
+
+        with ExitStack() as stack:
+            for context in contexts:
+                stack.enter_context(context)
+            step(rows[0])  # warm-up (and compilation)
+            step(rows[1 % len(rows)])
+            sync()
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            t0, tokens = time.perf_counter(), 0
+            for i in range(args.iters):
+                for p in trainable:
+                    p.grad = None
+                row = rows[i % len(rows)]
+                step(row)
+                tokens += row.bounds[-1]
+            sync()
+        seconds = (time.perf_counter() - t0) / args.iters
+        peak = torch.cuda.max_memory_allocated() / 1e9 if device.type == "cuda" else float("nan")
+        print(f"{label}: {seconds * 1e3:.1f} ms per row, {tokens / args.iters / seconds:.0f} tokens/s, "
+              f"peak {peak:.1f} GB", flush=True)
+        return seconds
+
+    model.train()
+    loss_module = packed.PackedLoss(model)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if args.compile:  # this model was built without Liger (its patches are class-wide, for the process)
+        compare_compiled(model, loss_module, trainable, encoded, timed, sync, device, dtype)
+        return
+    timed("as built", loss_module, trainable)
+    timed("LoRA dropout off", loss_module, trainable, [dropout_off(model)])
+    timed("adapters off (frozen base, input gradients only)", loss_module, trainable, [adapters_off(model)])
+
+    optimizer = torch.optim.AdamW(trainable, lr=1e-5, fused=device.type == "cuda")
+    for p in trainable:
+        p.grad = torch.zeros_like(p)
+    for i in range(args.iters + 2):
+        if i == 2:
+            sync()
+            t0 = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        optimizer.step()
+    sync()
+    print(f"clipping + AdamW step: {(time.perf_counter() - t0) / args.iters * 1e3:.1f} ms", flush=True)
+
+    if args.kernels and device.type == "cuda":
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for row in rows[:2]:
+                with autocast:
+                    loss = loss_module(row)
+                loss.backward()
+            sync()
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=args.kernels, max_name_column_width=90))
+
+
+def compare_compiled(model, loss_module, trainable, encoded, timed, sync, device, dtype) -> None:
+    """Without Liger: eager, then every decoder layer and vision block through torch.compile."""
+    from backend.training import packed
+
+    def tower_ms() -> float:
+        with torch.no_grad():
+            for repeat in range(2):  # the first pass meets new shapes (and compiles)
+                sync()
+                t0 = time.perf_counter()
+                for i in range(0, len(encoded), 16):
+                    group = encoded[i:i + 16]
+                    packed._image_features(
+                        packed._inner(model), torch.cat([e.inputs["pixel_values"] for e in group]).to(device, dtype),
+                        torch.cat([e.inputs["image_grid_thw"] for e in group]).to(device))
+                sync()
+                print(f"  vision tower pass {repeat + 1}: {(time.perf_counter() - t0) / len(encoded) * 1e3:.1f} ms "
+                      "per picture", flush=True)
+        return (time.perf_counter() - t0) / len(encoded) * 1e3
+
+    timed("no Liger, eager", loss_module, trainable)
+    print("vision tower, eager:", flush=True)
+    tower_ms()
+    for layer in packed._inner(model).language_model.layers:
+        layer.compile(dynamic=True)
+    t0 = time.perf_counter()
+    timed("no Liger, decoder layers compiled", loss_module, trainable)
+    print(f"  (with compilation: {time.perf_counter() - t0:.1f} s)", flush=True)
+    for block in packed._inner(model).visual.blocks:
+        block.compile(dynamic=True)
+    print("vision tower, blocks compiled:", flush=True)
+    try:
+        tower_ms()
+    except Exception as error:  # a tool: say what failed and finish
+        print(f"  failed: {type(error).__name__}: {str(error)[:2000]}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
