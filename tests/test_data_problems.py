@@ -14,6 +14,7 @@ from PIL import Image
 import backend.chat
 import backend.data
 import backend.images
+import ui.compare
 import ui.train
 from backend.data import DataError, read_data_folder, unpack_upload
 from backend.data.library import check_name
@@ -25,9 +26,9 @@ from ui import data_problems, train_problems
 from ui.problems import ZH, say
 
 # The errors whose message is a Problem, and the files that raise them.
-ERRORS = ("ImageError", "ChatInputError", "DataError", "UnsafePath", "TermsNotAccepted")
+ERRORS = ("ImageError", "ChatInputError", "DataError", "UnsafePath", "TermsNotAccepted", "ScoringRequestError")
 SOURCES = [Path(backend.images.__file__), Path(backend.chat.__file__), *sorted(Path(backend.data.__file__).parent.glob("*.py")),
-           Path(ui.train.__file__)]
+           Path(ui.train.__file__), Path(ui.compare.__file__)]
 CHINESE = re.compile(r"[\u4e00-\u9fff]")
 
 
@@ -167,3 +168,20 @@ def test_the_chat_tab_on_a_chinese_page_says_why_a_picture_cannot_be_used(tmp_pa
     assert [str(w.message) for w in shown if w.category is UserWarning] == [  # gr.Warning's category
         "这张图片无法使用：broken.jpg 不是 Foodie Studio 能读取的图片（支持 JPEG、PNG、WebP、GIF、BMP 等）。"]
     assert len(outputs) == 1 and outputs[0][0] == [], "nothing was added to the conversation"
+
+
+def test_the_compare_tab_on_a_chinese_page_says_why_scoring_cannot_start(tmp_path):
+    import gradio as gr
+
+    from backend.services import Services
+    from backend.settings import Settings
+    from backend.training.jobs import JobStore
+    from ui.compare import run_scores
+
+    services = Services(Settings(workdir=tmp_path), None, None, 112 * 112, [], JobStore(tmp_path))
+    for page, said in [("zh", "请先选择一个题目集（列表为空时请点“刷新”）。"),
+                       ("en", "Pick a question set first (press Refresh if the list is empty).")]:
+        with pytest.raises(gr.Error) as raised:
+            # the questions would be asked in English: the page's language decides what is said
+            run_scores("base", "base", "", "en", 16, services, progress=lambda *a, **k: None, page_lang=page)
+        assert raised.value.message == said

@@ -18,6 +18,7 @@ from backend.evaluation import scoring
 from backend.evaluation.choices import BASE_KEY, ensure_adapter, find_choice, model_choices, question_sets
 from backend.inference.engine import GenerationSettings
 from backend.markdown_text import as_text
+from backend.problems import ProblemError
 from backend.services import Services
 from ui.chat import MODEL_CONCURRENCY_ID, example_message, files_of, to_chatbot
 from ui.i18n import request_lang, text
@@ -60,19 +61,26 @@ def side_by_side(message: dict | None, left_key: str, right_key: str, max_new_to
         gr.Warning(text("failed", lang, detail=say(err, lang)))
 
 
+class ScoringRequestError(ProblemError):
+    """A scoring request that cannot start (no question set, nothing to score in it)."""
+
+
 def run_scores(left_key: str, right_key: str, set_name: str, lang: str, batch_size: float,
-               services: Services, progress=gr.Progress()) -> tuple:
-    """Inputs: two model keys, a question set, prompt language, batch size.
+               services: Services, progress=gr.Progress(), page_lang: str = "en") -> tuple:
+    """Inputs: two model keys, a question set, prompt language (what the models are asked in), batch
+    size; `page_lang` is the page's, for what goes wrong.
     Outputs: summary, three breakdown tables, the per-question table, a CSV file."""
     try:
         choices = model_choices(services.jobs)
         picked = [find_choice(choices, left_key), find_choice(choices, right_key)]
         sets = question_sets(picked, services.settings.data)
         if set_name not in sets:
-            raise ValueError("Pick a question set first (press Refresh if the list is empty).")
+            raise ScoringRequestError("scoring_no_set", "Pick a question set first (press Refresh if the list is "
+                                      "empty).")
         records = scoring.scorable(sets[set_name])
         if not records:
-            raise ValueError(f"{set_name} has no multiple-choice questions to score.")
+            raise ScoringRequestError("scoring_nothing_to_score", "{name} has no multiple-choice questions to "
+                                      "score.", name=set_name)
         runs = []
         for index, choice in enumerate(picked):
             adapter = ensure_adapter(services.engine, choice)
@@ -86,11 +94,11 @@ def run_scores(left_key: str, right_key: str, set_name: str, lang: str, batch_si
             run.model = choice.label
             scoring.save(run, choice.adapter_dir or services.settings.workdir / "scores" / BASE_KEY)
             runs.append(run)
-    except (ValueError, OSError) as err:
-        raise gr.Error(str(err)) from None
+    except (ScoringRequestError, ValueError, OSError) as err:
+        raise gr.Error(say(err, page_lang)) from None
     except RuntimeError as err:  # the engine failed (LMDeploy's server died or refused; out of memory)
         log.exception("scoring failed")
-        raise gr.Error(str(err)) from None  # the engine's own sentence
+        raise gr.Error(text("scoring_failed", page_lang, detail=say(err, page_lang))) from None
 
     summary = " · ".join(f"**{r.model}**: {100 * r.accuracy:.1f}% ({r.unparsed} unparsed)" for r in runs)
     headers = ["group"] + [r.model for r in runs]
@@ -157,10 +165,12 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> None:
     textbox.submit(run_side_by_side, [textbox, left, right, max_new_tokens, lang_state], [left_chat, right_chat],
                    api_name="compare", concurrency_limit=1, concurrency_id=MODEL_CONCURRENCY_ID)
 
-    def score(left_key, right_key, set_name, prompt_lang, batch_size, progress=gr.Progress()):
-        return run_scores(left_key, right_key, set_name, prompt_lang, batch_size, services, progress)
+    def score(left_key, right_key, set_name, prompt_lang, batch_size, lang, request: gr.Request,
+              progress=gr.Progress()):
+        return run_scores(left_key, right_key, set_name, prompt_lang, batch_size, services, progress,
+                          page_lang=request_lang(request, lang))
 
-    score_button.click(score, [left, right, question_set, prompt_lang, batch],
+    score_button.click(score, [left, right, question_set, prompt_lang, batch, lang_state],
                        [summary, *tables, per_question, csv_file], api_name="score",
                        concurrency_limit=1, concurrency_id=MODEL_CONCURRENCY_ID)
     return refresh_models, (left, right, question_set)

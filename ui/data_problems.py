@@ -1,8 +1,9 @@
 """Why a picture, a chat message or a dataset cannot be used, in Chinese.
 
 backend/images.py (ImageError), backend/chat.py (ChatInputError), backend/data/ (DataError,
-UnsafePath, TermsNotAccepted) and the Train tab's choice of training data write each reason as an English `Problem` with a key and the values
-in it; here each key has its Chinese sentence with the same placeholders. ui/problems.py says them.
+UnsafePath, TermsNotAccepted), the Train tab's choice of training data and the Compare tab's scoring
+request (ScoringRequestError) write each reason as an English `Problem` with a key and the values in
+it; here each key has its Chinese sentence with the same placeholders. ui/problems.py says them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ ZH: dict[str, str] = {
     "picture_unreadable": "{name} 不是 Foodie Studio 能读取的图片（支持 JPEG、PNG、WebP、GIF、BMP 等）。",
     "picture_bomb": "{name} 太大，无法安全打开，可能是解压炸弹。",
     "picture_damaged": "{name} 已损坏或不完整，无法读取（{detail}）。",
+    # ui/compare.py: a scoring request that cannot start
+    "scoring_no_set": "请先选择一个题目集（列表为空时请点“刷新”）。",
+    "scoring_nothing_to_score": "{name} 里没有可评分的选择题。",
     # backend/chat.py: a chat message that cannot be sent
     "chat_empty": "请先输入问题或拖入一张菜品照片。",
     "chat_too_long": "这条消息有 {length} 个字符，上限是 {limit} 个。",
