@@ -24,6 +24,25 @@ from bench_train_speed import spec_for  # noqa: E402
 from bench_training import SHAPE_2B, SHAPE_DRY, build_2b_shape, make_photo_samples  # noqa: E402
 
 
+def set_up(prefix: str, samples: int, dry_run: bool, **changes):
+    """The 2B-shaped model built as the training program builds it (with `changes` to the spec) and
+    photo samples for it: (device, dtype, spec, model, processor, dataset)."""
+    from backend.training.encoding import SampleDataset
+    from backend.training.lora import build_model
+    from backend.training.samples import read_samples
+
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model_dir = build_2b_shape(workdir / "model", SHAPE_DRY if dry_run else SHAPE_2B)
+    data = make_photo_samples(workdir / "photos", count=8 if dry_run else samples)
+    spec = spec_for(model_dir, data, workdir / "out", 1, dry_run, **changes)
+    model, processor, _, _ = build_model(spec, device, dtype)
+    records, _ = read_samples(Path(spec.data_file), spec.images_dir)
+    return device, dtype, spec, model, processor, SampleDataset(records, processor, spec.max_image_pixels,
+                                                                spec.max_length)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=64)
@@ -33,20 +52,9 @@ def main() -> None:
     parser.add_argument("--prepare-only", action="store_true", help="time decoding and the vision tower, then stop")
     args = parser.parse_args()
     from backend.training import packed
-    from backend.training.encoding import SampleDataset
-    from backend.training.lora import build_model
-    from backend.training.samples import read_samples
 
-    workdir = Path(tempfile.mkdtemp(prefix="profile-packed-"))
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    model_dir = build_2b_shape(workdir / "model", SHAPE_DRY if args.dry_run else SHAPE_2B)
-    data = make_photo_samples(workdir / "photos", count=8 if args.dry_run else args.samples)
-    spec = spec_for(model_dir, data, workdir / "out", 1, args.dry_run)
-    model, processor, _, _ = build_model(spec, device, dtype)
+    device, dtype, spec, model, processor, dataset = set_up("profile-packed-", args.samples, args.dry_run)
     model.train()
-    samples, _ = read_samples(Path(spec.data_file), spec.images_dir)
-    dataset = SampleDataset(samples, processor, spec.max_image_pixels, spec.max_length)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a DataLoader worker
     t0 = time.perf_counter()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -26,8 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from bench_train_speed import spec_for  # noqa: E402
-from bench_training import SHAPE_2B, SHAPE_DRY, build_2b_shape, make_photo_samples  # noqa: E402
+from profile_packed_step import set_up  # noqa: E402
 
 
 @contextmanager
@@ -73,19 +71,9 @@ def main() -> None:
     parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args()
     from backend.training import packed
-    from backend.training.encoding import SampleDataset
-    from backend.training.lora import build_model
-    from backend.training.samples import read_samples
 
-    workdir = Path(tempfile.mkdtemp(prefix="profile-parts-"))
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    model_dir = build_2b_shape(workdir / "model", SHAPE_DRY if args.dry_run else SHAPE_2B)
-    data = make_photo_samples(workdir / "photos", count=8 if args.dry_run else args.samples)
-    spec = spec_for(model_dir, data, workdir / "out", 1, args.dry_run, fused_kernels=not args.compile)
-    model, processor, _, _ = build_model(spec, device, dtype)
-    samples, _ = read_samples(Path(spec.data_file), spec.images_dir)
-    dataset = SampleDataset(samples, processor, spec.max_image_pixels, spec.max_length)
+    device, dtype, _, model, _, dataset = set_up("profile-parts-", args.samples, args.dry_run,
+                                                 fused_kernels=not args.compile)
     encoded = [dataset[i] for i in range(len(dataset))]
     prepared = [p for i in range(0, len(encoded), 16) for p in packed.prepare(model, encoded[i:i + 16], device, dtype)]
     rows = [packed.pack(r) for r in packed.split_rows(prepared, args.row_tokens)]
