@@ -8,6 +8,7 @@ from pathlib import Path
 
 from backend.data.safe_paths import UnsafePath, read_regular_file, resolve_inside
 from backend.data.schema import Problem
+from backend.problems import Problem as Reason
 
 log = logging.getLogger(__name__)
 
@@ -17,21 +18,22 @@ def read_text_file(root: Path, name: str, problems: list[Problem]) -> str | None
     try:
         path = resolve_inside(root, name)
     except UnsafePath as err:
-        problems.append(Problem(name, None, None, f"{name} was not read: {err}."))
+        problems.append(Problem(name, None, None, Reason("data_file_unsafe", "{file} was not read: {reason}.",
+                                                         file=name, reason=err.problem)))
         return None
     try:
         data = read_regular_file(path)
     except OSError as err:
-        problems.append(Problem(name, None, None, f"{name} cannot be read: {err.strerror or err}."))
+        problems.append(Problem(name, None, None, Reason("data_file_unreadable", "{file} cannot be read: {detail}.",
+                                                         file=name, detail=err.strerror or str(err))))
         return None
     try:
         # utf-8-sig: Excel and Notepad put a byte-order mark in front of UTF-8 files.
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        problems.append(Problem(
-            name, None, None,
-            f"{name} is not UTF-8 text (byte 0x{data[err.start]:02x} at position {err.start}); "
-            "save it as UTF-8 and read it again."))
+        problems.append(Problem(name, None, None, Reason(
+            "data_file_not_utf8", "{file} is not UTF-8 text (byte 0x{byte:02x} at position {position}); save it "
+            "as UTF-8 and read it again.", file=name, byte=data[err.start], position=err.start)))
         return None
 
 
@@ -41,38 +43,42 @@ def read_json_list(root: Path, name: str, problems: list[Problem]) -> list | Non
     if text is None:
         return None
     if not text.strip():
-        problems.append(Problem(name, None, None, f"{name} is empty; it should hold a JSON list."))
+        problems.append(Problem(name, None, None, Reason(
+            "json_file_empty", "{file} is empty; it should hold a JSON list.", file=name)))
         return None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
-        problems.append(Problem(name, None, None,
-                                f"{name} is not valid JSON: {err.msg} at line {err.lineno}, "
-                                f"column {err.colno}."))
+        problems.append(Problem(name, None, None, Reason(
+            "json_invalid", "{file} is not valid JSON: {detail} at line {line}, column {column}.", file=name,
+            detail=err.msg, line=err.lineno, column=err.colno)))
         return None
     except RecursionError:
-        problems.append(Problem(name, None, None, f"{name} is not usable JSON: it is nested too deeply."))
+        problems.append(Problem(name, None, None, Reason(
+            "json_too_deep", "{file} is not usable JSON: it is nested too deeply.", file=name)))
         return None
     if not isinstance(data, list):
-        problems.append(Problem(name, None, None,
-                                f"{name} holds a JSON {json_kind(data)}, not a list of records."))
+        problems.append(Problem(name, None, None, Reason(
+            "json_not_list", "{file} holds a JSON {json_type}, not a list of records.", file=name,
+            json_type=json_kind(data))))
         return None
     log.debug("read %d rows from %s", len(data), name)
     return data
 
 
 def json_kind(value: object) -> str:
-    """JSON's name for a value's type, for messages: "object", "string", "number"..."""
+    """JSON's name for a value's type, for messages: "object", "string", "number"... (a Problem, so a
+    page in another language names it in its own words)."""
     if value is None:
-        return "null"
+        return Reason("json_null", "null")
     if isinstance(value, bool):
-        return "true/false value"
+        return Reason("json_bool", "true/false value")
     if isinstance(value, (int, float)):
-        return "number"
+        return Reason("json_number", "number")
     if isinstance(value, str):
-        return "string"
+        return Reason("json_string", "string")
     if isinstance(value, dict):
-        return "object"
+        return Reason("json_object", "object")
     if isinstance(value, list):
-        return "list"
+        return Reason("json_list", "list")
     return type(value).__name__

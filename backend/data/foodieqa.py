@@ -15,11 +15,13 @@ from typing import Any
 
 from backend.data.data_files import json_kind, read_json_list
 from backend.data.image_checks import ImageCheck, ImageChecker
-from backend.data.rows import (RowFaults, answer_index, identifier, optional_text, present,
-                               required_text, sentence, text_list)
+from backend.data.rows import (RowFaults, answer_index, identifier, ignored, joined, optional_text,
+                               picture_label, picture_refused, picture_unusable, present, required_text,
+                               sentence, skipped, text_list)
 from backend.data.safe_paths import ConfinedPaths, UnsafePath, relative_name
-from backend.data.schema import (MIVQA, SIVQA, SOURCE_FOODIEQA, SOURCE_SAMPLE, TASK_LABELS, TEXTQA,
-                                 DataError, Problem, ReadResult, Record, region_of_cuisine)
+from backend.data.schema import (MIVQA, SIVQA, SOURCE_FOODIEQA, SOURCE_SAMPLE, TEXTQA, DataError,
+                                 Problem, ReadResult, Record, region_of_cuisine)
+from backend.problems import Problem as Reason
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,8 @@ FOODIEQA_FILE_LIST = ", ".join(FOODIEQA_FILES.values())
 CHOICES_PER_QUESTION = 4
 PICTURES_PER_MIVQA = 4
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
+# The kind of question a list of choices belongs to, as the report names it (schema.TASK_LABELS).
+_QUESTION_KINDS = {SIVQA: Reason("row_kind_sivqa", "single-image"), TEXTQA: Reason("row_kind_textqa", "text")}
 
 
 @dataclass
@@ -52,7 +56,7 @@ class _ReadContext:
     checker: ImageChecker
     paths: ConfinedPaths
     problems: list[Problem] = field(default_factory=list)
-    seen_ids: dict[str, str] = field(default_factory=dict)
+    seen_ids: dict[str, Reason] = field(default_factory=dict)  # id -> where it was first read
     dishes: _DishIndex = field(default_factory=_DishIndex)
 
 
@@ -122,30 +126,31 @@ def _existing_folder(folder: str | Path) -> Path:
 
 def _parse_row(row: Any, task: str, index: int, file_name: str, ctx: _ReadContext) -> Record | None:
     if not isinstance(row, dict):
-        ctx.problems.append(Problem(file_name, index, None,
-                                    f"The row is a JSON {json_kind(row)}, not an object. "
-                                    "The row was skipped."))
+        ctx.problems.append(Problem(file_name, index, None, skipped(
+            Reason("row_not_object", "The row is a JSON {json_type}, not an object.",
+                   json_type=json_kind(row)))))
         return None
     faults = RowFaults()
     record_id = identifier(row.get("question_id"))
     if not record_id:
         record_id = f"{task}-row{index}"
-        faults.warn(f"question_id is missing; the row is called {record_id}")
+        faults.warn(Reason("row_id_missing", "{field} is missing; the row is called {id}", field="question_id",
+                           id=record_id))
     parse = {SIVQA: _sivqa, MIVQA: _mivqa, TEXTQA: _textqa}[task]
     record = parse(row, record_id, faults, ctx)
-    origin = f"{file_name} row {index}"
+    origin = Reason("row_origin", "{file} row {row}", file=file_name, row=index)
     if record is not None and not faults.errors:
         earlier = ctx.seen_ids.get(record_id)
         if earlier is not None:
-            faults.error(f"the id {record_id} is already used by {earlier}")
+            faults.error(Reason("row_id_taken", "the id {id} is already used by {origin}", id=record_id,
+                                origin=earlier))
         else:
             ctx.seen_ids[record_id] = origin
     for message in faults.warnings:
         ctx.problems.append(Problem(file_name, index, record_id, sentence(message), skipped=False))
     if faults.errors or record is None:
-        ctx.problems.append(Problem(file_name, index, record_id,
-                                    sentence("; ".join(faults.errors) or "the row is unusable")
-                                    + " The row was skipped."))
+        reason = joined(faults.errors) if faults.errors else Reason("row_unusable", "the row is unusable")
+        ctx.problems.append(Problem(file_name, index, record_id, skipped(sentence(reason))))
         return None
     return replace(record, origin=origin)
 
@@ -153,17 +158,17 @@ def _parse_row(row: Any, task: str, index: int, file_name: str, ctx: _ReadContex
 def _sivqa(row: dict, record_id: str, faults: RowFaults, ctx: _ReadContext) -> Record | None:
     question = required_text(row, "question", faults)
     choices = text_list(row.get("choices"), "choices", CHOICES_PER_QUESTION, faults, required=True,
-                        task_label=TASK_LABELS[SIVQA])
+                        task_label=_QUESTION_KINDS[SIVQA])
     answer = answer_index(row.get("answer"), len(choices) or CHOICES_PER_QUESTION, faults)
     meta = row.get("food_meta")
     if meta is None:
         meta = {}
     elif not isinstance(meta, dict):
-        faults.warn("food_meta is not an object; ignored")
+        faults.warn(ignored(Reason("row_field_not_object", "{field} is not an object", field="food_meta")))
         meta = {}
     picture = meta.get("food_file") if present(meta, "food_file") else row.get("image")
     if picture is None:
-        faults.error("the picture is missing (no food_meta.food_file)")
+        faults.error(Reason("row_no_picture", "the picture is missing (no food_meta.food_file)"))
         images: tuple[Path, ...] = ()
     else:
         images = _pictures([picture], faults, ctx)
@@ -185,14 +190,15 @@ def _mivqa(row: dict, record_id: str, faults: RowFaults, ctx: _ReadContext) -> R
     question = required_text(row, "question", faults)
     raw_images = row.get("images")
     if not isinstance(raw_images, list):
-        faults.error("images is missing or not a list of pictures")
+        faults.error(Reason("row_images_bad", "images is missing or not a list of pictures"))
         raw_images = []
     elif len(raw_images) != PICTURES_PER_MIVQA:
-        faults.error(f"images has {len(raw_images)} pictures instead of {PICTURES_PER_MIVQA}")
+        faults.error(Reason("row_images_count", "images has {count} pictures instead of {expected}",
+                            count=len(raw_images), expected=PICTURES_PER_MIVQA))
     images = _pictures(raw_images, faults, ctx) if raw_images else ()
     if row.get("choices") not in (None, "", []):
-        faults.warn("choices should be \"\" for a multi-image question (the pictures are the "
-                    "choices); ignored")
+        faults.warn(ignored(Reason("row_mivqa_choices", "choices should be \"\" for a multi-image question "
+                                   "(the pictures are the choices)")))
     answer = answer_index(row.get("answer"), len(raw_images) or PICTURES_PER_MIVQA, faults)
     if faults.errors:
         return None
@@ -214,7 +220,7 @@ def _mivqa(row: dict, record_id: str, faults: RowFaults, ctx: _ReadContext) -> R
 def _textqa(row: dict, record_id: str, faults: RowFaults, ctx: _ReadContext) -> Record | None:
     question = required_text(row, "question", faults)
     choices = text_list(row.get("choices"), "choices", CHOICES_PER_QUESTION, faults, required=True,
-                        task_label=TASK_LABELS[TEXTQA])
+                        task_label=_QUESTION_KINDS[TEXTQA])
     answer = answer_index(row.get("answer"), len(choices) or CHOICES_PER_QUESTION, faults)
     if faults.errors:
         return None
@@ -235,15 +241,15 @@ def _pictures(raw: list[Any], faults: RowFaults, ctx: _ReadContext) -> tuple[Pat
     """Confine, then check, each picture; every bad one is an error naming the picture."""
     paths = []
     for position, value in enumerate(raw):
-        label = f"picture {value!r:.80}" if isinstance(value, str) else f"picture {position + 1}"
+        label = picture_label(value, position + 1)
         try:
             path = ctx.paths.resolve(value)
         except UnsafePath as err:
-            faults.error(f"{label} was refused: {err}")
+            faults.error(picture_refused(label, err.problem))
             continue
         problem = ctx.checker.problem(path)
         if problem:
-            faults.error(f"{label} {problem}")
+            faults.error(picture_unusable(label, problem))
             continue
         paths.append(path)
     return tuple(paths)
@@ -251,7 +257,7 @@ def _pictures(raw: list[Any], faults: RowFaults, ctx: _ReadContext) -> tuple[Pat
 
 def _english_choices(row: dict, faults: RowFaults) -> tuple[str, ...]:
     return text_list(row.get("choices_en"), "choices_en", CHOICES_PER_QUESTION, faults,
-                     required=False, task_label="translated")
+                     required=False, task_label=Reason("row_kind_translated", "translated"))
 
 
 def _region(row: dict, meta: dict, cuisine: str, faults: RowFaults) -> str:

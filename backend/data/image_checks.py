@@ -18,6 +18,7 @@ from typing import Literal
 
 from backend.data.safe_paths import read_head
 from backend.images import ImageError, open_image
+from backend.problems import Problem
 
 ImageCheck = Literal["quick", "full"]
 
@@ -43,37 +44,37 @@ class ImageChecker:
         if level not in ("quick", "full"):
             raise ValueError(f"unknown image check {level!r}; use 'quick' or 'full'")
         self.level = level
-        self._verdicts: dict[Path, str | None] = {}
+        self._verdicts: dict[Path, Problem | None] = {}
 
-    def problem(self, path: Path) -> str | None:
+    def problem(self, path: Path) -> Problem | None:
         """None if the picture at `path` (already confined to the data folder) is usable, else why
-        not, as a predicate: "is missing", "is an empty (0-byte) file"..."""
+        not, as a predicate (a Problem): "is missing", "is an empty (0-byte) file"..."""
         if path not in self._verdicts:
             self._verdicts[path] = self._check(path)
         return self._verdicts[path]
 
-    def _check(self, path: Path) -> str | None:
+    def _check(self, path: Path) -> Problem | None:
         try:
             info = os.stat(path)
         except FileNotFoundError:
-            return "is missing"
+            return Problem("row_picture_missing", "is missing")
         except OSError as err:
             if err.errno == errno.ENOTDIR:
-                return "is missing"
-            return f"cannot be read ({err.strerror or err})"
+                return Problem("row_picture_missing", "is missing")
+            return Problem("row_picture_unreadable", "cannot be read ({detail})", detail=err.strerror or str(err))
         if not stat.S_ISREG(info.st_mode):
-            return "is not a regular file"
+            return Problem("row_picture_not_file", "is not a regular file")
         if info.st_size == 0:
-            return "is an empty (0-byte) file"
+            return Problem("row_picture_empty", "is an empty (0-byte) file")
         try:
             head = read_head(path, 16)
         except OSError as err:
-            return f"cannot be read ({err.strerror or err})"
+            return Problem("row_picture_unreadable", "cannot be read ({detail})", detail=err.strerror or str(err))
         if not any(head[offset:offset + len(sig)] == sig for offset, sig in _SIGNATURES):
-            return "is not a picture (not JPEG, PNG, GIF, WebP, BMP or TIFF)"
+            return Problem("row_picture_not_picture", "is not a picture (not JPEG, PNG, GIF, WebP, BMP or TIFF)")
         if self.level == "full":
             try:
                 open_image(path, _FULL_CHECK_PIXELS)
             except ImageError as err:
-                return f"is unreadable: {err}"
+                return Problem("row_picture_broken", "is unreadable: {reason}", reason=err.problem)
         return None

@@ -19,10 +19,12 @@ from typing import Any
 from backend.data.data_files import json_kind, read_json_list, read_text_file
 from backend.data.foodieqa import EXAMPLES_DIR, FOODIEQA_FILES
 from backend.data.image_checks import ImageCheck, ImageChecker
-from backend.data.rows import RowFaults, fits, identifier, optional_text, sentence
+from backend.data.rows import (RowFaults, fits, identifier, ignored, joined, optional_text, picture_label,
+                               picture_refused, picture_unusable, sentence, skipped)
 from backend.data.safe_paths import ConfinedPaths, UnsafePath, relative_name, resolve_inside
 from backend.data.schema import (GPT, HUMAN, IMAGE_PLACEHOLDER, SOURCE_OWN, SOURCE_SAMPLE, SOURCES,
                                  DataError, Problem, ReadResult, Record, Turn, conversation_record)
+from backend.problems import Problem as Reason
 
 log = logging.getLogger(__name__)
 
@@ -42,24 +44,27 @@ def parse_llava_rows(rows: Iterable[Any], root: Path, *, file_name: str, source:
     seen: dict[str, int] = {}
     for index, row in enumerate(rows):
         if not isinstance(row, dict):
-            problems.append(Problem(file_name, index, None,
-                                    f"The row is a JSON {json_kind(row)}, not an object. "
-                                    "The row was skipped."))
+            problems.append(Problem(file_name, index, None, skipped(
+                Reason("row_not_object", "The row is a JSON {json_type}, not an object.",
+                       json_type=json_kind(row)))))
             continue
         faults = RowFaults()
         record_id = identifier(row.get("id"))
         if not record_id:
             record_id = f"row-{index}"
-            faults.warn(f"id is missing; the row is called {record_id}")
+            faults.warn(Reason("row_id_missing", "{field} is missing; the row is called {id}", field="id",
+                               id=record_id))
         record = _llava_record(row, record_id, paths, checker, faults, source)
         if record is not None and not faults.errors:
             if record_id in seen:
-                faults.error(f"the id {record_id} is already used by row {seen[record_id]}")
+                faults.error(Reason("row_id_taken", "the id {id} is already used by {origin}", id=record_id,
+                                    origin=Reason("row_number", "row {row}", row=seen[record_id])))
             else:
                 seen[record_id] = index
         _report(problems, file_name, index, record_id, faults)
         if record is not None and not faults.errors:
-            records.append(replace(record, origin=f"{file_name} row {index}"))
+            origin = Reason("row_origin", "{file} row {row}", file=file_name, row=index)
+            records.append(replace(record, origin=origin))
     log.info("read %d conversations from %s (%d problems)", len(records), file_name, len(problems))
     return ReadResult(tuple(records), tuple(problems), root, source)
 
@@ -122,15 +127,15 @@ def _llava_record(row: dict, record_id: str, paths: ConfinedPaths, checker: Imag
     raw_images = _raw_images(row, faults)
     images = []
     for position, value in enumerate(raw_images):
-        label = f"picture {value!r:.80}" if isinstance(value, str) else f"picture {position + 1}"
+        label = picture_label(value, position + 1)
         try:
             path = paths.resolve(value)
         except UnsafePath as err:
-            faults.error(f"{label} was refused: {err}")
+            faults.error(picture_refused(label, err.problem))
             continue
         problem = checker.problem(path)
         if problem:
-            faults.error(f"{label} {problem}")
+            faults.error(picture_unusable(label, problem))
         else:
             images.append(path)
     turns = _turns(row.get("conversations"), len(raw_images), faults)
@@ -138,7 +143,7 @@ def _llava_record(row: dict, record_id: str, paths: ConfinedPaths, checker: Imag
         return None
     source = optional_text(row, "source", faults)
     if source and source not in SOURCES:
-        faults.warn(f"source {source!r} is unknown; ignored")
+        faults.warn(ignored(Reason("row_source_unknown", "source {source!r} is unknown", source=source)))
         source = ""
     food_name = optional_text(row, "food_name", faults)
     dish_id = (identifier(row.get("dish_id")) or (f"name:{food_name}" if food_name else "")
@@ -153,7 +158,7 @@ def _llava_record(row: dict, record_id: str, paths: ConfinedPaths, checker: Imag
 def _raw_images(row: dict, faults: RowFaults) -> list[Any]:
     image, images = row.get("image"), row.get("images")
     if image is not None and images is not None:
-        faults.error("the row has both image and images; keep one")
+        faults.error(Reason("row_image_and_images", "the row has both image and images; keep one"))
         return []
     value = image if image is not None else images
     if value is None:
@@ -162,45 +167,52 @@ def _raw_images(row: dict, faults: RowFaults) -> list[Any]:
         return [value]
     if isinstance(value, list):
         return value
-    faults.error("image is neither a path nor a list of paths")
+    faults.error(Reason("row_image_bad", "image is neither a path nor a list of paths"))
     return []
 
 
 def _turns(value: Any, picture_count: int, faults: RowFaults) -> tuple[Turn, ...]:
     if not isinstance(value, list) or not value:
-        faults.error("conversations is missing, empty or not a list")
+        faults.error(Reason("row_conversations_bad", "conversations is missing, empty or not a list"))
         return ()
     turns: list[Turn] = []
     errors_before = len(faults.errors)  # a bad picture is reported beside bad turns, not instead
     for position, turn in enumerate(value, start=1):
         if not isinstance(turn, dict):
-            faults.error(f"turn {position} is not an object")
+            faults.error(Reason("row_turn_not_object", "turn {position} is not an object", position=position))
             continue
         role = _ROLE_NAMES.get(str(turn.get("from", "")).strip().lower())
         text = turn.get("value")
         if role is None:
-            faults.error(f"turn {position} is from {turn.get('from')!r:.30}, not human or gpt")
+            faults.error(Reason("row_turn_role", "turn {position} is from {role!r:.30}, not human or gpt",
+                                position=position, role=turn.get("from")))
             continue
         if not isinstance(text, str) or not text.strip():
-            faults.error(f"turn {position} ({'the answer' if role == GPT else 'the question'}) is empty")
+            if role == GPT:
+                faults.error(Reason("row_turn_answer_empty", "turn {position} (the answer) is empty",
+                                    position=position))
+            else:
+                faults.error(Reason("row_turn_question_empty", "turn {position} (the question) is empty",
+                                    position=position))
             continue
-        if not fits(text, f"turn {position}", faults):
+        if not fits(text, Reason("row_turn", "turn {position}", position=position), faults):
             continue
         if role == GPT and IMAGE_PLACEHOLDER in text:
-            faults.error(f"turn {position} is an answer with an {IMAGE_PLACEHOLDER} placeholder")
+            faults.error(Reason("row_turn_answer_placeholder", "turn {position} is an answer with an <image> "
+                                "placeholder", position=position))
         turns.append(Turn(role, text))
     if len(faults.errors) > errors_before:
         return ()
     if turns[0].role != HUMAN:
-        faults.error("the conversation starts with an answer, not a question")
+        faults.error(Reason("row_starts_with_answer", "the conversation starts with an answer, not a question"))
     if not any(t.role == GPT for t in turns):
-        faults.error("the conversation has no answer")
+        faults.error(Reason("row_no_answer", "the conversation has no answer"))
     placeholders = sum(t.text.count(IMAGE_PLACEHOLDER) for t in turns if t.role == HUMAN)
     if picture_count and IMAGE_PLACEHOLDER not in turns[0].text:
-        faults.error(f"the first question has no {IMAGE_PLACEHOLDER} placeholder for its picture")
+        faults.error(Reason("row_no_placeholder", "the first question has no <image> placeholder for its picture"))
     elif placeholders != picture_count:
-        faults.error(f"the questions hold {placeholders} {IMAGE_PLACEHOLDER} placeholders for "
-                     f"{picture_count} pictures")
+        faults.error(Reason("row_placeholder_count", "the questions hold {placeholders} <image> placeholders for "
+                            "{pictures} pictures", placeholders=placeholders, pictures=picture_count))
     return tuple(turns)
 
 
@@ -209,8 +221,7 @@ def _report(problems: list[Problem], file_name: str, index: int, record_id: str,
     for message in faults.warnings:
         problems.append(Problem(file_name, index, record_id, sentence(message), skipped=False))
     if faults.errors:
-        problems.append(Problem(file_name, index, record_id,
-                                sentence("; ".join(faults.errors)) + " The row was skipped."))
+        problems.append(Problem(file_name, index, record_id, skipped(sentence(joined(faults.errors)))))
 
 
 # --- CSV -----------------------------------------------------------------------------------------
@@ -220,19 +231,22 @@ def _csv_rows(text: str, file_name: str, problems: list[Problem]) -> list[dict[s
     try:
         header = next(reader, None)
     except csv.Error as err:
-        problems.append(Problem(file_name, None, None, f"{file_name} is not a readable CSV file ({err})."))
+        problems.append(Problem(file_name, None, None, Reason(
+            "csv_unreadable", "{file} is not a readable CSV file ({detail}).", file=file_name, detail=str(err))))
         return []
     if header is None:
-        problems.append(Problem(file_name, None, None,
-                                f"{file_name} is empty; it needs the columns image, question, answer."))
+        problems.append(Problem(file_name, None, None, Reason(
+            "csv_empty", "{file} is empty; it needs the columns image, question, answer.", file=file_name)))
         return []
     columns = [c.strip().lower() for c in header]
     missing = [c for c in CSV_COLUMNS if c not in columns]
     if missing:
-        problems.append(Problem(file_name, None, None,
-                                f"{file_name} lacks the column{'s' if len(missing) > 1 else ''} "
-                                f"{', '.join(missing)} "
-                                f"(found: {', '.join(columns) or 'none'})."))
+        found = ", ".join(columns) or Reason("csv_no_columns", "none")
+        problems.append(Problem(file_name, None, None, Reason(
+            "csv_column_missing", "{file} lacks the column {missing} (found: {found}).", file=file_name,
+            missing=missing[0], found=found) if len(missing) == 1 else Reason(
+            "csv_columns_missing", "{file} lacks the columns {missing} (found: {found}).", file=file_name,
+            missing=", ".join(missing), found=found)))
         return []
     rows = []
     try:
@@ -241,9 +255,9 @@ def _csv_rows(text: str, file_name: str, problems: list[Problem]) -> list[dict[s
                 continue  # blank lines at the end of a hand-edited file
             rows.append({name: value for name, value in zip(columns, values) if name})
     except csv.Error as err:
-        problems.append(Problem(file_name, len(rows), None,
-                                f"{file_name} stops being readable CSV at line {reader.line_num} ({err}); "
-                                "the rows before it were read."))
+        problems.append(Problem(file_name, len(rows), None, Reason(
+            "csv_broken", "{file} stops being readable CSV at line {line} ({detail}); the rows before it were "
+            "read.", file=file_name, line=reader.line_num, detail=str(err))))
     return rows
 
 

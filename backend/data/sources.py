@@ -8,6 +8,7 @@ from pathlib import Path
 from backend.data.foodieqa import FOODIEQA_FILES, read_foodieqa_folder
 from backend.data.own_data import read_own_data
 from backend.data.schema import DataError, Problem, ReadResult, Record
+from backend.problems import Problem as Reason
 
 
 def read_data_folder(path: str | Path) -> ReadResult:
@@ -32,9 +33,9 @@ def combine_results(results: Iterable[ReadResult]) -> ReadResult:
         problems.extend(result.problems)
         for record in result.records:
             if record.id in seen:
-                problems.append(Problem(record.origin or str(result.root), None, record.id,
-                                        f"The id {record.id} is already used by {seen[record.id]}. "
-                                        "The record was skipped."))
+                problems.append(Problem(record.origin or str(result.root), None, record.id, Reason(
+                    "record_id_taken", "The id {id} is already used by {origin}. The record was skipped.",
+                    id=record.id, origin=seen[record.id])))
                 continue
             seen[record.id] = record.origin or str(result.root)
             records.append(record)

@@ -16,16 +16,23 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from backend.data.schema import DataError
+from backend.problems import Problem
 
 MAX_UPLOAD_BYTES = 4 * 1024 ** 3   # unpacked size of one upload
 MAX_UPLOAD_FILES = 50_000
+_OUTSIDE = Problem("upload_outside", "the path leads outside the folder")
 
 
 @dataclass(frozen=True)
 class Unpacked:
     folder: Path
     files: int
-    skipped: tuple[str, ...]  # "name: why" for each member or file left out
+    skipped: tuple[Problem, ...]  # "name: why" for each member or file left out (see leaving_out)
+
+
+def leaving_out(name: str, reason: Problem) -> Problem:
+    """One file or member left out of an upload, "name: why"."""
+    return Problem("upload_left_out", "{file}: {reason}", file=name, reason=reason)
 
 
 def unpack_upload(uploaded: Iterable[str | Path], destination: str | Path, *,
@@ -60,13 +67,13 @@ def _unpack(uploaded: list[Path], folder: Path, max_bytes: int, max_files: int) 
             shutil.copyfile(item, folder / item.name)
             written, budget = written + 1, budget - size
         else:
-            skipped.append(f"{item.name}: not a regular file")
+            skipped.append(leaving_out(item.name, Problem("upload_not_regular", "not a regular file")))
     if not written:
         raise DataError("upload_empty", "The upload held no files.")
     return Unpacked(folder, written, tuple(skipped))
 
 
-def _unzip(archive: Path, folder: Path, budget: int, max_files: int) -> tuple[int, int, list[str]]:
+def _unzip(archive: Path, folder: Path, budget: int, max_files: int) -> tuple[int, int, list[Problem]]:
     try:
         zf = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, OSError) as err:
@@ -79,11 +86,11 @@ def _unzip(archive: Path, folder: Path, budget: int, max_files: int) -> tuple[in
             if info.is_dir():
                 continue
             if stat.S_ISLNK(info.external_attr >> 16):
-                skipped.append(f"{name}: symbolic links are not unpacked")
+                skipped.append(leaving_out(name, Problem("upload_symlink", "symbolic links are not unpacked")))
                 continue
             parts = PurePosixPath(name.replace("\\", "/")).parts
             if name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
-                skipped.append(f"{name}: the path leads outside the folder")
+                skipped.append(leaving_out(name, _OUTSIDE))
                 continue
             if parts and (parts[0] == "__MACOSX" or parts[-1].startswith(".")):
                 continue  # Finder's resource forks and hidden files: never data
@@ -100,7 +107,7 @@ def _unzip(archive: Path, folder: Path, budget: int, max_files: int) -> tuple[in
         for info, relative in members:
             target = (folder / relative).resolve()
             if not target.is_relative_to(folder):
-                skipped.append(f"{info.filename}: the path leads outside the folder")
+                skipped.append(leaving_out(info.filename, _OUTSIDE))
                 continue
             # zipfile stops at the declared size (and checks the CRC), so a member whose header
             # lies about its size cannot fill the disk past the budget checked above.
@@ -110,12 +117,14 @@ def _unzip(archive: Path, folder: Path, budget: int, max_files: int) -> tuple[in
                     shutil.copyfileobj(source, sink)
             except (zipfile.BadZipFile, EOFError) as err:
                 target.unlink(missing_ok=True)
-                skipped.append(f"{info.filename}: damaged in the archive ({err})")
+                skipped.append(leaving_out(info.filename, Problem("upload_damaged", "damaged in the archive "
+                                                                  "({detail})", detail=str(err))))
                 continue
             except OSError as err:  # "a" and "a/b" both, a name too long for the disk, ...
                 with contextlib.suppress(OSError):  # a half-written file, where there is one
                     target.unlink(missing_ok=True)
-                skipped.append(f"{info.filename}: cannot be written here ({err.strerror or err})")
+                skipped.append(leaving_out(info.filename, Problem("upload_unwritable", "cannot be written here "
+                                                                  "({detail})", detail=err.strerror or str(err))))
                 continue
             written += 1
         return written, total, skipped
