@@ -209,3 +209,109 @@ def test_the_compare_tab_on_a_chinese_page_says_why_scoring_cannot_start(tmp_pat
             run_scores("base", "base", "", "en", 16, services, progress=lambda *a, **k: None, page_lang=page)
         assert raised.value.message == said
 
+
+# --- the report of a dataset with bad rows, and the files an upload leaves out -----------------------
+
+def malformed_datasets(tmp_path: Path):
+    """A FoodieQA-layout folder, an own-data JSON and an own-data CSV, each with rows people get wrong."""
+    import json
+    import shutil
+
+    from backend.data.foodieqa import read_foodieqa_folder
+    from backend.data.own_data import read_own_data
+    from tests.conftest import EXAMPLES
+
+    foodieqa = tmp_path / "FoodieQA"
+    shutil.copytree(EXAMPLES / "images", foodieqa / "images")
+    (foodieqa / "images" / "scan.jpg").write_bytes(b"%PDF-1.4 not a picture")
+    good = json.loads((EXAMPLES / "sivqa_tidy.json").read_text(encoding="utf-8"))[0]
+    sivqa = [good,
+             {**good, "question_id": "no-answer", "answer": None},
+             {**good, "question_id": "broken-picture", "food_meta": {**good["food_meta"], "food_file": "images/scan.jpg"}},
+             {**good, "question_id": "three-choices", "choices": good["choices"][:3], "food_meta": "川菜"},
+             {key: value for key, value in good.items() if key != "question_id"}]
+    (foodieqa / "sivqa_tidy.json").write_text(json.dumps(sivqa, ensure_ascii=False), encoding="utf-8")
+
+    own = tmp_path / "own"
+    shutil.copytree(EXAMPLES / "images", own / "images")
+    turns = [{"from": "human", "value": "<image>\n这是什么菜？"}, {"from": "gpt", "value": "北京烤鸭。"}]
+    llava = [{"id": "good", "image": "images/peking-duck-0.jpg", "conversations": turns},
+             {"id": "empty-answer", "image": "images/peking-duck-0.jpg",
+              "conversations": [turns[0], {"from": "gpt", "value": ""}]},
+             {"id": "odd-source", "image": "images/peking-duck-0.jpg", "conversations": turns, "source": "web"},
+             {"id": "escapes", "image": "../../secret.jpg", "conversations": turns}]
+    (own / "data.json").write_text(json.dumps(llava, ensure_ascii=False), encoding="utf-8")
+    csv_folder = tmp_path / "csv"
+    csv_folder.mkdir()
+    (csv_folder / "dishes.csv").write_text("image,question\nimages/a.jpg,这是什么菜？\n", encoding="utf-8")
+    return [read_foodieqa_folder(foodieqa), read_own_data(own), read_own_data(csv_folder)]
+
+
+def report_messages(result, lang: str) -> list[str]:
+    from ui.dataset import report_table
+
+    table = report_table(result, lang).value
+    return [row[3] for row in table["data"]]
+
+
+def test_the_report_of_a_dataset_with_bad_rows_is_said_in_chinese_on_a_chinese_page(tmp_path):
+    results = malformed_datasets(tmp_path)
+    problems = [p for result in results for p in result.problems]
+    assert len(problems) == 9
+    for problem, chinese in zip(problems, [m for r in results for m in report_messages(r, "zh")]):
+        assert isinstance(problem.message, Problem), problem  # every row of the report has a key
+        assert CHINESE.search(chinese) and english_left(chinese, problem.message) == [], chinese
+    assert [m for r in results for m in report_messages(r, "zh")] == [
+        "缺少 answer。该行已跳过。",
+        "图片 'images/scan.jpg' 不是图片（不是 JPEG、PNG、GIF、WebP、BMP 或 TIFF）。该行已跳过。",
+        "food_meta 不是对象，已忽略。",
+        "choices 有 3 项，应为 4 项；缺少图片（没有 food_meta.food_file）。该行已跳过。",
+        "缺少 question_id，该行记作 sivqa-row4。",
+        "第 2 轮（回答）为空。该行已跳过。",
+        "source 'web' 未知，已忽略。",
+        "图片 '../../secret.jpg' 被拒绝：路径用“..”跳出了数据文件夹。该行已跳过。",
+        "dishes.csv 缺少 answer 列（现有的列：image, question）。",
+    ]
+
+
+def test_the_report_on_an_english_page_is_the_english_it_always_was(tmp_path):
+    results = malformed_datasets(tmp_path)
+    english = [m for r in results for m in report_messages(r, "en")]
+    assert english == [str(p.message) for r in results for p in r.problems]
+    assert english == [
+        "Answer is missing. The row was skipped.",
+        "Picture 'images/scan.jpg' is not a picture (not JPEG, PNG, GIF, WebP, BMP or TIFF). The row was skipped.",
+        "food_meta is not an object; ignored.",
+        "Choices has 3 entries instead of 4; the picture is missing (no food_meta.food_file). The row was skipped.",
+        "question_id is missing; the row is called sivqa-row4.",
+        "Turn 2 (the answer) is empty. The row was skipped.",
+        "Source 'web' is unknown; ignored.",
+        "Picture '../../secret.jpg' was refused: it climbs out of the data folder ('..'). The row was skipped.",
+        "dishes.csv lacks the column answer (found: image, question).",
+    ]
+
+
+def test_the_files_an_upload_leaves_out_are_said_in_chinese(tmp_path):
+    import stat
+    import zipfile
+
+    from ui.dataset import left_out_sentence
+
+    archive = tmp_path / "upload.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("my-dishes/data.json", "[]")
+        zf.writestr("../../.bashrc", "echo owned")
+        link = zipfile.ZipInfo("my-dishes/images/duck.jpg")
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(link, "/etc/passwd")
+    (tmp_path / "pictures").mkdir()
+    unpacked = unpack_upload([archive, tmp_path / "pictures"], tmp_path / "upload")
+    assert [reason.key for reason in unpacked.skipped] == ["upload_left_out"] * 3
+    assert left_out_sentence(unpacked.skipped, "en") == (
+        "Some uploaded files were left out: ../../.bashrc: the path leads outside the folder; "
+        "my-dishes/images/duck.jpg: symbolic links are not unpacked; pictures: not a regular file")
+    chinese = left_out_sentence(unpacked.skipped, "zh")
+    assert chinese == ("部分上传的文件未被采用：../../.bashrc：路径指向了文件夹之外；"
+                       "my-dishes/images/duck.jpg：符号链接不会被解压；pictures：不是普通文件")
+    for reason in unpacked.skipped:
+        assert english_left(say(reason, "zh"), reason) == []

@@ -142,7 +142,7 @@ def test_a_bad_own_data_folder_gets_a_report_and_keeps_the_good_row(app_server, 
     assert set(by_id) == {"no-picture", "escapes", "empty-picture", "no-answer", "no-placeholder"}
     assert all(row[0] == "data.json" and row[4] == "yes" for row in report)
     assert by_id["escapes"][1] == "2"
-    assert "missing" in by_id["no-picture"][3]
+    assert by_id["no-picture"][3] == "Picture 'images/missing.jpg' is missing. The row was skipped."
     assert [row[0] for row in rows(loaded["table"])] == ["good"]
     assert loaded["name"] == "my-dishes"
 
@@ -254,6 +254,7 @@ def test_foodieqa_from_data_is_read_with_its_report_in_chinese(foodieqa_app):
     assert "跳过 1 行" in loaded["summary"]
     assert [row[2] for row in rows(loaded["report"])] == ["broken-answer"]
     assert loaded["report"]["value"]["headers"][3] == "问题所在"
+    assert rows(loaded["report"])[0][3] == "answer 7 超出范围（0 到 3）。该行已跳过。"
     assert choices(loaded["source"]) == {"": "全部（63）", "foodieqa": "FoodieQA（63）"}
     assert choices(loaded["task"])["sivqa"] == "单图（36）"
 

@@ -340,10 +340,16 @@ def summary_markdown(result: ReadResult, lang: str) -> str:
 
 
 def report_table(result: ReadResult, lang: str) -> gr.Dataframe:
-    rows = [[p.file, "" if p.row is None else str(p.row), p.record_id or "", p.message,
+    rows = [[p.file, "" if p.row is None else str(p.row), p.record_id or "", say(p.message, lang),
              text("ds_yes" if p.skipped else "ds_no", lang)] for p in result.problems]
     return gr.Dataframe(value=rows, headers=[text(f"ds_col_{k}", lang) for k in REPORT_KEYS],
                         visible=bool(rows))
+
+
+def left_out_sentence(skipped: tuple[str, ...], lang: str) -> str:
+    """The warning naming the files an upload left out (the first five), each with why."""
+    detail = ("；" if lang == "zh" else "; ").join(say(reason, lang) for reason in skipped[:5])
+    return text("ds_upload_skipped", lang, detail=detail)
 
 
 def _value_label(facet: str, value: str, lang: str) -> str:
@@ -603,7 +609,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Dataset
             paths = [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in files]
             unpacked = unpack_upload(paths, new_upload_folder(workdir, request.session_hash))
             if unpacked.skipped:
-                gr.Warning(text("ds_upload_skipped", lang, detail="; ".join(unpacked.skipped[:5])))
+                gr.Warning(left_out_sentence(unpacked.skipped, lang))
             return read_data_folder(upload_data_root(unpacked.folder))
         if chosen == "hub":
             return read_foodieqa_hub(workdir / "foodieqa-hub")
