@@ -315,3 +315,12 @@ def test_the_files_an_upload_leaves_out_are_said_in_chinese(tmp_path):
                        "my-dishes/images/duck.jpg：符号链接不会被解压；pictures：不是普通文件")
     for reason in unpacked.skipped:
         assert english_left(say(reason, "zh"), reason) == []
+
+
+def test_a_record_says_where_it_came_from_in_the_page_language(tmp_path):
+    from ui.dataset import detail_markdown
+
+    foodieqa = malformed_datasets(tmp_path)[0]
+    record = foodieqa.records[0]
+    assert "sivqa_tidy.json 第 0 行" in detail_markdown(record, "zh")
+    assert "sivqa_tidy.json row 0" in detail_markdown(record, "en")

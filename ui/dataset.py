@@ -415,7 +415,8 @@ def detail_markdown(record: Record, lang: str) -> str:
     detail = detail_view(record)
     facts = [_task_label(record, lang)]
     facts += [f"{text(FACT_KEYS[k], lang) if k in FACT_KEYS else k}: "
-              f"{_value_label('source', v, lang) if k == 'source' else as_text(v)}" for k, v in detail.facts if v]
+              f"{_value_label('source', v, lang) if k == 'source' else as_text(say(v, lang))}"
+              for k, v in detail.facts if v]  # "from" is a Problem ("sivqa_tidy.json row 3"), said in `lang`
     return detail.markdown(picture=lambda letter: text("ds_picture", lang, letter=letter),
                            answer=text("ds_answer", lang), facts=" · ".join(facts))
 
