@@ -2,13 +2,17 @@
 process and one run, on the same data and settings (issue 7).
 
     python3 bench/bench_train_speed.py                 # H100: 256 samples, 3 epochs, both runs
+    python3 bench/bench_train_speed.py --pack-tokens 16384:gc,16384:compile   # the recorded run's variants
     python3 bench/bench_train_speed.py --ablate        # also ours with packing off / fused kernels off
+    python3 bench/bench_train_speed.py --ours-only     # ours alone, with its time per step (for tuning)
     python3 bench/bench_train_speed.py --dry-run       # a narrow model and 16 samples, to check it on a CPU
 
 Model: Qwen2-VL-2B-Instruct's shape with random weights (speed does not depend on weight values).
 Data: 256 samples, photo-sized pictures (640x480 .. 1024x768, within the 1024x768 pixel limit) and
-answers of 10-40 tokens (bench_training.make_photo_samples). Before the timed runs, both paths run
-once on 16 other samples (--no-warmup to skip it). Settings for both: LoRA r=128,
+answers of 10-40 tokens (bench_training.make_photo_samples). Before each timed run, its path runs
+once on 16 other samples in this process, so that first-use costs (kernels loading or compiling)
+fall on no timed run; ours also once in a child process first, whose first step is printed: what a
+fresh job pays (--no-warmup skips all of it). Settings for both: LoRA r=128,
 alpha=256, dropout 0.05 on q/k/v/o/gate/up/down of the language model, batch 4 x accumulation 4,
 AdamW lr 3e-5 cosine, bf16 weights with bf16 autocast, clipping at 1.0, no gradient checkpointing.
 
