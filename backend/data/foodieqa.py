@@ -15,10 +15,10 @@ from typing import Any
 
 from backend.data.data_files import json_kind, read_json_list
 from backend.data.image_checks import ImageCheck, ImageChecker
-from backend.data.rows import (RowFaults, answer_index, identifier, ignored, joined, optional_text,
-                               picture_label, picture_refused, picture_unusable, present, required_text,
-                               sentence, skipped, text_list)
-from backend.data.safe_paths import ConfinedPaths, UnsafePath, relative_name
+from backend.data.rows import (RowFaults, answer_index, id_missing, id_taken, identifier, ignored,
+                               not_an_object, optional_text, picture_paths, present, report, required_text,
+                               row_origin, text_list)
+from backend.data.safe_paths import ConfinedPaths, relative_name
 from backend.data.schema import (MIVQA, SIVQA, SOURCE_FOODIEQA, SOURCE_SAMPLE, TEXTQA, DataError,
                                  Problem, ReadResult, Record, region_of_cuisine)
 from backend.problems import Problem as Reason
@@ -126,31 +126,24 @@ def _existing_folder(folder: str | Path) -> Path:
 
 def _parse_row(row: Any, task: str, index: int, file_name: str, ctx: _ReadContext) -> Record | None:
     if not isinstance(row, dict):
-        ctx.problems.append(Problem(file_name, index, None, skipped(
-            Reason("row_not_object", "The row is a JSON {json_type}, not an object.",
-                   json_type=json_kind(row)))))
+        ctx.problems.append(Problem(file_name, index, None, not_an_object(json_kind(row))))
         return None
     faults = RowFaults()
     record_id = identifier(row.get("question_id"))
     if not record_id:
         record_id = f"{task}-row{index}"
-        faults.warn(Reason("row_id_missing", "{field} is missing; the row is called {id}", field="question_id",
-                           id=record_id))
+        faults.warn(id_missing("question_id", record_id))
     parse = {SIVQA: _sivqa, MIVQA: _mivqa, TEXTQA: _textqa}[task]
     record = parse(row, record_id, faults, ctx)
-    origin = Reason("row_origin", "{file} row {row}", file=file_name, row=index)
+    origin = row_origin(file_name, index)
     if record is not None and not faults.errors:
         earlier = ctx.seen_ids.get(record_id)
         if earlier is not None:
-            faults.error(Reason("row_id_taken", "the id {id} is already used by {origin}", id=record_id,
-                                origin=earlier))
+            faults.error(id_taken(record_id, earlier))
         else:
             ctx.seen_ids[record_id] = origin
-    for message in faults.warnings:
-        ctx.problems.append(Problem(file_name, index, record_id, sentence(message), skipped=False))
+    report(ctx.problems, file_name, index, record_id, faults, unusable=record is None)
     if faults.errors or record is None:
-        reason = joined(faults.errors) if faults.errors else Reason("row_unusable", "the row is unusable")
-        ctx.problems.append(Problem(file_name, index, record_id, skipped(sentence(reason))))
         return None
     return replace(record, origin=origin)
 
@@ -171,7 +164,7 @@ def _sivqa(row: dict, record_id: str, faults: RowFaults, ctx: _ReadContext) -> R
         faults.error(Reason("row_no_picture", "the picture is missing (no food_meta.food_file)"))
         images: tuple[Path, ...] = ()
     else:
-        images = _pictures([picture], faults, ctx)
+        images = picture_paths([picture], ctx.paths, ctx.checker, faults)
     food_name = optional_text(row, "food_name", faults) or optional_text(meta, "food_name", faults)
     cuisine = optional_text(meta, "food_type", faults) or optional_text(row, "cuisine_type", faults)
     dish_id = (identifier(meta.get("id")) or ctx.dishes.by_name.get(food_name, "")
@@ -195,7 +188,7 @@ def _mivqa(row: dict, record_id: str, faults: RowFaults, ctx: _ReadContext) -> R
     elif len(raw_images) != PICTURES_PER_MIVQA:
         faults.error(Reason("row_images_count", "images has {count} pictures instead of {expected}",
                             count=len(raw_images), expected=PICTURES_PER_MIVQA))
-    images = _pictures(raw_images, faults, ctx) if raw_images else ()
+    images = picture_paths(raw_images, ctx.paths, ctx.checker, faults) if raw_images else ()
     if row.get("choices") not in (None, "", []):
         faults.warn(ignored(Reason("row_mivqa_choices", "choices should be \"\" for a multi-image question "
                                    "(the pictures are the choices)")))
@@ -236,24 +229,6 @@ def _textqa(row: dict, record_id: str, faults: RowFaults, ctx: _ReadContext) -> 
 
 
 # --- helpers ------------------------------------------------------------------------------------
-
-def _pictures(raw: list[Any], faults: RowFaults, ctx: _ReadContext) -> tuple[Path, ...]:
-    """Confine, then check, each picture; every bad one is an error naming the picture."""
-    paths = []
-    for position, value in enumerate(raw):
-        label = picture_label(value, position + 1)
-        try:
-            path = ctx.paths.resolve(value)
-        except UnsafePath as err:
-            faults.error(picture_refused(label, err.problem))
-            continue
-        problem = ctx.checker.problem(path)
-        if problem:
-            faults.error(picture_unusable(label, problem))
-            continue
-        paths.append(path)
-    return tuple(paths)
-
 
 def _english_choices(row: dict, faults: RowFaults) -> tuple[str, ...]:
     return text_list(row.get("choices_en"), "choices_en", CHOICES_PER_QUESTION, faults,

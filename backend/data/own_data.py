@@ -19,8 +19,8 @@ from typing import Any
 from backend.data.data_files import json_kind, read_json_list, read_text_file
 from backend.data.foodieqa import EXAMPLES_DIR, FOODIEQA_FILES
 from backend.data.image_checks import ImageCheck, ImageChecker
-from backend.data.rows import (RowFaults, fits, identifier, ignored, joined, optional_text, picture_label,
-                               picture_refused, picture_unusable, sentence, skipped)
+from backend.data.rows import (RowFaults, fits, id_missing, id_taken, identifier, ignored, not_an_object,
+                               optional_text, picture_paths, report, row_origin)
 from backend.data.safe_paths import ConfinedPaths, UnsafePath, relative_name, resolve_inside
 from backend.data.schema import (GPT, HUMAN, IMAGE_PLACEHOLDER, SOURCE_OWN, SOURCE_SAMPLE, SOURCES,
                                  DataError, Problem, ReadResult, Record, Turn, conversation_record)
@@ -44,27 +44,22 @@ def parse_llava_rows(rows: Iterable[Any], root: Path, *, file_name: str, source:
     seen: dict[str, int] = {}
     for index, row in enumerate(rows):
         if not isinstance(row, dict):
-            problems.append(Problem(file_name, index, None, skipped(
-                Reason("row_not_object", "The row is a JSON {json_type}, not an object.",
-                       json_type=json_kind(row)))))
+            problems.append(Problem(file_name, index, None, not_an_object(json_kind(row))))
             continue
         faults = RowFaults()
         record_id = identifier(row.get("id"))
         if not record_id:
             record_id = f"row-{index}"
-            faults.warn(Reason("row_id_missing", "{field} is missing; the row is called {id}", field="id",
-                               id=record_id))
+            faults.warn(id_missing("id", record_id))
         record = _llava_record(row, record_id, paths, checker, faults, source)
         if record is not None and not faults.errors:
             if record_id in seen:
-                faults.error(Reason("row_id_taken", "the id {id} is already used by {origin}", id=record_id,
-                                    origin=Reason("row_number", "row {row}", row=seen[record_id])))
+                faults.error(id_taken(record_id, Reason("row_number", "row {row}", row=seen[record_id])))
             else:
                 seen[record_id] = index
-        _report(problems, file_name, index, record_id, faults)
+        report(problems, file_name, index, record_id, faults)
         if record is not None and not faults.errors:
-            origin = Reason("row_origin", "{file} row {row}", file=file_name, row=index)
-            records.append(replace(record, origin=origin))
+            records.append(replace(record, origin=row_origin(file_name, index)))
     log.info("read %d conversations from %s (%d problems)", len(records), file_name, len(problems))
     return ReadResult(tuple(records), tuple(problems), root, source)
 
@@ -125,19 +120,7 @@ def read_bundled_own_data(image_check: ImageCheck = "quick") -> ReadResult:
 def _llava_record(row: dict, record_id: str, paths: ConfinedPaths, checker: ImageChecker,
                   faults: RowFaults, default_source: str) -> Record | None:
     raw_images = _raw_images(row, faults)
-    images = []
-    for position, value in enumerate(raw_images):
-        label = picture_label(value, position + 1)
-        try:
-            path = paths.resolve(value)
-        except UnsafePath as err:
-            faults.error(picture_refused(label, err.problem))
-            continue
-        problem = checker.problem(path)
-        if problem:
-            faults.error(picture_unusable(label, problem))
-        else:
-            images.append(path)
+    images = picture_paths(raw_images, paths, checker, faults)
     turns = _turns(row.get("conversations"), len(raw_images), faults)
     if faults.errors:
         return None
@@ -149,7 +132,7 @@ def _llava_record(row: dict, record_id: str, paths: ConfinedPaths, checker: Imag
     dish_id = (identifier(row.get("dish_id")) or (f"name:{food_name}" if food_name else "")
                or (f"image:{relative_name(paths.root, images[0])}" if images else ""))
     return conversation_record(
-        record_id, turns, tuple(images), source=source or default_source, dish_id=dish_id,
+        record_id, turns, images, source=source or default_source, dish_id=dish_id,
         food_name=food_name, cuisine=optional_text(row, "cuisine", faults),
         region=optional_text(row, "region", faults),
         question_type=optional_text(row, "question_type", faults))
@@ -214,14 +197,6 @@ def _turns(value: Any, picture_count: int, faults: RowFaults) -> tuple[Turn, ...
         faults.error(Reason("row_placeholder_count", "the questions hold {placeholders} <image> placeholders for "
                             "{pictures} pictures", placeholders=placeholders, pictures=picture_count))
     return tuple(turns)
-
-
-def _report(problems: list[Problem], file_name: str, index: int, record_id: str,
-            faults: RowFaults) -> None:
-    for message in faults.warnings:
-        problems.append(Problem(file_name, index, record_id, sentence(message), skipped=False))
-    if faults.errors:
-        problems.append(Problem(file_name, index, record_id, skipped(sentence(joined(faults.errors)))))
 
 
 # --- CSV -----------------------------------------------------------------------------------------

@@ -13,8 +13,11 @@ each step a Problem whose values hold the clauses it took in.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+from backend.data.safe_paths import UnsafePath
+from backend.data.schema import Problem as ReportLine
 from backend.problems import Problem
 
 # One text field (a question, a choice, a turn of a conversation) longer than this is refused with its
@@ -52,6 +55,54 @@ def joined(reasons: Sequence[Problem]) -> Problem:
 def skipped(reason: Problem) -> Problem:
     """A report row's sentence for a row that was left out."""
     return Problem("row_skipped", "{reason} The row was skipped.", reason=reason)
+
+
+def not_an_object(json_type: str) -> Problem:
+    """The report's sentence for a row that is no JSON object (the row is skipped)."""
+    return skipped(Problem("row_not_object", "The row is a JSON {json_type}, not an object.", json_type=json_type))
+
+
+def id_missing(field: str, record_id: str) -> Problem:
+    return Problem("row_id_missing", "{field} is missing; the row is called {id}", field=field, id=record_id)
+
+
+def id_taken(record_id: str, origin: Problem) -> Problem:
+    return Problem("row_id_taken", "the id {id} is already used by {origin}", id=record_id, origin=origin)
+
+
+def row_origin(file_name: str, index: int) -> Problem:
+    """Where a record was read: "sivqa_tidy.json row 3"."""
+    return Problem("row_origin", "{file} row {row}", file=file_name, row=index)
+
+
+def report(problems: list[ReportLine], file_name: str, index: int, record_id: str | None, faults: RowFaults,
+           unusable: bool = False) -> None:
+    """A row's lines in the report: each warning (the row kept), then its errors as one sentence (the
+    row skipped); `unusable` reports a row left out without an error of its own."""
+    for message in faults.warnings:
+        problems.append(ReportLine(file_name, index, record_id, sentence(message), skipped=False))
+    if faults.errors or unusable:
+        reason = joined(faults.errors) if faults.errors else Problem("row_unusable", "the row is unusable")
+        problems.append(ReportLine(file_name, index, record_id, skipped(sentence(reason))))
+
+
+def picture_paths(raw: Sequence[Any], paths, checker, faults: RowFaults) -> tuple[Path, ...]:
+    """Confine (`paths`, a ConfinedPaths), then check (`checker`, an ImageChecker), each of a row's
+    pictures; every bad one is an error naming the picture."""
+    found = []
+    for position, value in enumerate(raw):
+        label = picture_label(value, position + 1)
+        try:
+            path = paths.resolve(value)
+        except UnsafePath as err:
+            faults.error(picture_refused(label, err.problem))
+            continue
+        problem = checker.problem(path)
+        if problem:
+            faults.error(picture_unusable(label, problem))
+            continue
+        found.append(path)
+    return tuple(found)
 
 
 def present(row: dict[str, Any], key: str) -> bool:
