@@ -106,7 +106,10 @@ def build_model(spec: JobSpec, device: torch.device, dtype: torch.dtype) -> Buil
     processor = load_processor(source)
     model = AutoModelForImageTextToText.from_pretrained(source.location, dtype=dtype)
     model.requires_grad_(False)  # vision tower, projector, embeddings, lm_head: all frozen
-    model.config.use_cache = False  # the KV cache only helps generation
+    # The KV cache only helps generation. In transformers 5 the text config keeps its own use_cache
+    # (True), which this does not reach: our training forwards pass use_cache=False themselves, so
+    # that bench_train_speed's baseline, built here too, keeps the plain recipe's default.
+    model.config.use_cache = False
     packed = packs(spec, model.config.model_type)
     compiled = packed and spec.compile_layers and device.type == "cuda"
     if packed:
