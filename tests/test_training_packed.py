@@ -79,11 +79,18 @@ def test_packed_and_padded_paths_give_the_same_loss_and_gradients(tiny_models, f
         assert (got - want).norm() <= 1e-4 * want.norm(), ((got - want).norm() / want.norm()).item()
 
 
-def test_the_folded_lora_forward_computes_what_peft_computes(tiny_models) -> None:
-    """lora_forward.py's one-product forward against peft's own, dropout on: same masks, same maths."""
+@pytest.mark.parametrize("fused_backward", [True, False])
+def test_the_folded_lora_forward_computes_what_peft_computes(tiny_models, fused_backward: bool) -> None:
+    """lora_forward.py's one-product forward, as one autograd node (LoraLinear) or as separate
+    operations, against peft's own, dropout on: same masks, same maths, same gradients."""
     model, processor = lora_model(tiny_models["qwen2_vl"])
     folded = [m for m in model.modules() if "forward" in vars(m) and hasattr(m, "lora_A")]
     assert folded, "build_model gives the packed path the folded LoRA forward"
+    for module in folded:
+        module.fused_backward = fused_backward
+    probe = folded[0]
+    node = probe(torch.randn(3, probe.in_features, requires_grad=True)).grad_fn.next_functions[0][0]  # under a view
+    assert (type(node).__name__ == "LoraLinearBackward") == fused_backward, type(node).__name__
     samples = [sample_from_record(record, EXAMPLES) for record in RECORDS]
     batch = collate([SampleDataset(samples, processor, PIXELS, MAX_LENGTH)[i] for i in range(len(samples))],
                     processor.tokenizer.pad_token_id)

@@ -129,7 +129,9 @@ def build_model(spec: JobSpec, device: torch.device, dtype: torch.dtype) -> Buil
              len(targets))
     if packed:
         keep_lora_inputs_in_model_dtype(model)
-        fold_lora_scaling(model)
+        # compiled layers keep separate operations, which inductor fuses (and its dropout mask is
+        # regenerated in the backward pass instead of stored)
+        fold_lora_scaling(model, fused_backward=not compiled)
     if compiled:
         compile_decoder_layers(model)
         log.info("decoder layers go through torch.compile (the first steps include compiling them)")

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from backend.training.encoding import IGNORE_INDEX, Encoded, SampleDataset
 from backend.training.runtime import TrainingError
+from backend.training.vision_kernels import use_fused_vision_kernels
 
 log = logging.getLogger("foodie.train")
 
@@ -131,9 +132,13 @@ def vision_varlen(module, query, key, value, attention_mask, scaling=None, dropo
                   cu_seq_lens_q=None, cu_seq_lens_k=None, max_length_q=None, max_length_k=None, **kwargs):
     """Attention inside each picture of a batch of pictures, in one flash-attention varlen call.
     query/key/value (1, heads, patches, dim) -> (1, patches, heads, dim)."""
-    out = _varlen(query[0].transpose(0, 1), key[0].transpose(0, 1), value[0].transpose(0, 1),
-                  cu_seq_lens_q, cu_seq_lens_k, max_length_q, max_length_k, scale=scaling, **_VARLEN_FULL)
-    return out[None], None
+    return full_varlen_attention(query[0].transpose(0, 1), key[0].transpose(0, 1), value[0].transpose(0, 1),
+                                 cu_seq_lens_q, max_length_q, scaling)[None], None
+
+
+def full_varlen_attention(query, key, value, cu_seqlens, longest: int, scaling) -> torch.Tensor:
+    """Attention both ways inside each stretch of a batch: (patches, heads, dim) in and out."""
+    return _varlen(query, key, value, cu_seqlens, cu_seqlens, longest, longest, scale=scaling, **_VARLEN_FULL)
 
 
 def speed_up_vision_tower(model: torch.nn.Module, on_cuda: bool) -> None:
@@ -143,9 +148,10 @@ def speed_up_vision_tower(model: torch.nn.Module, on_cuda: bool) -> None:
       flattened patches: done as that product (cuDNN's 3-D convolution was far slower here, and
       every step's new patch count is a new shape for it);
     - on CUDA, attention inside each picture is one flash-attention varlen call per layer instead of
-      one SDPA call per picture, with a GPU sync per layer to split them.
-    (Its fp32 rotary embedding and QuickGELU through torch.compile, to fuse their passes: 20.9 ms per
-    picture against 16.9 eager on an H200, so not done.)"""
+      one SDPA call per picture, with a GPU sync per layer to split them;
+    - on CUDA with Triton, the fp32 rotary embedding with the q/k/v split, and QuickGELU, are one
+      kernel each instead of a chain of element-wise passes (vision_kernels.py). (torch.compile on
+      the same two parts was slower: 20.9 ms per picture against 16.9 eager on an H200.)"""
     from transformers import AttentionInterface
 
     visual = _inner(model).visual
@@ -155,6 +161,8 @@ def speed_up_vision_tower(model: torch.nn.Module, on_cuda: bool) -> None:
     if on_cuda and VARLEN_ATTENTION:
         AttentionInterface.register(PACKED_VISION_ATTENTION, vision_varlen)
         visual.config._attn_implementation = PACKED_VISION_ATTENTION
+        if use_fused_vision_kernels(visual):
+            log.info("the vision tower's rotary embedding and QuickGELU run as fused Triton kernels")
 
 
 def _patch_embed_as_product(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -411,11 +419,28 @@ def apply_fused_kernels(model: torch.nn.Module) -> bool:
              "qwen2_5_vl": apply_liger_kernel_to_qwen2_5_vl}.get(model.config.model_type)
     if apply is None:
         return False
-    # rope stays transformers' own (M-RoPE is computed in the rotary embedding in transformers 5);
-    # the loss is ours (answer positions only), so no fused cross-entropy either.
+    # Liger's rope switch patches apply_multimodal_rotary_pos_emb, which transformers 5 no longer
+    # calls (M-RoPE's sections are merged in the rotary embedding): the plain rotary kernel is put
+    # where it is called instead. The loss is ours (answer positions only), so no fused cross-entropy.
     options = dict(rope=False, cross_entropy=False, fused_linear_cross_entropy=False, rms_norm=True,
                    swiglu=True, model=model)
     if "layer_norm" in inspect.signature(apply).parameters:
         options["layer_norm"] = False  # the vision tower's: it runs once per picture, not worth patching
     apply(**options)
+    _use_fused_rotary(model.config.model_type)
+    return True
+
+
+def _use_fused_rotary(model_type: str) -> bool:
+    """Liger's rotary kernel for the language model's q and k: one pass each way instead of a
+    chain of multiplies, a negation and a concatenation. Only where the text attention calls the
+    plain `apply_rotary_pos_emb` with cos/sin whose two halves repeat (M-RoPE merged beforehand)."""
+    import importlib
+
+    from liger_kernel.transformers.rope import liger_rotary_pos_emb
+
+    modeling = importlib.import_module(f"transformers.models.{model_type}.modeling_{model_type}")
+    if not hasattr(modeling, "apply_rotary_pos_emb") or hasattr(modeling, "apply_multimodal_rotary_pos_emb"):
+        return False
+    modeling.apply_rotary_pos_emb = liger_rotary_pos_emb
     return True

@@ -1,0 +1,149 @@
+"""The Triton kernels of the training path, against the PyTorch and transformers code they replace.
+
+They run only where a CUDA GPU and Triton are (the device machine: `python3 -m pytest
+tests/test_gpu_kernels.py`); CI's CPU box skips them and tests the CPU fallbacks instead.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from backend.training import vision_kernels
+
+gpu = pytest.mark.skipif(not torch.cuda.is_available() or vision_kernels.triton is None,
+                         reason="needs a CUDA GPU and Triton")
+
+
+@gpu
+def test_rotary_and_split_equal_transformers_bit_for_bit():
+    from transformers.models.qwen2_vl.modeling_qwen2_vl import apply_rotary_pos_emb_vision
+
+    torch.manual_seed(0)
+    tokens, heads, head_dim = 1037, 16, 80  # Qwen2-VL's tower: 16 heads of 80; an odd token count
+    qkv = torch.randn(tokens, 3 * heads * head_dim, device="cuda", dtype=torch.bfloat16) * 3
+    angles = torch.rand(tokens, head_dim // 2, device="cuda") * 60
+    cos, sin = torch.cat([angles, angles], -1).cos(), torch.cat([angles, angles], -1).sin()
+    q, k, v = qkv.reshape(tokens, 3, heads, head_dim).permute(1, 0, 2, 3).unbind(0)
+    want_q, want_k = apply_rotary_pos_emb_vision(q, k, cos, sin)
+    got_q, got_k, got_v = vision_kernels.rotate_and_split(qkv, cos, sin, heads)
+    assert torch.equal(got_q, want_q) and torch.equal(got_k, want_k) and torch.equal(got_v, v)
+    assert got_q.is_contiguous() and got_v.is_contiguous()
+
+
+@gpu
+def test_quick_gelu_equals_transformers_bit_for_bit():
+    from transformers.activations import QuickGELUActivation
+
+    x = torch.randn(333, 5120, device="cuda", dtype=torch.bfloat16) * 5
+    assert torch.equal(vision_kernels.quick_gelu(x.clone()), QuickGELUActivation()(x))
+
+
+@gpu
+def test_fused_vision_tower_gives_transformers_features(tmp_path):
+    """A tiny Qwen2-VL tower with the fused kernels against the same tower without them."""
+    from transformers import AutoModelForImageTextToText
+
+    from backend.models.tiny import build_tiny_model
+    from backend.training import packed
+
+    folder = build_tiny_model("qwen2_vl", tmp_path / "tiny")
+    model = AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.bfloat16).cuda().eval()
+    packed.speed_up_vision_tower(model, on_cuda=True)
+    visual = model.model.visual
+    assert any(isinstance(b.mlp.act, vision_kernels.FusedQuickGELU) for b in visual.blocks)
+    grid = torch.tensor([[1, 8, 12], [1, 6, 6]], device="cuda")
+    patch = visual.config.in_channels * visual.config.temporal_patch_size * visual.config.patch_size ** 2
+    pixels = torch.randn(int(grid.prod(-1).sum()), patch, device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        fused = packed._image_features(model.model, pixels, grid)
+        vision_kernels.undo_fused_vision_kernels(visual)
+        plain = packed._image_features(model.model, pixels, grid)
+    assert torch.equal(fused, plain)
+
+def test_without_triton_the_tower_keeps_transformers_code(monkeypatch, tiny_models):
+    """A CPU-only install keeps transformers' tower code, even where the varlen kernel would be."""
+    from transformers import AutoModelForImageTextToText
+
+    from backend.training import packed
+
+    monkeypatch.setattr(vision_kernels, "triton", None)
+    monkeypatch.setattr(packed, "VARLEN_ATTENTION", True)
+    model = AutoModelForImageTextToText.from_pretrained(tiny_models["qwen2_vl"])
+    assert vision_kernels.use_fused_vision_kernels(model.model.visual) is False
+    assert not any(isinstance(b.mlp.act, vision_kernels.FusedQuickGELU) for b in model.model.visual.blocks)
+    assert all("forward" not in vars(b.attn) for b in model.model.visual.blocks)
+
+
+@gpu
+def test_lora_linear_node_matches_peft_under_bf16_autocast():
+    """On the GPU path (bf16 autocast, torch's fused dropout kernel): the one-node LoRA layer draws
+    peft's mask from the same generator state and gives peft's output and gradients."""
+    from peft import LoraConfig, get_peft_model
+
+    from backend.training.lora_forward import fold_lora_scaling, keep_lora_inputs_in_model_dtype
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(1536, 8960, bias=True)).cuda().to(torch.bfloat16)
+    model = get_peft_model(net, LoraConfig(r=128, lora_alpha=256, lora_dropout=0.05, target_modules=["0"]))
+    torch.nn.init.normal_(model.base_model.model[0].lora_B["default"].weight, std=0.02)
+    keep_lora_inputs_in_model_dtype(model)
+    x = torch.randn(2000, 1536, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    grad_out = torch.randn(2000, 8960, device="cuda", dtype=torch.bfloat16)
+    layer = model.base_model.model[0]
+
+    def run():
+        x.grad = None
+        layer.lora_A["default"].weight.grad = layer.lora_B["default"].weight.grad = None
+        torch.cuda.manual_seed(11)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = model(x)
+        out.backward(grad_out)
+        return out.detach(), x.grad, layer.lora_A["default"].weight.grad, layer.lora_B["default"].weight.grad
+
+    want = run()
+    assert fold_lora_scaling(model) == 1
+    got = run()
+    assert torch.equal(got[0], want[0])
+    for a, b in zip(got[1:], want[1:]):
+        assert (a.float() - b.float()).norm() <= 1e-2 * b.float().norm()
+
+
+@gpu
+def test_fused_rotary_matches_transformers_on_mrope_positions(monkeypatch, tiny_models):
+    """The language model's rotary embedding through Liger's kernel, on M-RoPE cos/sin as
+    transformers 5 builds them (sections merged, halves repeated): same values and gradients to
+    bf16 rounding, and the patch lands where the attention calls it."""
+    from transformers import AutoConfig
+    from transformers.models.qwen2_vl import modeling_qwen2_vl as modeling
+
+    from backend.training.packed import _use_fused_rotary
+
+    original = modeling.apply_rotary_pos_emb
+    monkeypatch.setattr(modeling, "apply_rotary_pos_emb", original)  # undone after the test
+    text = AutoConfig.from_pretrained(tiny_models["qwen2_vl"]).text_config
+    heads, head_dim, tokens = text.num_attention_heads, text.hidden_size // text.num_attention_heads, 777
+    rotary = modeling.Qwen2VLRotaryEmbedding(config=text).cuda()
+    positions = torch.randint(0, 300, (3, 1, tokens), device="cuda")
+    x = torch.randn(1, tokens, text.hidden_size, device="cuda", dtype=torch.bfloat16)
+    cos, sin = rotary(x, positions)
+    assert torch.equal(cos[..., : head_dim // 2], cos[..., head_dim // 2:])  # what the kernel relies on
+
+    torch.manual_seed(0)
+    q_in = torch.randn(1, tokens, heads, head_dim, device="cuda", dtype=torch.bfloat16)
+    k_in = torch.randn(1, tokens, 1, head_dim, device="cuda", dtype=torch.bfloat16)
+    grads = [torch.randn(1, heads, tokens, head_dim, device="cuda", dtype=torch.bfloat16),
+             torch.randn(1, 1, tokens, head_dim, device="cuda", dtype=torch.bfloat16)]
+
+    def run(function):
+        q, k = q_in.clone().requires_grad_(), k_in.clone().requires_grad_()
+        # as the attention hands them over: (1, heads, tokens, dim) views of projection outputs
+        q_out, k_out = function(q.mul(1).transpose(1, 2), k.mul(1).transpose(1, 2), cos, sin)
+        torch.autograd.backward([q_out, k_out], grads)
+        return q_out.detach().float(), k_out.detach().float(), q.grad.float(), k.grad.float()
+
+    want = run(original)
+    assert _use_fused_rotary("qwen2_vl") and modeling.apply_rotary_pos_emb is not original
+    got = run(modeling.apply_rotary_pos_emb)
+    for a, b in zip(got, want):
+        assert (a - b).norm() <= 1e-2 * b.norm(), ((a - b).norm() / b.norm()).item()
