@@ -155,7 +155,11 @@ def test_a_run_encodes_each_picture_once_and_reuses_it_in_later_epochs(demo_work
     log = caplog.text
     records = [json.loads(line) for line in files.metrics.read_text().splitlines()]
     assert [r["step"] for r in records if "loss" in r] == list(range(1, 13))
-    assert "pictures encoded 16 times, reused from the cache 32 times" in log, log[-2000:]
+    # 16 samples, 8 photos (each asked in Chinese and in English): 8 passes through the tower in all
+    photos = {record["image"] for record in demo_records()[:16]}
+    assert len(photos) == 8
+    assert ("samples prepared 16 times, reused from the cache 32 times; the prepared samples showed 16 "
+            f"pictures, {len(photos)} of them went through the vision tower") in log, log[-2000:]
 
 
 def test_out_of_memory_advice_fits_the_path_the_job_trains_on(tiny_models) -> None:
@@ -188,7 +192,7 @@ def test_pictures_handed_over_in_the_model_dtype_give_the_same_embeddings(tiny_m
     as_before = prepare(model, encoded, torch.device("cpu"), torch.bfloat16)
     as_now = prepare(model, handed_over, torch.device("cpu"), torch.bfloat16)
     for before, now in zip(as_before, as_now, strict=True):
-        assert torch.equal(before.image_embeds, now.image_embeds)
+        assert before.pictures and all(torch.equal(a, b) for a, b in zip(before.pictures, now.pictures, strict=True))
 
 
 def test_a_packed_row_keeps_no_key_value_cache(tiny_models) -> None:
@@ -223,3 +227,39 @@ def test_compiled_layers_are_asked_for_gpus_only(tiny_models) -> None:
     assert packed
     layers = model.get_base_model().model.language_model.layers
     assert all(layer._compiled_call_impl is None for layer in layers)  # on a CPU: eager, no compiler needed
+
+
+def test_a_picture_shown_by_several_samples_goes_through_the_tower_once(tiny_models) -> None:
+    """FoodieQA asks several questions about one photo: its embeddings are computed once, shared by
+    the samples (in one call and, through the cache, in later ones), and equal to what the sample
+    alone would get. The picture that two samples share here is jiaozi-1.jpg."""
+    from backend.training.packed import PackedCache, _inner
+
+    model, processor = lora_model(tiny_models["qwen2_vl"])
+    again = {"id": "again", "image": "images/jiaozi-1.jpg", "conversations": [
+        {"from": "human", "value": "<image>\nWhat is this?"}, {"from": "gpt", "value": "Jiaozi."}]}
+    samples = [sample_from_record(record, EXAMPLES) for record in (RECORDS[2], again, RECORDS[0])]
+    dataset = SampleDataset(samples, processor, PIXELS, MAX_LENGTH)
+    shown = []
+    hook = _inner(model).visual.register_forward_hook(
+        lambda module, args, kwargs, out: shown.append(len(kwargs.get("grid_thw", args[1] if len(args) > 1 else []))),
+        with_kwargs=True)
+    cache = PackedCache(2**30)
+    two_pictures, same_picture, other = prepare(model, [dataset[0], dataset[1], dataset[2]], torch.device("cpu"),
+                                                torch.float32, cache)
+    assert shown == [3]  # jiaozi-1, peking-duck-0, jiaozi-0: the shared photo once
+    assert same_picture.pictures[0] is two_pictures.pictures[0]
+    alone = prepare(model, [dataset[1]], torch.device("cpu"), torch.float32)[0]  # no cache: computed anew
+    assert shown == [3, 1]
+    assert torch.allclose(alone.pictures[0], same_picture.pictures[0], rtol=1e-4, atol=1e-5)
+    later = prepare(model, [dataset[1]], torch.device("cpu"), torch.float32, cache)[0]  # a later step
+    assert shown == [3, 1] and later.pictures[0] is same_picture.pictures[0]
+    assert (cache.pictures_computed, cache.pictures_reused) == (3, 1)
+    # A cache too small to keep anything still shares the picture within one call.
+    tiny = PackedCache(0)
+    first, second = prepare(model, [dataset[0], dataset[1]], torch.device("cpu"), torch.float32, tiny)
+    assert second.pictures[0] is first.pictures[0] and not tiny.pictures and tiny.over_budget
+    hook.remove()
+    with torch.no_grad():
+        loss = PackedLoss(model)
+        assert torch.isclose(loss(pack([same_picture])), loss(pack([alone])), rtol=1e-4)

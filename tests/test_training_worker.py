@@ -294,8 +294,15 @@ def test_data_parallel_training_on_two_cpu_processes(demo_workdir: Path, tmp_pat
     assert [r["step"] for r in records] == list(range(1, 11)) and records[-1]["total_steps"] == 10
     assert (Path(spec.output_dir) / "adapter" / "adapter_model.safetensors").is_file()
     assert json.loads((Path(spec.output_dir) / "result.json").read_text())["status"] == "succeeded"
-    # Each process keeps its 36 samples in both epochs, so it encodes their pictures once (rank 0's log).
-    assert "pictures encoded 36 times, reused from the cache 36 times" in log, log[-3000:]
+    # Each process keeps its 36 samples in both epochs, so it prepares them once, and each photo among
+    # them (asked in Chinese and in English) goes through the vision tower once (rank 0's log).
+    from backend.training.demo_data import demo_records
+    from backend.training.runtime import Dist, epoch_order
+
+    photos = {demo_records()[i]["image"] for i in epoch_order(72, spec.seed, 0, Dist(rank=0, world=2))}
+    assert 18 <= len(photos) < 36
+    assert ("samples prepared 36 times, reused from the cache 36 times; the prepared samples showed 36 "
+            f"pictures, {len(photos)} of them went through the vision tower") in log, log[-3000:]
 
 
 def test_each_rank_keeps_its_share_of_the_samples_in_every_epoch() -> None:

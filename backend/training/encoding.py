@@ -40,6 +40,9 @@ def has_generation_markers(processor) -> bool:
 class Encoded:
     inputs: dict[str, torch.Tensor]  # input_ids (T,), attention_mask (T,), pixel_values, ...
     labels: torch.Tensor  # (T,) answer tokens keep their id, the rest are IGNORE_INDEX
+    # Each picture's file, in order. Within a job every file is processed the same way, so equal
+    # files mean equal pixels: FoodieQA asks several questions about one photo.
+    pictures: tuple[str, ...] = ()
 
     @property
     def answer_tokens(self) -> int:
@@ -48,7 +51,8 @@ class Encoded:
     def pin_memory(self) -> "Encoded":
         """Page-locked copies (the DataLoader's pin_memory calls this), so copies to the GPU run in
         the background instead of holding up the training process."""
-        return Encoded({key: value.pin_memory() for key, value in self.inputs.items()}, self.labels.pin_memory())
+        return Encoded({key: value.pin_memory() for key, value in self.inputs.items()}, self.labels.pin_memory(),
+                       self.pictures)
 
     def with_pixels_as(self, dtype: torch.dtype) -> "Encoded":
         """The same sample with its pictures' patches in `dtype` (the model's: half the bytes to hand
@@ -56,7 +60,7 @@ class Encoded:
         pixels = self.inputs.get("pixel_values")
         if pixels is None or pixels.dtype == dtype:
             return self
-        return Encoded({**self.inputs, "pixel_values": pixels.to(dtype)}, self.labels)
+        return Encoded({**self.inputs, "pixel_values": pixels.to(dtype)}, self.labels, self.pictures)
 
 
 def encode_sample(processor, sample: Sample, max_pixels: int, max_length: int) -> Encoded:
@@ -76,7 +80,7 @@ def encode_sample(processor, sample: Sample, max_pixels: int, max_length: int) -
         ids, labels, extra = _truncate(processor, sample, ids, labels, extra, max_length)
     if not (labels != IGNORE_INDEX).any():
         raise SampleError(f"sample {sample.id}: no answer token is left after the first {max_length} tokens")
-    return Encoded({"input_ids": ids, **extra}, labels)
+    return Encoded({"input_ids": ids, **extra}, labels, tuple(str(path) for path in sample.images))
 
 
 def marks_cover_answers(processor, ids: torch.Tensor, mask: torch.Tensor, messages: list[dict]) -> bool:

@@ -380,8 +380,9 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
                 return EXIT_STOPPED
 
     if cache is not None:
-        log.info("packed batches: pictures encoded %d times, reused from the cache %d times (%.2f GB cached)",
-                 cache.computed, cache.reused, cache.used / 2**30)
+        log.info("packed batches: samples prepared %d times, reused from the cache %d times; the prepared "
+                 "samples showed %d pictures, %d of them went through the vision tower (%.2f GB cached)",
+                 cache.computed, cache.reused, cache.picture_slots, cache.pictures_computed, cache.used / 2**30)
     # ---- finish: the final adapter (and merged model) ----
     summary = {"step": step, "total_steps": total_steps, "loss": loss_value, "eval_loss": eval_loss}
     if dist.is_main:

@@ -190,7 +190,9 @@ class PackedSample:
     input_ids: torch.Tensor  # (T,)
     targets: torch.Tensor  # (T,) the token each position must predict; IGNORE_INDEX where it is no answer
     positions: torch.Tensor  # (3, T) M-RoPE positions (temporal, height, width), from 0 for each sample
-    image_embeds: torch.Tensor | None  # (picture tokens, hidden): the frozen vision tower's output
+    # The frozen vision tower's output for each picture, in order, (picture tokens, hidden) each: the
+    # same tensor for every sample that shows the same picture.
+    pictures: tuple[torch.Tensor, ...]
     answer_at: torch.Tensor  # positions whose target counts, on the CPU: packing reads them without a GPU sync
 
     @property
@@ -198,40 +200,67 @@ class PackedSample:
         return len(self.input_ids)
 
     @property
-    def nbytes(self) -> int:
-        tensors = (self.input_ids, self.targets, self.positions, self.image_embeds)
-        return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+    def token_bytes(self) -> int:
+        """Bytes of its own tensors (its pictures' embeddings may be shared, so they are counted apart)."""
+        return sum(t.numel() * t.element_size() for t in (self.input_ids, self.targets, self.positions))
 
 
 @torch.no_grad()
-def prepare(model: torch.nn.Module, encoded: list[Encoded], device: torch.device,
-            dtype: torch.dtype) -> list[PackedSample]:
+def prepare(model: torch.nn.Module, encoded: list[Encoded], device: torch.device, dtype: torch.dtype,
+            cache: "PackedCache | None" = None) -> list[PackedSample]:
     """Run the frozen parts once for these samples: the vision tower and projector on all their
-    pictures in one batch, and the M-RoPE positions (on the CPU, where the index arithmetic is cheap,
-    instead of as hundreds of tiny GPU kernels)."""
+    pictures that are not done yet (in `cache`, or earlier in this list: FoodieQA asks several
+    questions about one photo), in one batch, and the M-RoPE positions (on the CPU, where the index
+    arithmetic is cheap, instead of as hundreds of tiny GPU kernels)."""
     image_token = _head(model).config.image_token_id
-    with_pictures = [e for e in encoded if e.inputs.get("image_grid_thw") is not None]
-    embeds: dict[int, torch.Tensor] = {}
-    if with_pictures:
+    merge = _inner(model).visual.spatial_merge_size ** 2  # patches per picture token
+    done: dict = {}  # picture -> its embeddings, for this call
+    todo: dict = {}  # picture -> (its patches, its grid row), in the order first met
+    keys_of = []
+    for e in encoded:
+        grid = e.inputs.get("image_grid_thw")
+        if grid is None:
+            keys_of.append([])
+            continue
+        # A sample whose pictures are not named one by one keeps them to itself.
+        keys = list(e.pictures) if len(e.pictures) == len(grid) else [(id(e), i) for i in range(len(grid))]
+        keys_of.append(keys)
+        patches = e.inputs["pixel_values"].split(grid.prod(-1).tolist())
+        for key, part, row in zip(keys, patches, grid):
+            if key in done or key in todo:
+                continue
+            found = cache.picture(key) if cache is not None and isinstance(key, str) else None
+            if found is not None:
+                done[key] = found
+            else:
+                todo[key] = (part, row)
+    if todo:
         # Each picture copied on its own and joined on the GPU: from the loader's page-locked memory
         # the copies run in the background; a join on the CPU would be one more pass over ~10 MB each.
-        pixels = torch.cat([e.inputs["pixel_values"].to(device, dtype, non_blocking=True) for e in with_pictures])
-        grids = torch.cat([e.inputs["image_grid_thw"] for e in with_pictures])
+        pixels = torch.cat([part.to(device, dtype, non_blocking=True) for part, _ in todo.values()])
+        grids = torch.stack([row for _, row in todo.values()])
+        counts = (grids.prod(-1) // merge).tolist()
         features = _image_features(_inner(model), pixels, grids.to(device))
-        counts = [int((e.inputs["input_ids"] == image_token).sum()) for e in with_pictures]
         if features.shape[0] != sum(counts):
             raise ValueError(f"the vision tower gave {features.shape[0]} picture embeddings for {sum(counts)} "
                              "picture tokens")
-        embeds = {id(e): part.to(dtype) for e, part in zip(with_pictures, features.split(counts))}
+        for key, part in zip(todo, features.split(counts)):
+            done[key] = part.to(dtype)
+            if cache is not None and isinstance(key, str):
+                cache.put_picture(key, done[key])
     samples = []
-    for e in encoded:
+    for e, keys in zip(encoded, keys_of):
         ids, labels = e.inputs["input_ids"], e.labels
+        pictures = tuple(done[key] for key in keys)
+        if sum(p.shape[0] for p in pictures) != int((ids == image_token).sum()):
+            raise ValueError(f"a sample has {int((ids == image_token).sum())} picture tokens for "
+                             f"{sum(p.shape[0] for p in pictures)} picture embeddings")
         targets = torch.cat([labels[1:], labels.new_full((1,), IGNORE_INDEX)])
         grid = e.inputs.get("image_grid_thw")
         positions = (torch.arange(len(ids)).expand(3, -1) if grid is None
                      else _rope_positions(model, e, ids, grid))
         samples.append(PackedSample(ids.to(device, non_blocking=True), targets.to(device, non_blocking=True),
-                                    positions.to(device, non_blocking=True), embeds.get(id(e)),
+                                    positions.to(device, non_blocking=True), pictures,
                                     (targets != IGNORE_INDEX).nonzero()[:, 0]))
     return samples
 
@@ -261,14 +290,19 @@ def _rope_positions(model, encoded: Encoded, ids: torch.Tensor, grid: torch.Tens
 
 
 class PackedCache:
-    """Prepared samples kept between epochs, up to `budget_bytes` (picture embeddings are most of it:
-    ~3 MB for a 1024x768 photo on a 2B model). Samples beyond the budget are prepared again each time."""
+    """Prepared samples and pictures' embeddings kept between epochs, up to `budget_bytes` in all
+    (picture embeddings are most of it: ~3 MB for a 1024x768 photo on a 2B model, kept once however
+    many samples show it). Beyond the budget, samples are prepared again each time."""
 
     def __init__(self, budget_bytes: int) -> None:
         self.budget, self.used = budget_bytes, 0
         self.samples: dict[int, PackedSample] = {}
+        self.pictures: dict[str, torch.Tensor] = {}
+        self._counted: set[int] = set()  # id() of each picture tensor whose bytes are in `used`
         self.over_budget = False
         self.computed = self.reused = 0  # samples prepared / taken from the cache, for the log
+        self.pictures_computed = self.pictures_reused = 0  # pictures through the tower / found here
+        self.picture_slots = 0  # pictures shown by the samples prepared
 
     def get(self, index: int) -> PackedSample | None:
         sample = self.samples.get(index)
@@ -277,14 +311,32 @@ class PackedCache:
 
     def put(self, index: int, sample: PackedSample) -> None:
         self.computed += 1
-        if self.used + sample.nbytes > self.budget:
+        self.picture_slots += len(sample.pictures)
+        new_pictures = [p for p in sample.pictures if id(p) not in self._counted]
+        if self._take(sample.token_bytes + sum(p.nbytes for p in new_pictures)):
+            self.samples[index] = sample
+            self._counted.update(id(p) for p in new_pictures)
+
+    def picture(self, key: str) -> torch.Tensor | None:
+        found = self.pictures.get(key)
+        self.pictures_reused += found is not None
+        return found
+
+    def put_picture(self, key: str, embeds: torch.Tensor) -> None:
+        self.pictures_computed += 1
+        if self._take(embeds.nbytes):
+            self.pictures[key] = embeds
+            self._counted.add(id(embeds))
+
+    def _take(self, size: int) -> bool:
+        if self.used + size > self.budget:
             if not self.over_budget:
                 log.info("the picture-embedding cache is full (%.1f GB); later samples are recomputed each "
                          "epoch", self.used / 2**30)
             self.over_budget = True
-            return
-        self.samples[index] = sample
-        self.used += sample.nbytes
+            return False
+        self.used += size
+        return True
 
 
 # ----------------------------------------------------------------------------------------------
@@ -314,7 +366,7 @@ def prepared_samples(cache: PackedCache, items: list, model, device, dtype) -> l
     if any(encoded is None for _, encoded in new):  # cached when the loader started: cannot be dropped since
         raise TrainingError("a sample was neither cached nor decoded")
     if new:
-        for (index, _), sample in zip(new, prepare(model, [encoded for _, encoded in new], device, dtype)):
+        for (index, _), sample in zip(new, prepare(model, [encoded for _, encoded in new], device, dtype, cache)):
             cache.put(index, sample)
             found[index] = sample
     return [found[index] for index, _ in items]
@@ -344,7 +396,7 @@ def pack(samples: list[PackedSample]) -> PackedRow:
     bounds = [0]
     for sample in samples:
         bounds.append(bounds[-1] + sample.length)
-    pictures = [s.image_embeds for s in samples if s.image_embeds is not None]
+    pictures = [picture for s in samples for picture in s.pictures]
     device = samples[0].input_ids.device
     answer_at = torch.cat([s.answer_at + start for s, start in zip(samples, bounds)])
     return PackedRow(torch.cat([s.input_ids for s in samples]), torch.cat([s.targets for s in samples]),
