@@ -35,8 +35,8 @@ DATA_DIR = Path(backend.data.__file__).parent
 
 
 def problem_names(tree: ast.Module) -> set[str]:
-    """The names a file calls backend.problems.Problem by (files that also use schema.Problem, the
-    report's row, import it under another name)."""
+    """The names a file calls backend.problems.Problem by (its own name, or another it is imported
+    under)."""
     return {alias.asname or alias.name for node in ast.walk(tree)
             if isinstance(node, ast.ImportFrom) and node.module == "backend.problems"
             for alias in node.names if alias.name == "Problem"}

@@ -17,7 +17,7 @@ from backend.data.llava_format import export_llava, llava_row, record_from_dict,
 from backend.data.own_data import (parse_llava_rows, read_bundled_own_data, read_csv_file,
                                    read_llava_json, read_own_data)
 from backend.data.schema import (CONVERSATION, MIVQA, SIVQA, SOURCE_FOODIEQA, SOURCE_OWN,
-                                 SOURCE_SAMPLE, TASK_LABELS, TASKS, TEXTQA, DataError, Problem,
+                                 SOURCE_SAMPLE, TASK_LABELS, TASKS, TEXTQA, DataError, ReportLine,
                                  ReadResult, Record, Turn)
 from backend.data.sources import combine_results, read_data_folder
 from backend.data.split import (DishSplit, TrainingSet, build_training_set, load_training_set,
@@ -31,7 +31,7 @@ __all__ = [
     "CONVERSATION", "EXAMPLES_DIR", "FACETS", "FOODIEQA_FILES", "FOODIEQA_LICENSE",
     "FOODIEQA_LICENSE_URL", "FOODIEQA_TERMS", "MIVQA", "PAGE_SIZE", "SIVQA", "SOURCE_FOODIEQA",
     "SOURCE_OWN", "SOURCE_SAMPLE", "TABLE_COLUMNS", "TASKS", "TASK_LABELS", "TEXTQA", "ChoiceView",
-    "DataError", "DishSplit", "GalleryItem", "Page", "Problem", "ReadResult", "Record",
+    "DataError", "DishSplit", "GalleryItem", "Page", "ReportLine", "ReadResult", "Record",
     "RecordDetail", "RecordFilter", "TermsNotAccepted", "ThumbnailCache", "TrainingSet", "Turn",
     "Unpacked", "build_training_set", "combine_results", "course_answer", "detail_view",
     "export_llava", "facet_counts", "filter_records", "find_record", "gallery_page",

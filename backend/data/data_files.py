@@ -1,4 +1,5 @@
-"""Reading a dataset's own files (JSON lists, CSV text) with every failure turned into a Problem."""
+"""Reading a dataset's own files (JSON lists, CSV text), each failure turned into a line of the
+report (a ReportLine)."""
 
 from __future__ import annotations
 
@@ -7,58 +8,58 @@ import logging
 from pathlib import Path
 
 from backend.data.safe_paths import UnsafePath, read_regular_file, resolve_inside
-from backend.data.schema import Problem
-from backend.problems import Problem as Reason
+from backend.data.schema import ReportLine
+from backend.problems import Problem
 
 log = logging.getLogger(__name__)
 
 
-def read_text_file(root: Path, name: str, problems: list[Problem]) -> str | None:
+def read_text_file(root: Path, name: str, problems: list[ReportLine]) -> str | None:
     """The UTF-8 text of `name` inside `root` (a BOM is fine), or None with a report row."""
     try:
         path = resolve_inside(root, name)
     except UnsafePath as err:
-        problems.append(Problem(name, None, None, Reason("data_file_unsafe", "{file} was not read: {reason}.",
+        problems.append(ReportLine(name, None, None, Problem("data_file_unsafe", "{file} was not read: {reason}.",
                                                          file=name, reason=err.problem)))
         return None
     try:
         data = read_regular_file(path)
     except OSError as err:
-        problems.append(Problem(name, None, None, Reason("data_file_unreadable", "{file} cannot be read: {detail}.",
+        problems.append(ReportLine(name, None, None, Problem("data_file_unreadable", "{file} cannot be read: {detail}.",
                                                          file=name, detail=err.strerror or str(err))))
         return None
     try:
         # utf-8-sig: Excel and Notepad put a byte-order mark in front of UTF-8 files.
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        problems.append(Problem(name, None, None, Reason(
+        problems.append(ReportLine(name, None, None, Problem(
             "data_file_not_utf8", "{file} is not UTF-8 text (byte 0x{byte:02x} at position {position}); save it "
             "as UTF-8 and read it again.", file=name, byte=data[err.start], position=err.start)))
         return None
 
 
-def read_json_list(root: Path, name: str, problems: list[Problem]) -> list | None:
+def read_json_list(root: Path, name: str, problems: list[ReportLine]) -> list | None:
     """The JSON list in `name` inside `root`, or None with a report row saying what is wrong."""
     text = read_text_file(root, name, problems)
     if text is None:
         return None
     if not text.strip():
-        problems.append(Problem(name, None, None, Reason(
+        problems.append(ReportLine(name, None, None, Problem(
             "json_file_empty", "{file} is empty; it should hold a JSON list.", file=name)))
         return None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
-        problems.append(Problem(name, None, None, Reason(
+        problems.append(ReportLine(name, None, None, Problem(
             "json_invalid", "{file} is not valid JSON: {detail} at line {line}, column {column}.", file=name,
             detail=err.msg, line=err.lineno, column=err.colno)))
         return None
     except RecursionError:
-        problems.append(Problem(name, None, None, Reason(
+        problems.append(ReportLine(name, None, None, Problem(
             "json_too_deep", "{file} is not usable JSON: it is nested too deeply.", file=name)))
         return None
     if not isinstance(data, list):
-        problems.append(Problem(name, None, None, Reason(
+        problems.append(ReportLine(name, None, None, Problem(
             "json_not_list", "{file} holds a JSON {json_type}, not a list of records.", file=name,
             json_type=json_kind(data))))
         return None
@@ -70,15 +71,15 @@ def json_kind(value: object) -> str:
     """JSON's name for a value's type, for messages: "object", "string", "number"... (a Problem, so a
     page in another language names it in its own words)."""
     if value is None:
-        return Reason("json_null", "null")
+        return Problem("json_null", "null")
     if isinstance(value, bool):
-        return Reason("json_bool", "true/false value")
+        return Problem("json_bool", "true/false value")
     if isinstance(value, (int, float)):
-        return Reason("json_number", "number")
+        return Problem("json_number", "number")
     if isinstance(value, str):
-        return Reason("json_string", "string")
+        return Problem("json_string", "string")
     if isinstance(value, dict):
-        return Reason("json_object", "object")
+        return Problem("json_object", "object")
     if isinstance(value, list):
-        return Reason("json_list", "list")
+        return Problem("json_list", "list")
     return type(value).__name__

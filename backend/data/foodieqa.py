@@ -20,8 +20,8 @@ from backend.data.rows import (RowFaults, answer_index, id_missing, id_taken, id
                                row_origin, text_list)
 from backend.data.safe_paths import ConfinedPaths, relative_name
 from backend.data.schema import (MIVQA, SIVQA, SOURCE_FOODIEQA, SOURCE_SAMPLE, TEXTQA, DataError,
-                                 Problem, ReadResult, Record, region_of_cuisine)
-from backend.problems import Problem as Reason
+                                 ReportLine, ReadResult, Record, region_of_cuisine)
+from backend.problems import Problem
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ CHOICES_PER_QUESTION = 4
 PICTURES_PER_MIVQA = 4
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 # The kind of question a list of choices belongs to, as the report names it (schema.TASK_LABELS).
-_QUESTION_KINDS = {SIVQA: Reason("row_kind_sivqa", "single-image"), TEXTQA: Reason("row_kind_textqa", "text")}
+_QUESTION_KINDS = {SIVQA: Problem("row_kind_sivqa", "single-image"), TEXTQA: Problem("row_kind_textqa", "text")}
 
 
 @dataclass
@@ -55,8 +55,8 @@ class _ReadContext:
     source: str
     checker: ImageChecker
     paths: ConfinedPaths
-    problems: list[Problem] = field(default_factory=list)
-    seen_ids: dict[str, Reason] = field(default_factory=dict)  # id -> where it was first read
+    problems: list[ReportLine] = field(default_factory=list)
+    seen_ids: dict[str, Problem] = field(default_factory=dict)  # id -> where it was first read
     dishes: _DishIndex = field(default_factory=_DishIndex)
 
 
@@ -91,7 +91,7 @@ def read_foodieqa_folder(folder: str | Path, *, source: str = SOURCE_FOODIEQA,
                          image_check: ImageCheck = "quick") -> ReadResult:
     """Read a folder in FoodieQA's layout; any of the three files may be missing, not all."""
     root = _existing_folder(folder)
-    problems: list[Problem] = []
+    problems: list[ReportLine] = []
     rows_by_task: dict[str, list] = {}
     for task, name in FOODIEQA_FILES.items():
         if (root / name).exists() or (root / name).is_symlink():
@@ -126,7 +126,7 @@ def _existing_folder(folder: str | Path) -> Path:
 
 def _parse_row(row: Any, task: str, index: int, file_name: str, ctx: _ReadContext) -> Record | None:
     if not isinstance(row, dict):
-        ctx.problems.append(Problem(file_name, index, None, not_an_object(json_kind(row))))
+        ctx.problems.append(ReportLine(file_name, index, None, not_an_object(json_kind(row))))
         return None
     faults = RowFaults()
     record_id = identifier(row.get("question_id"))
@@ -157,11 +157,11 @@ def _sivqa(row: dict, record_id: str, faults: RowFaults, ctx: _ReadContext) -> R
     if meta is None:
         meta = {}
     elif not isinstance(meta, dict):
-        faults.warn(ignored(Reason("row_field_not_object", "{field} is not an object", field="food_meta")))
+        faults.warn(ignored(Problem("row_field_not_object", "{field} is not an object", field="food_meta")))
         meta = {}
     picture = meta.get("food_file") if present(meta, "food_file") else row.get("image")
     if picture is None:
-        faults.error(Reason("row_no_picture", "the picture is missing (no food_meta.food_file)"))
+        faults.error(Problem("row_no_picture", "the picture is missing (no food_meta.food_file)"))
         images: tuple[Path, ...] = ()
     else:
         images = picture_paths([picture], ctx.paths, ctx.checker, faults)
@@ -183,14 +183,14 @@ def _mivqa(row: dict, record_id: str, faults: RowFaults, ctx: _ReadContext) -> R
     question = required_text(row, "question", faults)
     raw_images = row.get("images")
     if not isinstance(raw_images, list):
-        faults.error(Reason("row_images_bad", "images is missing or not a list of pictures"))
+        faults.error(Problem("row_images_bad", "images is missing or not a list of pictures"))
         raw_images = []
     elif len(raw_images) != PICTURES_PER_MIVQA:
-        faults.error(Reason("row_images_count", "images has {count} pictures instead of {expected}",
+        faults.error(Problem("row_images_count", "images has {count} pictures instead of {expected}",
                             count=len(raw_images), expected=PICTURES_PER_MIVQA))
     images = picture_paths(raw_images, ctx.paths, ctx.checker, faults) if raw_images else ()
     if row.get("choices") not in (None, "", []):
-        faults.warn(ignored(Reason("row_mivqa_choices", "choices should be \"\" for a multi-image question "
+        faults.warn(ignored(Problem("row_mivqa_choices", "choices should be \"\" for a multi-image question "
                                    "(the pictures are the choices)")))
     answer = answer_index(row.get("answer"), len(raw_images) or PICTURES_PER_MIVQA, faults)
     if faults.errors:
@@ -232,7 +232,7 @@ def _textqa(row: dict, record_id: str, faults: RowFaults, ctx: _ReadContext) -> 
 
 def _english_choices(row: dict, faults: RowFaults) -> tuple[str, ...]:
     return text_list(row.get("choices_en"), "choices_en", CHOICES_PER_QUESTION, faults,
-                     required=False, task_label=Reason("row_kind_translated", "translated"))
+                     required=False, task_label=Problem("row_kind_translated", "translated"))
 
 
 def _region(row: dict, meta: dict, cuisine: str, faults: RowFaults) -> str:

@@ -23,8 +23,8 @@ from backend.data.rows import (RowFaults, fits, id_missing, id_taken, identifier
                                optional_text, picture_paths, report, row_origin)
 from backend.data.safe_paths import ConfinedPaths, UnsafePath, relative_name, resolve_inside
 from backend.data.schema import (GPT, HUMAN, IMAGE_PLACEHOLDER, SOURCE_OWN, SOURCE_SAMPLE, SOURCES,
-                                 DataError, Problem, ReadResult, Record, Turn, conversation_record)
-from backend.problems import Problem as Reason
+                                 DataError, ReportLine, ReadResult, Record, Turn, conversation_record)
+from backend.problems import Problem
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +39,12 @@ def parse_llava_rows(rows: Iterable[Any], root: Path, *, file_name: str, source:
     root = Path(root).resolve()
     checker = ImageChecker(image_check)
     paths = ConfinedPaths(root)
-    problems: list[Problem] = []
+    problems: list[ReportLine] = []
     records: list[Record] = []
     seen: dict[str, int] = {}
     for index, row in enumerate(rows):
         if not isinstance(row, dict):
-            problems.append(Problem(file_name, index, None, not_an_object(json_kind(row))))
+            problems.append(ReportLine(file_name, index, None, not_an_object(json_kind(row))))
             continue
         faults = RowFaults()
         record_id = identifier(row.get("id"))
@@ -54,7 +54,7 @@ def parse_llava_rows(rows: Iterable[Any], root: Path, *, file_name: str, source:
         record = _llava_record(row, record_id, paths, checker, faults, source)
         if record is not None and not faults.errors:
             if record_id in seen:
-                faults.error(id_taken(record_id, Reason("row_number", "row {row}", row=seen[record_id])))
+                faults.error(id_taken(record_id, Problem("row_number", "row {row}", row=seen[record_id])))
             else:
                 seen[record_id] = index
         report(problems, file_name, index, record_id, faults)
@@ -69,7 +69,7 @@ def read_llava_json(json_path: str | Path, image_root: str | Path | None = None,
     """Read a LLaVA / XTuner JSON file; pictures are relative to `image_root` (default: its folder)."""
     path = _existing_file(json_path)
     root = _image_root(image_root, path)
-    problems: list[Problem] = []
+    problems: list[ReportLine] = []
     rows = read_json_list(path.parent, path.name, problems)
     result = parse_llava_rows(rows or [], root, file_name=path.name, source=source,
                               image_check=image_check)
@@ -82,7 +82,7 @@ def read_csv_file(csv_path: str | Path, image_root: str | Path | None = None, *,
     cuisine); each row becomes a one-question conversation about its picture."""
     path = _existing_file(csv_path)
     root = _image_root(image_root, path)
-    problems: list[Problem] = []
+    problems: list[ReportLine] = []
     text = read_text_file(path.parent, path.name, problems)
     rows: list[dict[str, Any]] = []
     if text is not None:
@@ -126,7 +126,7 @@ def _llava_record(row: dict, record_id: str, paths: ConfinedPaths, checker: Imag
         return None
     source = optional_text(row, "source", faults)
     if source and source not in SOURCES:
-        faults.warn(ignored(Reason("row_source_unknown", "source {source!r} is unknown", source=source)))
+        faults.warn(ignored(Problem("row_source_unknown", "source {source!r} is unknown", source=source)))
         source = ""
     food_name = optional_text(row, "food_name", faults)
     dish_id = (identifier(row.get("dish_id")) or (f"name:{food_name}" if food_name else "")
@@ -141,7 +141,7 @@ def _llava_record(row: dict, record_id: str, paths: ConfinedPaths, checker: Imag
 def _raw_images(row: dict, faults: RowFaults) -> list[Any]:
     image, images = row.get("image"), row.get("images")
     if image is not None and images is not None:
-        faults.error(Reason("row_image_and_images", "the row has both image and images; keep one"))
+        faults.error(Problem("row_image_and_images", "the row has both image and images; keep one"))
         return []
     value = image if image is not None else images
     if value is None:
@@ -150,76 +150,76 @@ def _raw_images(row: dict, faults: RowFaults) -> list[Any]:
         return [value]
     if isinstance(value, list):
         return value
-    faults.error(Reason("row_image_bad", "image is neither a path nor a list of paths"))
+    faults.error(Problem("row_image_bad", "image is neither a path nor a list of paths"))
     return []
 
 
 def _turns(value: Any, picture_count: int, faults: RowFaults) -> tuple[Turn, ...]:
     if not isinstance(value, list) or not value:
-        faults.error(Reason("row_conversations_bad", "conversations is missing, empty or not a list"))
+        faults.error(Problem("row_conversations_bad", "conversations is missing, empty or not a list"))
         return ()
     turns: list[Turn] = []
     errors_before = len(faults.errors)  # a bad picture is reported beside bad turns, not instead
     for position, turn in enumerate(value, start=1):
         if not isinstance(turn, dict):
-            faults.error(Reason("row_turn_not_object", "turn {position} is not an object", position=position))
+            faults.error(Problem("row_turn_not_object", "turn {position} is not an object", position=position))
             continue
         role = _ROLE_NAMES.get(str(turn.get("from", "")).strip().lower())
         text = turn.get("value")
         if role is None:
-            faults.error(Reason("row_turn_role", "turn {position} is from {role!r:.30}, not human or gpt",
+            faults.error(Problem("row_turn_role", "turn {position} is from {role!r:.30}, not human or gpt",
                                 position=position, role=turn.get("from")))
             continue
         if not isinstance(text, str) or not text.strip():
             if role == GPT:
-                faults.error(Reason("row_turn_answer_empty", "turn {position} (the answer) is empty",
+                faults.error(Problem("row_turn_answer_empty", "turn {position} (the answer) is empty",
                                     position=position))
             else:
-                faults.error(Reason("row_turn_question_empty", "turn {position} (the question) is empty",
+                faults.error(Problem("row_turn_question_empty", "turn {position} (the question) is empty",
                                     position=position))
             continue
-        if not fits(text, Reason("row_turn", "turn {position}", position=position), faults):
+        if not fits(text, Problem("row_turn", "turn {position}", position=position), faults):
             continue
         if role == GPT and IMAGE_PLACEHOLDER in text:
-            faults.error(Reason("row_turn_answer_placeholder", "turn {position} is an answer with an <image> "
+            faults.error(Problem("row_turn_answer_placeholder", "turn {position} is an answer with an <image> "
                                 "placeholder", position=position))
         turns.append(Turn(role, text))
     if len(faults.errors) > errors_before:
         return ()
     if turns[0].role != HUMAN:
-        faults.error(Reason("row_starts_with_answer", "the conversation starts with an answer, not a question"))
+        faults.error(Problem("row_starts_with_answer", "the conversation starts with an answer, not a question"))
     if not any(t.role == GPT for t in turns):
-        faults.error(Reason("row_no_answer", "the conversation has no answer"))
+        faults.error(Problem("row_no_answer", "the conversation has no answer"))
     placeholders = sum(t.text.count(IMAGE_PLACEHOLDER) for t in turns if t.role == HUMAN)
     if picture_count and IMAGE_PLACEHOLDER not in turns[0].text:
-        faults.error(Reason("row_no_placeholder", "the first question has no <image> placeholder for its picture"))
+        faults.error(Problem("row_no_placeholder", "the first question has no <image> placeholder for its picture"))
     elif placeholders != picture_count:
-        faults.error(Reason("row_placeholder_count", "the questions hold {placeholders} <image> placeholders for "
+        faults.error(Problem("row_placeholder_count", "the questions hold {placeholders} <image> placeholders for "
                             "{pictures} pictures", placeholders=placeholders, pictures=picture_count))
     return tuple(turns)
 
 
 # --- CSV -----------------------------------------------------------------------------------------
 
-def _csv_rows(text: str, file_name: str, problems: list[Problem]) -> list[dict[str, Any]]:
+def _csv_rows(text: str, file_name: str, problems: list[ReportLine]) -> list[dict[str, Any]]:
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader, None)
     except csv.Error as err:
-        problems.append(Problem(file_name, None, None, Reason(
+        problems.append(ReportLine(file_name, None, None, Problem(
             "csv_unreadable", "{file} is not a readable CSV file ({detail}).", file=file_name, detail=str(err))))
         return []
     if header is None:
-        problems.append(Problem(file_name, None, None, Reason(
+        problems.append(ReportLine(file_name, None, None, Problem(
             "csv_empty", "{file} is empty; it needs the columns image, question, answer.", file=file_name)))
         return []
     columns = [c.strip().lower() for c in header]
     missing = [c for c in CSV_COLUMNS if c not in columns]
     if missing:
-        found = ", ".join(columns) or Reason("csv_no_columns", "none")
-        problems.append(Problem(file_name, None, None, Reason(
+        found = ", ".join(columns) or Problem("csv_no_columns", "none")
+        problems.append(ReportLine(file_name, None, None, Problem(
             "csv_column_missing", "{file} lacks the column {missing} (found: {found}).", file=file_name,
-            missing=missing[0], found=found) if len(missing) == 1 else Reason(
+            missing=missing[0], found=found) if len(missing) == 1 else Problem(
             "csv_columns_missing", "{file} lacks the columns {missing} (found: {found}).", file=file_name,
             missing=", ".join(missing), found=found)))
         return []
@@ -230,7 +230,7 @@ def _csv_rows(text: str, file_name: str, problems: list[Problem]) -> list[dict[s
                 continue  # blank lines at the end of a hand-edited file
             rows.append({name: value for name, value in zip(columns, values) if name})
     except csv.Error as err:
-        problems.append(Problem(file_name, len(rows), None, Reason(
+        problems.append(ReportLine(file_name, len(rows), None, Problem(
             "csv_broken", "{file} stops being readable CSV at line {line} ({detail}); the rows before it were "
             "read.", file=file_name, line=reader.line_num, detail=str(err))))
     return rows

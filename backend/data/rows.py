@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.data.safe_paths import UnsafePath
-from backend.data.schema import Problem as ReportLine
+from backend.data.schema import ReportLine
 from backend.problems import Problem
 
 # One text field (a question, a choice, a turn of a conversation) longer than this is refused with its

@@ -2,7 +2,7 @@
 
 Browsing, conversion, splitting and scoring only ever see `Record`s, so none of them cares whether a
 question came from a folder, the hub or a person's CSV. Readers never raise on a bad row: they add a
-`Problem` (a row of the report the UI shows) and carry on with the next row.
+`ReportLine` (a row of the report the UI shows) and carry on with the next row.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ class Record:
 
 
 @dataclass(frozen=True)
-class Problem:
+class ReportLine:
     """One row of the report: which file, which row (0-based position in the file's list; None for
     the file as a whole), which id, and what is wrong, in words. A problem with `skipped` True cost
     the row; otherwise the row was kept (e.g. a missing English translation)."""
@@ -117,7 +117,7 @@ class ReadResult:
     """What a reader found: the good records, the report, and the folder everything lies in."""
 
     records: tuple[Record, ...]
-    problems: tuple[Problem, ...]
+    problems: tuple[ReportLine, ...]
     root: Path
     source: str
 

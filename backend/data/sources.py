@@ -7,8 +7,8 @@ from pathlib import Path
 
 from backend.data.foodieqa import FOODIEQA_FILES, read_foodieqa_folder
 from backend.data.own_data import read_own_data
-from backend.data.schema import DataError, Problem, ReadResult, Record
-from backend.problems import Problem as Reason
+from backend.data.schema import DataError, ReportLine, ReadResult, Record
+from backend.problems import Problem
 
 
 def read_data_folder(path: str | Path) -> ReadResult:
@@ -27,13 +27,13 @@ def combine_results(results: Iterable[ReadResult]) -> ReadResult:
     if not results:
         raise DataError("no_source", "No data source was chosen.")
     records: list[Record] = []
-    problems: list[Problem] = []
+    problems: list[ReportLine] = []
     seen: dict[str, str] = {}
     for result in results:
         problems.extend(result.problems)
         for record in result.records:
             if record.id in seen:
-                problems.append(Problem(record.origin or str(result.root), None, record.id, Reason(
+                problems.append(ReportLine(record.origin or str(result.root), None, record.id, Problem(
                     "record_id_taken", "The id {id} is already used by {origin}. The record was skipped.",
                     id=record.id, origin=seen[record.id])))
                 continue
