@@ -1,6 +1,6 @@
 """The Train tab as a person uses it, in a real browser (Debian's chromium, driven by playwright):
-start the demo fine-tune, watch it run to the end, reload the page and find the job still there.
-A screenshot lands in test-artifacts/train.png."""
+start the demo fine-tune, watch it run to the end, reload the page and find the job still there,
+then look at it on a Chinese page. Screenshots land in test-artifacts/train.png and train-zh.png."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def test_start_the_demo_fine_tune_watch_it_finish_and_find_it_after_a_reload(bro
         raise AssertionError(f"{page.locator('#train-progress').inner_text()}\n{train_app.log()[-3000:]}") from err
     assert "100%" in page.locator("#train-progress").inner_text()
     log = page.locator("#train-log textarea").input_value()
-    assert "packed batches: pictures encoded" in log, log[-1500:]
+    assert "packed batches: samples prepared" in log, log[-1500:]
     # The loss curve is drawn: vega's line mark has a path with a colour (a plot that took the series
     # for a number scale once drew axes and a legend but no line).
     page.wait_for_function(LINE_DRAWN, timeout=15_000)
@@ -47,6 +47,23 @@ def test_start_the_demo_fine_tune_watch_it_finish_and_find_it_after_a_reload(bro
     page.wait_for_function("() => (document.querySelector('#train-jobs')?.innerText || '').includes('succeeded')",
                            timeout=30_000)
     page.wait_for_function(f"() => ({PROGRESS})().includes('succeeded')", timeout=30_000)
+    page.close()
+
+    # The same job on a Chinese page: its state, progress, tables and curve are said in Chinese.
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="zh-CN")
+    page.goto(train_app.url)
+    page.get_by_role("tab", name="训练").click()
+    page.wait_for_function(f"() => ({PROGRESS})().includes('已完成')", timeout=30_000)
+    progress = page.locator("#train-progress").inner_text()
+    assert "第 90/90 步" in progress and "损失" in progress and "succeeded" not in progress, progress
+    jobs = page.locator("#train-jobs").inner_text()
+    assert "状态" in jobs and "已完成" in jobs and "succeeded" not in jobs, jobs
+    page.locator("#train-data input").wait_for()
+    assert page.locator("#train-data input").input_value() == "内置菜品（对话，演示）"
+    checkpoints = page.locator("#train-checkpoints").inner_text()
+    assert "检查点" in checkpoints and "最终（第 90 步）" in checkpoints and "final" not in checkpoints, checkpoints
+    page.wait_for_function(LINE_DRAWN, timeout=15_000)
+    page.screenshot(path=str(ARTIFACTS / "train-zh.png"), full_page=True)
     page.close()
 
 

@@ -136,9 +136,12 @@ def test_a_gpu_job_on_a_worker_without_gpus_fails_with_a_sentence(store: JobStor
 
 
 def test_views_show_progress_curves_logs_and_adapters(store: JobStore, spec) -> None:
+    from ui.train import progress_words
+
     job = store.submit(spec)
     [row] = views.job_rows(store)
-    assert row.state == "queued" and row.progress_text == "waiting for a free device" and row.fraction == 0
+    assert row.state == "queued" and progress_words(row, "en") == "waiting for a free device" and row.fraction == 0
+    assert progress_words(row, "zh") == "等待空闲设备"
     store.claim(job.id, "w", "cpu")
     records = [{"step": 1, "total_steps": 4, "epoch": 0.25, "loss": 3.0, "samples_per_s": 10.0, "eta_s": 30},
                {"step": 2, "total_steps": 4, "epoch": 0.5, "loss": 2.0, "samples_per_s": 12.0, "eta_s": 20},
@@ -146,7 +149,8 @@ def test_views_show_progress_curves_logs_and_adapters(store: JobStore, spec) -> 
     job.files.metrics.write_text("".join(json.dumps(r) + "\n" for r in records) + '{"step": 3, "lo')
     store.set_progress(job.id, records[1])
     [row] = views.job_rows(store)
-    assert row.progress_text == "step 2/4 · epoch 0.50 · 12.0 samples/s · ETA 0:00:20 · loss 2.0000"
+    assert progress_words(row, "en") == "step 2/4 · epoch 0.50 · 12.0 samples/s · ETA 0:00:20 · loss 2.0000"
+    assert progress_words(row, "zh") == "第 2/4 步 · 第 0.50 轮 · 每秒 12.0 个样本 · 预计还需 0:00:20 · 损失 2.0000"
     assert row.fraction == 0.5
     curve = views.loss_curve(store, job.id)  # the half-written last line is skipped
     assert curve.train == [(1, 3.0), (2, 2.0)] and curve.eval == [(2, 2.5)]

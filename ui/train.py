@@ -55,6 +55,18 @@ STRINGS = {
         "tr_loss": "Loss",
         "tr_log": "Log (last lines)",
         "tr_checkpoints": "Checkpoints (pick them in Chat and Compare)",
+        "tr_demo_data": "bundled dishes (chat, demo)", "tr_demo_job": "demo: bundled dishes",
+        "tr_saved_set": "{name} ({train} train / {heldout} held-out)",
+        "tr_state_queued": "queued", "tr_state_running": "running", "tr_state_succeeded": "succeeded",
+        "tr_state_failed": "failed", "tr_state_cancelled": "cancelled", "tr_state_interrupted": "interrupted",
+        "tr_waiting": "waiting for a free device", "tr_starting": "starting",
+        "tr_p_step": "step {step}/{total}", "tr_p_epoch": "epoch {epoch:.2f}", "tr_p_rate": "{rate:.1f} samples/s",
+        "tr_p_eta": "ETA {eta}", "tr_p_loss": "loss {loss:.4f}",
+        "tr_col_id": "id", "tr_col_name": "name", "tr_col_state": "state", "tr_col_progress": "progress",
+        "tr_col_device": "device", "tr_col_error": "error", "tr_col_checkpoint": "checkpoint",
+        "tr_col_step": "step", "tr_col_loss": "loss", "tr_col_folder": "folder",
+        "tr_checkpoint_final": "{job} · final {step}", "tr_checkpoint_step": "{job} · step {step}",
+        "tr_series_train": "train", "tr_series_eval": "held-out",
         "tr_help": ("LoRA on the language model only (the vision tower stays frozen); loss on the "
                     "answers only. The **demo-cpu** preset trains the demo model on the bundled dishes "
                     "in well under two minutes on a laptop CPU; **2b-gpu** is the course's recipe for a "
@@ -84,6 +96,18 @@ STRINGS = {
         "tr_loss": "损失",
         "tr_log": "日志（最后几行）",
         "tr_checkpoints": "检查点（可在“对话”和“对比”页选用）",
+        "tr_demo_data": "内置菜品（对话，演示）", "tr_demo_job": "演示：内置菜品",
+        "tr_saved_set": "{name}（训练 {train} 条 / 留出 {heldout} 条）",
+        "tr_state_queued": "排队中", "tr_state_running": "运行中", "tr_state_succeeded": "已完成",
+        "tr_state_failed": "失败", "tr_state_cancelled": "已取消", "tr_state_interrupted": "已中断",
+        "tr_waiting": "等待空闲设备", "tr_starting": "正在启动",
+        "tr_p_step": "第 {step}/{total} 步", "tr_p_epoch": "第 {epoch:.2f} 轮", "tr_p_rate": "每秒 {rate:.1f} 个样本",
+        "tr_p_eta": "预计还需 {eta}", "tr_p_loss": "损失 {loss:.4f}",
+        "tr_col_id": "编号", "tr_col_name": "名称", "tr_col_state": "状态", "tr_col_progress": "进度",
+        "tr_col_device": "设备", "tr_col_error": "错误", "tr_col_checkpoint": "检查点",
+        "tr_col_step": "步数", "tr_col_loss": "损失", "tr_col_folder": "文件夹",
+        "tr_checkpoint_final": "{job} · 最终（第 {step} 步）", "tr_checkpoint_step": "{job} · 第 {step} 步",
+        "tr_series_train": "训练", "tr_series_eval": "留出集",
         "tr_help": ("只在语言模型上做 LoRA（视觉塔冻结）；只在回答上计算损失。**demo-cpu** 预设在笔记本 CPU "
                     "上两分钟内用内置菜品训练演示模型；**2b-gpu** 是课程里 2B 模型的配方（r=128、alpha=256、"
                     "lr 3e-5）。任务在后台进程中运行：关掉页面再回来，任务依然在。"),
@@ -97,11 +121,11 @@ def form_labels(lang: str) -> dict[str, str]:
     return {field: text(f"tr_{field}", lang) for field in FIELDS}
 
 
-def data_choices(services: Services) -> list[tuple[str, str]]:
-    choices = [("bundled dishes (chat, demo)", DEMO_SOURCE)]
+def data_choices(services: Services, lang: str = "en") -> list[tuple[str, str]]:
+    choices = [(text("tr_demo_data", lang), DEMO_SOURCE)]
     for name, folder, manifest in list_training_sets(services.settings.workdir):
-        counts = f"{manifest['train']['samples']} train / {manifest['heldout']['samples']} held-out"
-        choices.append((f"{name} ({counts})", str(folder)))
+        choices.append((text("tr_saved_set", lang, name=name, train=manifest["train"]["samples"],
+                             heldout=manifest["heldout"]["samples"]), str(folder)))
     return choices
 
 
@@ -113,21 +137,23 @@ def preset_values(name: str) -> list:
     return [values.get(field, getattr(defaults, field)) for field in FIELDS]
 
 
-def build_spec(services: Services, source: str, preset_name: str, name: str, model: str, values: dict):
+def build_spec(services: Services, source: str, preset_name: str, name: str, model: str, values: dict,
+               lang: str = "en"):
     """A checked JobSpec for the form's choices; SpecError / DataError carry the sentences."""
     overrides = dict(values, threads=PRESETS[preset_name].get("threads", 0))
     if name.strip():
         overrides["name"] = name.strip()
     if model.strip():
         overrides["model"] = model.strip()
-    files = demo_files(services) if source == DEMO_SOURCE else training_set_files(services, source)
+    files = demo_files(services, lang) if source == DEMO_SOURCE else training_set_files(services, source)
     return preset(preset_name, **{"model": services.source.location, **files, **overrides})
 
 
-def demo_files(services: Services) -> dict:
-    """The bundled dishes as chat samples (written once under the work folder)."""
+def demo_files(services: Services, lang: str = "en") -> dict:
+    """The bundled dishes as chat samples (written once under the work folder); the job is named in
+    the language of the page that started it."""
     data_file = write_demo_dataset(services.settings.workdir / "data" / "demo-dishes.json")
-    return dict(data_file=str(data_file), image_root=str(EXAMPLES_DIR), name="demo: bundled dishes")
+    return dict(data_file=str(data_file), image_root=str(EXAMPLES_DIR), name=text("tr_demo_job", lang))
 
 
 def training_set_files(services: Services, source: str) -> dict:
@@ -141,49 +167,81 @@ def training_set_files(services: Services, source: str) -> dict:
                 image_root=str(training.image_root), name=folder.name)
 
 
-def job_table(services: Services) -> pd.DataFrame:
-    rows = views.job_rows(services.jobs)
-    return pd.DataFrame([{"id": r.id, "name": r.name, "state": r.state, "progress": r.progress_text,
-                          "device": r.device, "error": r.error[:200]} for r in rows],
-                        columns=["id", "name", "state", "progress", "device", "error"])
+JOB_COLUMNS = ("id", "name", "state", "progress", "device", "error")
+CHECKPOINT_COLUMNS = ("checkpoint", "step", "loss", "folder")
 
 
-def loss_frame(rows: list[dict]) -> pd.DataFrame | None:
-    """The loss plot's data; None (not an empty frame) while there is no point yet: a Gradio 6.31
-    LinePlot that was once given an empty frame draws every later line without a colour, that is,
-    invisibly."""
-    if not rows:
-        return None
-    return pd.DataFrame(rows, columns=["step", "loss", "series"])
+def columns(names: tuple[str, ...], lang: str) -> list[str]:
+    return [text(f"tr_col_{name}", lang) for name in names]
 
 
-def watch(services: Services, job_id: str | None) -> tuple:
+def state_word(state: str, lang: str) -> str:
+    return text(f"tr_state_{state}", lang)
+
+
+def progress_words(row: views.JobRow, lang: str) -> str:
+    """Where a job stands, in the page's language: step, epoch, speed, time left, loss."""
+    if not row.total_steps:
+        return text("tr_waiting" if row.state == "queued" else "tr_starting", lang)
+    parts = [text("tr_p_step", lang, step=row.step, total=row.total_steps), text("tr_p_epoch", lang, epoch=row.epoch)]
+    if row.samples_per_s is not None:
+        parts.append(text("tr_p_rate", lang, rate=row.samples_per_s))
+    if row.eta_s is not None and row.state == "running":
+        parts.append(text("tr_p_eta", lang, eta=views.clock(row.eta_s)))
+    if row.loss is not None:
+        parts.append(text("tr_p_loss", lang, loss=row.loss))
+    return " · ".join(parts)
+
+
+def job_table(rows: list[views.JobRow], lang: str) -> pd.DataFrame:
+    return pd.DataFrame([[r.id, r.name, state_word(r.state, lang), progress_words(r, lang), r.device, r.error[:200]]
+                         for r in rows], columns=columns(JOB_COLUMNS, lang))
+
+
+def checkpoint_table(services: Services, job_id: str | None, lang: str) -> pd.DataFrame:
+    found = services.jobs.checkpoints(job_id) if job_id else []
+    return pd.DataFrame(
+        [[text("tr_checkpoint_final" if c.final else "tr_checkpoint_step", lang, job=c.job_id, step=c.step), c.step,
+          round(c.metrics["loss"], 4) if isinstance(c.metrics.get("loss"), (int, float)) else None, str(c.path)]
+         for c in found], columns=columns(CHECKPOINT_COLUMNS, lang))
+
+
+def loss_plot(points: list[dict], lang: str) -> gr.LinePlot:
+    """The loss curve, its axes and series named in the page's language. No points: value None (not
+    an empty frame): a Gradio 6.31 LinePlot that was once given an empty frame draws every later line
+    without a colour, that is, invisibly."""
+    series = {"train": text("tr_series_train", lang), "held-out": text("tr_series_eval", lang)}
+    frame = None
+    if points:
+        frame = pd.DataFrame([{**p, "series": series.get(p["series"], p["series"])} for p in points],
+                             columns=["step", "loss", "series"])
+    return gr.LinePlot(value=frame, x_title=text("tr_col_step", lang), y_title=text("tr_col_loss", lang),
+                       color_title="")
+
+
+def watch(services: Services, job_id: str | None, lang: str = "en") -> tuple:
     """Outputs: jobs table, job picker, progress markdown, loss plot, log, checkpoints, timer."""
     rows = views.job_rows(services.jobs)
     ids = [r.id for r in rows]
     if job_id not in ids:
         job_id = ids[0] if ids else None
     active = any(r.state in ("queued", "running") for r in rows)
-    picker = gr.Dropdown(choices=[(f"{r.id} · {r.name} · {r.state}", r.id) for r in rows], value=job_id)
+    picker = gr.Dropdown(choices=[(f"{r.id} · {r.name} · {state_word(r.state, lang)}", r.id) for r in rows],
+                         value=job_id)
     if job_id is None:
-        return job_table(services), picker, "", loss_frame([]), "", \
-            pd.DataFrame(columns=["checkpoint", "step", "loss", "folder"]), gr.Timer(active=active)
+        return job_table(rows, lang), picker, "", loss_plot([], lang), "", checkpoint_table(services, None, lang), \
+            gr.Timer(active=active)
     row = next(r for r in rows if r.id == job_id)
     bar = "█" * int(20 * row.fraction) + "░" * (20 - int(20 * row.fraction))
-    progress = f"**{row.state}** `{bar}` {100 * row.fraction:.0f}% · {row.progress_text}"
+    progress = f"**{state_word(row.state, lang)}** `{bar}` {100 * row.fraction:.0f}% · {progress_words(row, lang)}"
     if row.error:
         progress += f"\n\n⚠️ {row.error}"
     memory = views.gpu_memory()
     if memory:
         progress += "\n\n" + " · ".join(m.text for m in memory)
-    curve = loss_frame(views.loss_curve(services.jobs, job_id).rows())
-    checkpoints = pd.DataFrame(
-        [{"checkpoint": c.label, "step": c.step,
-          "loss": round(c.metrics["loss"], 4) if isinstance(c.metrics.get("loss"), (int, float)) else None,
-          "folder": str(c.path)} for c in services.jobs.checkpoints(job_id)],
-        columns=["checkpoint", "step", "loss", "folder"])
-    return (job_table(services), picker, progress, curve, views.log_tail(services.jobs, job_id, 30),
-            checkpoints, gr.Timer(active=active))
+    curve = loss_plot(views.loss_curve(services.jobs, job_id).rows(), lang)
+    return (job_table(rows, lang), picker, progress, curve, views.log_tail(services.jobs, job_id, 30),
+            checkpoint_table(services, job_id, lang), gr.Timer(active=active))
 
 
 def build(services: Services, i18n: gr.I18n, forced_lang: str | None):
@@ -235,14 +293,17 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None):
                 resume = gr.Button(i18n("tr_resume"), size="sm")
                 delete = gr.Button(i18n("tr_delete"), size="sm", variant="stop")
     jobs = gr.Dataframe(label=i18n("tr_jobs"), interactive=False, elem_id="train-jobs")
-    checkpoints = gr.Dataframe(label=i18n("tr_checkpoints"), interactive=False)
+    checkpoints = gr.Dataframe(label=i18n("tr_checkpoints"), interactive=False, elem_id="train-checkpoints")
     # Tall enough for the whole tail: a scrolled box showed its top, not the newest lines.
     log_box = gr.Textbox(label=i18n("tr_log"), lines=12, max_lines=32, autoscroll=True, elem_id="train-log")
     timer = gr.Timer(2.0, active=False)
     watch_outputs = [jobs, job, progress, plot, log_box, checkpoints, timer]
 
-    def refresh_view(job_id):
-        return watch(services, job_id)
+    def refresh_view(request: gr.Request, job_id):
+        return watch(services, job_id, request_lang(request, forced_lang))
+
+    def on_load(request: gr.Request):
+        return watch(services, None, request_lang(request, forced_lang))
 
     preset_name.change(preset_values, [preset_name], widgets, api_name=False)
 
@@ -250,33 +311,33 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None):
         lang = request_lang(request, forced_lang)
         try:
             spec = build_spec(services, source_key, preset_key, job_name or "", model_spec or "",
-                              dict(zip(FIELDS, field_values)))
+                              dict(zip(FIELDS, field_values)), lang)
             queued = services.jobs.submit(spec)
         except SpecError as err:
             gr.Warning(say_all(err.problems, lang, form_labels(lang)))
-            return watch(services, None)
+            return watch(services, None, lang)
         except JobError as err:
             gr.Warning(say(err.args[0], lang))
-            return watch(services, None)
+            return watch(services, None, lang)
         except (DataError, ValueError) as err:
             gr.Warning(say(err, lang))
-            return watch(services, None)
+            return watch(services, None, lang)
         gr.Info(text("tr_queued", lang, job=queued.id))
-        return watch(services, queued.id)
+        return watch(services, queued.id, lang)
 
     start.click(submit, [source, preset_name, name, model, *widgets], watch_outputs, api_name="train_start")
 
     def act(action: str, job_id, lang: str):
         if not job_id:
             gr.Warning(text("tr_pick_job", lang))
-            return watch(services, None)
+            return watch(services, None, lang)
         try:
             getattr(services.jobs, action)(job_id)
         except SpecError as err:  # a resumed job whose spec no longer holds
             gr.Warning(say_all(err.problems, lang))
         except JobError as err:
             gr.Warning(say(err.args[0], lang))
-        return watch(services, None if action == "delete" else job_id)
+        return watch(services, None if action == "delete" else job_id, lang)
 
     def action_handler(action: str):
         def handle(request: gr.Request, job_id):
@@ -289,8 +350,8 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None):
     job.input(refresh_view, [job], watch_outputs, api_name=False)
     timer.tick(refresh_view, [job], watch_outputs, api_name=False)
 
-    def reload_sources(current):
-        options = data_choices(services)
+    def reload_sources(request: gr.Request, current):
+        options = data_choices(services, request_lang(request, forced_lang))
         return gr.Dropdown(choices=options, value=current if current in dict(map(reversed, options)) else DEMO_SOURCE)
 
-    return (lambda: watch(services, None)), watch_outputs, (reload_sources, source)
+    return on_load, watch_outputs, (reload_sources, source)

@@ -36,20 +36,6 @@ class JobRow:
             return 1.0
         return self.step / self.total_steps if self.total_steps else 0.0
 
-    @property
-    def progress_text(self) -> str:
-        if not self.total_steps:
-            return "waiting for a free device" if self.state == "queued" else "starting"
-        parts = [f"step {self.step}/{self.total_steps}", f"epoch {self.epoch:.2f}"]
-        if self.samples_per_s is not None:
-            parts.append(f"{self.samples_per_s:.1f} samples/s")
-        if self.eta_s is not None and self.state == "running":
-            parts.append(f"ETA {_clock(self.eta_s)}")
-        if self.loss is not None:
-            parts.append(f"loss {self.loss:.4f}")
-        return " · ".join(parts)
-
-
 def job_row(job: Job) -> JobRow:
     p = job.progress or {}
     return JobRow(
@@ -129,7 +115,8 @@ def gpu_memory() -> list[GpuMemory]:
     return gpus
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
+    """h:mm:ss"""
     seconds = int(max(0, seconds))
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
