@@ -64,6 +64,13 @@ def test_start_the_demo_fine_tune_watch_it_finish_and_find_it_after_a_reload(bro
     assert "检查点" in checkpoints and "最终（第 90 步）" in checkpoints and "final" not in checkpoints, checkpoints
     page.wait_for_function(LINE_DRAWN, timeout=15_000)
     page.screenshot(path=str(ARTIFACTS / "train-zh.png"), full_page=True)
+    # Compare opens on the base model against the new checkpoint, both named in Chinese.
+    page.get_by_role("tab", name="对比").click()
+    page.wait_for_function("() => (document.querySelector('#compare-right input')?.value || '').includes('最终')",
+                           timeout=15_000)
+    assert page.locator("#compare-left input").input_value() == "基础模型"
+    assert page.locator("#compare-right input").input_value().startswith("demo: bundled dishes · 最终 · 损失 ")
+    assert page.locator("#compare-set input").input_value() == "内置样例（全部）"
     page.close()
 
 

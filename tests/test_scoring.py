@@ -139,3 +139,33 @@ def test_a_damaged_checkpoint_is_refused_with_a_sentence_and_changes_nothing(tin
         engine.load_adapter("broken", str(folder))
     assert engine.adapters == {}
     assert engine.generate_batch(question, GenerationSettings(max_new_tokens=8)) == before
+
+
+def test_the_score_tables_are_said_in_the_page_language(engine, sample):
+    """The Compare tab's summary, breakdown headers, total row and per-question headers in Chinese
+    on a zh page, and as before in English (API clients read the English summary)."""
+    from pathlib import Path
+
+    from backend.evaluation.choices import ModelChoice
+    from ui.compare import score_tables
+    from ui.i18n import model_label, set_label
+
+    run = score(engine, [r for r in sample if r.task == "sivqa"][:3])
+    tuned = ModelChoice("j:final", "my-lora · final · loss 0.093", Path("/x"), None, "my-lora", 90, True, 0.0931)
+    step = ModelChoice("j:30", "my-lora · step 30", Path("/y"), None, "my-lora", 30, False, None)
+    base = ModelChoice("base", "base model")
+    assert [model_label(c, "en") for c in (base, tuned, step)] == [c.label for c in (base, tuned, step)]
+    assert [model_label(c, "zh") for c in (base, tuned, step)] == [
+        "基础模型", "my-lora · 最终 · 损失 0.093", "my-lora · 第 30 步"]
+    assert set_label("held-out · dishes", "zh") == "留出的题 · dishes"
+    assert set_label("held-out · dishes", "en") == "held-out · dishes"
+    assert set_label("FoodieQA · data", "zh") == "FoodieQA · data"
+    assert set_label("bundled sample (all)", "zh") == "内置样例（全部）"
+
+    summary, by_task, _, _, per_question = score_tables([run, run], ["基础模型", "my-lora · 最终"], "留出的题 · dishes",
+                                                        3, "zh")
+    assert summary.startswith("留出的题 · dishes — 共 3 题。**基础模型**：") and "题无法解析" in summary
+    assert by_task.headers == ["任务", "基础模型", "my-lora · 最终"] and by_task.value["data"][-1][0] == "全部"
+    assert per_question.headers[:3] == ["编号", "问题", "正确答案"] and per_question.headers[3] == "基础模型：所选"
+    english = score_tables([run], ["base model"], "held-out · dishes", 3, "en")[0]
+    assert english == f"held-out · dishes — 3 questions. **base model**: {100 * run.accuracy:.1f}% ({run.unparsed} unparsed)"

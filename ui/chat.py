@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import gradio as gr
@@ -21,7 +21,7 @@ from backend.inference.engine import Cancel, GenerationSettings, Turn
 from backend.markdown_text import as_text
 from backend.quick_examples import EXAMPLE_QUESTIONS
 from backend.services import Services
-from ui.i18n import request_lang, text
+from ui.i18n import model_label, request_lang, text
 from ui.problems import say
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ class ChatTab:
     textbox: gr.MultimodalTextbox
     session: gr.State
     model: gr.Dropdown
+    refresh: Callable  # the model picker's refresh, for the page's load event
 
 
 def to_chatbot(turns: list[Turn]) -> list[dict]:
@@ -50,13 +51,13 @@ def to_chatbot(turns: list[Turn]) -> list[dict]:
     return messages
 
 
-def model_dropdown(services: Services) -> list[tuple[str, str]]:
-    return [(c.label, c.key) for c in model_choices(services.jobs)]
+def model_dropdown(services: Services, lang: str = "en") -> list[tuple[str, str]]:
+    return [(model_label(c, lang), c.key) for c in model_choices(services.jobs)]
 
 
-def refresh_models(services: Services, current: str | None) -> gr.Dropdown:
+def refresh_models(services: Services, current: str | None, lang: str = "en") -> gr.Dropdown:
     """New checkpoints appear; a deleted one falls back to the base model."""
-    options = model_dropdown(services)
+    options = model_dropdown(services, lang)
     return gr.Dropdown(choices=options, value=current if current in {k for _, k in options} else BASE_KEY)
 
 
@@ -187,5 +188,8 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> ChatTab
 
         button.click(ask, [textbox, lang_state], [textbox], api_visibility="private")
 
-    model_pick.focus(lambda key: refresh_models(services, key), [model_pick], [model_pick], api_name=False)
-    return ChatTab(chatbot=chatbot, textbox=textbox, session=session, model=model_pick)
+    def refresh_picker(key, request: gr.Request):
+        return refresh_models(services, key, request_lang(request, forced_lang))
+
+    model_pick.focus(refresh_picker, [model_pick], [model_pick], api_name=False)
+    return ChatTab(chatbot=chatbot, textbox=textbox, session=session, model=model_pick, refresh=refresh_picker)

@@ -21,16 +21,22 @@ from backend.markdown_text import as_text
 from backend.problems import ProblemError
 from backend.services import Services
 from ui.chat import MODEL_CONCURRENCY_ID, example_message, files_of, to_chatbot
-from ui.i18n import request_lang, text
+from ui.i18n import model_label, request_lang, set_label, text
 from ui.problems import say
 
 log = logging.getLogger(__name__)
 
-BREAKDOWNS = {"task": "task", "question_type": "question type", "cuisine": "cuisine"}
+BREAKDOWNS = ("task", "question_type", "cuisine")
 
 
-def _dropdown_choices(services: Services) -> list[tuple[str, str]]:
-    return [(c.label, c.key) for c in model_choices(services.jobs)]
+def _dropdown_choices(services: Services, lang: str = "en") -> list[tuple[str, str]]:
+    return [(model_label(c, lang), c.key) for c in model_choices(services.jobs)]
+
+
+def newest(options: list[tuple[str, str]]) -> str:
+    """The newest job's final checkpoint (model_choices lists the base, then the newest job's
+    checkpoints, final first), or the base model while there is none."""
+    return options[1][1] if len(options) > 1 else BASE_KEY
 
 
 def side_by_side(message: dict | None, left_key: str, right_key: str, max_new_tokens: float,
@@ -82,12 +88,14 @@ def run_scores(left_key: str, right_key: str, set_name: str, lang: str, batch_si
             raise ScoringRequestError("scoring_nothing_to_score", "{name} has no multiple-choice questions to "
                                       "score.", name=set_name)
         runs = []
+        names = []  # each model as the page names it
         for index, choice in enumerate(picked):
             adapter = ensure_adapter(services.engine, choice)
-            progress((0, len(records)), desc=f"scoring {choice.label}")
+            names.append(model_label(choice, page_lang))
+            progress((0, len(records)), desc=text("cmp_scoring_model", page_lang, model=names[-1]))
 
-            def report(done: int, total: int, label=choice.label, index=index) -> None:
-                progress((done, total), desc=f"{index + 1}/2 · scoring {label}")
+            def report(done: int, total: int, name=names[-1], index=index) -> None:
+                progress((done, total), desc=text("cmp_scoring_step", page_lang, index=index + 1, model=name))
 
             run = scoring.score(services.engine, records, adapter=adapter, split=set_name.split(" · ")[0],
                                 lang=lang, batch_size=int(batch_size), on_progress=report)
@@ -100,17 +108,28 @@ def run_scores(left_key: str, right_key: str, set_name: str, lang: str, batch_si
         log.exception("scoring failed")
         raise gr.Error(text("scoring_failed", page_lang, detail=say(err, page_lang))) from None
 
-    summary = " · ".join(f"**{r.model}**: {100 * r.accuracy:.1f}% ({r.unparsed} unparsed)" for r in runs)
-    headers = ["group"] + [r.model for r in runs]
-    tables = [gr.Dataframe(value=scoring.side_by_side(runs, by), headers=[BREAKDOWNS[by]] + headers[1:])
-              for by in BREAKDOWNS]
-    question_headers = ["id", "question", "right"]
-    for r in runs:
-        question_headers += [f"{r.model}: picked", f"{r.model}: reply", f"{r.model}: ✓"]
+    return (*score_tables(runs, names, set_label(set_name, page_lang), len(records), page_lang),
+            str(write_csv(runs)))
+
+
+def score_tables(runs: list, names: list[str], set_name: str, count: int, lang: str) -> tuple:
+    """The summary line, the breakdown tables and the per-question table, said in `lang`."""
+    scores = " · ".join(text("cmp_model_score", lang, model=name, accuracy=100 * r.accuracy, unparsed=r.unparsed)
+                        for r, name in zip(runs, names))
+    summary = text("cmp_summary", lang, set=set_name, count=count, scores=scores)
+    words = dict(total=text("cmp_total", lang), unparsed=text("cmp_unparsed", lang, count="{count}"))
+    tables = [gr.Dataframe(value=scoring.side_by_side(runs, by, **words),
+                           headers=[text(f"cmp_col_{by}", lang), *names]) for by in BREAKDOWNS]
+    question_headers = [text("cmp_col_id", lang), text("cmp_col_question", lang), text("cmp_col_right", lang)]
+    for name in names:
+        question_headers += [text(f"cmp_col_{part}", lang, model=name) for part in ("picked", "reply", "correct")]
+    return (summary, *tables, gr.Dataframe(value=scoring.per_question(runs), headers=question_headers))
+
+
+def write_csv(runs: list) -> Path:
     csv_path = Path(tempfile.mkdtemp(prefix="scores-")) / "scores.csv"
     csv_path.write_text(scoring.to_csv(runs), encoding="utf-8-sig")  # BOM: Excel opens Chinese right
-    return (f"{set_name} — {len(records)} questions. {summary}", *tables,
-            gr.Dataframe(value=scoring.per_question(runs), headers=question_headers), str(csv_path))
+    return csv_path
 
 
 def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> None:
@@ -118,7 +137,8 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> None:
     initial = _dropdown_choices(services)
     with gr.Row():
         left = gr.Dropdown(initial, value=BASE_KEY, label=i18n("cmp_left"), allow_custom_value=True, elem_id="compare-left")
-        right = gr.Dropdown(initial, value=initial[-1][1], label=i18n("cmp_right"), allow_custom_value=True, elem_id="compare-right")
+        right = gr.Dropdown(initial, value=newest(initial), label=i18n("cmp_right"), allow_custom_value=True,
+                            elem_id="compare-right")
         refresh = gr.Button(i18n("cmp_refresh"), size="sm", scale=0)
     textbox = gr.MultimodalTextbox(placeholder=i18n("input_placeholder"), file_types=["image"],
                                    sources=["upload"], show_label=False, elem_id="compare-input")
@@ -142,14 +162,21 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> None:
         per_question = gr.Dataframe(label=i18n("cmp_per_question"), interactive=False, wrap=True)
         csv_file = gr.File(label=i18n("cmp_csv"))
 
-    def refresh_models(left_key, right_key):
-        options = _dropdown_choices(services)
+    def refresh_models(left_key, right_key, request: gr.Request, opening: bool = False):
+        lang = request_lang(request, forced_lang)
+        options = _dropdown_choices(services, lang)
         keys = {key for _, key in options}
+        if right_key not in keys or (opening and right_key == BASE_KEY):
+            # gone, or a page opening on the base that the app started with: the newest checkpoint
+            right_key = newest(options)
         sets = question_sets([c for c in model_choices(services.jobs) if c.key in (left_key, right_key)],
                              services.settings.data)
         return (gr.Dropdown(choices=options, value=left_key if left_key in keys else BASE_KEY),
-                gr.Dropdown(choices=options, value=right_key if right_key in keys else options[-1][1]),
-                gr.Dropdown(choices=list(sets), value=next(iter(sets), None)))
+                gr.Dropdown(choices=options, value=right_key),
+                gr.Dropdown(choices=[(set_label(name, lang), name) for name in sets], value=next(iter(sets), None)))
+
+    def on_load(left_key, right_key, request: gr.Request):
+        return refresh_models(left_key, right_key, request, opening=True)
 
     for trigger in (refresh.click, left.change, right.change):
         trigger(refresh_models, [left, right], [left, right, question_set], api_name=False)
@@ -173,4 +200,4 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> None:
     score_button.click(score, [left, right, question_set, prompt_lang, batch, lang_state],
                        [summary, *tables, per_question, csv_file], api_name="score",
                        concurrency_limit=1, concurrency_id=MODEL_CONCURRENCY_ID)
-    return refresh_models, (left, right, question_set)
+    return on_load, (left, right, question_set)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gradio as gr
 
+from backend.evaluation.choices import BUNDLED_SET
+
 STRINGS: dict[str, dict[str, str]] = {
     "en": {
         "title": "🍜 Foodie Studio",
@@ -61,6 +63,15 @@ STRINGS: dict[str, dict[str, str]] = {
         "cmp_by_cuisine": "By cuisine",
         "cmp_per_question": "Every question",
         "cmp_csv": "CSV",
+        "model_base": "base model", "model_final": "{job} · final", "model_step": "{job} · step {step}",
+        "model_loss": "{label} · loss {loss:.3f}",
+        "set_trained": "trained · {name}", "set_heldout": "held-out · {name}", "set_bundled": "bundled sample (all)",
+        "cmp_summary": "{set} — {count} questions. {scores}", "cmp_model_score": "**{model}**: {accuracy:.1f}% ({unparsed} unparsed)",
+        "cmp_col_group": "group", "cmp_col_task": "task", "cmp_col_question_type": "question type",
+        "cmp_col_cuisine": "cuisine", "cmp_total": "all", "cmp_unparsed": "{count} unparsed",
+        "cmp_col_id": "id", "cmp_col_question": "question", "cmp_col_right": "right",
+        "cmp_col_picked": "{model}: picked", "cmp_col_reply": "{model}: reply", "cmp_col_correct": "{model}: ✓",
+        "cmp_scoring_model": "scoring {model}", "cmp_scoring_step": "{index}/2 · scoring {model}",
     },
     "zh": {
         "title": "🍜 Foodie Studio 美食视觉模型工坊",
@@ -110,10 +121,37 @@ STRINGS: dict[str, dict[str, str]] = {
         "cmp_by_cuisine": "按菜系",
         "cmp_per_question": "每道题",
         "cmp_csv": "CSV",
+        "model_base": "基础模型", "model_final": "{job} · 最终", "model_step": "{job} · 第 {step} 步",
+        "model_loss": "{label} · 损失 {loss:.3f}",
+        "set_trained": "训练过的题 · {name}", "set_heldout": "留出的题 · {name}", "set_bundled": "内置样例（全部）",
+        "cmp_summary": "{set} — 共 {count} 题。{scores}", "cmp_model_score": "**{model}**：{accuracy:.1f}%（{unparsed} 题无法解析）",
+        "cmp_col_group": "分组", "cmp_col_task": "任务", "cmp_col_question_type": "题型",
+        "cmp_col_cuisine": "菜系", "cmp_total": "全部", "cmp_unparsed": "{count} 题无法解析",
+        "cmp_col_id": "编号", "cmp_col_question": "问题", "cmp_col_right": "正确答案",
+        "cmp_col_picked": "{model}：所选", "cmp_col_reply": "{model}：回答", "cmp_col_correct": "{model}：对错",
+        "cmp_scoring_model": "正在为 {model} 打分", "cmp_scoring_step": "{index}/2 · 正在为 {model} 打分",
     },
 }
 
 LANGS = ("en", "zh")
+
+
+def model_label(choice, lang: str) -> str:
+    """A model choice (backend.evaluation.choices.ModelChoice) named in `lang`."""
+    if choice.step is None:
+        return text("model_base", lang)
+    label = text("model_final" if choice.final else "model_step", lang, job=choice.job_name, step=choice.step)
+    return label if choice.loss is None else text("model_loss", lang, label=label, loss=choice.loss)
+
+
+def set_label(name: str, lang: str) -> str:
+    """A question set's name ("trained · <set>", "held-out · <set>", "FoodieQA · <folder>") in `lang`;
+    the name itself stays the set's key."""
+    if name == BUNDLED_SET:
+        return text("set_bundled", lang)
+    kind, _, rest = name.partition(" · ")
+    key = {"trained": "set_trained", "held-out": "set_heldout"}.get(kind)
+    return text(key, lang, name=rest) if key and rest else name
 
 
 def add_strings(table: dict[str, dict[str, str]]) -> None:

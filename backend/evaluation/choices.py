@@ -22,9 +22,13 @@ BASE_KEY = "base"
 @dataclass(frozen=True)
 class ModelChoice:
     key: str  # "base", or "<job id>:<step>" / "<job id>:final"
-    label: str
+    label: str  # in English, for logs and score files; a page builds its own from the fields below
     adapter_dir: Path | None = None
     training_set: Path | None = None
+    job_name: str = ""
+    step: int | None = None  # None for the base model
+    final: bool = False
+    loss: float | None = None
 
     @property
     def adapter_name(self) -> str | None:
@@ -44,10 +48,12 @@ def model_choices(jobs: JobStore) -> list[ModelChoice]:
         for ckpt in reversed(checkpoints):
             key = f"{job.id}:{'final' if ckpt.final else ckpt.step}"
             loss = ckpt.metrics.get("loss") or ckpt.metrics.get("train_loss")
+            loss = float(loss) if isinstance(loss, (int, float)) else None
             label = f"{job.name or job.id} · {'final' if ckpt.final else f'step {ckpt.step}'}"
-            if isinstance(loss, (int, float)):
+            if loss is not None:
                 label += f" · loss {loss:.3f}"
-            found.append(ModelChoice(key, label, ckpt.path, training_set))
+            found.append(ModelChoice(key, label, ckpt.path, training_set, job.name or job.id, ckpt.step, ckpt.final,
+                                     loss))
     return found
 
 
@@ -56,6 +62,9 @@ def find_choice(choices: list[ModelChoice], key: str | None) -> ModelChoice:
         if choice.key == key:
             return choice
     raise ValueError(f"{key!r} is no longer available; press Refresh to see the current checkpoints.")
+
+
+BUNDLED_SET = "bundled sample (all)"  # the question set of the sample bundled with the app
 
 
 def question_sets(picked: list[ModelChoice], data_dir: Path | None) -> dict[str, tuple[Record, ...]]:
@@ -71,7 +80,7 @@ def question_sets(picked: list[ModelChoice], data_dir: Path | None) -> dict[str,
             continue
         sets[f"held-out · {choice.training_set.name}"] = training.heldout_questions
         sets[f"trained · {choice.training_set.name}"] = training.train_questions
-    sets["bundled sample (all)"] = read_bundled_sample().records
+    sets[BUNDLED_SET] = read_bundled_sample().records
     if data_dir is not None:
         try:
             sets[f"FoodieQA · {data_dir.name}"] = read_foodieqa_folder(data_dir).records

@@ -124,17 +124,19 @@ def breakdown(run: ScoreRun, by: str) -> dict[str, tuple[int, int, int]]:
             for name, qs in sorted(groups.items())}
 
 
-def side_by_side(runs: Sequence[ScoreRun], by: str) -> list[list[str]]:
-    """Rows of [group, accuracy of run 1, accuracy of run 2, ...] for a table, plus a total row."""
+def side_by_side(runs: Sequence[ScoreRun], by: str, total: str = "all",
+                 unparsed: str = "{count} unparsed") -> list[list[str]]:
+    """Rows of [group, accuracy of run 1, accuracy of run 2, ...] for a table, plus a total row.
+    `total` and `unparsed` are the words a page uses for the total row and for unparsed replies."""
     tables = [breakdown(run, by) for run in runs]
     groups = sorted({g for table in tables for g in table})
 
-    def cell(right: int, total: int, unparsed: int) -> str:
-        text = f"{100 * right / total:.1f}% ({right}/{total})" if total else "—"
-        return text + (f", {unparsed} unparsed" if unparsed else "")
+    def cell(right: int, count: int, unparsed_count: int) -> str:
+        text = f"{100 * right / count:.1f}% ({right}/{count})" if count else "—"
+        return text + (", " + unparsed.format(count=unparsed_count) if unparsed_count else "")
 
     rows = [[g] + [cell(*table.get(g, (0, 0, 0))) for table in tables] for g in groups]
-    rows.append(["all"] + [cell(sum(q.correct for q in r.questions), len(r.questions), r.unparsed) for r in runs])
+    rows.append([total] + [cell(sum(q.correct for q in r.questions), len(r.questions), r.unparsed) for r in runs])
     return rows
 
 
