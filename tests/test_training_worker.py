@@ -299,8 +299,10 @@ def test_data_parallel_training_on_two_cpu_processes(demo_workdir: Path, tmp_pat
     from backend.training.demo_data import demo_records
     from backend.training.runtime import Dist, epoch_order
 
-    photos = {demo_records()[i]["image"] for i in epoch_order(72, spec.seed, 0, Dist(rank=0, world=2))}
-    assert 18 <= len(photos) < 36
+    records = demo_records()
+    photos = {records[i]["image"] for i in epoch_order(72, spec.seed, 0, Dist(rank=0, world=2),
+                                                        [r["image"] for r in records])}
+    assert len(photos) == 18  # each photo's two questions on one rank: half the photos each
     assert ("samples prepared 36 times, reused from the cache 36 times; the prepared samples showed 36 "
             f"pictures, {len(photos)} of them went through the vision tower") in log, log[-3000:]
 
@@ -317,3 +319,23 @@ def test_each_rank_keeps_its_share_of_the_samples_in_every_epoch() -> None:
     for orders in ranks:
         assert all(set(order) == set(orders[0]) for order in orders)  # the same share ...
         assert orders[0] != orders[1]  # ... in a new order each epoch
+
+
+def test_questions_about_one_photo_stay_on_one_rank() -> None:
+    """Grouped by the photos they show, samples go to ranks whole groups at a time; every sample is
+    still covered each epoch, ranks get equal counts, and a rank's padding repeats its own samples."""
+    from backend.training.runtime import Dist, epoch_order
+
+    groups = ["a", "a", "a", "b", "c", "c", "d", 7, 8, "e", "e", "a"]  # 7 and 8: samples without a photo
+    for world in (2, 3):
+        for epoch in range(3):
+            shares = [epoch_order(len(groups), seed=3, epoch=epoch, dist=Dist(rank=r, world=world), groups=groups)
+                      for r in range(world)]
+            assert set().union(*map(set, shares)) == set(range(len(groups)))
+            assert len({len(share) for share in shares}) == 1
+            owner = {}
+            for rank, share in enumerate(shares):
+                for index in share:
+                    assert owner.setdefault(groups[index], rank) == rank, f"group {groups[index]} on two ranks"
+    again = epoch_order(len(groups), seed=3, epoch=1, dist=Dist(rank=1, world=2), groups=groups)
+    assert again == epoch_order(len(groups), seed=3, epoch=1, dist=Dist(rank=1, world=2), groups=groups)

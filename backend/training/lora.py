@@ -215,7 +215,9 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
     if pad_id is None:
         pad_id = processor.tokenizer.eos_token_id
 
-    per_rank = len(epoch_order(len(dataset), spec.seed, 0, dist))
+    # the photos each sample shows (a sample without any is a group of its own), kept on one rank
+    groups = [tuple(sample.images) or index for index, sample in enumerate(dataset.samples)]
+    per_rank = len(epoch_order(len(dataset), spec.seed, 0, dist, groups))
     batches_per_epoch = math.ceil(per_rank / spec.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / spec.grad_accum)
     total_steps = steps_per_epoch * spec.epochs
@@ -262,7 +264,7 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
     loss_value = eval_loss = None
     while step < total_steps:
         epoch = step // steps_per_epoch
-        order = epoch_order(len(dataset), spec.seed, epoch, dist)
+        order = epoch_order(len(dataset), spec.seed, epoch, dist, groups)
         batches = [order[i : i + spec.batch_size] for i in range(0, len(order), spec.batch_size)]
         first = (step % steps_per_epoch) * spec.grad_accum  # skip the batches already trained on
         workers = spec.data_workers

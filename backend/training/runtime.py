@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import signal
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,22 +103,40 @@ def lr_at(step: int, total: int, warmup: int, peak: float, schedule: str) -> flo
     return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def epoch_order(n: int, seed: int, epoch: int, dist: Dist) -> list[int]:
-    """This rank's samples for `epoch`, in order. A function of (seed, epoch) only, so a resumed run
-    sees exactly the batches the interrupted one would have seen.
+def epoch_order(n: int, seed: int, epoch: int, dist: Dist, groups: Sequence[Hashable] | None = None) -> list[int]:
+    """This rank's samples for `epoch`, in order. A function of (seed, epoch, groups) only, so a
+    resumed run sees exactly the batches the interrupted one would have seen.
 
     With several GPUs each rank keeps the same share of the samples in every epoch, shuffled anew
     within it: the pictures a rank encoded and cached in the first epoch are the ones it meets again,
     instead of about half of them moving to another GPU, to be decoded and encoded there once more.
-    Every epoch still covers every sample once."""
+    Samples in one group (`groups[i]`: the photos sample i shows) stay on one rank, so a photo asked
+    about several times goes through the vision tower on one GPU only. Every epoch still covers every
+    sample once; ranks get the same number of samples, a few seen twice to even them."""
     if dist.world == 1:
         shard = list(range(n))
     else:
-        shard = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000 - 1)).tolist()
-        shard += shard[: (-n) % dist.world]  # every rank gets the same number of samples
-        shard = shard[dist.rank :: dist.world]
+        shuffled = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000 - 1)).tolist()
+        shard = _share(shuffled, dist, groups)
     within = torch.randperm(len(shard), generator=torch.Generator().manual_seed(seed * 1000 + epoch)).tolist()
     return [shard[i] for i in within]
+
+
+def _share(shuffled: list[int], dist: Dist, groups: Sequence[Hashable] | None) -> list[int]:
+    """This rank's share of the shuffled samples: every world-th one, or, with groups, whole groups
+    dealt in turn to the rank that has fewest so far; then the shares evened out."""
+    if groups is None:
+        shares = [shuffled[rank :: dist.world] for rank in range(dist.world)]
+    else:
+        members: dict[Hashable, list[int]] = {}
+        for index in shuffled:
+            members.setdefault(groups[index], []).append(index)
+        shares = [[] for _ in range(dist.world)]
+        for group in members.values():
+            min(shares, key=len).extend(group)  # the first of the smallest: the same choice on every rank
+    longest = max(len(share) for share in shares)
+    mine = shares[dist.rank]
+    return (mine * (longest // max(1, len(mine)) + 1))[:longest] if mine else []
 
 
 class Metrics:
