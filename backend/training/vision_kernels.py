@@ -112,6 +112,8 @@ def _fused_attention_forward(self, hidden_states: torch.Tensor, cu_seqlens: torc
 
     qkv = self.qkv(hidden_states)
     if position_embeddings is None or qkv.requires_grad or not qkv.is_contiguous():
+        # no backward pass here: transformers' own code (which projects again; training never comes
+        # here, its frozen tower runs under no_grad)
         return type(self).forward(self, hidden_states, cu_seqlens, position_embeddings=position_embeddings,
                                   max_seqlen=max_seqlen, **kwargs)
     cos, sin = (t.float().contiguous() for t in position_embeddings)
