@@ -60,6 +60,8 @@ def test_drop_a_photo_ask_and_see_the_answer(browser, app_server):
 def test_a_quick_example_fills_the_photo_and_question_in_chinese(browser, app_server):
     page = open_page(browser, app_server.url, "zh-CN")
     assert page.get_by_role("tab", name="数据集").is_visible(), "the tabs follow the browser's language"
+    page.get_by_text("演示模型：微型 Qwen2-VL，随机权重").wait_for(timeout=15_000)  # which model serves the page
+    assert page.locator("#chat-model input").input_value() == "基础模型"
     page.locator("#quick-examples button.thumbnail-item").first.click()
     page.wait_for_function(
         "() => document.querySelector('#chat-input textarea').value.includes('这是什么菜')", timeout=15_000)

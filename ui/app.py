@@ -34,5 +34,5 @@ def build(services: Services) -> tuple[gr.Blocks, gr.I18n]:
         page.load(refresh_compare, list(compare_pickers[:2]), list(compare_pickers), api_name=False)
         page.load(watch_jobs, None, watch_outputs, api_name=False)
         page.load(reload_sources, [train_source], [train_source], api_name=False)
-        page.load(chat_tab.refresh, [chat_tab.model], [chat_tab.model], api_name=False)
+        page.load(chat_tab.on_load, [chat_tab.model], [chat_tab.model, chat_tab.header], api_name=False)
     return page, i18n

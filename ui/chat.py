@@ -38,7 +38,8 @@ class ChatTab:
     textbox: gr.MultimodalTextbox
     session: gr.State
     model: gr.Dropdown
-    refresh: Callable  # the model picker's refresh, for the page's load event
+    header: gr.Markdown  # which model and engine serve the page
+    on_load: Callable  # (model key) -> the picker and the header, in the page's language
 
 
 def to_chatbot(turns: list[Turn]) -> list[dict]:
@@ -53,6 +54,13 @@ def to_chatbot(turns: list[Turn]) -> list[dict]:
 
 def model_dropdown(services: Services, lang: str = "en") -> list[tuple[str, str]]:
     return [(model_label(c, lang), c.key) for c in model_choices(services.jobs)]
+
+
+def model_header(services: Services, lang: str) -> str:
+    """The model the app serves and its engine, e.g. "**Qwen2-VL: /models/qwen2-vl-2b** · lmdeploy"."""
+    source = services.source
+    label = text("demo_source", lang) if source.is_demo else source.label
+    return f"**{label}** · {services.engine.name}"
 
 
 def refresh_models(services: Services, current: str | None, lang: str = "en") -> gr.Dropdown:
@@ -154,7 +162,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> ChatTab
                 question_buttons = {key: gr.Button(i18n(f"q_{key}"), size="sm") for key in EXAMPLE_QUESTIONS}
                 clear_button = gr.Button(i18n("clear"), size="sm", variant="secondary")
         with gr.Column(scale=2):
-            gr.Markdown(f"**{services.source.label}** · {services.engine.name}")
+            header = gr.Markdown(model_header(services, forced_lang or "en"))
             model_pick = gr.Dropdown(model_dropdown(services), value=BASE_KEY, label=i18n("model_label"), allow_custom_value=True,
                                      elem_id="chat-model")
             gallery = gr.Gallery(
@@ -191,5 +199,10 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> ChatTab
     def refresh_picker(key, request: gr.Request):
         return refresh_models(services, key, request_lang(request, forced_lang))
 
+    def on_load(key, request: gr.Request):
+        lang = request_lang(request, forced_lang)
+        return refresh_models(services, key, lang), model_header(services, lang)
+
     model_pick.focus(refresh_picker, [model_pick], [model_pick], api_name=False)
-    return ChatTab(chatbot=chatbot, textbox=textbox, session=session, model=model_pick, refresh=refresh_picker)
+    return ChatTab(chatbot=chatbot, textbox=textbox, session=session, model=model_pick, header=header,
+                   on_load=on_load)
