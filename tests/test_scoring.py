@@ -151,9 +151,10 @@ def test_the_score_tables_are_said_in_the_page_language(engine, sample):
     from ui.i18n import model_label, set_label
 
     run = score(engine, [r for r in sample if r.task == "sivqa"][:3])
-    tuned = ModelChoice("j:final", "my-lora · final · loss 0.093", Path("/x"), None, "my-lora", 90, True, 0.0931)
-    step = ModelChoice("j:30", "my-lora · step 30", Path("/y"), None, "my-lora", 30, False, None)
-    base = ModelChoice("base", "base model")
+    tuned = ModelChoice("j:final", Path("/x"), None, "my-lora", 90, True, 0.0931)
+    step = ModelChoice("j:30", Path("/y"), None, "my-lora", 30, False, None)
+    base = ModelChoice("base")
+    assert [c.label for c in (base, tuned, step)] == ["base model", "my-lora · final · loss 0.093", "my-lora · step 30"]
     assert [model_label(c, "en") for c in (base, tuned, step)] == [c.label for c in (base, tuned, step)]
     assert [model_label(c, "zh") for c in (base, tuned, step)] == [
         "基础模型", "my-lora · 最终 · 损失 0.093", "my-lora · 第 30 步"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from backend.evaluation.choices import BUNDLED_SET
+from backend.evaluation.choices import BUNDLED_SET, HELD_OUT, TRAINED, set_kind
 
 STRINGS: dict[str, dict[str, str]] = {
     "en": {
@@ -151,9 +151,9 @@ def set_label(name: str, lang: str) -> str:
     the name itself stays the set's key."""
     if name == BUNDLED_SET:
         return text("set_bundled", lang)
-    kind, _, rest = name.partition(" · ")
-    key = {"trained": "set_trained", "held-out": "set_heldout"}.get(kind)
-    return text(key, lang, name=rest) if key and rest else name
+    kind, training_set = set_kind(name)
+    key = {TRAINED: "set_trained", HELD_OUT: "set_heldout"}.get(kind)
+    return text(key, lang, name=training_set) if key else name
 
 
 def add_strings(table: dict[str, dict[str, str]]) -> None:

@@ -20,6 +20,7 @@ from backend.services import Services
 from backend.training import views
 from backend.training.demo_data import write_demo_dataset
 from backend.training.jobs import JobError
+from backend.training.runtime import clock
 from backend.training.spec import PRESETS, SpecError, preset
 from ui.i18n import add_strings, request_lang, text
 from ui.problems import say, say_all
@@ -187,7 +188,7 @@ def progress_words(row: views.JobRow, lang: str) -> str:
     if row.samples_per_s is not None:
         parts.append(text("tr_p_rate", lang, rate=row.samples_per_s))
     if row.eta_s is not None and row.state == "running":
-        parts.append(text("tr_p_eta", lang, eta=views.clock(row.eta_s)))
+        parts.append(text("tr_p_eta", lang, eta=clock(row.eta_s)))
     if row.loss is not None:
         parts.append(text("tr_p_loss", lang, loss=row.loss))
     return " · ".join(parts)

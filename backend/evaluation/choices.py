@@ -22,13 +22,20 @@ BASE_KEY = "base"
 @dataclass(frozen=True)
 class ModelChoice:
     key: str  # "base", or "<job id>:<step>" / "<job id>:final"
-    label: str  # in English, for logs and score files; a page builds its own from the fields below
     adapter_dir: Path | None = None
     training_set: Path | None = None
     job_name: str = ""
     step: int | None = None  # None for the base model
     final: bool = False
-    loss: float | None = None
+    loss: float | None = None  # the checkpoint's training loss, when it was recorded
+
+    @property
+    def label(self) -> str:
+        """In English, for logs and score files (a page names it in its own language: ui.i18n)."""
+        if self.step is None:
+            return "base model"
+        label = f"{self.job_name} · {'final' if self.final else f'step {self.step}'}"
+        return label if self.loss is None else f"{label} · loss {self.loss:.3f}"
 
     @property
     def adapter_name(self) -> str | None:
@@ -37,7 +44,7 @@ class ModelChoice:
 
 def model_choices(jobs: JobStore) -> list[ModelChoice]:
     """The base model, then every job's ready checkpoints, newest job first."""
-    found = [ModelChoice(BASE_KEY, "base model")]
+    found = [ModelChoice(BASE_KEY)]
     for job in jobs.list():
         try:
             checkpoints = jobs.checkpoints(job.id)
@@ -48,12 +55,8 @@ def model_choices(jobs: JobStore) -> list[ModelChoice]:
         for ckpt in reversed(checkpoints):
             key = f"{job.id}:{'final' if ckpt.final else ckpt.step}"
             loss = ckpt.metrics.get("loss") or ckpt.metrics.get("train_loss")
-            loss = float(loss) if isinstance(loss, (int, float)) else None
-            label = f"{job.name or job.id} · {'final' if ckpt.final else f'step {ckpt.step}'}"
-            if loss is not None:
-                label += f" · loss {loss:.3f}"
-            found.append(ModelChoice(key, label, ckpt.path, training_set, job.name or job.id, ckpt.step, ckpt.final,
-                                     loss))
+            found.append(ModelChoice(key, ckpt.path, training_set, job.name or job.id, ckpt.step, ckpt.final,
+                                     float(loss) if isinstance(loss, (int, float)) else None))
     return found
 
 
@@ -65,21 +68,33 @@ def find_choice(choices: list[ModelChoice], key: str | None) -> ModelChoice:
 
 
 BUNDLED_SET = "bundled sample (all)"  # the question set of the sample bundled with the app
+TRAINED, HELD_OUT = "trained", "held-out"  # the two sets of a saved training set
+
+
+def set_name(kind: str, training_set: str) -> str:
+    """A question set's name, which is also its key: "held-out · my-dishes"."""
+    return f"{kind} · {training_set}"
+
+
+def set_kind(name: str) -> tuple[str, str]:
+    """(kind, training set) of a name made by set_name; ("", name) for any other set."""
+    kind, _, rest = name.partition(" · ")
+    return (kind, rest) if kind in (TRAINED, HELD_OUT) and rest else ("", name)
 
 
 def question_sets(picked: list[ModelChoice], data_dir: Path | None) -> dict[str, tuple[Record, ...]]:
     """Named sets of scorable questions for the picked models, trained and held-out kept apart."""
     sets: dict[str, tuple[Record, ...]] = {}
     for choice in picked:
-        if choice.training_set is None or f"held-out · {choice.training_set.name}" in sets:
+        if choice.training_set is None or set_name(HELD_OUT, choice.training_set.name) in sets:
             continue
         try:
             training = load_training_set(choice.training_set)
         except DataError as err:
             log.info("no question sets from %s: %s", choice.training_set, err)
             continue
-        sets[f"held-out · {choice.training_set.name}"] = training.heldout_questions
-        sets[f"trained · {choice.training_set.name}"] = training.train_questions
+        sets[set_name(HELD_OUT, choice.training_set.name)] = training.heldout_questions
+        sets[set_name(TRAINED, choice.training_set.name)] = training.train_questions
     sets[BUNDLED_SET] = read_bundled_sample().records
     if data_dir is not None:
         try:

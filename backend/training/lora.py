@@ -50,7 +50,7 @@ from backend.training.packed import (PACKED_MODEL_TYPES, PackedCache, PackedLoss
                                      speed_up_vision_tower, split_rows, use_packed_attention)
 from backend.training.layout import (EXIT_BAD_SPEC, EXIT_FAILED, EXIT_OK, EXIT_STOPPED, JobFiles, ready_checkpoints,
                                      write_json_atomic)
-from backend.training.runtime import (Dist, Metrics, StopFlag, TrainingError, epoch_order, lr_at,
+from backend.training.runtime import (Dist, Metrics, StopFlag, TrainingError, clock, epoch_order, lr_at,
                                       quiet_data_worker, setup_distributed, start_loader)
 from backend.training.samples import Sample, SampleError, read_samples
 from backend.training.spec import JobSpec, SpecError
@@ -358,7 +358,7 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
                 metrics.write(record)
                 log.info("step %d/%d | epoch %.2f | loss %.4f | lr %.2e | %.1f samples/s | %.0f tok/s | eta %s",
                          step, total_steps, epoch_float, loss_value, lr, record["samples_per_s"],
-                         record["tokens_per_s"], _clock(eta))
+                         record["tokens_per_s"], clock(eta))
 
             # -- evaluate on the held-out samples --
             end_of_epoch = step % steps_per_epoch == 0
@@ -391,7 +391,7 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
         checkpoints.save_final(peft_model, processor, files, spec, summary)
     if dist.world > 1:
         torch.distributed.barrier()
-    log.info("done: %d steps in %s", step, _clock(time.time() - run_start))
+    log.info("done: %d steps in %s", step, clock(time.time() - run_start))
     return EXIT_OK
 
 
@@ -457,9 +457,6 @@ def _deepspeed_engine(spec: JobSpec, model, optimizer, use_bf16: bool):
     return engine, optimizer
 
 
-def _clock(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 # ----------------------------------------------------------------------------------------------

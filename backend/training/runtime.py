@@ -103,6 +103,12 @@ def lr_at(step: int, total: int, warmup: int, peak: float, schedule: str) -> flo
     return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def clock(seconds: float) -> str:
+    """h:mm:ss, for the log and the Train tab."""
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
 def epoch_order(n: int, seed: int, epoch: int, dist: Dist, groups: Sequence[Hashable] | None = None) -> list[int]:
     """This rank's samples for `epoch`, in order. A function of (seed, epoch, groups) only, so a
     resumed run sees exactly the batches the interrupted one would have seen.

@@ -115,12 +115,6 @@ def gpu_memory() -> list[GpuMemory]:
     return gpus
 
 
-def clock(seconds: float) -> str:
-    """h:mm:ss"""
-    seconds = int(max(0, seconds))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
 def age_text(when: float | None, now: float | None = None) -> str:
     if not when:
         return ""
