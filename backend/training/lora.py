@@ -118,7 +118,7 @@ def build_model(spec: JobSpec, device: torch.device, dtype: torch.dtype) -> Buil
         # Liger's kernels cannot be traced by torch.compile (dynamo fails on their autograd functions);
         # compiled layers get inductor's own fused kernels instead
         if spec.fused_kernels and device.type == "cuda" and not compiled and apply_fused_kernels(model):
-            log.info("Liger's fused RMSNorm and SwiGLU kernels are on")
+            log.info("Liger's fused RMSNorm, SwiGLU and rotary kernels are on")
     targets = language_model_targets(model, spec.target_modules)
     config = LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
                         target_modules=targets, bias="none", task_type="CAUSAL_LM")
@@ -455,8 +455,6 @@ def _deepspeed_engine(spec: JobSpec, model, optimizer, use_bf16: bool):
     }
     engine, optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
     return engine, optimizer
-
-
 
 
 # ----------------------------------------------------------------------------------------------

@@ -86,10 +86,11 @@ class JobSpec:
     packed: bool = True
     vision_cache_gb: float = 4.0  # memory on the training device for those picture embeddings
     pack_tokens: int = 16384  # tokens per packed row: a step's samples go through in rows this long
-    fused_kernels: bool = True  # Liger's Triton RMSNorm/SwiGLU on GPUs, when liger-kernel is installed
+    fused_kernels: bool = True  # Liger's Triton RMSNorm/SwiGLU/rotary on GPUs, when liger-kernel is installed
     # packed path on a GPU: each decoder layer through torch.compile (fuses LoRA's dropout and the
-    # elementwise work; takes the place of Liger's kernels). Later steps ~18% faster on an H200, but the
-    # first step compiles for 10-30 s. Measured on one GPU without gradient checkpointing only.
+    # elementwise work; takes the place of Liger's kernels and the one-node LoRA layers). Slower than
+    # the default path since those (H200: 14.0 s against 13.5 s, bench/README.md), and the first step
+    # compiles for 10-30 s. Measured on one GPU without gradient checkpointing only.
     compile_layers: bool = False
     deepspeed: str = ""  # "zero2" or "zero3" with DeepSpeed installed; "" = plain PyTorch (DDP)
     data_workers: int = 2  # DataLoader processes decoding pictures (0 = in the training process)
@@ -314,8 +315,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         epochs=3, batch_size=4, grad_accum=4,
         max_image_pixels=1024 * 768, max_length=2048,
         save_every=100, keep_last=3, eval_every=0,
-        # With packed rows (Qwen2-VL family), checkpointing keeps the 2B recipe at 9.5 GB peak, 3.0x the
-        # plain recipe's speed; on an 80 GB card turn it off: 1.6x faster again, 44 GB peak (H200,
+        # With packed rows (Qwen2-VL family), checkpointing keeps the 2B recipe at 9.6 GB peak, 3.8x the
+        # plain recipe's speed; on an 80 GB card turn it off: 1.5x faster again, 44 GB peak (H200,
         # bench/README.md).
         device="cuda", gpus=1, bf16=True, gradient_checkpointing=True, data_workers=4,
     ),
