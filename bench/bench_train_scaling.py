@@ -52,11 +52,13 @@ def main() -> None:
         results[processes]["samples_per_s"] = count * args.epochs / results[processes]["seconds"]
     print(f"\n{count} samples x {args.epochs} epochs, gradient checkpointing "
           f"{'on' if args.gradient_checkpointing else 'off'}\n")
-    print("| GPUs | steps | time (training) | samples/s | samples/s after epoch 1 | final loss |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("| GPUs | steps | time (training) | first step | samples/s | samples/s after epoch 1 | final loss "
+          "| whole process |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for processes, run in results.items():
-        print(f"| {processes} | {run['steps']} | {run['seconds']:.1f} s | {run['samples_per_s']:.2f} | "
-              f"{run['later_epochs_samples_per_s']:.2f} | {run['final_loss']:.4f} |")
+        print(f"| {processes} | {run['steps']} | {run['seconds']:.1f} s | {run['step_seconds'][0]:.2f} s | "
+              f"{run['samples_per_s']:.2f} | {run['later_epochs_samples_per_s']:.2f} | {run['final_loss']:.4f} | "
+              f"{run['process_s']:.1f} s |")
     whole = results[args.gpus]['samples_per_s'] / results[1]['samples_per_s']
     later = results[args.gpus]['later_epochs_samples_per_s'] / results[1]['later_epochs_samples_per_s']
     print(f"\nscaling on {args.gpus}: {whole:.2f}x over the whole run, {later:.2f}x after the first epoch "

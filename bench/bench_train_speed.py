@@ -188,10 +188,13 @@ def run_program(spec, processes: int, dry_run: bool) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     if not dry_run:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(processes))
+    started = time.monotonic()
     done = subprocess.run([sys.executable, *program], env=env, cwd=ROOT)
     if done.returncode != 0:
         raise SystemExit(f"the job on {processes} process(es) exited with {done.returncode}; see {files.log}")
-    return finished_run(files)
+    # the whole process too (start-up, loading, saving): work moved from the training clock into
+    # the loading would show here
+    return {**finished_run(files), "process_s": time.monotonic() - started}
 
 
 def finished_run(files) -> dict:

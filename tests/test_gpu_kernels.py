@@ -147,3 +147,18 @@ def test_fused_rotary_matches_transformers_on_mrope_positions(monkeypatch, tiny_
     got = run(modeling.apply_rotary_pos_emb)
     for a, b in zip(got, want):
         assert (a - b).norm() <= 1e-2 * b.norm(), ((a - b).norm() / b.norm()).item()
+
+
+@gpu
+def test_triton_starts_early_in_a_thread_and_the_tower_kernel_then_runs():
+    thread = vision_kernels.start_triton_early(torch.device("cuda", 0))
+    assert thread is not None
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+    x = torch.randn(4096, device="cuda", dtype=torch.bfloat16)
+    expected = x * torch.sigmoid(1.702 * x)
+    assert torch.equal(vision_kernels.quick_gelu(x.clone()), expected)
+
+
+def test_no_early_triton_start_on_a_cpu():
+    assert vision_kernels.start_triton_early(torch.device("cpu")) is None

@@ -339,3 +339,22 @@ def test_questions_about_one_photo_stay_on_one_rank() -> None:
                     assert owner.setdefault(groups[index], rank) == rank, f"group {groups[index]} on two ranks"
     again = epoch_order(len(groups), seed=3, epoch=1, dist=Dist(rank=1, world=2), groups=groups)
     assert again == epoch_order(len(groups), seed=3, epoch=1, dist=Dist(rank=1, world=2), groups=groups)
+
+
+def test_a_data_file_without_usable_samples_fails_before_the_model_loads(demo_workdir: Path, tmp_path: Path) -> None:
+    """The data is read (and its first pictures handed to the loader) before the model loads, so a
+    bad file is reported at once, not after a large model has been read from disk."""
+    data = tmp_path / "broken.json"
+    data.write_text(json.dumps([{"id": "a", "image": "no-such-picture.jpg",
+                                 "conversations": [{"from": "human", "value": "<image>\nWhat dish?"}]}]))
+    spec = quick(demo_workdir, data_file=str(data), output_dir=str(tmp_path / "job"))
+    Path(spec.output_dir).mkdir()
+    spec.save(Path(spec.output_dir) / "spec.json")
+    run = subprocess.run([sys.executable, "-m", "backend.training.lora", str(Path(spec.output_dir) / "spec.json")],
+                         cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 1, run.stdout[-2000:] + run.stderr[-2000:]
+    result = json.loads((Path(spec.output_dir) / "result.json").read_text())
+    assert result["status"] == "failed" and "holds no usable sample (1 skipped)" in result["error"], result
+    log = (Path(spec.output_dir) / "train.log").read_text()
+    assert "skipped:" in log and "trainable parameters" not in log, log[-2000:]

@@ -54,6 +54,7 @@ from backend.training.runtime import (Dist, Metrics, StopFlag, TrainingError, cl
                                       quiet_data_worker, setup_distributed, start_loader)
 from backend.training.samples import Sample, SampleError, read_samples
 from backend.training.spec import JobSpec, SpecError
+from backend.training.vision_kernels import start_triton_early
 
 log = logging.getLogger("foodie.train")
 
@@ -95,7 +96,7 @@ class BuiltModel(NamedTuple):
     packed: bool  # whether this job trains on packed rows (packs())
 
 
-def build_model(spec: JobSpec, device: torch.device, dtype: torch.dtype) -> BuiltModel:
+def build_model(spec: JobSpec, device: torch.device, dtype: torch.dtype, processor=None) -> BuiltModel:
     """Base model (frozen) + LoRA on the language model, made ready for the path it trains on."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForImageTextToText
@@ -103,7 +104,7 @@ def build_model(spec: JobSpec, device: torch.device, dtype: torch.dtype) -> Buil
     from backend.models.loading import load_processor, resolve
 
     source = resolve(spec.model)
-    processor = load_processor(source)
+    processor = processor or load_processor(source)
     model = AutoModelForImageTextToText.from_pretrained(source.location, dtype=dtype)
     model.requires_grad_(False)  # vision tower, projector, embeddings, lm_head: all frozen
     # The KV cache only helps generation. In transformers 5 the text config keeps its own use_cache
@@ -140,6 +141,15 @@ def build_model(spec: JobSpec, device: torch.device, dtype: torch.dtype) -> Buil
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.to(device)
     return BuiltModel(model, processor, source, packed)
+
+
+def one_bucket_mb(trainable: list[torch.Tensor]) -> float:
+    """A DDP bucket size that holds every trainable gradient, so the all-reduce runs once, after the
+    backward pass, instead of bucket by bucket during it. LoRA's gradients are small (2 H200s sum the
+    2B recipe's 148 M in 1.9 ms, bench/bench_allreduce.py), and NCCL's kernels running beside the
+    backward pass slowed it more than the overlap saved: steps after the first epoch went from 0.29 s
+    to 0.27 s on 2 H200s (bench/README.md)."""
+    return sum(p.numel() * p.element_size() for p in trainable) / 2**20 + 1
 
 
 def packs(spec: JobSpec, model_type: str) -> bool:
@@ -185,14 +195,13 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
     log.info("job %s: %s on %s (%s, %d process%s)", files.root.name, spec.model, device,
              "bf16" if use_bf16 else "fp32", dist.world, "" if dist.world == 1 else "es")
 
-    # ---- model: frozen base + LoRA on the language model ----
-    model, processor, _, packed = build_model(spec, device, weights_dtype)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    n_trainable = sum(p.numel() for p in trainable)
-    n_total = sum(p.numel() for p in model.parameters())
-    log.info("%.2f M trainable parameters of %.1f M", n_trainable / 1e6, n_total / 1e6)
+    # ---- data (before the model: a broken data file is reported without waiting for the load) ----
+    from backend.models.loading import load_processor, resolve
 
-    # ---- data ----
+    processor = load_processor(resolve(spec.model))
+    packed = packs(spec, model_type_of(spec))
+    if packed:
+        start_triton_early(device)
     train_samples, problems = read_samples(Path(spec.data_file), spec.images_dir)
     for problem in problems:
         log.warning("skipped: %s", problem)
@@ -226,6 +235,40 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
              len(train_samples), len(eval_samples), spec.epochs, steps_per_epoch, total_steps,
              spec.batch_size * spec.grad_accum * dist.world)
 
+    def epoch_batches(epoch: int) -> list[list[int]]:
+        order = epoch_order(len(dataset), spec.seed, epoch, dist, groups)
+        return [order[i : i + spec.batch_size] for i in range(0, len(order), spec.batch_size)]
+
+    def open_loader(epoch: int, batches: list[list[int]]):
+        """The micro-batches of `batches`, decoded by the loader's workers as they are needed."""
+        workers = spec.data_workers
+        if packed:  # the loader decodes only what is not prepared yet (set fixed when its workers fork)
+            source, collate_fn = UnpreparedSamples(dataset, set(cache.samples), weights_dtype), list
+            if all(i in cache.samples for batch in batches for i in batch):
+                workers = 0  # nothing left to decode: starting worker processes would be all it did
+        else:
+            source, collate_fn = dataset, (lambda items: collate(items, pad_id))
+        # its own generator: making a loader then draws nothing from the global one (LoRA's initial
+        # weights and the dropout masks), wherever in the job it is made
+        seeds = torch.Generator().manual_seed(spec.seed * 10_000 + epoch * 100 + dist.rank)
+        loader = torch.utils.data.DataLoader(
+            source, batch_sampler=batches, num_workers=workers, generator=seeds,
+            collate_fn=collate_fn, pin_memory=on_gpu, worker_init_fn=quiet_data_worker)
+        return start_loader(loader)
+
+    # A new job's first loader starts before the model loads, so its workers decode the first
+    # pictures meanwhile instead of during the first step (a resumed job starts mid-epoch: below).
+    early_loader = None if ready_checkpoints(files) else open_loader(0, epoch_batches(0))
+
+    # ---- model: frozen base + LoRA on the language model ----
+    model, processor, _, built_packed = build_model(spec, device, weights_dtype, processor)
+    if built_packed != packed:  # both read the model's config.json; a change between the reads
+        raise TrainingError(f"{spec.model}'s config changed while the job was loading it.")
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    n_trainable = sum(p.numel() for p in trainable)
+    n_total = sum(p.numel() for p in model.parameters())
+    log.info("%.2f M trainable parameters of %.1f M", n_trainable / 1e6, n_total / 1e6)
+
     # ---- optimizer (and DeepSpeed, when asked) ----
     fused = on_gpu and not spec.deepspeed  # one kernel for all LoRA tensors instead of one per tensor
     optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, weight_decay=spec.weight_decay,
@@ -235,7 +278,10 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
     if spec.deepspeed:
         engine, optimizer = _deepspeed_engine(spec, model, optimizer, use_bf16)
     elif dist.world > 1:
-        ddp = dict(device_ids=[dist.local_rank] if on_gpu else None)
+        # broadcast_buffers off: DDP would walk the whole module tree in Python before every forward to
+        # send buffers (the rotary tables) that never change; 3-4% of a rank's time on 2 H200s (py-spy)
+        ddp = dict(device_ids=[dist.local_rank] if on_gpu else None, bucket_cap_mb=one_bucket_mb(trainable),
+                   broadcast_buffers=False)
         if packed:
             loss_module = torch.nn.parallel.DistributedDataParallel(loss_module, **ddp)
         else:
@@ -264,20 +310,11 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
     loss_value = eval_loss = None
     while step < total_steps:
         epoch = step // steps_per_epoch
-        order = epoch_order(len(dataset), spec.seed, epoch, dist, groups)
-        batches = [order[i : i + spec.batch_size] for i in range(0, len(order), spec.batch_size)]
-        first = (step % steps_per_epoch) * spec.grad_accum  # skip the batches already trained on
-        workers = spec.data_workers
-        if packed:  # the loader decodes only what is not prepared yet (set fixed when its workers fork)
-            source, collate_fn = UnpreparedSamples(dataset, set(cache.samples), weights_dtype), list
-            if all(i in cache.samples for batch in batches[first:] for i in batch):
-                workers = 0  # nothing left to decode: starting worker processes would be all it did
+        if early_loader is not None:  # epoch 0 from its first batch: opened before the model loaded
+            micro_batches, early_loader = early_loader, None
         else:
-            source, collate_fn = dataset, (lambda items: collate(items, pad_id))
-        loader = torch.utils.data.DataLoader(
-            source, batch_sampler=batches[first:], num_workers=workers,
-            collate_fn=collate_fn, pin_memory=on_gpu, worker_init_fn=quiet_data_worker)
-        micro_batches = start_loader(loader)
+            first = (step % steps_per_epoch) * spec.grad_accum  # skip the batches already trained on
+            micro_batches = open_loader(epoch, epoch_batches(epoch)[first:])
 
         for _ in range(step % steps_per_epoch, steps_per_epoch):
             t0 = time.time()

@@ -15,6 +15,8 @@ transformers' own code.
 
 from __future__ import annotations
 
+import logging
+import threading
 import types
 
 import torch
@@ -89,6 +91,28 @@ def quick_gelu(x: torch.Tensor) -> torch.Tensor:
     block = 2048
     _quick_gelu_kernel[(triton.cdiv(x.numel(), block),)](x, x, x.numel(), BLOCK=block)
     return x
+
+
+def start_triton_early(device: torch.device) -> threading.Thread | None:
+    """Starts Triton in a background thread, to run beside the model's loading: the first Triton
+    kernel a process calls costs about 0.4 s before it runs (Triton imports its compiler and hashes
+    its own sources for its cache key; py-spy of a job on an H200), which otherwise lands in the
+    first training step. Runs QuickGELU on zeros, the same compiled variant the tower uses; Liger's
+    kernels then start without that cost too. Returns the thread (None without Triton or CUDA)."""
+    if triton is None or device.type != "cuda":
+        return None
+
+    def run() -> None:
+        try:
+            torch.cuda.set_device(device)  # a thread starts on device 0
+            quick_gelu(torch.zeros(2048, device=device, dtype=torch.bfloat16))
+            torch.cuda.synchronize(device)
+        except Exception as error:  # only a head start: the first step would meet the same problem
+            logging.getLogger(__name__).debug("Triton's early start failed: %s", error)
+
+    thread = threading.Thread(target=run, name="triton-early-start", daemon=True)
+    thread.start()
+    return thread
 
 
 class FusedQuickGELU(torch.nn.Module):
