@@ -341,6 +341,53 @@ def test_questions_about_one_photo_stay_on_one_rank() -> None:
     assert again == epoch_order(len(groups), seed=3, epoch=1, dist=Dist(rank=1, world=2), groups=groups)
 
 
+def test_steps_of_several_ranks_hold_about_the_same_tokens_on_each() -> None:
+    """Ranks wait for the slowest at each step's gradient sum: with lengths, every step's share of
+    tokens is about the same on both ranks, while each epoch still covers every sample once and which
+    samples meet in a step changes from epoch to epoch."""
+    import random
+
+    from backend.training.runtime import Dist, epoch_order
+
+    rng = random.Random(0)
+    lengths = [rng.randrange(400, 1100) for _ in range(256)]
+    groups = [f"photo-{i}" for i in range(256)]
+
+    def worst_step_over_mean(given_lengths) -> float:
+        worst = []
+        for epoch in range(3):
+            shares = [epoch_order(256, 5, epoch, Dist(rank=r, world=2), groups, given_lengths, 16) for r in range(2)]
+            assert sorted(shares[0] + shares[1]) == list(range(256))
+            for start in range(0, 128, 16):
+                tokens = [sum(lengths[i] for i in share[start : start + 16]) for share in shares]
+                worst.append(max(tokens) / (sum(tokens) / 2))
+        return max(worst)
+
+    assert worst_step_over_mean(None) > 1.05  # random steps: a rank waits >5% of a step somewhere
+    assert worst_step_over_mean(lengths) < 1.02
+    steps = [{frozenset(order[k : k + 16]) for k in range(0, 128, 16)}
+             for order in (epoch_order(256, 5, e, Dist(rank=0, world=2), groups, lengths, 16) for e in (0, 1))]
+    assert not steps[0] & steps[1]  # no step of epoch 0 comes back whole in epoch 1
+    assert epoch_order(256, 5, 1, Dist(rank=1, world=2), groups, lengths, 16) == \
+        epoch_order(256, 5, 1, Dist(rank=1, world=2), groups, lengths, 16)
+
+
+def test_estimated_tokens_reads_picture_sizes_without_decoding(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from backend.training.encoding import estimated_tokens
+    from backend.training.samples import Sample
+
+    Image.new("RGB", (640, 480)).save(tmp_path / "dish.jpg")
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "x" * 30}]},
+                {"role": "assistant", "content": [{"type": "text", "text": "y" * 30}]}]
+    sample = Sample("a", messages, (tmp_path / "dish.jpg",))
+    assert estimated_tokens(sample, max_pixels=1024 * 768) == 640 * 480 // 784 + 20
+    assert estimated_tokens(sample, max_pixels=28 * 28 * 10) == 10 + 20  # capped as the processor caps it
+    gone = Sample("b", messages, (tmp_path / "missing.jpg",))
+    assert estimated_tokens(gone, max_pixels=1024 * 768) == 20
+
+
 def test_a_data_file_without_usable_samples_fails_before_the_model_loads(demo_workdir: Path, tmp_path: Path) -> None:
     """The data is read (and its first pictures handed to the loader) before the model loads, so a
     bad file is reported at once, not after a large model has been read from disk."""

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from backend.training import checkpoints
-from backend.training.encoding import IGNORE_INDEX, SampleDataset, collate
+from backend.training.encoding import IGNORE_INDEX, SampleDataset, collate, estimated_tokens
 from backend.training.lora_forward import fold_lora_scaling, keep_lora_inputs_in_model_dtype
 from backend.training.packed import (PACKED_MODEL_TYPES, PackedCache, PackedLoss, UnpreparedSamples,
                                      apply_fused_kernels, compile_decoder_layers, pack, prepared_samples,
@@ -224,8 +224,12 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
     if pad_id is None:
         pad_id = processor.tokenizer.eos_token_id
 
-    # the photos each sample shows (a sample without any is a group of its own), kept on one rank
+    # the photos each sample shows (a sample without any is a group of its own), kept on one rank;
+    # with several ranks, each step's tokens shared out evenly between them
     groups = [tuple(sample.images) or index for index, sample in enumerate(dataset.samples)]
+    lengths = ([estimated_tokens(sample, spec.max_image_pixels) for sample in dataset.samples]
+               if dist.world > 1 else None)
+    step_size = spec.batch_size * spec.grad_accum
     per_rank = len(epoch_order(len(dataset), spec.seed, 0, dist, groups))
     batches_per_epoch = math.ceil(per_rank / spec.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / spec.grad_accum)
@@ -236,7 +240,7 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
              spec.batch_size * spec.grad_accum * dist.world)
 
     def epoch_batches(epoch: int) -> list[list[int]]:
-        order = epoch_order(len(dataset), spec.seed, epoch, dist, groups)
+        order = epoch_order(len(dataset), spec.seed, epoch, dist, groups, lengths, step_size)
         return [order[i : i + spec.batch_size] for i in range(0, len(order), spec.batch_size)]
 
     def open_loader(epoch: int, batches: list[list[int]]):
