@@ -10,7 +10,9 @@ of the folder it is started from, on a model and data prepared once. Used on 202
     python3 bench/ab_training_job.py run /tmp/ab new
 
 `warm` runs a short 1-GPU job (Triton's kernel cache, shared by both); `run` the 3-epoch 2-GPU job
-(python -m backend.training.lora under torchrun, as the worker starts it) and prints its samples/s.
+(python -m backend.training.lora under torchrun, as the worker starts it) and prints its samples/s;
+`run <work> <label> 1` runs it on one GPU (python -m backend.training.lora). Run each version twice,
+alternating, to see drift of the host apart from a difference of the code.
 """
 
 import json
@@ -39,7 +41,9 @@ def main() -> None:
     if mode == "warm":
         run_program(spec_for(paths["model"], paths["warm"], work / f"warm-{label}", 1, False, gpus=1), 1, False)
         return
-    run = run_program(spec_for(paths["model"], paths["data"], work / f"on-2-{label}", 3, False, gpus=2), 2, False)
+    gpus = int(sys.argv[4]) if len(sys.argv) > 4 else 2
+    run = run_program(spec_for(paths["model"], paths["data"], work / f"on-{gpus}-{label}", 3, False, gpus=gpus),
+                      gpus, False)
     print(f"RESULT {label}: {256 * 3 / run['seconds']:.2f} samples/s whole run, "
           f"{run['later_epochs_samples_per_s']:.2f} after epoch 1, {run['seconds']:.1f} s", flush=True)
 

@@ -9,7 +9,8 @@ spec is the same for both runs: each GPU takes batch 4 x accumulation 4 per step
 effective batch N times larger and an epoch N times fewer steps; samples/s is counted over the same
 256 x 3 samples. Time is the training program's own elapsed time (from after the model is loaded to
 the last step), read from its metrics; the rate after the first epoch (every picture cached,
-start-up behind) is printed beside it.
+start-up behind) is printed beside it, with the first step and the whole process's time (start-up
+and loading included, so that work moved off the training clock into the loading would show).
 """
 
 from __future__ import annotations

@@ -266,8 +266,9 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
 
     # ---- model: frozen base + LoRA on the language model ----
     model, processor, _, built_packed = build_model(spec, device, weights_dtype, processor)
-    if built_packed != packed:  # both read the model's config.json; a change between the reads
-        raise TrainingError(f"{spec.model}'s config changed while the job was loading it.")
+    if built_packed != packed:  # both read the model's config.json: it changed between the reads
+        raise TrainingError(f"The config.json of {spec.model} changed while the job was loading it; "
+                            "start the job again.")
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in trainable)
     n_total = sum(p.numel() for p in model.parameters())
