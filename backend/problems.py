@@ -43,3 +43,23 @@ class ProblemError(Exception):
     def problem(self) -> str:
         """The Problem (a plain str for an error made from a sentence alone)."""
         return self.args[0] if self.args else ""
+
+
+def problem_to_json(reason: str) -> dict | str:
+    """A reason as JSON, to keep beside its English text (a job's error in SQLite and result.json): a
+    Problem as its key, template and values (values that are Problems in turn), any other str as is."""
+    if not isinstance(reason, Problem):
+        return str(reason)
+    return {"key": reason.key, "sentence": reason.sentence,
+            "values": {name: problem_to_json(value) if isinstance(value, Problem)
+                       else value if isinstance(value, (int, float, bool, type(None))) else str(value)
+                       for name, value in reason.values.items()}}
+
+
+def problem_from_json(data: dict | str) -> str:
+    """The reason problem_to_json wrote: a Problem again, or the plain sentence."""
+    if not isinstance(data, dict):
+        return str(data)
+    values = {name: problem_from_json(value) if isinstance(value, dict) else value
+              for name, value in data.get("values", {}).items()}
+    return Problem(data["key"], data["sentence"], **values)

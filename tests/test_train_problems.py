@@ -82,3 +82,80 @@ def test_what_a_job_action_cannot_do_is_said_in_chinese(tmp_path):
         store.cancel("no-such-job")
     assert str(refused.value) == "There is no job no-such-job (it may have been deleted)."
     assert say(refused.value.args[0], "zh") == "没有任务 no-such-job（它可能已被删除）。"
+
+
+def english_sentences(module) -> dict[str, str]:
+    """key -> English template of every Problem(...) / TrainingError(...) made in `module`'s source."""
+    import ast
+
+    found = {}
+    for node in ast.walk(ast.parse(Path(module.__file__).read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("Problem", "TrainingError") \
+                and len(node.args) >= 2 and all(isinstance(a, ast.Constant) for a in node.args[:1]):
+            parts = node.args[1]
+            sentence = "".join(p.value for p in ast.walk(parts) if isinstance(p, ast.Constant) and isinstance(p.value, str))
+            found[node.args[0].value] = sentence
+    return found
+
+
+def test_every_reason_a_job_ends_with_has_a_chinese_sentence_with_the_same_values():
+    import string
+
+    from backend.training import checkpoints, lora, worker
+
+    def fields(template: str) -> set[str]:
+        return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+
+    sentences = {key: sentence for module in (worker, lora, checkpoints)
+                 for key, sentence in english_sentences(module).items()}
+    assert {"cancelled", "resume_from_step", "no_usable_sample", "out_of_memory_packed", "disk_full_final",
+            "training_failed"} <= set(sentences), sorted(sentences)
+    assert set(sentences) - set(ZH) == set()
+    for key, sentence in sentences.items():
+        assert fields(ZH[key]) == fields(sentence), key
+
+
+def test_why_a_job_ended_is_kept_with_its_key_and_said_in_the_pages_language(tmp_path, demo_workdir):
+    """The worker's reason (here: cancelled before a checkpoint) goes into jobs.sqlite with its key
+    and values; read back, the Train tab says it in Chinese, and in English as it was written."""
+    import pandas as pd
+
+    from backend.training import views
+    from backend.training.demo_data import demo_spec
+    from backend.training.jobs import JobStore
+    from backend.training.worker import outcome
+    from ui.train import job_table
+
+    store = JobStore(tmp_path / "runs")
+    job = store.submit(demo_spec(demo_workdir))
+    assert store.claim(job.id, "test-worker", "cpu")
+    store.cancel(job.id)
+    state, error = outcome(store.get(job.id), exit_status=None)
+    store.finish(job.id, state, error, None)
+    ended = JobStore(tmp_path / "runs").get(job.id)  # as another process (the app) reads it
+    assert ended.state == "cancelled"
+    assert ended.error == "Cancelled. No checkpoint was saved yet, so resume starts from the beginning."
+    assert say(ended.error, "zh") == "已取消。还没有保存过检查点，继续训练会从头开始。"
+    table = job_table(views.job_rows(store), "zh")
+    assert isinstance(table, pd.DataFrame) and table.iloc[0, -1] == "已取消。还没有保存过检查点，继续训练会从头开始。"
+    assert job_table(views.job_rows(store), "en").iloc[0, -1] == ended.error
+    store.resume(job.id)
+    assert store.get(job.id).error is None
+
+
+def test_a_jobs_database_of_an_older_version_gains_the_new_column(tmp_path):
+    import sqlite3
+
+    from backend.training.jobs import SCHEMA, JobStore
+
+    old = SCHEMA.replace("    error_problem    TEXT,                       -- that sentence's key and values as JSON "
+                         "(problems.py)\n", "")
+    assert old != SCHEMA
+    (tmp_path / "jobs").mkdir()
+    with sqlite3.connect(tmp_path / "jobs.sqlite") as conn:
+        conn.executescript(old)
+        conn.execute("INSERT INTO jobs (id, name, spec, state, created, error) VALUES "
+                     "('old-job', '', '{}', 'failed', 0, 'An old sentence.')")
+    store = JobStore(tmp_path)
+    assert store.get("old-job").error == "An old sentence."  # kept, said in English everywhere
+    assert say(store.get("old-job").error, "zh") == "An old sentence."

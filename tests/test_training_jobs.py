@@ -132,7 +132,7 @@ def test_a_gpu_job_on_a_worker_without_gpus_fails_with_a_sentence(store: JobStor
     job = store.submit(spec.with_changes(device="cuda"))
     Worker(store, gpus=[]).tick()
     job = store.get(job.id)
-    assert job.state == "failed" and "needs 1 GPU(s), but the worker has 0 GPUs" in job.error
+    assert job.state == "failed" and "needs 1 GPU(s), but the worker has 0 GPU(s)" in job.error
 
 
 def test_views_show_progress_curves_logs_and_adapters(store: JobStore, spec) -> None:

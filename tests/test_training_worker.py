@@ -403,5 +403,6 @@ def test_a_data_file_without_usable_samples_fails_before_the_model_loads(demo_wo
     assert run.returncode == 1, run.stdout[-2000:] + run.stderr[-2000:]
     result = json.loads((Path(spec.output_dir) / "result.json").read_text())
     assert result["status"] == "failed" and "holds no usable sample (1 skipped)" in result["error"], result
+    assert result["problem"]["key"] == "no_usable_sample" and result["problem"]["values"]["skipped"] == 1
     log = (Path(spec.output_dir) / "train.log").read_text()
     assert "skipped:" in log and "trainable parameters" not in log, log[-2000:]

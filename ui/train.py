@@ -195,7 +195,8 @@ def progress_words(row: views.JobRow, lang: str) -> str:
 
 
 def job_table(rows: list[views.JobRow], lang: str) -> pd.DataFrame:
-    return pd.DataFrame([[r.id, r.name, state_word(r.state, lang), progress_words(r, lang), r.device, r.error[:200]]
+    return pd.DataFrame([[r.id, r.name, state_word(r.state, lang), progress_words(r, lang), r.device,
+                          say(r.error, lang)[:200] if r.error else r.error]
                          for r in rows], columns=columns(JOB_COLUMNS, lang))
 
 
@@ -236,7 +237,7 @@ def watch(services: Services, job_id: str | None, lang: str = "en") -> tuple:
     bar = "█" * int(20 * row.fraction) + "░" * (20 - int(20 * row.fraction))
     progress = f"**{state_word(row.state, lang)}** `{bar}` {100 * row.fraction:.0f}% · {progress_words(row, lang)}"
     if row.error:
-        progress += f"\n\n⚠️ {row.error}"
+        progress += f"\n\n⚠️ {say(row.error, lang)}"
     memory = views.gpu_memory()
     if memory:
         progress += "\n\n" + " · ".join(m.text for m in memory)

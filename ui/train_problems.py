@@ -55,6 +55,37 @@ ZH: dict[str, str] = {
     "cannot_cancel": "任务 {job} 的状态是 {state}；只有排队中或运行中的任务可以取消。",
     "cannot_resume": "任务 {job} 的状态是 {state}；只有中断、取消或失败的任务可以继续。",
     "cannot_delete": "任务 {job} 正在运行；请先取消再删除。",
+    # backend/training/worker.py and lora.py: why a job ended (kept with the job in jobs.sqlite)
+    "resume_from_step": "继续训练会从第 {step} 步接着来。",
+    "resume_from_start": "还没有保存过检查点，继续训练会从头开始。",
+    "cancelled": "已取消。{resume}",
+    "stopped": "已停止。{resume}",
+    "stopped_by_signal": "训练被信号停止（worker 或机器正在关闭）。{resume}",
+    "process_killed": "训练进程被杀死（{signal}）。{resume}",
+    "process_unwatched": "训练进程在没有 worker 看管时结束了（应用或机器重启过）。{resume}",
+    "ended_silently": "训练进程结束了，但没有说明原因；请查看日志。",
+    "failed_see_log": "训练失败；请查看日志。",
+    "spec_unreadable": "无法读取任务的设置文件；请查看日志。",
+    "process_failed": "训练进程失败（退出码 {status}）：{tail}",
+    "disk_full_exit": "训练进程停止了（退出码 {status}），存放 {folder} 的磁盘已满。请清理出空间，然后继续训练。",
+    "worker_lacks_gpus": "这个任务需要 {wanted} 个 GPU，但 worker 只有 {have} 个；请选择更少的 GPU 或改用 CPU。",
+    "no_gpu_visible": "这个任务要用 GPU，但它看不到任何 GPU（CUDA_VISIBLE_DEVICES={visible}）。",
+    "no_usable_sample": "{path} 里没有可用的样本（跳过了 {skipped} 个）。",
+    "data_unusable": "训练数据无法使用：{why}",
+    "config_changed": "加载时 {model} 的 config.json 被改动了；请重新开始这个任务。",
+    "no_language_model": "在这个模型里找不到语言模型，所以无法在其上放置 LoRA。",
+    "targets_not_linear": "目标模块（{targets}）都不是语言模型的线性层；它的线性层名为 {linear}。",
+    "out_of_memory": "GPU 显存不足（批大小 {batch}，图片最多 {pixels} 像素）。请打开梯度检查点、缩小图片或减小批大小"
+                     "（同时加大梯度累积以保持有效批大小）。",
+    "out_of_memory_packed": "GPU 显存不足（批大小 {batch}，图片最多 {pixels} 像素）。请打开梯度检查点、缩小图片或减小批大小。"
+                            "Qwen2-VL 系列模型按最多 {tokens} 个 token 的打包行训练：调小设置里的 pack_tokens 也有用，"
+                            "加大梯度累积则没有用。",
+    "disk_full": "存放 {folder} 的磁盘已满。请清理出空间，然后继续训练（会从最后一个检查点接着来）。",
+    "disk_full_checkpoint": "存放 {folder} 的磁盘已满：检查点 {name} 没能保存，也没有留下写了一半的文件。请清理出空间"
+                            "（或少保留几个检查点），然后继续训练。",
+    "disk_full_final": "存放 {folder} 的磁盘已满：最终的 {name} 没能保存。请清理出空间，然后继续训练。",
+    "checkpoint_settings": "检查点 {name} 是用不同的设置（{settings}）训练的，不能用现在的设置接着训练；请新建一个任务。",
+    "training_failed": "训练失败：{kind}: {detail}",
 }
 
 KINDS_ZH = {"bool": "true 或 false", "int": "整数", "float": "数字", "str": "文本", "list": "名称列表"}

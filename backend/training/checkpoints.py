@@ -92,9 +92,9 @@ def save_checkpoint(model, optimizer, files: JobFiles, spec: JobSpec, step: int,
         shutil.rmtree(partial, ignore_errors=True)
         if is_disk_full(err):
             raise TrainingError(
-                f"The disk holding {files.root} is full: checkpoint {final.name} could not be saved, and "
-                "nothing half-written was kept. Free some space (or keep fewer checkpoints), then resume "
-                "the job.") from err
+                "disk_full_checkpoint", "The disk holding {folder} is full: checkpoint {name} could not be "
+                "saved, and nothing half-written was kept. Free some space (or keep fewer checkpoints), then "
+                "resume the job.", folder=files.root, name=final.name) from err
         raise
     for _, old in ready_checkpoints(files)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
@@ -116,8 +116,9 @@ def save_final(model, processor, files: JobFiles, spec: JobSpec, summary: dict) 
         except BaseException as err:
             shutil.rmtree(partial, ignore_errors=True)
             if is_disk_full(err):
-                raise TrainingError(f"The disk holding {files.root} is full: the final {target.name} could not "
-                                    "be saved. Free some space, then resume the job.") from err
+                raise TrainingError("disk_full_final", "The disk holding {folder} is full: the final {name} "
+                                    "could not be saved. Free some space, then resume the job.",
+                                    folder=files.root, name=target.name) from err
             raise
 
     def write_adapter(folder: Path) -> None:
@@ -143,8 +144,9 @@ def resume(folder: Path, spec: JobSpec, peft_model, optimizer, engine, device) -
     state = torch.load(folder / TRAINER_STATE, map_location="cpu", weights_only=False)
     changed = [name for name in SCHEDULE_FIELDS if state["spec"].get(name) != getattr(spec, name)]
     if changed:
-        raise TrainingError(f"Checkpoint {folder.name} was made with different settings ({', '.join(changed)}), "
-                            "so it cannot be continued with these; start a new job instead.")
+        raise TrainingError("checkpoint_settings", "Checkpoint {name} was made with different settings "
+                            "({settings}), so it cannot be continued with these; start a new job instead.",
+                            name=folder.name, settings=", ".join(changed))
     set_peft_model_state_dict(peft_model, load_file(folder / "adapter_model.safetensors", device=str(device)))
     if engine is not None:
         engine.load_checkpoint(str(folder / "deepspeed"), load_module_strict=False, load_module_only=False)

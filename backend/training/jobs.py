@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from backend.problems import problem_from_json, problem_to_json
 from backend.training.layout import JobFiles, is_adapter_dir, read_json, read_metrics, ready_checkpoints, tail_text
 from backend.training.spec import JobSpec, Problem
 
@@ -48,6 +49,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     pid_start        TEXT,                       -- its start time, so a reused pid is not mistaken for it
     worker           TEXT,                       -- host:pid of the worker that started it
     error            TEXT,                       -- a sentence, when it failed or was interrupted
+    error_problem    TEXT,                       -- that sentence's key and values as JSON (problems.py)
     exit_status      INTEGER,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     attempts         INTEGER NOT NULL DEFAULT 0, -- how many times it was started
@@ -113,6 +115,7 @@ class JobStore:
         self._local = threading.local()
         with self._conn() as conn:
             conn.executescript(SCHEMA)
+            _add_missing_columns(conn)
 
     # ---- connection ----
 
@@ -186,8 +189,9 @@ class JobStore:
         """Queue an interrupted, cancelled or failed job again; it continues from its last checkpoint."""
         job = self.get(job_id)
         updated = self._execute(
-            f"UPDATE jobs SET state = 'queued', error = NULL, exit_status = NULL, cancel_requested = 0, "
-            f"pid = NULL, pid_start = NULL, finished = NULL WHERE id = ? AND state IN ({','.join('?' * len(RESUMABLE))})",
+            "UPDATE jobs SET state = 'queued', error = NULL, error_problem = NULL, exit_status = NULL, "
+            "cancel_requested = 0, pid = NULL, pid_start = NULL, finished = NULL "
+            f"WHERE id = ? AND state IN ({','.join('?' * len(RESUMABLE))})",
             (job_id, *RESUMABLE)).rowcount
         if not updated:
             raise JobError(Problem("cannot_resume", "Job {job} is {state}; only an interrupted, cancelled or failed job "
@@ -229,7 +233,8 @@ class JobStore:
         """Move a queued job to running for `worker`. Atomic: of two workers, exactly one wins."""
         return self._execute(
             "UPDATE jobs SET state = 'running', worker = ?, device = ?, started = ?, finished = NULL, "
-            "error = NULL, exit_status = NULL, pid = NULL, pid_start = NULL, attempts = attempts + 1 "
+            "error = NULL, error_problem = NULL, exit_status = NULL, pid = NULL, pid_start = NULL, "
+            "attempts = attempts + 1 "
             "WHERE id = ? AND state = 'queued'", (worker, device, time.time(), job_id)).rowcount == 1
 
     def set_process(self, job_id: str, pid: int, pid_start: str | None) -> None:
@@ -239,16 +244,35 @@ class JobStore:
         self._execute("UPDATE jobs SET progress = ? WHERE id = ?", (json.dumps(progress), job_id))
 
     def finish(self, job_id: str, state: str, error: str | None, exit_status: int | None) -> None:
+        """`error`: a sentence, or a Problem, which is kept with its key and values so that the UI can
+        say it in another language."""
         assert state in FINISHED, state
-        self._execute("UPDATE jobs SET state = ?, error = ?, exit_status = ?, finished = ? "
-                      "WHERE id = ? AND state = 'running'", (state, error, exit_status, time.time(), job_id))
+        problem = json.dumps(problem_to_json(error), ensure_ascii=False) if isinstance(error, Problem) else None
+        self._execute("UPDATE jobs SET state = ?, error = ?, error_problem = ?, exit_status = ?, finished = ? "
+                      "WHERE id = ? AND state = 'running'",
+                      (state, error, problem, exit_status, time.time(), job_id))
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """A jobs.sqlite made by an older version lacks the newer columns; CREATE TABLE IF NOT EXISTS
+    leaves its table as it was."""
+    have = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
+    if "error_problem" not in have:
+        try:
+            conn.execute("ALTER TABLE jobs ADD COLUMN error_problem TEXT")
+        except sqlite3.OperationalError as err:  # the app and the worker opened it at the same moment
+            if "duplicate column" not in str(err):
+                raise
 
 
 def _job(row: sqlite3.Row) -> Job:
+    error = row["error"]
+    if error is not None and row["error_problem"]:
+        error = problem_from_json(json.loads(row["error_problem"]))
     return Job(
         id=row["id"], name=row["name"], spec=JobSpec.from_dict(json.loads(row["spec"])), state=row["state"],
         created=row["created"], started=row["started"], finished=row["finished"], device=row["device"],
-        pid=row["pid"], pid_start=row["pid_start"], worker=row["worker"], error=row["error"],
+        pid=row["pid"], pid_start=row["pid_start"], worker=row["worker"], error=error,
         exit_status=row["exit_status"], cancel_requested=bool(row["cancel_requested"]),
         attempts=row["attempts"], progress=json.loads(row["progress"]) if row["progress"] else None)
 

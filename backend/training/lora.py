@@ -42,6 +42,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from backend.problems import Problem, problem_to_json
 from backend.training import checkpoints
 from backend.training.encoding import IGNORE_INDEX, SampleDataset, collate, estimated_tokens
 from backend.training.lora_forward import fold_lora_scaling, keep_lora_inputs_in_model_dtype
@@ -75,8 +76,8 @@ def language_model_targets(model: torch.nn.Module, short_names: list[str]) -> li
     decoder = model.get_decoder()
     prefix = next((name for name, module in model.named_modules() if module is decoder), None)
     if prefix is None:
-        raise TrainingError("Could not find the language model inside this model, so LoRA cannot be "
-                            "placed on it.")
+        raise TrainingError("no_language_model", "Could not find the language model inside this model, so "
+                            "LoRA cannot be placed on it.")
     wanted = set(short_names)
     targets = [name for name, module in model.named_modules()
                if name.startswith(prefix + ".") and name.rsplit(".", 1)[-1] in wanted
@@ -84,8 +85,9 @@ def language_model_targets(model: torch.nn.Module, short_names: list[str]) -> li
     if not targets:
         linear = sorted({name.rsplit(".", 1)[-1] for name, module in decoder.named_modules()
                          if isinstance(module, torch.nn.Linear)})
-        raise TrainingError(f"None of the target modules ({', '.join(short_names)}) is a linear layer of the "
-                            f"language model; its linear layers are called {', '.join(linear)}.")
+        raise TrainingError("targets_not_linear", "None of the target modules ({targets}) is a linear layer of "
+                            "the language model; its linear layers are called {linear}.",
+                            targets=", ".join(short_names), linear=", ".join(linear))
     return targets
 
 
@@ -178,8 +180,8 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
     # ---- setup: devices, precision, processes ----
     on_gpu = spec.device == "cuda" or (spec.device == "auto" and torch.cuda.is_available())
     if on_gpu and not torch.cuda.is_available():
-        raise TrainingError("This job asks for a GPU, but none is visible to it "
-                            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}).")
+        raise TrainingError("no_gpu_visible", "This job asks for a GPU, but none is visible to it "
+                            "(CUDA_VISIBLE_DEVICES={visible}).", visible=os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
     dist = setup_distributed(on_gpu)
     device = torch.device("cuda", dist.local_rank) if on_gpu else torch.device("cpu")
     use_bf16 = on_gpu and spec.bf16 and torch.cuda.is_bf16_supported()
@@ -206,7 +208,8 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
     for problem in problems:
         log.warning("skipped: %s", problem)
     if not train_samples:
-        raise TrainingError(f"{spec.data_file} holds no usable sample ({len(problems)} skipped).")
+        raise TrainingError("no_usable_sample", "{path} holds no usable sample ({skipped} skipped).",
+                            path=spec.data_file, skipped=len(problems))
     eval_samples: list[Sample] = []
     if spec.eval_file:
         eval_samples, eval_problems = read_samples(Path(spec.eval_file), spec.images_dir)
@@ -267,8 +270,8 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
     # ---- model: frozen base + LoRA on the language model ----
     model, processor, _, built_packed = build_model(spec, device, weights_dtype, processor)
     if built_packed != packed:  # both read the model's config.json: it changed between the reads
-        raise TrainingError(f"The config.json of {spec.model} changed while the job was loading it; "
-                            "start the job again.")
+        raise TrainingError("config_changed", "The config.json of {model} changed while the job was loading it; "
+                            "start the job again.", model=spec.model)
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in trainable)
     n_total = sum(p.numel() for p in model.parameters())
@@ -437,15 +440,19 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
     return EXIT_OK
 
 
-def out_of_memory_sentence(spec: JobSpec, packed: bool) -> str:
+def out_of_memory_sentence(spec: JobSpec, packed: bool) -> Problem:
     """What to change after a CUDA out-of-memory error. Packed rows hold a whole step's samples (up to
     pack_tokens), so there raising gradient accumulation makes rows longer instead of shorter."""
-    sentence = (f"The GPU ran out of memory (batch size {spec.batch_size}, pictures up to {spec.max_image_pixels} "
-                "pixels). Try gradient checkpointing, smaller pictures, or a smaller batch size")
     if not packed:
-        return sentence + " (raise gradient accumulation to keep the effective batch)."
-    return (sentence + f". Qwen2-VL-family models train on packed rows of up to {spec.pack_tokens} tokens: "
-            "a smaller pack_tokens in the spec also helps, a larger gradient accumulation does not.")
+        return Problem("out_of_memory", "The GPU ran out of memory (batch size {batch}, pictures up to {pixels} "
+                       "pixels). Try gradient checkpointing, smaller pictures, or a smaller batch size (raise "
+                       "gradient accumulation to keep the effective batch).",
+                       batch=spec.batch_size, pixels=spec.max_image_pixels)
+    return Problem("out_of_memory_packed", "The GPU ran out of memory (batch size {batch}, pictures up to {pixels} "
+                   "pixels). Try gradient checkpointing, smaller pictures, or a smaller batch size. Qwen2-VL-family "
+                   "models train on packed rows of up to {tokens} tokens: a smaller pack_tokens in the spec also "
+                   "helps, a larger gradient accumulation does not.",
+                   batch=spec.batch_size, pixels=spec.max_image_pixels, tokens=spec.pack_tokens)
 
 
 def answer_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -549,30 +556,35 @@ def main(argv: list[str] | None = None) -> int:
         files.result.unlink(missing_ok=True)
     stop = StopFlag()
 
+    # The error is a Problem where we can say it in other languages; details from elsewhere (a
+    # library's message) stay as they were written.
     status, error = EXIT_FAILED, None
     try:
         status = train(spec, files, stop)
     except torch.OutOfMemoryError:
         error = out_of_memory_sentence(spec, packs(spec, model_type_of(spec)))
     except TrainingError as err:
-        error = str(err)
+        error = err.problem
     except (SampleError, SpecError) as err:
-        error = f"The training data cannot be used: {err}"
+        error = Problem("data_unusable", "The training data cannot be used: {why}", why=str(err))
     except Exception as err:  # anything else: the sentence we can give, the traceback in the log
         if checkpoints.is_disk_full(err):
-            error = (f"The disk holding {files.root} is full. Free some space, then resume the job "
-                     "(it continues from its last checkpoint).")
+            error = Problem("disk_full", "The disk holding {folder} is full. Free some space, then resume the job "
+                            "(it continues from its last checkpoint).", folder=str(files.root))
         else:
             log.exception("training failed")
             from backend.models.loading import ModelLoadError
 
-            error = str(err) if isinstance(err, ModelLoadError) else f"Training failed: {type(err).__name__}: {err}"
+            error = (str(err) if isinstance(err, ModelLoadError) else
+                     Problem("training_failed", "Training failed: {kind}: {detail}", kind=type(err).__name__,
+                             detail=str(err)))
     if error:
         log.error("error: %s", error)
     if rank == 0:
         outcome = {EXIT_OK: "succeeded", EXIT_STOPPED: "stopped"}.get(status, "failed")
         try:
             write_json_atomic(files.result, {"status": outcome, "exit_status": status, "error": error,
+                                             "problem": problem_to_json(error) if error else None,
                                              "time": time.time()})
         except OSError:
             log.error("could not write %s (the disk may be full)", files.result)

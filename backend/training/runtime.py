@@ -14,13 +14,16 @@ from pathlib import Path
 
 import torch
 
+from backend.problems import ProblemError
+
 log = logging.getLogger("foodie.train")
 
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
-class TrainingError(RuntimeError):
-    """A failure with a sentence that tells the person what to do."""
+class TrainingError(ProblemError, RuntimeError):
+    """A failure with a sentence that tells the person what to do: raise TrainingError("key",
+    "English {value}.", value=...), so that the Train tab can say it in the page's language."""
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from backend.problems import Problem, problem_from_json
 from backend.training.jobs import Job, JobStore, process_alive, process_start, signal_group
 from backend.training.layout import (EXIT_BAD_SPEC, EXIT_STOPPED, last_train_record, read_json, ready_checkpoints,
                                      tail_text)
@@ -191,9 +192,9 @@ class Worker:
             wants_gpu = job.spec.device == "cuda" or (job.spec.device == "auto" and self.gpus)
             if wants_gpu and len(self.gpus) < job.spec.gpus:
                 if self.store.claim(job.id, self.name, "none"):
-                    have = f"{len(self.gpus)} GPU{'s' if len(self.gpus) != 1 else ''}"
-                    self.store.finish(job.id, "failed", f"This job needs {job.spec.gpus} GPU(s), but the worker "
-                                      f"has {have}; choose fewer GPUs or the CPU.", None)
+                    self.store.finish(job.id, "failed", Problem(
+                        "worker_lacks_gpus", "This job needs {wanted} GPU(s), but the worker has {have} GPU(s); "
+                        "choose fewer GPUs or the CPU.", wanted=job.spec.gpus, have=len(self.gpus)), None)
                 continue
             free = [g for g in self.gpus if g not in busy]
             if wants_gpu:
@@ -258,37 +259,44 @@ def outcome(job: Job, exit_status: int | None) -> tuple[str, str | None]:
     files = job.files
     result = read_json(files.result)
     checkpoints = ready_checkpoints(files)
-    resume_note = (f" Resume continues from step {checkpoints[-1][0]}." if checkpoints
-                   else " No checkpoint was saved yet, so resume starts from the beginning.")
+    resume = (Problem("resume_from_step", "Resume continues from step {step}.", step=checkpoints[-1][0])
+              if checkpoints else
+              Problem("resume_from_start", "No checkpoint was saved yet, so resume starts from the beginning."))
     if result and result.get("status") == "succeeded":
         return "succeeded", None
     if result and result.get("status") == "stopped":
         if job.cancel_requested:
-            return "cancelled", "Cancelled." + resume_note
-        return "interrupted", "Stopped by a signal (the worker or the machine shutting down)." + resume_note
+            return "cancelled", Problem("cancelled", "Cancelled. {resume}", resume=resume)
+        return "interrupted", Problem("stopped_by_signal", "Stopped by a signal (the worker or the machine shutting "
+                                      "down). {resume}", resume=resume)
     if result and result.get("status") == "failed":
-        return "failed", result.get("error") or "Training failed; see the log."
+        if result.get("problem"):
+            return "failed", problem_from_json(result["problem"])
+        return "failed", result.get("error") or Problem("failed_see_log", "Training failed; see the log.")
     if job.cancel_requested:
-        return "cancelled", "Cancelled." + resume_note
-    if exit_status is None or exit_status < 0:
-        how = (f"was killed ({signal.Signals(-exit_status).name})" if exit_status and exit_status < 0
-               else "ended while no worker was watching it (the app or machine restarted)")
-        return "interrupted", f"The training process {how}." + resume_note
+        return "cancelled", Problem("cancelled", "Cancelled. {resume}", resume=resume)
+    if exit_status is not None and exit_status < 0:
+        return "interrupted", Problem("process_killed", "The training process was killed ({signal}). {resume}",
+                                      signal=signal.Signals(-exit_status).name, resume=resume)
+    if exit_status is None:
+        return "interrupted", Problem("process_unwatched", "The training process ended while no worker was "
+                                      "watching it (the app or machine restarted). {resume}", resume=resume)
     if exit_status == 0:
-        return "failed", "The training process ended without saying how; see the log."
+        return "failed", Problem("ended_silently", "The training process ended without saying how; see the log.")
     last_lines = [line for line in tail_text(files.log, 30).splitlines() if line.strip()]
     said = next((match.group(1) for line in reversed(last_lines) if (match := ERROR_LINE.search(line))), None)
     if said:
         return "failed", said
     if _disk_nearly_full(files.root):
-        return "failed", (f"The training process stopped (exit status {exit_status}) and the disk holding "
-                          f"{files.root} is full. Free some space, then resume the job.")
+        return "failed", Problem("disk_full_exit", "The training process stopped (exit status {status}) and the disk "
+                                 "holding {folder} is full. Free some space, then resume the job.",
+                                 status=exit_status, folder=str(files.root))
     if exit_status == EXIT_BAD_SPEC:
-        return "failed", "The job's spec could not be read; see the log."
+        return "failed", Problem("spec_unreadable", "The job's spec could not be read; see the log.")
     if exit_status == EXIT_STOPPED:
-        return "interrupted", "Stopped." + resume_note
-    tail = last_lines[-1] if last_lines else "no output"
-    return "failed", f"The training process failed (exit status {exit_status}): {tail}"
+        return "interrupted", Problem("stopped", "Stopped. {resume}", resume=resume)
+    return "failed", Problem("process_failed", "The training process failed (exit status {status}): {tail}",
+                             status=exit_status, tail=last_lines[-1] if last_lines else "no output")
 
 
 def _disk_nearly_full(folder: Path) -> bool:
