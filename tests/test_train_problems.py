@@ -90,10 +90,11 @@ def english_sentences(module) -> dict[str, str]:
 
     found = {}
     for node in ast.walk(ast.parse(Path(module.__file__).read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("Problem", "TrainingError") \
-                and len(node.args) >= 2 and all(isinstance(a, ast.Constant) for a in node.args[:1]):
+        if (isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("Problem", "TrainingError")
+                and len(node.args) >= 2 and isinstance(node.args[0], ast.Constant)):
             parts = node.args[1]
-            sentence = "".join(p.value for p in ast.walk(parts) if isinstance(p, ast.Constant) and isinstance(p.value, str))
+            sentence = "".join(p.value for p in ast.walk(parts)
+                               if isinstance(p, ast.Constant) and isinstance(p.value, str))
             found[node.args[0].value] = sentence
     return found
 

@@ -181,7 +181,8 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
     on_gpu = spec.device == "cuda" or (spec.device == "auto" and torch.cuda.is_available())
     if on_gpu and not torch.cuda.is_available():
         raise TrainingError("no_gpu_visible", "This job asks for a GPU, but none is visible to it "
-                            "(CUDA_VISIBLE_DEVICES={visible}).", visible=os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
+                            "(CUDA_VISIBLE_DEVICES={visible}).",
+                            visible=os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
     dist = setup_distributed(on_gpu)
     device = torch.device("cuda", dist.local_rank) if on_gpu else torch.device("cpu")
     use_bf16 = on_gpu and spec.bf16 and torch.cuda.is_bf16_supported()
@@ -215,10 +216,10 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
         eval_samples, eval_problems = read_samples(Path(spec.eval_file), spec.images_dir)
         for problem in eval_problems:
             log.warning("held-out sample skipped: %s", problem)
-    # Keep encoded samples in memory when they are few and small and decoded in this process
-    # (Qwen2-VL patches cost ~24 bytes per pixel); otherwise decode each time, in DataLoader workers.
     if spec.packed and not packed:
         log.info("packed batches need a Qwen2-VL-family model without DeepSpeed; training on padded batches")
+    # Keep encoded samples in memory when they are few and small and decoded in this process
+    # (Qwen2-VL patches cost ~24 bytes per pixel); otherwise decode each time, in DataLoader workers.
     small = len(train_samples) * spec.max_image_pixels * 24 < CACHE_BYTES
     dataset = SampleDataset(train_samples, processor, spec.max_image_pixels, spec.max_length,
                             cache=small and spec.data_workers == 0 and not packed)
@@ -233,7 +234,7 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
     lengths = ([estimated_tokens(sample, spec.max_image_pixels) for sample in dataset.samples]
                if dist.world > 1 else None)
     step_size = spec.batch_size * spec.grad_accum
-    per_rank = len(epoch_order(len(dataset), spec.seed, 0, dist, groups))
+    per_rank = len(epoch_order(len(dataset), spec.seed, 0, dist, groups, lengths, step_size))
     batches_per_epoch = math.ceil(per_rank / spec.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / spec.grad_accum)
     total_steps = steps_per_epoch * spec.epochs
