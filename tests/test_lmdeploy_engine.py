@@ -303,6 +303,10 @@ def test_a_server_that_dies_mid_answer_is_a_sentence_after_the_pieces_already_se
         assert received[0] and len(received) < 40  # what came before the death stays with the caller
     finally:
         engine.close()
+    # The death started a restart; closing the engine meanwhile leaves no server running (one used to
+    # outlive the test run, and would outlive the app holding GPU memory).
+    engine._restarting.join(180)
+    assert not engine._restarting.is_alive() and not server.alive()
 
 
 def test_auto_picks_transformers_without_a_gpu_and_says_why(tmp_path):

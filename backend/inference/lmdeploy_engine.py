@@ -160,6 +160,8 @@ class LMDeployEngine:
         self.patch_multiple = PATCH_GRID if model_type in PATCH_GRID_MODEL_TYPES else 0
         self.send_paths = True  # pictures the server can read as they are go as file URLs
         self._restart_lock = threading.Lock()
+        self._restarting: threading.Thread | None = None
+        self._closed = False
 
     @property
     def adapters(self) -> dict[str, str]:
@@ -185,20 +187,24 @@ class LMDeployEngine:
         # while the restart is under way say the same as the first, not "connection refused".
         if not self.server.alive() or self._restart_lock.locked():
             code = self.server.process.returncode if self.server.process else None
-            if not self._restart_lock.locked():
-                threading.Thread(target=self._restart, daemon=True).start()
+            if not self._restart_lock.locked() and not self._closed:
+                self._restarting = threading.Thread(target=self._restart, name="lmdeploy-restart", daemon=True)
+                self._restarting.start()
             return RuntimeError(f"The LMDeploy server stopped (exit {'?' if code is None else code}) while "
                                 "answering; it is being restarted, please ask again in a minute.")
         return RuntimeError(f"LMDeploy did not answer: {err}")
 
     def _restart(self) -> None:
         with self._restart_lock:
-            if self.server.alive():
+            if self._closed or self.server.alive():
                 return
             try:
                 self.server.start()
-            except ServerError as err:
-                log.error("could not restart LMDeploy: %s", err)
+            except Exception as err:  # ServerError, or close() stopping the server while it started
+                if not self._closed:
+                    log.error("could not restart LMDeploy: %s", err)
+            if self._closed:  # closed while this started a server: that one must not outlive the engine
+                self.server.stop()
 
     def stream(self, turns: list[Turn], settings: GenerationSettings,
                cancel: Cancel | None = None, adapter: str | None = None) -> Iterator[str]:
@@ -282,5 +288,6 @@ class LMDeployEngine:
         return answers
 
     def close(self) -> None:
+        self._closed = True  # a restart under way stops the server it started (_restart)
         self.client.close()
         self.server.stop()
