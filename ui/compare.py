@@ -109,7 +109,7 @@ def run_scores(left_key: str, right_key: str, set_name: str, lang: str, batch_si
         raise gr.Error(text("scoring_failed", page_lang, detail=say(err, page_lang))) from None
 
     return (*score_tables(runs, names, set_label(set_name, page_lang), len(records), page_lang),
-            str(write_csv(runs)))
+            gr.File(value=str(write_csv(runs)), visible=True))
 
 
 def score_tables(runs: list, names: list[str], set_name: str, count: int, lang: str) -> tuple:
@@ -119,11 +119,14 @@ def score_tables(runs: list, names: list[str], set_name: str, count: int, lang: 
     summary = text("cmp_summary", lang, set=set_name, count=count, scores=scores)
     words = dict(total=text("cmp_total", lang), unparsed=text("cmp_unparsed", lang, count="{count}"))
     tables = [gr.Dataframe(value=scoring.side_by_side(runs, by, **words),
-                           headers=[text(f"cmp_col_{by}", lang), *names]) for by in BREAKDOWNS]
+                           headers=[text(f"cmp_col_{by}", lang), *names], visible=True) for by in BREAKDOWNS]
     question_headers = [text("cmp_col_id", lang), text("cmp_col_question", lang), text("cmp_col_right", lang)]
     for name in names:
         question_headers += [text(f"cmp_col_{part}", lang, model=name) for part in ("picked", "reply", "correct")]
-    return (summary, *tables, gr.Dataframe(value=scoring.per_question(runs), headers=question_headers))
+    # the short columns wide enough for their headers (which wrapped a character per line)
+    widths = ["140px", "240px", "80px"] + ["90px", "280px", "80px"] * len(names)
+    return (summary, *tables, gr.Dataframe(value=scoring.per_question(runs), headers=question_headers,
+                                           column_widths=widths, visible=True))
 
 
 def write_csv(runs: list) -> Path:
@@ -157,10 +160,11 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> None:
             batch = gr.Slider(1, 64, value=16, step=1, label=i18n("cmp_batch"), info=i18n("cmp_batch_info"))
         score_button = gr.Button(i18n("cmp_score"), variant="primary", elem_id="compare-score")
         summary = gr.Markdown(elem_id="compare-summary")
+        # hidden until there are scores: empty, Gradio would head them with column numbers
         with gr.Row():
-            tables = [gr.Dataframe(label=i18n(f"cmp_by_{by}"), interactive=False) for by in BREAKDOWNS]
-        per_question = gr.Dataframe(label=i18n("cmp_per_question"), interactive=False, wrap=True)
-        csv_file = gr.File(label=i18n("cmp_csv"))
+            tables = [gr.Dataframe(label=i18n(f"cmp_by_{by}"), interactive=False, visible=False) for by in BREAKDOWNS]
+        per_question = gr.Dataframe(label=i18n("cmp_per_question"), interactive=False, wrap=True, visible=False)
+        csv_file = gr.File(label=i18n("cmp_csv"), visible=False)
 
     def refresh_models(left_key, right_key, request: gr.Request, opening: bool = False):
         lang = request_lang(request, forced_lang)
