@@ -203,8 +203,6 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
 
     processor = load_processor(resolve(spec.model))
     packed = packs(spec, model_type_of(spec))
-    if packed:
-        start_triton_early(device)
     train_samples, problems = read_samples(Path(spec.data_file), spec.images_dir)
     for problem in problems:
         log.warning("skipped: %s", problem)
@@ -267,6 +265,8 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
     # A new job's first loader starts before the model loads, so its workers decode the first
     # pictures meanwhile instead of during the first step (a resumed job starts mid-epoch: below).
     early_loader = None if ready_checkpoints(files) else open_loader(0, epoch_batches(0))
+    if packed:  # after the loader's fork: a child forked while another thread works can inherit its locks
+        start_triton_early(device)
 
     # ---- model: frozen base + LoRA on the language model ----
     model, processor, _, built_packed = build_model(spec, device, weights_dtype, processor)
