@@ -42,15 +42,16 @@ def problem_names(tree: ast.Module) -> set[str]:
             for alias in node.names if alias.name == "Problem"}
 
 
-def raised_sentences() -> dict[str, str]:
+def raised_sentences(sources: list[Path] = SOURCES, errors: tuple[str, ...] = ERRORS,
+                     problems_in: tuple[Path, ...] = (DATA_DIR,)) -> dict[str, str]:
     """Every key -> its English template, read from the source: SomeError("key", "sentence", ...), and
-    in backend/data/ the Problems of the report and of an upload: Problem("key", "sentence", ...)."""
+    in the folders `problems_in` (backend/data/: the report and an upload) Problem("key", "sentence", ...)."""
     sentences: dict[str, str] = {}
-    for path in SOURCES:
+    for path in sources:
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        problems = problem_names(tree) if path.parent == DATA_DIR else set()
+        problems = problem_names(tree) if path.parent in problems_in else set()
         for node in ast.walk(tree):
-            if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) in {*ERRORS, *problems}):
+            if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) in {*errors, *problems}):
                 continue
             if len(node.args) == 1 and not isinstance(node.args[0], (ast.Constant, ast.JoinedStr)):
                 continue  # an error's Problem passed on: UnsafePath(answer.problem)

@@ -84,31 +84,12 @@ def test_what_a_job_action_cannot_do_is_said_in_chinese(tmp_path):
     assert say(refused.value.args[0], "zh") == "没有任务 no-such-job（它可能已被删除）。"
 
 
-def english_sentences(module) -> dict[str, str]:
-    """key -> English template of every Problem(...) / TrainingError(...) made in `module`'s source."""
-    import ast
-
-    found = {}
-    for node in ast.walk(ast.parse(Path(module.__file__).read_text(encoding="utf-8"))):
-        if (isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("Problem", "TrainingError")
-                and len(node.args) >= 2 and isinstance(node.args[0], ast.Constant)):
-            parts = node.args[1]
-            sentence = "".join(p.value for p in ast.walk(parts)
-                               if isinstance(p, ast.Constant) and isinstance(p.value, str))
-            found[node.args[0].value] = sentence
-    return found
-
-
 def test_every_reason_a_job_ends_with_has_a_chinese_sentence_with_the_same_values():
-    import string
-
     from backend.training import checkpoints, lora, worker
+    from tests.test_data_problems import fields, raised_sentences
 
-    def fields(template: str) -> set[str]:
-        return {name for _, name, _, _ in string.Formatter().parse(template) if name}
-
-    sentences = {key: sentence for module in (worker, lora, checkpoints)
-                 for key, sentence in english_sentences(module).items()}
+    sources = [Path(module.__file__) for module in (worker, lora, checkpoints)]
+    sentences = raised_sentences(sources, errors=("TrainingError",), problems_in=(sources[0].parent,))
     assert {"cancelled", "resume_from_step", "no_usable_sample", "out_of_memory_packed", "disk_full_final",
             "training_failed"} <= set(sentences), sorted(sentences)
     assert set(sentences) - set(ZH) == set()
