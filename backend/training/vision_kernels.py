@@ -21,6 +21,7 @@ import types
 
 import torch
 
+log = logging.getLogger(__name__)
 
 try:
     import triton
@@ -108,7 +109,7 @@ def start_triton_early(device: torch.device) -> threading.Thread | None:
             quick_gelu(torch.zeros(2048, device=device, dtype=torch.bfloat16))
             torch.cuda.synchronize(device)
         except Exception as error:  # only a head start: the first step would meet the same problem
-            logging.getLogger(__name__).debug("Triton's early start failed: %s", error)
+            log.debug("Triton's early start failed: %s", error)
 
     thread = threading.Thread(target=run, name="triton-early-start", daemon=True)
     thread.start()
