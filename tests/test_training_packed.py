@@ -12,6 +12,7 @@ import torch
 from backend.training.encoding import SampleDataset, collate
 from backend.training.layout import JobFiles
 from backend.training.lora import answer_loss, build_model, train
+from backend.training.lora_forward import _joint_weight
 from backend.training.packed import PackedLoss, pack, prepare
 from backend.training.runtime import StopFlag
 from backend.training.samples import sample_from_record
@@ -91,6 +92,9 @@ def test_the_folded_lora_forward_computes_what_peft_computes(tiny_models, fused_
     probe = folded[0]
     node = probe(torch.randn(3, probe.in_features, requires_grad=True)).grad_fn.next_functions[0][0]  # under a view
     assert (type(node).__name__ == "LoraLinearBackward") == fused_backward, type(node).__name__
+    # the node's forward is one product over [x | low] wherever the layer is not wider in than out
+    joined = [m for m in folded if _joint_weight(m, "default") is not None]
+    assert joined and all(m.in_features <= m.out_features for m in joined)
     samples = [sample_from_record(record, EXAMPLES) for record in RECORDS]
     batch = collate([SampleDataset(samples, processor, PIXELS, MAX_LENGTH)[i] for i in range(len(samples))],
                     processor.tokenizer.pad_token_id)
@@ -112,6 +116,90 @@ def test_the_folded_lora_forward_computes_what_peft_computes(tiny_models, fused_
     assert torch.isclose(ours, peft_loss, rtol=1e-5), (ours.item(), peft_loss.item())
     for got, want in zip(our_grads, peft_grads, strict=True):
         assert (got - want).norm() <= 1e-4 * want.norm(), ((got - want).norm() / want.norm()).item()
+
+
+def test_a_joint_weight_holds_the_frozen_weight_and_gives_the_layers_output() -> None:
+    """join_frozen_and_adapter_weights: the frozen weight becomes a view into [W | scaling B] (no
+    second copy), the one-product forward gives what the product and the add give, and a layer whose
+    weight was moved away from the joint one (a dtype change makes new weights) takes the add path."""
+    from peft import LoraConfig, get_peft_model
+
+    from backend.training.lora_forward import fold_lora_scaling, join_frozen_and_adapter_weights
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(24, 40), torch.nn.Linear(40, 24))
+    model = get_peft_model(net, LoraConfig(r=8, lora_alpha=24, target_modules=["0", "1"]))
+    model.requires_grad_(False)
+    for name, param in model.named_parameters():
+        if "lora_" in name:
+            param.requires_grad_(True)
+            param.data.normal_(0, 0.1)
+    wide, narrow = model.base_model.model[0], model.base_model.model[1]
+    x = torch.randn(7, 24)
+    want = model(x)
+    assert fold_lora_scaling(model) == 2
+    assert join_frozen_and_adapter_weights(model) == 1  # 24 -> 40 only; 40 -> 24 keeps the add
+    joint = _joint_weight(wide, "default")
+    assert joint is not None and _joint_weight(narrow, "default") is None
+    assert wide.base_layer.weight.data_ptr() == joint.data_ptr() and joint.shape == (40, 24 + 8)
+    got = model(x)
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-6), (got - want).abs().max()
+    assert torch.equal(joint[:, 24:], wide.lora_B["default"].weight * wide.scaling["default"])
+    got.sum().backward()
+    assert wide.lora_B["default"].weight.grad is not None
+    model.double()
+    assert _joint_weight(wide, "default") is None
+    assert torch.allclose(model(x.double()).float(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_adapters_cast_once_a_step_are_used_until_the_optimizer_changes_them() -> None:
+    """LowPrecisionAdapters: inside step() each layer takes its A and B from the copies (spoiling a
+    copy changes the output, so they are really used) and gives peft's output; after the step, or
+    once the weights were changed in place inside it (their version counters move), every layer
+    casts its own again."""
+    from peft import LoraConfig, get_peft_model
+
+    from backend.training.lora_forward import (LowPrecisionAdapters, fold_lora_scaling,
+                                               join_frozen_and_adapter_weights)
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(24, 40), torch.nn.Linear(40, 24))
+    model = get_peft_model(net, LoraConfig(r=8, lora_alpha=24, target_modules=["0", "1"]))
+    model.requires_grad_(False)
+    lora = [param for name, param in model.named_parameters() if "lora_" in name]
+    for param in lora:
+        param.requires_grad_(True)
+        param.data.normal_(0, 0.1)
+    x = torch.randn(7, 24)
+    want = model(x)
+    fold_lora_scaling(model)
+    join_frozen_and_adapter_weights(model)  # the first layer's B goes into its joint weight, scaled
+    adapters = LowPrecisionAdapters(model, torch.float32)
+    layers = [model.base_model.model[0], model.base_model.model[1]]
+
+    def ready(layer, x):
+        return adapters.ready(layer, "default", x, _joint_weight(layer, "default"))
+
+    assert all(ready(layer, x) is None for layer in layers)  # not cast yet
+    optimizer = torch.optim.AdamW(lora, lr=0.1)
+    with adapters.step():
+        assert all(ready(layer, x) is not None for layer in layers)
+        assert ready(layers[0], x.double()) is None  # another compute dtype
+        assert torch.allclose(model(x), want, rtol=1e-5, atol=1e-6)
+        for layer in layers:
+            a_copy = ready(layer, x)[0]
+            saved = a_copy.clone()
+            a_copy.zero_()
+            assert not torch.allclose(model(x), want, rtol=1e-3, atol=1e-4)
+            a_copy.copy_(saved)
+        model(x).square().sum().backward()
+        optimizer.step()  # in the step (not where train() does it): the version counters tell
+        assert all(ready(layer, x) is None for layer in layers)
+    assert all(ready(layer, x) is None for layer in layers)  # after the step
+    stepped = model(x)
+    for layer in layers:
+        del layer.forward  # peft's own forward, on the stepped weights
+    assert torch.allclose(stepped, model(x), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl"])

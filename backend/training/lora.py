@@ -45,7 +45,8 @@ import torch.nn.functional as F
 from backend.problems import Problem, problem_to_json
 from backend.training import checkpoints
 from backend.training.encoding import IGNORE_INDEX, SampleDataset, collate, estimated_tokens
-from backend.training.lora_forward import fold_lora_scaling, keep_lora_inputs_in_model_dtype
+from backend.training.lora_forward import (LowPrecisionAdapters, fold_lora_scaling,
+                                           join_frozen_and_adapter_weights, keep_lora_inputs_in_model_dtype)
 from backend.training.packed import (PACKED_MODEL_TYPES, PackedCache, PackedLoss, UnpreparedSamples,
                                      apply_fused_kernels, compile_decoder_layers, pack, prepared_samples,
                                      speed_up_vision_tower, split_rows, use_packed_attention)
@@ -142,6 +143,10 @@ def build_model(spec: JobSpec, device: torch.device, dtype: torch.dtype, process
         # Non-reentrant checkpointing works with a frozen embedding layer (no input grads needed).
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.to(device)
+    if packed and not compiled:
+        join_frozen_and_adapter_weights(model)  # after the move, which makes new weights
+        if not spec.deepspeed:  # (ZeRO may partition the weights these copies would be made from)
+            model.low_precision_adapters = LowPrecisionAdapters(model, dtype)
     return BuiltModel(model, processor, source, packed)
 
 
@@ -273,6 +278,7 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
     if built_packed != packed:  # both read the model's config.json: it changed between the reads
         raise TrainingError("config_changed", "The config.json of {model} changed while the job was loading it; "
                             "start the job again.", model=spec.model)
+    adapters = getattr(model, "low_precision_adapters", None)  # LoRA's weights cast once a step
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in trainable)
     n_total = sum(p.numel() for p in model.parameters())
@@ -348,30 +354,33 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
                 step_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in group_batches)
             loss_sum = 0.0
             samples = real_tokens = 0
-            for i, batch in enumerate(group_batches):
-                last = i == len(group_batches) - 1
-                # DDP: sync gradients only on the last micro-batch of the step.
-                sync = ddp_module.no_sync() if (dist.world > 1 and engine is None and not last) else nullcontext()
-                with sync:
-                    if packed:
-                        samples += batch.samples
-                        real_tokens += batch.bounds[-1]
-                        with autocast:
-                            loss = loss_module(batch) / max(1, step_tokens)
-                    else:
-                        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                        labels = batch.pop("labels")  # (B, T)
-                        samples += labels.shape[0]
-                        real_tokens += int(batch["attention_mask"].sum())
-                        with autocast:
-                            logits = model(**batch, use_cache=False).logits  # (B, T, vocab)
-                        loss = answer_loss(logits, labels) / max(1, step_tokens)
-                    if engine is not None:
-                        engine.backward(loss, scale_wrt_gas=False)  # already scaled by the step's tokens
-                        engine.step()  # counts micro-batches; clips and steps at the accumulation boundary
-                    else:
-                        loss.backward()
-                loss_sum += loss.item() * max(1, step_tokens)
+            # LoRA's A and B in bf16, cast once for the step's rows (the optimizer changes them after)
+            casts = adapters.step() if adapters is not None else nullcontext()
+            with casts:
+                for i, batch in enumerate(group_batches):
+                    last = i == len(group_batches) - 1
+                    # DDP: sync gradients only on the last micro-batch of the step.
+                    sync = ddp_module.no_sync() if (dist.world > 1 and engine is None and not last) else nullcontext()
+                    with sync:
+                        if packed:
+                            samples += batch.samples
+                            real_tokens += batch.bounds[-1]
+                            with autocast:
+                                loss = loss_module(batch) / max(1, step_tokens)
+                        else:
+                            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                            labels = batch.pop("labels")  # (B, T)
+                            samples += labels.shape[0]
+                            real_tokens += int(batch["attention_mask"].sum())
+                            with autocast:
+                                logits = model(**batch, use_cache=False).logits  # (B, T, vocab)
+                            loss = answer_loss(logits, labels) / max(1, step_tokens)
+                        if engine is not None:
+                            engine.backward(loss, scale_wrt_gas=False)  # already scaled by the step's tokens
+                            engine.step()  # counts micro-batches; clips and steps at the accumulation boundary
+                        else:
+                            loss.backward()
+                    loss_sum += loss.item() * max(1, step_tokens)
 
             # -- clip, step --
             if engine is None:

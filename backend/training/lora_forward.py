@@ -13,6 +13,7 @@ layer from the same generator, so what is learned does not change. Measured on a
 
 from __future__ import annotations
 
+import contextlib
 import types
 
 import torch
@@ -49,8 +50,10 @@ def _folded_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
             and isinstance(dropout, (torch.nn.Dropout, torch.nn.Identity))
             and not any(t is not None and t.requires_grad for t in (base.weight, base.bias))):
         flat = x.reshape(-1, x.shape[-1])
+        adapters, joint = getattr(self, "low_precision", None), _joint_weight(self, name)
         out = LoraLinear.apply(flat, base.weight, base.bias, self.lora_A[name].weight, self.lora_B[name].weight,
-                               self.scaling[name], p)
+                               self.scaling[name], p, joint,
+                               adapters.ready(self, name, x, joint) if adapters is not None else None)
         return out.view(*x.shape[:-1], out.shape[-1])
     result = base(x)
     low_rank = self.lora_A[name](dropout(x))  # (..., r)
@@ -67,21 +70,35 @@ class LoraLinear(torch.autograd.Function):
     input gradient, and `torch.addmm` first copies its addend into a new tensor, in the forward and
     in the backward pass: full passes over memory for every adapted layer. Here the products add
     into tensors made a moment before (`addmm_`), so each sum comes out of the product's epilogue.
-    The dropout is torch's: its mask comes from the same generator, so peft's layer would draw the
-    same one."""
+    With a joint weight (`join_frozen_and_adapter_weights`), the forward is one product over x and
+    the low-rank activation side by side. The dropout is torch's: its mask comes from the same
+    generator, so peft's layer would draw the same one."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, lora_a, lora_b, scaling: float, p: float):
+    def forward(ctx, x, weight, bias, lora_a, lora_b, scaling: float, p: float, joint=None, ready=None):
+        # ready: (A, B, whether B is scaled) already in the compute dtype (LowPrecisionAdapters), or None
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
         x, weight = x.to(dtype), weight.to(dtype)
         bias = None if bias is None else bias.to(dtype)
-        a, b = lora_a.to(dtype), lora_b.to(dtype)
+        if ready is not None:
+            a, b, b_scaled = ready
+        elif joint is not None and joint.dtype == dtype:
+            # B changes at every optimizer step: its columns of the joint weight are written here,
+            # scaled before the one rounding to the joint weight's dtype
+            a, b, b_scaled = lora_a.to(dtype), joint[:, x.shape[1]:].copy_(lora_b * scaling), True
+        else:
+            a, b, b_scaled = lora_a.to(dtype), lora_b.to(dtype), False
         dropped, mask = _dropout(x, p)
         low = dropped @ a.t()  # (tokens, r)
-        # In place: torch.addmm into a new tensor first copies its addend there, a full pass more.
-        out = F.linear(x, weight, bias).addmm_(low, b.t(), alpha=scaling)
+        if b_scaled:
+            # [x | low] [W | scaling B]^T: the frozen product and the adapter's second product in
+            # one, summed in the product's fp32 accumulator
+            out = F.linear(torch.cat([x, low], dim=1), joint, bias)
+        else:
+            # In place: torch.addmm into a new tensor first copies its addend there, a full pass more.
+            out = F.linear(x, weight, bias).addmm_(low, b.t(), alpha=scaling)
         ctx.save_for_backward(dropped, mask, low, weight, a, b)
-        ctx.scaling, ctx.p = scaling, p
+        ctx.scaling, ctx.p, ctx.b_scaled = scaling, p, b_scaled
         ctx.dtypes = (lora_a.dtype, lora_b.dtype)
         return out
 
@@ -89,13 +106,128 @@ class LoraLinear(torch.autograd.Function):
     def backward(ctx, grad):
         dropped, mask, low, weight, a, b = ctx.saved_tensors
         grad = grad.to(low.dtype)
-        grad_low = (grad @ b).mul_(ctx.scaling)  # (tokens, r)
+        grad_low = grad @ b  # (tokens, r)
+        if not ctx.b_scaled:
+            grad_low.mul_(ctx.scaling)
         grad_a = (grad_low.t() @ dropped).to(ctx.dtypes[0])
         grad_b = (grad.t() @ low).mul_(ctx.scaling).to(ctx.dtypes[1])
         grad_x = None
         if ctx.needs_input_grad[0]:
             grad_x = _dropout_backward(grad_low @ a, mask, ctx.p).addmm_(grad, weight)
-        return grad_x, None, None, grad_a, grad_b, None, None
+        return grad_x, None, None, grad_a, grad_b, None, None, None, None
+
+
+class LowPrecisionAdapters:
+    """Every folded layer's A and B in the compute dtype (bf16 on a GPU), cast for all layers at once
+    after the optimizer has changed them, instead of in each layer's forward pass.
+
+    The forward pass of a packed step is bound by the CPU handing kernels to the GPU (an H200 was
+    done 0.1 ms after a 10,215-token row's forward pass was handed over, at 93.7 ms;
+    bench/profile_step_parts.py), and each layer cast A and B (and, with a joint weight, scaled B
+    and copied it in): kernels handed over one by one from Python, 196 layers a row. `refresh()`
+    does them as a few multi-tensor calls once a step. The copies are used only inside `step()`
+    (a fused AdamW step does not move the weights' version counters, so they cannot tell by
+    themselves that the optimizer has changed A and B): outside it, and for a layer whose weights
+    were changed in place inside it (their version counters moved), each layer casts its own as
+    before. B goes straight into a joint weight's columns, scaled, where the layer has one."""
+
+    def __init__(self, model: torch.nn.Module, dtype: torch.dtype) -> None:
+        self.dtype = dtype
+        self.layers: dict[int, tuple] = {}  # id(module) -> (name, A, B, A copy, B copy, B scaled, scaling)
+        for module in model.modules():
+            if not getattr(module, "fused_backward", False) or len(module.active_adapters) != 1:
+                continue
+            name = module.active_adapters[0]
+            if name not in module.lora_A or not isinstance(module.scaling.get(name), (int, float)):
+                continue
+            a, b = module.lora_A[name].weight, module.lora_B[name].weight
+            joint = _joint_weight(module, name)
+            scaled = joint is not None and joint.dtype == dtype
+            b_copy = joint[:, module.base_layer.in_features:] if scaled else torch.empty_like(b, dtype=dtype)
+            self.layers[id(module)] = (name, a, b, torch.empty_like(a, dtype=dtype), b_copy, scaled,
+                                       float(module.scaling[name]))
+            module.low_precision = self
+        self.versions: dict[int, tuple[int, int]] = {}
+        self.valid = False
+
+    @contextlib.contextmanager
+    def step(self):
+        """The copies, fresh, for the forward and backward passes inside (one training step: the
+        optimizer changes A and B after it)."""
+        self.refresh()
+        try:
+            yield
+        finally:
+            self.valid = False
+
+    def refresh(self) -> None:
+        """Cast every layer's A and B again; valid until the end of the step (see `step()`)."""
+        layers = list(self.layers.values())
+        if not layers:
+            return
+        with torch.no_grad():
+            torch._foreach_copy_([layer[3] for layer in layers], [layer[1] for layer in layers])
+            plain = [layer for layer in layers if not layer[5]]
+            if plain:
+                torch._foreach_copy_([layer[4] for layer in plain], [layer[2] for layer in plain])
+            scaled = [layer for layer in layers if layer[5]]
+            if scaled:
+                products = torch._foreach_mul([layer[2] for layer in scaled], [layer[6] for layer in scaled])
+                torch._foreach_copy_([layer[4] for layer in scaled], products)
+        self.versions = {key: (layer[1]._version, layer[2]._version) for key, layer in self.layers.items()}
+        self.valid = True
+
+    def ready(self, module: torch.nn.Module, name: str, x: torch.Tensor,
+              joint: torch.Tensor | None = None) -> tuple | None:
+        """(A, B, whether B is scaled) for this layer, if refreshed since its weights last changed and
+        in the dtype this forward pass computes in (and, for a scaled B, the layer still has the joint
+        weight holding it: `joint`); else None."""
+        layer = self.layers.get(id(module))
+        if (not self.valid or layer is None or layer[0] != name or (layer[5] and joint is None)
+                or self.versions.get(id(module)) != (layer[1]._version, layer[2]._version)):
+            return None
+        autocast = torch.is_autocast_enabled(x.device.type)
+        if (torch.get_autocast_dtype(x.device.type) if autocast else x.dtype) != self.dtype:
+            return None
+        return layer[3], layer[4], layer[5]
+
+
+def join_frozen_and_adapter_weights(model: torch.nn.Module) -> int:
+    """Give each folded LoRA layer that is at least as wide out as in (q, k, v, o, gate and up of
+    Qwen2's decoder; not down) a joint weight [W | scaling B], whose first columns become the frozen
+    weight itself (a view: no second copy), so LoraLinear's forward is one product over [x | low]
+    instead of a product and an in-place add over the whole (tokens x out_features) output.
+    On an H200 at 9,041 tokens, gate's forward took 0.320 ms + 0.137 ms for the add, and 0.345 ms
+    as one product; k's 0.022 + 0.023 ms, and 0.018 ms (bench/profile_lora_products.py). The
+    input x is copied into [x | low] (tokens x in_features), which is why down (8,960 wide in) keeps
+    the add. Call it after the model has moved to its device: moving makes new weights, and a layer
+    whose weight is no longer the joint one's view takes the add path again. Returns how many layers
+    got one."""
+    joined = 0
+    for module in model.modules():
+        if not hasattr(module, "fused_backward") or len(module.active_adapters) != 1:
+            continue
+        name = module.active_adapters[0]
+        base = module.base_layer
+        if (name not in module.lora_A or not isinstance(base, torch.nn.Linear) or base.weight.requires_grad
+                or base.in_features > base.out_features):
+            continue
+        weight = base.weight
+        rank = module.lora_A[name].weight.shape[0]
+        joint = weight.new_empty(weight.shape[0], weight.shape[1] + rank)
+        joint[:, :weight.shape[1]].copy_(weight)
+        weight.data = joint[:, :weight.shape[1]]  # the frozen weight now lives inside the joint one
+        module.joint_weight = (name, joint)
+        joined += 1
+    return joined
+
+
+def _joint_weight(module: torch.nn.Module, name: str) -> torch.Tensor | None:
+    """The layer's joint weight, if it has one for this adapter and the frozen weight still lives in it."""
+    joint = getattr(module, "joint_weight", None)
+    if joint is None or joint[0] != name or module.base_layer.weight.data_ptr() != joint[1].data_ptr():
+        return None
+    return joint[1]
 
 
 def _dropout(x: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tensor | None]:

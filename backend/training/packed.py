@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from backend.training import flash_varlen
 from backend.training.encoding import IGNORE_INDEX, Encoded, SampleDataset
 from backend.training.runtime import TrainingError
 from backend.training.vision_kernels import use_fused_vision_kernels
@@ -61,9 +62,12 @@ def packed_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0,
                                       scaling=scaling, **kwargs)
     if doc_bounds.cu is not None and VARLEN_ATTENTION and dropout == 0.0:
         # One flash-attention call over the whole row: no per-length kernel plans, no loop.
-        out = _varlen(query[0].transpose(0, 1), key[0].transpose(0, 1), value[0].transpose(0, 1),
-                      doc_bounds.cu, doc_bounds.cu, doc_bounds.longest, doc_bounds.longest, scale=scaling,
-                      **_VARLEN_CAUSAL)
+        query, key, value = query[0].transpose(0, 1), key[0].transpose(0, 1), value[0].transpose(0, 1)
+        if flash_varlen.available():  # the same kernels without the custom operator's CPU cost
+            out = flash_varlen.flash_varlen(query, key, value, doc_bounds.cu, doc_bounds.longest, scaling, causal=True)
+        else:
+            out = _varlen(query, key, value, doc_bounds.cu, doc_bounds.cu, doc_bounds.longest, doc_bounds.longest,
+                          scale=scaling, **_VARLEN_CAUSAL)
         return out[None], None
     grouped = query.shape[1] != key.shape[1]
     starts = doc_bounds.starts
@@ -138,6 +142,8 @@ def vision_varlen(module, query, key, value, attention_mask, scaling=None, dropo
 
 def full_varlen_attention(query, key, value, cu_seqlens, longest: int, scaling) -> torch.Tensor:
     """Attention both ways inside each stretch of a batch: (patches, heads, dim) in and out."""
+    if flash_varlen.available():
+        return flash_varlen.flash_varlen(query, key, value, cu_seqlens, longest, scaling, causal=False)
     return _varlen(query, key, value, cu_seqlens, cu_seqlens, longest, longest, scale=scaling, **_VARLEN_FULL)
 
 

@@ -1,0 +1,71 @@
+"""Flash attention over a packed row (or a batch of pictures), called at the ATen level.
+
+torch's `torch.nn.attention.varlen.varlen_attn` runs the same kernels through a `torch.library`
+custom operator: its Python dispatch, argument defaults and autograd wrapper cost a few hundred
+microseconds of CPU per call, and it fills a new tensor on the GPU each time. A packed training
+step is bound by the CPU handing kernels to the GPU (bench/profile_step_parts.py: the forward pass
+of a 10,215-token row took 93.7 ms to hand over and was done 0.1 ms later, on an H200), so that
+overhead, once per layer each way, is time the GPU waits. Here the two ATen kernels are called
+directly, inside one autograd node: the same kernels with the same arguments, so the same numbers.
+"""
+
+from __future__ import annotations
+
+import torch
+
+_AVAILABLE = hasattr(torch.ops.aten, "_flash_attention_forward") and hasattr(torch.ops.aten,
+                                                                              "_flash_attention_backward")
+_SPARE: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}  # per device, made once
+
+
+def available() -> bool:
+    return _AVAILABLE
+
+
+def flash_varlen(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cu_seqlens: torch.Tensor,
+                 longest: int, scale: float | None, causal: bool) -> torch.Tensor:
+    """Attention inside each stretch cu_seqlens marks: query (tokens, heads, dim), key/value
+    (tokens, kv_heads, dim) -> (tokens, heads, dim). Causal for the language model, both ways for a
+    vision tower's pictures. Without a gradient to compute, no autograd node is made."""
+    if not (query.requires_grad or key.requires_grad or value.requires_grad) or not torch.is_grad_enabled():
+        return _forward(query, key, value, cu_seqlens, longest, scale, causal)[0]
+    return FlashVarlen.apply(query, key, value, cu_seqlens, longest, scale, causal)
+
+
+def _window(causal: bool) -> tuple[int, int]:
+    return (-1, 0) if causal else (-1, -1)
+
+
+def _forward(query, key, value, cu_seqlens, longest, scale, causal):
+    left, right = _window(causal)
+    out, lse, _, _, _ = torch.ops.aten._flash_attention_forward(
+        query, key, value, cu_seqlens, cu_seqlens, longest, longest, 0.0, causal, False, scale=scale,
+        window_size_left=left, window_size_right=right)
+    return out, lse
+
+
+def _spare(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The random-state and unused arguments of the backward kernel, which ignores both without
+    dropout (torch's varlen_attn passes zeros and an empty tensor): made once per device."""
+    if device not in _SPARE:
+        _SPARE[device] = (torch.zeros(2, dtype=torch.uint64, device=device), torch.empty(0, device=device))
+    return _SPARE[device]
+
+
+class FlashVarlen(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, query, key, value, cu_seqlens, longest: int, scale, causal: bool):
+        out, lse = _forward(query, key, value, cu_seqlens, longest, scale, causal)
+        ctx.save_for_backward(query, key, value, out, lse, cu_seqlens)
+        ctx.longest, ctx.scale, ctx.causal = longest, scale, causal
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        query, key, value, out, lse, cu_seqlens = ctx.saved_tensors
+        rng_state, unused = _spare(query.device)
+        left, right = _window(ctx.causal)
+        dq, dk, dv = torch.ops.aten._flash_attention_backward(
+            grad_out.contiguous(), query, key, value, out, lse, cu_seqlens, cu_seqlens, ctx.longest, ctx.longest,
+            0.0, ctx.causal, rng_state, unused, scale=ctx.scale, window_size_left=left, window_size_right=right)
+        return dq, dk, dv, None, None, None, None
