@@ -6,11 +6,17 @@ speed up next; bench_train_speed.py is the benchmark.
     python3 bench/profile_step_parts.py                  # Qwen2-VL-2B shape, 64 photo samples
     python3 bench/profile_step_parts.py --dry-run        # narrow model on a CPU, to check it runs
 
-Variants: as built; each LoRA layer as separate autograd operations (not one LoraLinear node); LoRA
-dropout off; adapters off (input gradients through the frozen layers only: what the base model alone costs); the optimizer
-step alone. With --compile instead (a model
-built without Liger, whose patches are class-wide and whose kernels inductor would replace): eager
-against every decoder layer through torch.compile, and the vision tower eager against compiled.
+Variants: as built; each LoRA layer as separate autograd operations (not one LoraLinear node);
+each with a product and an in-place add over the output (no joint [W | scaling B] products); A and
+B cast in each layer (not once a step); attention through torch's varlen_attn operator; LoRA
+dropout off; adapters off (input gradients through the frozen layers only: what the base model
+alone costs); the optimizer step alone. With --compile instead (a model built without Liger, whose
+patches are class-wide and whose kernels inductor would replace): eager against every decoder
+layer through torch.compile, and the vision tower eager against compiled.
+
+Before them, for three rows: how long the CPU takes to hand the forward and backward passes to the
+GPU against how long they take to finish (close: the pass waits on Python, not on kernels);
+--cpu-profile adds cProfile's tables over three forward passes.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -59,6 +65,91 @@ def lora_as_separate_operations(model):
             module.fused_backward = True
 
 
+def issue_times(loss_module, rows, autocast, sync) -> None:
+    """How long the CPU takes to hand a row's forward and backward pass to the GPU, against how
+    long they take to finish: where the two are close, the GPU waits for Python (the pass is bound
+    by launching kernels, not by running them)."""
+    for row in rows[:3]:
+        sync()
+        t0 = time.perf_counter()
+        with autocast:
+            loss = loss_module(row)
+        t1 = time.perf_counter()
+        sync()
+        t2 = time.perf_counter()
+        loss.backward()
+        t3 = time.perf_counter()
+        sync()
+        t4 = time.perf_counter()
+        print(f"row of {row.bounds[-1]} tokens: forward handed over in {(t1 - t0) * 1e3:.1f} ms, done in "
+              f"{(t2 - t0) * 1e3:.1f} ms; backward handed over in {(t3 - t2) * 1e3:.1f} ms, done in "
+              f"{(t4 - t2) * 1e3:.1f} ms", flush=True)
+
+
+def forward_cpu_profile(loss_module, rows, autocast, sync, top: int) -> None:
+    """Python's own profiler over the forward pass of three rows (the main thread only: the backward
+    pass's Python parts run in autograd's own thread): which Python functions the CPU spends the
+    launching on."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    for row in rows[:3]:
+        sync()
+        profiler.enable()
+        with autocast:
+            loss = loss_module(row)
+        profiler.disable()
+        loss.backward()
+    sync()
+    stats = pstats.Stats(profiler)
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
+    stats.print_callees("packed_sdpa|varlen_attn|_folded_forward|rms_norm_forward")
+
+
+@contextmanager
+def no_joint_products(model):
+    """LoraLinear with a product and an in-place add over the output in every layer, not one product
+    over [x | low] where the layer has a joint weight."""
+    joined = [(m, m.joint_weight) for m in model.modules() if getattr(m, "joint_weight", None) is not None]
+    for module, _ in joined:
+        module.joint_weight = None
+    try:
+        yield
+    finally:
+        for module, joint in joined:
+            module.joint_weight = joint
+
+
+@contextmanager
+def casts_in_each_layer(model):
+    """Each LoRA layer casts its own A and B, not the copies LowPrecisionAdapters makes once a step."""
+    adapters = getattr(model, "low_precision_adapters", None)
+    layers = adapters.layers if adapters is not None else None
+    if adapters is not None:
+        adapters.layers = {}
+    try:
+        yield
+    finally:
+        if adapters is not None:
+            adapters.layers = layers
+
+
+@contextmanager
+def torchs_varlen_operator():
+    """Attention through torch's varlen_attn (a torch.library custom operator), not flash_varlen's
+    direct calls of the same kernels."""
+    from backend.training import flash_varlen
+
+    available = flash_varlen._AVAILABLE
+    flash_varlen._AVAILABLE = False
+    try:
+        yield
+    finally:
+        flash_varlen._AVAILABLE = available
+
+
 @contextmanager
 def adapters_off(model):
     """peft's own switch, and the embeddings made to need a gradient, so the backward pass still runs
@@ -82,6 +173,8 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="instead: without Liger, eager against every "
                         "decoder layer and vision block through torch.compile")
     parser.add_argument("--kernels", type=int, default=30, help="rows of the kernel table (0: none)")
+    parser.add_argument("--cpu-profile", type=int, default=0, metavar="ROWS",
+                        help="also print this many rows of cProfile's tables over three forward passes")
     parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args()
     from backend.training import packed
@@ -95,11 +188,14 @@ def main() -> None:
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     print(f"{len(rows)} rows, {sum(r.bounds[-1] for r in rows) / len(rows):.0f} tokens each on average", flush=True)
 
+    adapters = getattr(model, "low_precision_adapters", None)
+
     def timed(label: str, loss_module, trainable, contexts=()) -> float:
         def step(row):
-            with autocast:
-                loss = loss_module(row)
-            loss.backward()
+            with adapters.step() if adapters is not None else nullcontext():  # as train() does
+                with autocast:
+                    loss = loss_module(row)
+                loss.backward()
             return loss
 
         with ExitStack() as stack:
@@ -131,8 +227,16 @@ def main() -> None:
         compare_compiled(model, loss_module, trainable, encoded, timed, sync, device, dtype)
         return
     # the first variant timed tends to pay a few ms more (the caching allocator still growing): built last
+    if device.type == "cuda":
+        issue_times(loss_module, rows, autocast, sync)
+    if args.cpu_profile:
+        forward_cpu_profile(loss_module, rows, autocast, sync, args.cpu_profile)
     timed("LoRA as separate operations (not one node)", loss_module, trainable, [lora_as_separate_operations(model)])
     timed("as built", loss_module, trainable)
+    timed("LoRA without joint products (product + in-place add)", loss_module, trainable, [no_joint_products(model)])
+    timed("A and B cast in each layer (not once a step)", loss_module, trainable, [casts_in_each_layer(model)])
+    timed("attention through torch's varlen_attn operator", loss_module, trainable, [torchs_varlen_operator()])
+    timed("as built, again", loss_module, trainable)
     timed("LoRA dropout off", loss_module, trainable, [dropout_off(model)])
     timed("adapters off (frozen base, input gradients only)", loss_module, trainable, [adapters_off(model)])
 
