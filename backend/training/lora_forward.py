@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import types
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -133,7 +134,7 @@ class LowPrecisionAdapters:
 
     def __init__(self, model: torch.nn.Module, dtype: torch.dtype) -> None:
         self.dtype = dtype
-        self.layers: dict[int, tuple] = {}  # id(module) -> (name, A, B, A copy, B copy, B scaled, scaling)
+        self.layers: dict[int, _CastLayer] = {}  # by id() of the LoRA module
         for module in model.modules():
             if not getattr(module, "fused_backward", False) or len(module.active_adapters) != 1:
                 continue
@@ -144,8 +145,8 @@ class LowPrecisionAdapters:
             joint = _joint_weight(module, name)
             scaled = joint is not None and joint.dtype == dtype
             b_copy = joint[:, module.base_layer.in_features:] if scaled else torch.empty_like(b, dtype=dtype)
-            self.layers[id(module)] = (name, a, b, torch.empty_like(a, dtype=dtype), b_copy, scaled,
-                                       float(module.scaling[name]))
+            self.layers[id(module)] = _CastLayer(name, a, b, torch.empty_like(a, dtype=dtype), b_copy, scaled,
+                                                 float(module.scaling[name]))
             module.low_precision = self
         self.versions: dict[int, tuple[int, int]] = {}
         self.valid = False
@@ -165,16 +166,16 @@ class LowPrecisionAdapters:
         layers = list(self.layers.values())
         if not layers:
             return
+        plain = [layer for layer in layers if not layer.b_scaled]
+        scaled = [layer for layer in layers if layer.b_scaled]
         with torch.no_grad():
-            torch._foreach_copy_([layer[3] for layer in layers], [layer[1] for layer in layers])
-            plain = [layer for layer in layers if not layer[5]]
+            torch._foreach_copy_([layer.a_copy for layer in layers], [layer.a for layer in layers])
             if plain:
-                torch._foreach_copy_([layer[4] for layer in plain], [layer[2] for layer in plain])
-            scaled = [layer for layer in layers if layer[5]]
+                torch._foreach_copy_([layer.b_copy for layer in plain], [layer.b for layer in plain])
             if scaled:
-                products = torch._foreach_mul([layer[2] for layer in scaled], [layer[6] for layer in scaled])
-                torch._foreach_copy_([layer[4] for layer in scaled], products)
-        self.versions = {key: (layer[1]._version, layer[2]._version) for key, layer in self.layers.items()}
+                products = torch._foreach_mul([layer.b for layer in scaled], [layer.scaling for layer in scaled])
+                torch._foreach_copy_([layer.b_copy for layer in scaled], products)
+        self.versions = {key: layer.versions() for key, layer in self.layers.items()}
         self.valid = True
 
     def ready(self, module: torch.nn.Module, name: str, x: torch.Tensor,
@@ -183,13 +184,29 @@ class LowPrecisionAdapters:
         in the dtype this forward pass computes in (and, for a scaled B, the layer still has the joint
         weight holding it: `joint`); else None."""
         layer = self.layers.get(id(module))
-        if (not self.valid or layer is None or layer[0] != name or (layer[5] and joint is None)
-                or self.versions.get(id(module)) != (layer[1]._version, layer[2]._version)):
+        if (not self.valid or layer is None or layer.name != name or (layer.b_scaled and joint is None)
+                or self.versions.get(id(module)) != layer.versions()):
             return None
         autocast = torch.is_autocast_enabled(x.device.type)
         if (torch.get_autocast_dtype(x.device.type) if autocast else x.dtype) != self.dtype:
             return None
-        return layer[3], layer[4], layer[5]
+        return layer.a_copy, layer.b_copy, layer.b_scaled
+
+
+@dataclass(frozen=True)
+class _CastLayer:
+    """One LoRA layer's weights and their copies in the compute dtype."""
+
+    name: str  # the adapter
+    a: torch.Tensor  # lora_A's weight (fp32, trained)
+    b: torch.Tensor  # lora_B's weight
+    a_copy: torch.Tensor
+    b_copy: torch.Tensor  # B, or scaling * B in the joint weight's last columns
+    b_scaled: bool
+    scaling: float
+
+    def versions(self) -> tuple[int, int]:
+        return self.a._version, self.b._version
 
 
 def join_frozen_and_adapter_weights(model: torch.nn.Module) -> int:
