@@ -88,8 +88,12 @@ def test_every_reason_a_job_ends_with_has_a_chinese_sentence_with_the_same_value
     from backend.training import checkpoints, lora, worker
     from tests.test_data_problems import fields, raised_sentences
 
-    sources = [Path(module.__file__) for module in (worker, lora, checkpoints)]
-    sentences = raised_sentences(sources, errors=("TrainingError",), problems_in=(sources[0].parent,))
+    # TrainingError in every module of the training program (wherever a reason moves), and the
+    # Problems the job's end is told with (spec.py's are the form's, checked with the form)
+    folder = Path(lora.__file__).parent
+    sentences = raised_sentences(sorted(folder.glob("*.py")), errors=("TrainingError",), problems_in=())
+    sentences |= raised_sentences([Path(module.__file__) for module in (worker, lora, checkpoints)],
+                                  errors=("TrainingError",), problems_in=(folder,))
     assert {"cancelled", "resume_from_step", "no_usable_sample", "out_of_memory_packed", "disk_full_final",
             "training_failed"} <= set(sentences), sorted(sentences)
     assert set(sentences) - set(ZH) == set()

@@ -73,6 +73,7 @@ ZH: dict[str, str] = {
     "no_usable_sample": "{path} 里没有可用的样本（跳过了 {skipped} 个）。",
     "data_unusable": "训练数据无法使用：{why}",
     "config_changed": "加载时 {model} 的 config.json 被改动了；请重新开始这个任务。",
+    "sample_lost": "有一个样本既不在图片缓存里，也没有被数据加载器解码（这是训练程序的错误）；继续训练即可接着进行。",
     "no_language_model": "在这个模型里找不到语言模型，所以无法在其上放置 LoRA。",
     "targets_not_linear": "目标模块（{targets}）都不是语言模型的线性层；它的线性层名为 {linear}。",
     "out_of_memory": "GPU 显存不足（批大小 {batch}，图片最多 {pixels} 像素）。请打开梯度检查点、缩小图片或减小批大小"

@@ -29,13 +29,13 @@ Exit status: 0 done; 1 failed (the reason is in result.json and the last lines o
 from __future__ import annotations
 
 import logging
-import math
 import os
 import random
 import shutil
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -44,24 +44,22 @@ import torch.nn.functional as F
 
 from backend.problems import Problem, problem_to_json
 from backend.training import checkpoints
-from backend.training.encoding import IGNORE_INDEX, SampleDataset, collate, estimated_tokens
+from backend.training.encoding import IGNORE_INDEX, SampleDataset, collate
+from backend.training.job_data import read_job_data
 from backend.training.lora_forward import (LowPrecisionAdapters, fold_lora_scaling,
                                            join_frozen_and_adapter_weights, keep_lora_inputs_in_model_dtype)
-from backend.training.packed import (PACKED_MODEL_TYPES, PackedCache, PackedLoss, UnpreparedSamples,
-                                     apply_fused_kernels, compile_decoder_layers, pack, prepared_samples,
-                                     speed_up_vision_tower, split_rows, use_packed_attention)
+from backend.training.packed import (PACKED_MODEL_TYPES, PackedCache, PackedLoss, apply_fused_kernels,
+                                     compile_decoder_layers, pack, prepared_samples, speed_up_vision_tower, split_rows,
+                                     use_packed_attention)
 from backend.training.layout import (EXIT_BAD_SPEC, EXIT_FAILED, EXIT_OK, EXIT_STOPPED, JobFiles, ready_checkpoints,
                                      write_json_atomic)
-from backend.training.runtime import (Dist, Metrics, StopFlag, TrainingError, clock, epoch_order, lr_at,
-                                      quiet_data_worker, setup_distributed, start_loader)
-from backend.training.samples import Sample, SampleError, read_samples
+from backend.training.runtime import (Dist, Metrics, StopFlag, TrainingError, clock, lr_at, quiet_data_worker,
+                                      setup_distributed, start_loader)
+from backend.training.samples import Sample, SampleError
 from backend.training.spec import JobSpec, SpecError
 from backend.training.vision_kernels import start_triton_early
 
 log = logging.getLogger("foodie.train")
-
-# Encoded samples are kept in memory between epochs when they fit in this much.
-CACHE_BYTES = 512 * 2**20
 
 
 # ----------------------------------------------------------------------------------------------
@@ -208,68 +206,13 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
 
     processor = load_processor(resolve(spec.model))
     packed = packs(spec, model_type_of(spec))
-    train_samples, problems = read_samples(Path(spec.data_file), spec.images_dir)
-    for problem in problems:
-        log.warning("skipped: %s", problem)
-    if not train_samples:
-        raise TrainingError("no_usable_sample", "{path} holds no usable sample ({skipped} skipped).",
-                            path=spec.data_file, skipped=len(problems))
-    eval_samples: list[Sample] = []
-    if spec.eval_file:
-        eval_samples, eval_problems = read_samples(Path(spec.eval_file), spec.images_dir)
-        for problem in eval_problems:
-            log.warning("held-out sample skipped: %s", problem)
-    if spec.packed and not packed:
-        log.info("packed batches need a Qwen2-VL-family model without DeepSpeed; training on padded batches")
-    # Keep encoded samples in memory when they are few and small and decoded in this process
-    # (Qwen2-VL patches cost ~24 bytes per pixel); otherwise decode each time, in DataLoader workers.
-    small = len(train_samples) * spec.max_image_pixels * 24 < CACHE_BYTES
-    dataset = SampleDataset(train_samples, processor, spec.max_image_pixels, spec.max_length,
-                            cache=small and spec.data_workers == 0 and not packed)
-    cache = PackedCache(int(spec.vision_cache_gb * 2**30)) if packed else None
-    pad_id = processor.tokenizer.pad_token_id
-    if pad_id is None:
-        pad_id = processor.tokenizer.eos_token_id
-
-    # the photos each sample shows (a sample without any is a group of its own), kept on one rank;
-    # with several ranks, each step's tokens shared out evenly between them
-    groups = [tuple(sample.images) or index for index, sample in enumerate(dataset.samples)]
-    lengths = ([estimated_tokens(sample, spec.max_image_pixels) for sample in dataset.samples]
-               if dist.world > 1 else None)
-    step_size = spec.batch_size * spec.grad_accum
-    per_rank = len(epoch_order(len(dataset), spec.seed, 0, dist, groups, lengths, step_size))
-    batches_per_epoch = math.ceil(per_rank / spec.batch_size)
-    steps_per_epoch = math.ceil(batches_per_epoch / spec.grad_accum)
-    total_steps = steps_per_epoch * spec.epochs
-    warmup_steps = round(spec.warmup_ratio * total_steps)
-    log.info("%d training samples, %d held-out; %d epochs x %d steps = %d steps; effective batch %d",
-             len(train_samples), len(eval_samples), spec.epochs, steps_per_epoch, total_steps,
-             spec.batch_size * spec.grad_accum * dist.world)
-
-    def epoch_batches(epoch: int) -> list[list[int]]:
-        order = epoch_order(len(dataset), spec.seed, epoch, dist, groups, lengths, step_size)
-        return [order[i : i + spec.batch_size] for i in range(0, len(order), spec.batch_size)]
-
-    def open_loader(epoch: int, batches: list[list[int]]):
-        """The micro-batches of `batches`, decoded by the loader's workers as they are needed."""
-        workers = spec.data_workers
-        if packed:  # the loader decodes only what is not prepared yet (set fixed when its workers fork)
-            source, collate_fn = UnpreparedSamples(dataset, set(cache.samples), weights_dtype), list
-            if all(i in cache.samples for batch in batches for i in batch):
-                workers = 0  # nothing left to decode: starting worker processes would be all it did
-        else:
-            source, collate_fn = dataset, (lambda items: collate(items, pad_id))
-        # its own generator: making a loader then draws nothing from the global one (LoRA's initial
-        # weights and the dropout masks), wherever in the job it is made
-        seeds = torch.Generator().manual_seed(spec.seed * 10_000 + epoch * 100 + dist.rank)
-        loader = torch.utils.data.DataLoader(
-            source, batch_sampler=batches, num_workers=workers, generator=seeds,
-            collate_fn=collate_fn, pin_memory=on_gpu, worker_init_fn=quiet_data_worker)
-        return start_loader(loader)
+    data = read_job_data(spec, processor, packed, dist, on_gpu, weights_dtype)
+    cache, eval_samples, pad_id = data.cache, data.eval_samples, data.pad_id
+    steps_per_epoch, total_steps, warmup_steps = data.steps_per_epoch, data.total_steps, data.warmup_steps
 
     # A new job's first loader starts before the model loads, so its workers decode the first
     # pictures meanwhile instead of during the first step (a resumed job starts mid-epoch: below).
-    early_loader = None if ready_checkpoints(files) else open_loader(0, epoch_batches(0))
+    early_loader = None if ready_checkpoints(files) else data.open_loader(0, data.epoch_batches(0))
     if packed:  # after the loader's fork: a child forked while another thread works can inherit its locks
         start_triton_early(device)
 
@@ -302,7 +245,6 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
         else:
             model = torch.nn.parallel.DistributedDataParallel(model, **ddp)
     peft_model = engine.module if engine is not None else getattr(model, "module", model)
-    ddp_module = loss_module if packed else model  # the module whose no_sync() holds back gradient sync
 
     if stop.requested:  # stopped while loading: nothing new to save
         return EXIT_STOPPED
@@ -321,6 +263,8 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
     # ---- training loop ----
     model.train()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16)
+    passes = StepPasses(spec, dist, device, weights_dtype, cache, peft_model, model, loss_module, engine, autocast,
+                        adapters)
     run_start, steps_this_run = time.time(), 0
     loss_value = eval_loss = None
     while step < total_steps:
@@ -329,7 +273,7 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
             micro_batches, early_loader = early_loader, None
         else:
             first = (step % steps_per_epoch) * spec.grad_accum  # skip the batches already trained on
-            micro_batches = open_loader(epoch, epoch_batches(epoch)[first:])
+            micro_batches = data.open_loader(epoch, data.epoch_batches(epoch)[first:])
 
         for _ in range(step % steps_per_epoch, steps_per_epoch):
             t0 = time.time()
@@ -340,47 +284,7 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
 
             # -- forward / backward over grad_accum micro-batches --
             group_batches = [b for _, b in zip(range(spec.grad_accum), micro_batches)]
-            if packed:
-                # The step's samples are regrouped into rows of up to pack_tokens tokens: the loss is
-                # normalised by the whole step's answer tokens, so how they are grouped changes
-                # nothing but speed (fewer, larger matrix products) and memory.
-                prepared = prepared_samples(cache, [item for items in group_batches for item in items], peft_model,
-                                     device, weights_dtype)
-                group_batches = [pack(row) for row in split_rows(prepared, spec.pack_tokens)]
-                step_tokens = sum(row.answer_tokens for row in group_batches)
-            else:
-                # Normalise by the answer tokens of the whole step, so every token weighs the same
-                # whether it sits in a short or a long micro-batch.
-                step_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in group_batches)
-            loss_sum = 0.0
-            samples = real_tokens = 0
-            # LoRA's A and B in bf16, cast once for the step's rows (the optimizer changes them after)
-            casts = adapters.step() if adapters is not None else nullcontext()
-            with casts:
-                for i, batch in enumerate(group_batches):
-                    last = i == len(group_batches) - 1
-                    # DDP: sync gradients only on the last micro-batch of the step.
-                    sync = ddp_module.no_sync() if (dist.world > 1 and engine is None and not last) else nullcontext()
-                    with sync:
-                        if packed:
-                            samples += batch.samples
-                            real_tokens += batch.bounds[-1]
-                            with autocast:
-                                loss = loss_module(batch) / max(1, step_tokens)
-                        else:
-                            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                            labels = batch.pop("labels")  # (B, T)
-                            samples += labels.shape[0]
-                            real_tokens += int(batch["attention_mask"].sum())
-                            with autocast:
-                                logits = model(**batch, use_cache=False).logits  # (B, T, vocab)
-                            loss = answer_loss(logits, labels) / max(1, step_tokens)
-                        if engine is not None:
-                            engine.backward(loss, scale_wrt_gas=False)  # already scaled by the step's tokens
-                            engine.step()  # counts micro-batches; clips and steps at the accumulation boundary
-                        else:
-                            loss.backward()
-                    loss_sum += loss.item() * max(1, step_tokens)
+            loss_sum, step_tokens, samples, real_tokens = passes.run(group_batches)
 
             # -- clip, step --
             if engine is None:
@@ -448,6 +352,72 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
         torch.distributed.barrier()
     log.info("done: %d steps in %s", step, clock(time.time() - run_start))
     return EXIT_OK
+
+
+@dataclass
+class StepPasses:
+    """A step's forward and backward passes over its micro-batches: the gradients add up, the
+    optimizer steps after. Packed (cache given): the step's samples regrouped into rows; padded:
+    each micro-batch as collated."""
+
+    spec: JobSpec
+    dist: Dist
+    device: torch.device
+    weights_dtype: torch.dtype
+    cache: PackedCache | None  # the packed path's prepared samples (None: padded batches)
+    peft_model: torch.nn.Module
+    model: torch.nn.Module  # the padded path's, wrapped by DDP where there is one
+    loss_module: torch.nn.Module | None  # the packed path's, wrapped by DDP where there is one
+    engine: object | None  # DeepSpeed's
+    autocast: torch.autocast
+    adapters: LowPrecisionAdapters | None
+
+    def run(self, group_batches: list) -> tuple[float, int, int, int]:
+        """This rank's summed loss (normalised by the step's answer tokens, times them), answer
+        tokens, samples and real tokens."""
+        spec, packed = self.spec, self.cache is not None
+        if packed:
+            # The step's samples are regrouped into rows of up to pack_tokens tokens: the loss is
+            # normalised by the whole step's answer tokens, so how they are grouped changes
+            # nothing but speed (fewer, larger matrix products) and memory.
+            prepared = prepared_samples(self.cache, [item for items in group_batches for item in items],
+                                        self.peft_model, self.device, self.weights_dtype)
+            group_batches = [pack(row) for row in split_rows(prepared, spec.pack_tokens)]
+            step_tokens = sum(row.answer_tokens for row in group_batches)
+        else:
+            # Normalise by the answer tokens of the whole step, so every token weighs the same
+            # whether it sits in a short or a long micro-batch.
+            step_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in group_batches)
+        ddp_module = self.loss_module if packed else self.model  # whose no_sync() holds back gradient sync
+        loss_sum = 0.0
+        samples = real_tokens = 0
+        # LoRA's A and B in bf16, cast once for the step's rows (the optimizer changes them after)
+        with self.adapters.step() if self.adapters is not None else nullcontext():
+            for i, batch in enumerate(group_batches):
+                last = i == len(group_batches) - 1
+                # DDP: sync gradients only on the last micro-batch of the step.
+                holding_back = self.dist.world > 1 and self.engine is None and not last
+                with ddp_module.no_sync() if holding_back else nullcontext():
+                    if packed:
+                        samples += batch.samples
+                        real_tokens += batch.bounds[-1]
+                        with self.autocast:
+                            loss = self.loss_module(batch) / max(1, step_tokens)
+                    else:
+                        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+                        labels = batch.pop("labels")  # (B, T)
+                        samples += labels.shape[0]
+                        real_tokens += int(batch["attention_mask"].sum())
+                        with self.autocast:
+                            logits = self.model(**batch, use_cache=False).logits  # (B, T, vocab)
+                        loss = answer_loss(logits, labels) / max(1, step_tokens)
+                    if self.engine is not None:
+                        self.engine.backward(loss, scale_wrt_gas=False)  # already scaled by the step's tokens
+                        self.engine.step()  # counts micro-batches; clips and steps at the accumulation boundary
+                    else:
+                        loss.backward()
+                loss_sum += loss.item() * max(1, step_tokens)
+        return loss_sum, step_tokens, samples, real_tokens
 
 
 def out_of_memory_sentence(spec: JobSpec, packed: bool) -> Problem:

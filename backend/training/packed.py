@@ -370,7 +370,8 @@ def prepared_samples(cache: PackedCache, items: list, model, device, dtype) -> l
     found = {index: cache.get(index) for index, _ in items}
     new = [(index, encoded) for index, encoded in items if found[index] is None]
     if any(encoded is None for _, encoded in new):  # cached when the loader started: cannot be dropped since
-        raise TrainingError("a sample was neither cached nor decoded")
+        raise TrainingError("sample_lost", "A sample was neither in the picture cache nor decoded by the data "
+                            "loader (a fault of the training program); resume the job to continue.")
     if new:
         for (index, _), sample in zip(new, prepare(model, [encoded for _, encoded in new], device, dtype, cache)):
             cache.put(index, sample)

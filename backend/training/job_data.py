@@ -1,0 +1,112 @@
+"""A training job's samples, how they are dealt into steps, and the loaders that decode them.
+
+train() (lora.py) reads this before it loads the model, so a data file with no usable sample is
+reported at once, and the first epoch's loader workers decode pictures while the weights load.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from backend.training.encoding import SampleDataset, collate, estimated_tokens
+from backend.training.packed import PackedCache, UnpreparedSamples
+from backend.training.runtime import Dist, TrainingError, epoch_order, quiet_data_worker, start_loader
+from backend.training.samples import Sample, read_samples
+from backend.training.spec import JobSpec
+
+log = logging.getLogger("foodie.train")
+
+# Encoded samples are kept in memory between epochs when they fit in this much.
+CACHE_BYTES = 512 * 2**20
+
+
+@dataclass
+class JobData:
+    spec: JobSpec
+    dist: Dist
+    on_gpu: bool
+    packed: bool
+    pixel_dtype: torch.dtype  # what the packed path's loader hands pictures over in
+    dataset: SampleDataset
+    eval_samples: list[Sample]
+    cache: PackedCache | None  # the packed path's prepared samples and picture embeddings
+    pad_id: int
+    groups: list  # per sample: the photos it shows (kept on one rank), or its own index
+    lengths: list[int] | None  # per sample, its estimated tokens (with several ranks, to even out steps)
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """This rank's micro-batches of `epoch`, as sample indices."""
+        spec = self.spec
+        order = epoch_order(len(self.dataset), spec.seed, epoch, self.dist, self.groups, self.lengths,
+                            spec.batch_size * spec.grad_accum)
+        return [order[i : i + spec.batch_size] for i in range(0, len(order), spec.batch_size)]
+
+    def open_loader(self, epoch: int, batches: list[list[int]]):
+        """The micro-batches of `batches`, decoded by the loader's workers as they are needed."""
+        spec, cache = self.spec, self.cache
+        workers = spec.data_workers
+        if self.packed:  # the loader decodes only what is not prepared yet (set fixed when its workers fork)
+            source, collate_fn = UnpreparedSamples(self.dataset, set(cache.samples), self.pixel_dtype), list
+            if all(i in cache.samples for batch in batches for i in batch):
+                workers = 0  # nothing left to decode: starting worker processes would be all it did
+        else:
+            pad_id = self.pad_id
+            source, collate_fn = self.dataset, (lambda items: collate(items, pad_id))
+        # its own generator: making a loader then draws nothing from the global one (LoRA's initial
+        # weights and the dropout masks), wherever in the job it is made
+        seeds = torch.Generator().manual_seed(spec.seed * 10_000 + epoch * 100 + self.dist.rank)
+        loader = torch.utils.data.DataLoader(
+            source, batch_sampler=batches, num_workers=workers, generator=seeds,
+            collate_fn=collate_fn, pin_memory=self.on_gpu, worker_init_fn=quiet_data_worker)
+        return start_loader(loader)
+
+
+def read_job_data(spec: JobSpec, processor, packed: bool, dist: Dist, on_gpu: bool,
+                  pixel_dtype: torch.dtype) -> JobData:
+    """The job's training and held-out samples, read and checked, and the step schedule they give."""
+    train_samples, problems = read_samples(Path(spec.data_file), spec.images_dir)
+    for problem in problems:
+        log.warning("skipped: %s", problem)
+    if not train_samples:
+        raise TrainingError("no_usable_sample", "{path} holds no usable sample ({skipped} skipped).",
+                            path=spec.data_file, skipped=len(problems))
+    eval_samples: list[Sample] = []
+    if spec.eval_file:
+        eval_samples, eval_problems = read_samples(Path(spec.eval_file), spec.images_dir)
+        for problem in eval_problems:
+            log.warning("held-out sample skipped: %s", problem)
+    if spec.packed and not packed:
+        log.info("packed batches need a Qwen2-VL-family model without DeepSpeed; training on padded batches")
+    # Keep encoded samples in memory when they are few and small and decoded in this process
+    # (Qwen2-VL patches cost ~24 bytes per pixel); otherwise decode each time, in DataLoader workers.
+    small = len(train_samples) * spec.max_image_pixels * 24 < CACHE_BYTES
+    dataset = SampleDataset(train_samples, processor, spec.max_image_pixels, spec.max_length,
+                            cache=small and spec.data_workers == 0 and not packed)
+    cache = PackedCache(int(spec.vision_cache_gb * 2**30)) if packed else None
+    pad_id = processor.tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = processor.tokenizer.eos_token_id
+
+    # the photos each sample shows (a sample without any is a group of its own), kept on one rank;
+    # with several ranks, each step's tokens shared out evenly between them
+    groups = [tuple(sample.images) or index for index, sample in enumerate(dataset.samples)]
+    lengths = ([estimated_tokens(sample, spec.max_image_pixels) for sample in dataset.samples]
+               if dist.world > 1 else None)
+    step_size = spec.batch_size * spec.grad_accum
+    per_rank = len(epoch_order(len(dataset), spec.seed, 0, dist, groups, lengths, step_size))
+    batches_per_epoch = math.ceil(per_rank / spec.batch_size)
+    steps_per_epoch = math.ceil(batches_per_epoch / spec.grad_accum)
+    total_steps = steps_per_epoch * spec.epochs
+    log.info("%d training samples, %d held-out; %d epochs x %d steps = %d steps; effective batch %d",
+             len(train_samples), len(eval_samples), spec.epochs, steps_per_epoch, total_steps,
+             step_size * dist.world)
+    return JobData(spec, dist, on_gpu, packed, pixel_dtype, dataset, eval_samples, cache, pad_id, groups, lengths,
+                   steps_per_epoch, total_steps, round(spec.warmup_ratio * total_steps))
