@@ -8,7 +8,9 @@ speed up next; bench_train_speed.py is the benchmark.
 
 Variants: as built; each LoRA layer as separate autograd operations (not one LoraLinear node);
 each with a product and an in-place add over the output (no joint [W | scaling B] products); A and
-B cast in each layer (not once a step); attention through torch's varlen_attn operator; LoRA
+B cast in each layer (not once a step); attention through torch's varlen_attn operator; the
+language model's RMSNorm through torch's own kernel instead of Liger's (two ways: rounded as
+transformers rounds, or one kernel; an experiment, with their distance to transformers'); LoRA
 dropout off; adapters off (input gradients through the frozen layers only: what the base model
 alone costs); the optimizer step alone. With --compile instead (a model built without Liger, whose
 patches are class-wide and whose kernels inductor would replace): eager against every decoder
@@ -150,6 +152,54 @@ def torchs_varlen_operator():
         flash_varlen._AVAILABLE = available
 
 
+def _rounded_as_transformers(self, x: torch.Tensor) -> torch.Tensor:
+    """transformers' RMSNorm arithmetic (normalised in fp32, rounded to x's dtype, times the weight)
+    with torch's own rms_norm kernel for the normalising."""
+    return self.weight * torch.nn.functional.rms_norm(x.float(), (x.shape[-1],), eps=self.variance_epsilon).to(x.dtype)
+
+
+def _one_kernel(self, x: torch.Tensor) -> torch.Tensor:
+    """torch's rms_norm with the weight, in one kernel (weight applied before the one rounding)."""
+    return torch.nn.functional.rms_norm(x, (x.shape[-1],), self.weight, self.variance_epsilon)
+
+
+@contextmanager
+def torchs_rms_norm(model, forward):
+    """The language model's RMSNorm through torch's own kernel instead of Liger's Triton one (whose
+    Python launcher costs ~100 us of CPU a call on the device's hosts): an experiment, not built in."""
+    import types
+
+    norms = [m for m in model.modules() if type(m).__name__.endswith("RMSNorm") and hasattr(m, "variance_epsilon")]
+    saved = [(m, vars(m).get("forward")) for m in norms]
+    for module in norms:
+        module.forward = types.MethodType(forward, module)
+    try:
+        yield
+    finally:
+        for module, previous in saved:
+            if previous is None:
+                del module.forward
+            else:
+                module.forward = previous
+
+
+def rms_norm_differences(model, device, dtype) -> None:
+    """How far each torch variant lands from transformers' own RMSNorm arithmetic on one norm."""
+    norm = next((m for m in model.modules() if type(m).__name__.endswith("RMSNorm")
+                 and hasattr(m, "variance_epsilon")), None)
+    if norm is None:
+        return
+    x = torch.randn(4096, norm.weight.shape[-1], device=device, dtype=dtype) * 3
+    with torch.no_grad():
+        reference = norm.weight * (x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True)
+                                                         + norm.variance_epsilon)).to(dtype)
+        for label, forward in (("rounded as transformers", _rounded_as_transformers), ("one kernel", _one_kernel)):
+            got = forward(norm, x)
+            print(f"torch's rms_norm, {label}: bit-identical to transformers' {(got == reference).float().mean():.4f}, "
+                  f"relative difference {((got.float() - reference.float()).norm() / reference.float().norm()):.2e}",
+                  flush=True)
+
+
 @contextmanager
 def adapters_off(model):
     """peft's own switch, and the embeddings made to need a gradient, so the backward pass still runs
@@ -236,6 +286,10 @@ def main() -> None:
     timed("LoRA without joint products (product + in-place add)", loss_module, trainable, [no_joint_products(model)])
     timed("A and B cast in each layer (not once a step)", loss_module, trainable, [casts_in_each_layer(model)])
     timed("attention through torch's varlen_attn operator", loss_module, trainable, [torchs_varlen_operator()])
+    rms_norm_differences(model, device, dtype)
+    timed("RMSNorm by torch's kernel, rounded as transformers", loss_module, trainable,
+          [torchs_rms_norm(model, _rounded_as_transformers)])
+    timed("RMSNorm by torch's kernel, one kernel", loss_module, trainable, [torchs_rms_norm(model, _one_kernel)])
     timed("as built, again", loss_module, trainable)
     timed("LoRA dropout off", loss_module, trainable, [dropout_off(model)])
     timed("adapters off (frozen base, input gradients only)", loss_module, trainable, [adapters_off(model)])
