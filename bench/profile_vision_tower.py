@@ -19,6 +19,7 @@ of a second pass (the first meets new shapes):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -116,8 +117,6 @@ def main() -> None:
 
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    varlen = packed.full_varlen_attention
-
     def per_picture(query, key, value, cu_seqlens, longest, scaling):
         bounds = cu_seqlens.tolist()
         parts = [torch.nn.functional.scaled_dot_product_attention(
@@ -125,31 +124,28 @@ def main() -> None:
             for a, b in zip(bounds[:-1], bounds[1:])]
         return torch.cat(parts)
 
-    packed.full_varlen_attention = per_picture
-    try:
-        with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
-            cudnn = timed("fused kernels, cuDNN attention per picture")
-        print(f"  relative difference of the features: {((cudnn - reference).norm() / reference.norm()).item():.2e}",
-              flush=True)
-    except Exception as error:  # an experiment: say what failed
-        print(f"cuDNN attention failed: {type(error).__name__}: {str(error)[:500]}", flush=True)
-    finally:
-        packed.full_varlen_attention = varlen
-
     def cudnn_ragged(query, key, value, cu_seqlens, longest, scaling):
         return torch.ops.aten._cudnn_attention_forward(query, key, value, None, cu_seqlens, cu_seqlens, longest,
                                                        longest, False, 0.0, False, False, scale=scaling)[0]
 
-    packed.full_varlen_attention = cudnn_ragged
-    try:
-        ragged = timed("fused kernels, cuDNN attention over the ragged batch (one call per layer)")
-        print(f"  relative difference of the features: {((ragged - reference).norm() / reference.norm()).item():.2e}",
-              flush=True)
-    except Exception as error:  # an experiment: say what failed
-        print(f"cuDNN ragged attention failed: {type(error).__name__}: {str(error)[:500]}", flush=True)
-    finally:
-        packed.full_varlen_attention = varlen
+    def experiment(label: str, attention, context) -> None:
+        """The tower with its varlen attention call replaced by `attention` (an experiment: a failure
+        is printed, not raised)."""
+        varlen = packed.full_varlen_attention
+        packed.full_varlen_attention = attention
+        try:
+            with context:
+                features = timed(label)
+            print(f"  relative difference of the features: "
+                  f"{((features - reference).norm() / reference.norm()).item():.2e}", flush=True)
+        except Exception as error:
+            print(f"{label} failed: {type(error).__name__}: {str(error)[:500]}", flush=True)
+        finally:
+            packed.full_varlen_attention = varlen
 
+    experiment("fused kernels, cuDNN attention per picture", per_picture, sdpa_kernel([SDPBackend.CUDNN_ATTENTION]))
+    experiment("fused kernels, cuDNN attention over the ragged batch (one call per layer)", cudnn_ragged,
+               contextlib.nullcontext())
 
 if __name__ == "__main__":
     main()
