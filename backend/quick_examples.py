@@ -15,6 +15,10 @@ log = logging.getLogger(__name__)
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 
+# What the bundled examples ask: the question the bundled training set (training/demo_data.py)
+# teaches the demo model, so that once trained it answers the example a person clicks.
+DEMO_QUESTION = {"zh": "这是什么菜？", "en": "What dish is this?"}
+
 # The four questions the course's demo offered, in both languages.
 EXAMPLE_QUESTIONS = {
     "cuisine": {"zh": "这道菜属于哪个菜系？", "en": "Which cuisine is this dish from?"},
@@ -52,7 +56,7 @@ def bundled_examples(folder: Path = EXAMPLES_DIR) -> list[QuickExample]:
             image=folder / "images" / f"{dish['id']}-0.jpg",
             dish_zh=dish["name_zh"], dish_en=dish["name_en"],
             cuisine_zh=dish["cuisine_zh"], cuisine_en=dish["cuisine_en"],
-            question_zh="这是什么菜？属于哪个菜系？", question_en="What dish is this, and which cuisine is it from?",
+            question_zh=DEMO_QUESTION["zh"], question_en=DEMO_QUESTION["en"],
             answer_zh=f"这是{dish['name_zh']}，属于{dish['cuisine_zh']}。",
             answer_en=f"This is {dish['name_en']}, a {dish['cuisine_en']} dish.",
         )

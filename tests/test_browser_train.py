@@ -64,6 +64,20 @@ def test_start_the_demo_fine_tune_watch_it_finish_and_find_it_after_a_reload(bro
     assert "检查点" in checkpoints and "最终（第 90 步）" in checkpoints and "final" not in checkpoints, checkpoints
     page.wait_for_function(LINE_DRAWN, timeout=15_000)
     page.screenshot(path=str(ARTIFACTS / "train-zh.png"), full_page=True)
+    # Chat: with the new checkpoint chosen, the notice no longer says the answers are gibberish
+    # until trained; it says what the adapter on the random-weight model can answer.
+    page.get_by_role("tab", name="对话").click()
+    assert "训练之前它的回答是乱码" in page.locator("#chat-notice").inner_text()
+    page.locator("#chat-model input").click()
+    page.locator("ul[role=listbox] li", has_text="最终").first.click()
+    page.wait_for_function("() => (document.querySelector('#chat-notice')?.innerText || '').includes('加上适配器')",
+                           timeout=15_000)
+    notice = page.locator("#chat-notice").inner_text()
+    assert "demo: bundled dishes · 最终" in notice and "乱码" not in notice, notice
+    page.locator("#chat-model input").click()
+    page.locator("ul[role=listbox] li", has_text="基础模型").first.click()
+    page.wait_for_function("() => (document.querySelector('#chat-notice')?.innerText || '').includes('乱码')",
+                           timeout=15_000)
     # Compare opens on the base model against the new checkpoint, both named in Chinese.
     page.get_by_role("tab", name="对比").click()
     page.wait_for_function("() => (document.querySelector('#compare-right input')?.value || '').includes('最终')",

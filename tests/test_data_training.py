@@ -225,3 +225,22 @@ def test_foodieqa_folder_to_training_set_end_to_end(tmp_path: Path) -> None:
         build_training_set(records, tmp_path / "out")
     saved = build_training_set(records, tmp_path / "out", accept_terms=True, seed=1)
     assert saved.manifest["sources"] == [SOURCE_FOODIEQA] and saved.train and saved.heldout
+
+
+def test_each_bundled_quick_example_is_a_question_the_demo_set_teaches() -> None:
+    """A person who trains the demo model and then clicks a quick example asks exactly a trained
+    question about a trained picture, in either language, so the tuned model can answer it (the
+    examples once asked "What dish is this, and which cuisine is it from?", which the demo set
+    never taught, and the tuned model named the wrong dish)."""
+    from backend.models.tiny import EXAMPLES_DIR
+    from backend.quick_examples import bundled_examples
+    from backend.training.demo_data import demo_records
+
+    taught = {(record["image"], turn_pair[0]["value"].replace("<image>\n", ""), turn_pair[1]["value"])
+              for record in demo_records() for turn_pair in [record["conversations"]]}
+    examples = bundled_examples()
+    assert examples
+    for example in examples:
+        image = example.image.relative_to(EXAMPLES_DIR).as_posix()
+        assert (image, example.question_zh, example.answer_zh) in taught, example
+        assert (image, example.question_en, example.answer_en) in taught, example

@@ -63,6 +63,21 @@ def model_header(services: Services, lang: str) -> str:
     return f"**{label}** · {services.engine.name}"
 
 
+def model_notice(services: Services, key: str | None, lang: str) -> str:
+    """What the page says above the chat about the chosen model when the served model has random
+    weights: why the base says gibberish, or what an adapter trained on it can answer. Empty for a
+    real model."""
+    source = services.source
+    if not (source.is_demo or source.is_tiny):
+        return ""
+    base_notice = text("demo_notice" if source.is_demo else "tiny_notice", lang)
+    choice = next((c for c in model_choices(services.jobs) if c.key == key), None)
+    if choice is None or choice.step is None:  # the base model, or a checkpoint deleted meanwhile
+        return base_notice
+    base = text("demo_model_name", lang) if source.is_demo else source.label
+    return text("tuned_notice", lang, base=base, adapter=model_label(choice, lang))
+
+
 def refresh_models(services: Services, current: str | None, lang: str = "en") -> gr.Dropdown:
     """New checkpoints appear; a deleted one falls back to the base model."""
     options = model_dropdown(services, lang)
@@ -146,10 +161,9 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> ChatTab
     session = gr.State(ChatSession())
     lang_state = gr.State(forced_lang)
 
-    if services.source.is_demo:
-        gr.Markdown(i18n("demo_notice"), elem_classes=["notice"])
-    elif services.source.is_tiny:
-        gr.Markdown(i18n("tiny_notice"), elem_classes=["notice"])
+    random_weights = services.source.is_demo or services.source.is_tiny
+    notice = gr.Markdown(i18n("demo_notice" if services.source.is_demo else "tiny_notice"), elem_classes=["notice"],
+                         visible=random_weights, elem_id="chat-notice")
 
     with gr.Row():
         with gr.Column(scale=3):
@@ -204,5 +218,10 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> ChatTab
         return refresh_models(services, key, lang), model_header(services, lang)
 
     model_pick.focus(refresh_picker, [model_pick], [model_pick], api_name=False)
+    if random_weights:  # the notice says what the chosen model (base, or base + adapter) can answer
+        def on_pick(key, request: gr.Request):
+            return model_notice(services, key, request_lang(request, forced_lang))
+
+        model_pick.change(on_pick, [model_pick], [notice], api_name=False)
     return ChatTab(chatbot=chatbot, textbox=textbox, session=session, model=model_pick, header=header,
                    on_load=on_load)

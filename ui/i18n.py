@@ -38,6 +38,10 @@ STRINGS: dict[str, dict[str, str]] = {
             "gibberish until you train it** in the Train tab. For a real model run "
             "`python app.py --model Qwen/Qwen2-VL-2B-Instruct` (or a local folder)."),
         "tiny_notice": "**This model has random weights** (a tiny test model): expect gibberish.",
+        "tuned_notice": (
+            "**You are talking to {base} with the adapter {adapter}.** The model under it has random "
+            "weights, so it knows only what the adapter learned: ask the way its training data asks, about "
+            "its photos (for the bundled dishes, a quick example), and expect a guess elsewhere."),
         "busy": "Still answering the last question: wait for it, or press Stop.",
         "bad_image": "This picture cannot be used: {detail}",
         "failed": "The model failed to answer: {detail}",
@@ -64,6 +68,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "cmp_per_question": "Every question",
         "cmp_csv": "CSV",
         "demo_source": "demo: tiny Qwen2-VL, random weights",
+        "demo_model_name": "the built-in demo model",
         "model_base": "base model", "model_final": "{job} · final", "model_step": "{job} · step {step}",
         "model_loss": "{label} · loss {loss:.3f}",
         "set_trained": "trained · {name}", "set_heldout": "held-out · {name}", "set_bundled": "bundled sample (all)",
@@ -99,6 +104,9 @@ STRINGS: dict[str, dict[str, str]] = {
             "无需下载即可运行：**训练之前它的回答是乱码**，请在“训练”页训练它。"
             "要使用真实模型，请运行 `python app.py --model Qwen/Qwen2-VL-2B-Instruct`（或本地文件夹）。"),
         "tiny_notice": "**该模型权重为随机值**（微型测试模型）：回答会是乱码。",
+        "tuned_notice": (
+            "**当前是{base}加上适配器 {adapter}。** 底下的模型权重是随机的，它只知道适配器学到的内容："
+            "请按训练数据的问法、就训练数据里的照片提问（内置菜品可直接点快速示例），其他问题它只能乱猜。"),
         "busy": "上一个问题还在回答中：请稍候，或点击停止。",
         "bad_image": "这张图片无法使用：{detail}",
         "failed": "模型回答失败：{detail}",
@@ -123,6 +131,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "cmp_per_question": "每道题",
         "cmp_csv": "CSV",
         "demo_source": "演示模型：微型 Qwen2-VL，随机权重",
+        "demo_model_name": "内置演示模型",
         "model_base": "基础模型", "model_final": "{job} · 最终", "model_step": "{job} · 第 {step} 步",
         "model_loss": "{label} · 损失 {loss:.3f}",
         "set_trained": "训练过的题 · {name}", "set_heldout": "留出的题 · {name}", "set_bundled": "内置样例（全部）",

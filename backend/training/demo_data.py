@@ -10,11 +10,12 @@ import json
 from pathlib import Path
 
 from backend.models.tiny import EXAMPLES_DIR
+from backend.quick_examples import DEMO_QUESTION
 from backend.training.samples import write_samples
 from backend.training.spec import JobSpec
 
-QUESTION_ZH = "这是什么菜？"
-QUESTION_EN = "What dish is this?"
+# the Chat tab's quick examples ask the same, so a trained demo model answers the one clicked
+QUESTION_ZH, QUESTION_EN = DEMO_QUESTION["zh"], DEMO_QUESTION["en"]
 
 
 def demo_records(examples_dir: Path = EXAMPLES_DIR) -> list[dict]:
