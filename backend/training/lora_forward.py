@@ -9,6 +9,11 @@ the whole layer is one autograd node (`LoraLinear`) whose products add into thei
 so the sums come out of the products' epilogues. Dropout stays where peft puts it, one mask per
 layer from the same generator, so what is learned does not change. Measured on an H200
 (bench/README.md): the kernel time of a step fell by 8% with the node.
+
+Two more steps, once a step's forward pass turned out to be bound by the CPU handing kernels over:
+layers wider out than in get a joint weight [W | scaling B] and do their forward pass as one
+product (`join_frozen_and_adapter_weights`), and every layer's A and B are cast to the compute
+dtype once a step for all layers together (`LowPrecisionAdapters`) instead of in each layer.
 """
 
 from __future__ import annotations
