@@ -142,14 +142,19 @@ def casts_in_each_layer(model):
 def torchs_varlen_operator():
     """Attention through torch's varlen_attn (a torch.library custom operator), not flash_varlen's
     direct calls of the same kernels."""
-    from backend.training import flash_varlen
+    from backend.training import flash_varlen, packed
 
-    available = flash_varlen._AVAILABLE
-    flash_varlen._AVAILABLE = False
+    direct = flash_varlen.flash_varlen
+
+    def through_operator(query, key, value, cu_seqlens, longest, scale, causal):
+        options = packed._VARLEN_CAUSAL if causal else packed._VARLEN_FULL
+        return packed._varlen(query, key, value, cu_seqlens, cu_seqlens, longest, longest, scale=scale, **options)
+
+    flash_varlen.flash_varlen = through_operator
     try:
         yield
     finally:
-        flash_varlen._AVAILABLE = available
+        flash_varlen.flash_varlen = direct
 
 
 def _rounded_as_transformers(self, x: torch.Tensor) -> torch.Tensor:

@@ -13,13 +13,7 @@ from __future__ import annotations
 
 import torch
 
-_AVAILABLE = hasattr(torch.ops.aten, "_flash_attention_forward") and hasattr(torch.ops.aten,
-                                                                              "_flash_attention_backward")
 _SPARE: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}  # per device, made once
-
-
-def available() -> bool:
-    return _AVAILABLE
 
 
 def flash_varlen(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cu_seqlens: torch.Tensor,

@@ -61,13 +61,10 @@ def packed_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0,
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, **kwargs)
     if doc_bounds.cu is not None and VARLEN_ATTENTION and dropout == 0.0:
-        # One flash-attention call over the whole row: no per-length kernel plans, no loop.
-        query, key, value = query[0].transpose(0, 1), key[0].transpose(0, 1), value[0].transpose(0, 1)
-        if flash_varlen.available():  # the same kernels without the custom operator's CPU cost
-            out = flash_varlen.flash_varlen(query, key, value, doc_bounds.cu, doc_bounds.longest, scaling, causal=True)
-        else:
-            out = _varlen(query, key, value, doc_bounds.cu, doc_bounds.cu, doc_bounds.longest, doc_bounds.longest,
-                          scale=scaling, **_VARLEN_CAUSAL)
+        # One flash-attention call over the whole row: no per-length kernel plans, no loop (and no
+        # custom-operator wrapper around it: flash_varlen.py)
+        out = flash_varlen.flash_varlen(query[0].transpose(0, 1), key[0].transpose(0, 1), value[0].transpose(0, 1),
+                                        doc_bounds.cu, doc_bounds.longest, scaling, causal=True)
         return out[None], None
     grouped = query.shape[1] != key.shape[1]
     starts = doc_bounds.starts
@@ -91,6 +88,8 @@ def _varlen_kernel():
     return varlen_attn, causal
 
 
+# torch's operator: where this torch has it, its kernels have the varlen form flash_varlen.py calls
+# directly; also the reference the GPU test and profile_step_parts compare flash_varlen with
 _varlen, _VARLEN_CAUSAL = _varlen_kernel()
 # the same kernel attending both ways (the vision tower's attention inside each picture)
 _VARLEN_FULL = {"is_causal": False} if "is_causal" in _VARLEN_CAUSAL else {"window_size": (-1, -1)}
@@ -142,9 +141,7 @@ def vision_varlen(module, query, key, value, attention_mask, scaling=None, dropo
 
 def full_varlen_attention(query, key, value, cu_seqlens, longest: int, scaling) -> torch.Tensor:
     """Attention both ways inside each stretch of a batch: (patches, heads, dim) in and out."""
-    if flash_varlen.available():
-        return flash_varlen.flash_varlen(query, key, value, cu_seqlens, longest, scaling, causal=False)
-    return _varlen(query, key, value, cu_seqlens, cu_seqlens, longest, longest, scale=scaling, **_VARLEN_FULL)
+    return flash_varlen.flash_varlen(query, key, value, cu_seqlens, longest, scaling, causal=False)
 
 
 def speed_up_vision_tower(model: torch.nn.Module, on_cuda: bool) -> None:
