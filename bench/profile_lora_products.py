@@ -72,7 +72,9 @@ def layer_table(tokens: int, d_in: int, d_out: int, rank: int, device, dtype, re
         ("grad @ W|sB (one product)", lambda: grad @ wide_w, mm(tokens, d_in + rank, d_out)),
         ("grad_A = grad_low^T @ x", lambda: grad_low.t() @ x, mm(rank, d_in, tokens)),
         ("grad_B = grad^T @ low", lambda: grad.t() @ low, mm(d_out, rank, tokens)),
-        ("grad_x += grad_low @ A", lambda: (grad @ w).addmm_(grad_low, a), mm(tokens, d_in, rank) + mm(tokens, d_in, d_out)),
+        # both input gradients, as LoraLinear adds them (less the row above: what the adapter's adds)
+        ("grad @ W, then += grad_low @ A", lambda: (grad @ w).addmm_(grad_low, a),
+         mm(tokens, d_in, rank) + mm(tokens, d_in, d_out)),
     ]
     # the alternatives give what they replace (bf16 products, so to bf16 rounding)
     joined = F.linear(wide_x, wide_w)
