@@ -19,6 +19,13 @@ EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 # teaches the demo model, so that once trained it answers the example a person clicks.
 DEMO_QUESTION = {"zh": "这是什么菜？", "en": "What dish is this?"}
 
+
+def demo_answer(dish: dict, lang: str) -> str:
+    """The answer the bundled set teaches for a dish (an entry of examples/dishes.json)."""
+    if lang == "zh":
+        return f"这是{dish['name_zh']}，属于{dish['cuisine_zh']}。"
+    return f"This is {dish['name_en']}, a {dish['cuisine_en']} dish."
+
 # The four questions the course's demo offered, in both languages.
 EXAMPLE_QUESTIONS = {
     "cuisine": {"zh": "这道菜属于哪个菜系？", "en": "Which cuisine is this dish from?"},
@@ -57,8 +64,7 @@ def bundled_examples(folder: Path = EXAMPLES_DIR) -> list[QuickExample]:
             dish_zh=dish["name_zh"], dish_en=dish["name_en"],
             cuisine_zh=dish["cuisine_zh"], cuisine_en=dish["cuisine_en"],
             question_zh=DEMO_QUESTION["zh"], question_en=DEMO_QUESTION["en"],
-            answer_zh=f"这是{dish['name_zh']}，属于{dish['cuisine_zh']}。",
-            answer_en=f"This is {dish['name_en']}, a {dish['cuisine_en']} dish.",
+            answer_zh=demo_answer(dish, "zh"), answer_en=demo_answer(dish, "en"),
         )
         for dish in dishes
     ]

@@ -10,12 +10,9 @@ import json
 from pathlib import Path
 
 from backend.models.tiny import EXAMPLES_DIR
-from backend.quick_examples import DEMO_QUESTION
+from backend.quick_examples import DEMO_QUESTION, demo_answer
 from backend.training.samples import write_samples
 from backend.training.spec import JobSpec
-
-# the Chat tab's quick examples ask the same, so a trained demo model answers the one clicked
-QUESTION_ZH, QUESTION_EN = DEMO_QUESTION["zh"], DEMO_QUESTION["en"]
 
 
 def demo_records(examples_dir: Path = EXAMPLES_DIR) -> list[dict]:
@@ -26,16 +23,14 @@ def demo_records(examples_dir: Path = EXAMPLES_DIR) -> list[dict]:
         pictures = sorted((examples_dir / "images").glob(f"{dish['id']}-*.jpg"))
         for picture in pictures:
             relative = picture.relative_to(examples_dir).as_posix()
-            records.append({
-                "id": f"{picture.stem}-zh", "image": relative,
-                "conversations": [
-                    {"from": "human", "value": f"<image>\n{QUESTION_ZH}"},
-                    {"from": "gpt", "value": f"这是{dish['name_zh']}，属于{dish['cuisine_zh']}。"}]})
-            records.append({
-                "id": f"{picture.stem}-en", "image": relative,
-                "conversations": [
-                    {"from": "human", "value": f"<image>\n{QUESTION_EN}"},
-                    {"from": "gpt", "value": f"This is {dish['name_en']}, a {dish['cuisine_en']} dish."}]})
+            # the question and answer the Chat tab's quick examples use, so a trained demo model
+            # answers the one a person clicks
+            for lang in ("zh", "en"):
+                records.append({
+                    "id": f"{picture.stem}-{lang}", "image": relative,
+                    "conversations": [
+                        {"from": "human", "value": f"<image>\n{DEMO_QUESTION[lang]}"},
+                        {"from": "gpt", "value": demo_answer(dish, lang)}]})
     return records
 
 
