@@ -6,7 +6,10 @@ and the innermost frame below it. Waiting for the GPU (a `.item()`) shows as its
     py-spy record --subprocesses --idle -r 200 -f speedscope -o run.json -- python3 bench/bench_train_speed.py --ours-only
     python3 bench/read_pyspy_lines.py run.json --function train --file lora.py --last 0.5
 
-`--last 0.5` keeps the last half of that stretch (the later epochs of a run, pictures cached).
+`--last 0.5` keeps the last half of that stretch (the later epochs of a run, pictures cached);
+`--first 0.5` the first half; `--start-at StepPasses.run` begins at the training loop, so that
+`--start-at StepPasses.run --first 0.5 --lines-of StepPasses.run` is about the first epoch of a
+3-epoch run (every picture decoded and through the vision tower), by line of a step's passes.
 """
 
 from __future__ import annotations
@@ -33,41 +36,63 @@ def main() -> None:
     parser.add_argument("profile", type=Path)
     parser.add_argument("--function", default="train")
     parser.add_argument("--file", default="lora.py")
+    parser.add_argument("--start-at", default="",
+                        help="begin the stretch at its first sample inside this function (StepPasses.run: the "
+                             "training loop, not the model's loading)")
     parser.add_argument("--last", type=float, default=1.0, help="share of the stretch to keep, from its end")
+    parser.add_argument("--first", type=float, default=1.0,
+                        help="then the share of what is kept to keep, from its start (the first epoch: 0.5)")
+    parser.add_argument("--lines-of", default="",
+                        help="count the lines of this function instead (samples outside it count as one row)")
     parser.add_argument("--top", type=int, default=25)
     args = parser.parse_args()
     data = json.loads(args.profile.read_text())
     frames = [frame_label(f) for f in data["shared"]["frames"]]
+
+    def inside(stack: list[int], name: str, file: str = "") -> int | None:
+        """Index of the innermost frame of `name` in the stack (outermost first), or None."""
+        found = [k for k, f in enumerate(stack) if frames[f][0] == name and frames[f][1].endswith(file)]
+        return found[-1] if found else None
+
     best = None
     for profile in data["profiles"]:
-        inside = [i for i, stack in enumerate(profile["samples"])
-                  if any(frames[f][0] == args.function and frames[f][1].endswith(args.file) for f in stack)]
-        if inside and (best is None or len(inside) > len(best[1])):
-            best = (profile, inside)
+        hits = [i for i, stack in enumerate(profile["samples"]) if inside(stack, args.function, args.file) is not None]
+        if hits and (best is None or len(hits) > len(best[1])):
+            best = (profile, hits)
     if best is None:
         raise SystemExit(f"no sample inside {args.function} ({args.file})")
-    profile, inside = best
+    profile, hits = best
     # the last contiguous stretch (the timed run comes after the warm-ups)
-    stretch = [inside[-1]]
-    for i in reversed(inside[:-1]):
+    stretch = [hits[-1]]
+    for i in reversed(hits[:-1]):
         if stretch[-1] - i > 50:
             break
         stretch.append(i)
     stretch.reverse()
+    samples = profile["samples"]
+    if args.start_at:
+        begin = next((k for k, i in enumerate(stretch) if inside(samples[i], args.start_at) is not None), None)
+        if begin is None:
+            raise SystemExit(f"no sample inside {args.start_at} in the stretch")
+        stretch = stretch[begin:]
     stretch = stretch[int(len(stretch) * (1 - args.last)):]
-    weights = profile.get("weights") or [1] * len(profile["samples"])
+    stretch = stretch[:max(1, int(len(stretch) * args.first))]
+    counted, file = (args.lines_of, "") if args.lines_of else (args.function, args.file)
+    weights = profile.get("weights") or [1] * len(samples)
     by_line, by_leaf = Counter(), Counter()
     for i in stretch:
-        stack = profile["samples"][i]  # outermost first
-        at = max(k for k, f in enumerate(stack) if frames[f][0] == args.function and frames[f][1].endswith(args.file))
-        line = frames[stack[at]][2]
+        stack = samples[i]  # outermost first
         leaf = frames[stack[-1]]
-        below = frames[stack[at + 1]] if at + 1 < len(stack) else None
-        by_line[(line, below[0] if below else "")] += weights[i]
         by_leaf[f"{leaf[0]} ({Path(leaf[1]).name}:{leaf[2]})"] += weights[i]
+        at = inside(stack, counted, file)
+        if at is None:
+            by_line[(-1, f"(outside {counted})")] += weights[i]
+            continue
+        below = frames[stack[at + 1]] if at + 1 < len(stack) else None
+        by_line[(frames[stack[at]][2], below[0] if below else "")] += weights[i]
     total = sum(weights[i] for i in stretch)
     print(f"{profile.get('name', '')}: {len(stretch)} samples in the kept stretch")
-    print(f"by line of {args.function} (and the call on it):")
+    print(f"by line of {counted} (and the call on it):")
     for (line, call), weight in by_line.most_common(args.top):
         print(f"  {weight / total:6.1%}  line {line:4d}  {call}")
     print("by innermost frame:")
