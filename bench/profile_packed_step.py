@@ -79,7 +79,7 @@ def main() -> None:
                 group = encoded[i:i + 16]
                 features.append(packed._image_features(
                     packed._inner(model), torch.cat([e.inputs["pixel_values"] for e in group]).to(device, dtype),
-                    torch.cat([e.inputs["image_grid_thw"] for e in group]).to(device)))
+                    torch.cat([e.inputs["image_grid_thw"] for e in group]), device))
         sync()
         return (time.perf_counter() - t0) / len(encoded) * 1e3, features[0].float()
 

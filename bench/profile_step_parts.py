@@ -336,7 +336,7 @@ def compare_compiled(model, loss_module, trainable, encoded, timed, sync, device
                     group = encoded[i:i + 16]
                     packed._image_features(
                         packed._inner(model), torch.cat([e.inputs["pixel_values"] for e in group]).to(device, dtype),
-                        torch.cat([e.inputs["image_grid_thw"] for e in group]).to(device))
+                        torch.cat([e.inputs["image_grid_thw"] for e in group]), device)
                 sync()
                 print(f"  vision tower pass {repeat + 1}: {(time.perf_counter() - t0) / len(encoded) * 1e3:.1f} ms "
                       "per picture", flush=True)

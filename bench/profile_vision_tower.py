@@ -77,7 +77,7 @@ def main() -> None:
     sync = torch.cuda.synchronize if on_gpu else (lambda: None)
     groups = [encoded[i:i + 16] for i in range(0, len(encoded), 16)]
     inputs = [(torch.cat([e.inputs["pixel_values"] for e in g]).to(device, dtype),
-               torch.cat([e.inputs["image_grid_thw"] for e in g]).to(device)) for g in groups]
+               torch.cat([e.inputs["image_grid_thw"] for e in g])) for g in groups]
     patches = sum(int(grid.prod(-1).sum()) for _, grid in inputs)
     print(f"{len(encoded)} pictures, {patches / len(encoded):.0f} patches each on average", flush=True)
     if on_gpu and vision_kernels.triton is not None:
@@ -85,7 +85,7 @@ def main() -> None:
 
     @torch.no_grad()
     def run() -> torch.Tensor:
-        return torch.cat([packed._image_features(packed._inner(model), pixels, grid) for pixels, grid in inputs])
+        return torch.cat([packed._image_features(packed._inner(model), pixels, grid, device) for pixels, grid in inputs])
 
     def timed(label: str) -> torch.Tensor:
         run()  # new shapes (cuDNN and cuBLAS plans, Triton's first launches)

@@ -52,14 +52,19 @@ def test_fused_vision_tower_gives_transformers_features(tmp_path):
     packed.speed_up_vision_tower(model, on_cuda=True)
     visual = model.model.visual
     assert any(isinstance(b.mlp.act, vision_kernels.FusedQuickGELU) for b in visual.blocks)
-    grid = torch.tensor([[1, 8, 12], [1, 6, 6]], device="cuda")
+    grid = torch.tensor([[1, 8, 12], [1, 6, 6]])
     patch = visual.config.in_channels * visual.config.temporal_patch_size * visual.config.patch_size ** 2
     pixels = torch.randn(int(grid.prod(-1).sum()), patch, device="cuda", dtype=torch.bfloat16)
+    cuda = torch.device("cuda")
     with torch.no_grad():
-        fused = packed._image_features(model.model, pixels, grid)
+        fused = packed._image_features(model.model, pixels, grid, cuda)
         vision_kernels.undo_fused_vision_kernels(visual)
-        plain = packed._image_features(model.model, pixels, grid)
+        plain = packed._image_features(model.model, pixels, grid, cuda)
+        # transformers' own way: the grid on the GPU, positions and bounds worked out there
+        own = torch.cat(list(model.model.get_image_features(pixel_values=pixels, image_grid_thw=grid.cuda()).pooler_output))
+    assert packed._tower_inputs(model.model, grid, cuda)  # the precomputed inputs were used
     assert torch.equal(fused, plain)
+    assert torch.equal(plain, own)
 
 def test_without_triton_the_tower_keeps_transformers_code(monkeypatch, tiny_models):
     """A CPU-only install keeps transformers' tower code, even where the varlen kernel would be."""

@@ -317,6 +317,25 @@ def test_compiled_layers_are_asked_for_gpus_only(tiny_models) -> None:
     assert all(layer._compiled_call_impl is None for layer in layers)  # on a CPU: eager, no compiler needed
 
 
+def test_the_towers_inputs_worked_out_on_the_cpu_give_transformers_features(tiny_models) -> None:
+    """prepare() hands the vision tower its rotary positions and attention bounds, worked out from
+    the grid on the CPU (so the GPU is never waited for); the features are transformers' own."""
+    from backend.training.packed import _image_features, _inner, _tower_inputs
+
+    model, processor = lora_model(tiny_models["qwen2_vl"])
+    dataset = SampleDataset([sample_from_record(record, EXAMPLES) for record in RECORDS[:3]], processor, PIXELS,
+                            MAX_LENGTH)
+    encoded = [dataset[i] for i in range(3)]
+    pixels = torch.cat([e.inputs["pixel_values"] for e in encoded])
+    grid = torch.cat([e.inputs["image_grid_thw"] for e in encoded])
+    inner, cpu = _inner(model), torch.device("cpu")
+    assert len(grid) >= 3 and set(_tower_inputs(inner, grid, cpu)) == {"position_ids", "cu_seqlens", "max_seqlen"}
+    with torch.no_grad():
+        ours = _image_features(inner, pixels, grid, cpu)
+        own = torch.cat(list(inner.get_image_features(pixel_values=pixels, image_grid_thw=grid).pooler_output))
+    assert torch.equal(ours, own)
+
+
 def test_a_picture_shown_by_several_samples_goes_through_the_tower_once(tiny_models) -> None:
     """FoodieQA asks several questions about one photo: its embeddings are computed once, shared by
     the samples (in one call and, through the cache, in later ones), and equal to what the sample

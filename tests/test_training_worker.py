@@ -307,6 +307,42 @@ def test_data_parallel_training_on_two_cpu_processes(demo_workdir: Path, tmp_pat
             f"pictures, {len(photos)} of them went through the vision tower") in log, log[-3000:]
 
 
+def test_a_stop_asked_of_one_rank_stops_both_at_the_same_step_with_a_checkpoint(demo_workdir: Path,
+                                                                                 tmp_path: Path) -> None:
+    """Each rank's steps are read one step late (step_totals.py), and a stop request travels in the
+    summed totals: SIGTERM to one rank alone (not the group, as a cancel sends it) still stops both
+    at one step, saved and resumable."""
+    from backend.training.layout import EXIT_STOPPED, JobFiles
+
+    spec = quick(demo_workdir, epochs=6, save_every=0, output_dir=str(tmp_path / "ddp"))
+    Path(spec.output_dir).mkdir()
+    spec.save(Path(spec.output_dir) / "spec.json")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="")
+    files = JobFiles(Path(spec.output_dir))
+    with (tmp_path / "torchrun.log").open("w") as out:
+        run = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                                "-m", "backend.training.lora", str(files.root / "spec.json")],
+                               cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_for("a first step", lambda: files.metrics.exists() and '"loss"' in files.metrics.read_text())
+            ranks = subprocess.run(["pgrep", "-P", str(run.pid)], capture_output=True, text=True).stdout.split()
+            assert len(ranks) == 2
+            os.kill(int(max(ranks, key=int)), signal.SIGTERM)
+            code = run.wait(timeout=240)
+        finally:
+            if run.poll() is None:
+                run.kill()
+    torchrun = (tmp_path / "torchrun.log").read_text(errors="replace")[-3000:]
+    log = files.log.read_text()
+    stopped = re.search(r"stopped at step (\d+) of 30", log)
+    assert stopped and code != 0, torchrun + log[-3000:]
+    step = int(stopped.group(1))
+    assert [s for s, _ in ready_checkpoints(files)] == [step]
+    assert EXIT_STOPPED == 75 and "exitcode  : 75" in torchrun  # both ranks stopped, not crashed
+    records = [r for r in read_metrics(files.metrics) if "loss" in r]
+    assert records[-1]["step"] == step
+
+
 def test_each_rank_keeps_its_share_of_the_samples_in_every_epoch() -> None:
     from backend.training.runtime import Dist, epoch_order
 

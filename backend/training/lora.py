@@ -57,6 +57,7 @@ from backend.training.runtime import (Dist, Metrics, StopFlag, TrainingError, cl
                                       setup_distributed, start_loader)
 from backend.training.samples import Sample, SampleError
 from backend.training.spec import JobSpec, SpecError
+from backend.training.step_totals import StepClock, StepInFlight, StepTotals
 from backend.training.vision_kernels import start_triton_early
 
 log = logging.getLogger("foodie.train")
@@ -258,15 +259,17 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
     if saved:
         step = checkpoints.resume(saved[-1][1], spec, peft_model, optimizer, engine, device)
     last_saved = step
-    metrics = Metrics(files.metrics, step, dist.is_main)
 
     # ---- training loop ----
     model.train()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16)
     passes = StepPasses(spec, dist, device, weights_dtype, cache, peft_model, model, loss_module, engine, autocast,
                         adapters)
-    run_start, steps_this_run = time.time(), 0
-    loss_value = eval_loss = None
+    progress = StepLog(Metrics(files.metrics, step, dist.is_main), spec.log_every, total_steps, steps_per_epoch,
+                       step, device)
+    last: StepTotals | None = None  # the newest step whose totals have been read
+    in_flight: StepInFlight | None = None  # the step whose totals are still on their way
+    eval_loss = None
     while step < total_steps:
         epoch = step // steps_per_epoch
         if early_loader is not None:  # epoch 0 from its first batch: opened before the model loaded
@@ -276,7 +279,7 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
             micro_batches = data.open_loader(epoch, data.epoch_batches(epoch)[first:])
 
         for _ in range(step % steps_per_epoch, steps_per_epoch):
-            t0 = time.time()
+            started = StepClock(device)
             # -- learning rate for this step (set by hand: resuming needs only the step number) --
             lr = lr_at(step, total_steps, warmup_steps, spec.learning_rate, spec.lr_schedule)
             for group in optimizer.param_groups:
@@ -293,48 +296,38 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             step += 1
-            steps_this_run += 1
-            if dist.world > 1:  # log what all ranks did this step, not rank 0's share alone
-                totals = torch.tensor([loss_sum, step_tokens, samples, real_tokens], dtype=torch.float64,
-                                      device=device)
-                torch.distributed.all_reduce(totals)
-                loss_sum, step_tokens, samples, real_tokens = totals.tolist()
-            loss_value = loss_sum / max(1, step_tokens)
+            done = StepInFlight(step, lr, loss_sum, (step_tokens, samples, real_tokens), stop.requested, started,
+                                dist.world)
 
-            # -- log --
-            dt = time.time() - t0  # .item() above already waited for the GPU
-            elapsed = time.time() - run_start
-            eta = elapsed / steps_this_run * (total_steps - step)
-            epoch_float = step / steps_per_epoch
-            if step % spec.log_every == 0 or step == total_steps:
-                record = {"step": step, "total_steps": total_steps, "epoch": round(epoch_float, 4),
-                          "loss": round(loss_value, 6), "lr": lr,
-                          "samples": int(samples), "tokens": int(real_tokens),  # this step, all ranks
-                          "samples_per_s": round(samples / dt, 3), "tokens_per_s": round(real_tokens / dt, 1),
-                          "eta_s": round(eta, 1), "elapsed_s": round(elapsed, 2), "time": time.time()}
-                if on_gpu:
-                    record["gpu_mem_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
-                metrics.write(record)
-                log.info("step %d/%d | epoch %.2f | loss %.4f | lr %.2e | %.1f samples/s | %.0f tok/s | eta %s",
-                         step, total_steps, epoch_float, loss_value, lr, record["samples_per_s"],
-                         record["tokens_per_s"], clock(eta))
+            # -- log the step before: its totals arrived while this step's kernels were queued --
+            if in_flight is not None:
+                last = progress.write(in_flight)
+            in_flight = done
+
+            end_of_epoch = step % steps_per_epoch == 0
+            evaluating = bool(eval_samples) and ((spec.eval_every and step % spec.eval_every == 0)
+                                                 or (not spec.eval_every and end_of_epoch) or step == total_steps)
+            due = spec.save_every and step % spec.save_every == 0 and step < total_steps
+            # One rank sees a stop request at once; with several, every rank learns of any rank's
+            # request from the same step's summed totals, so all stop at the same step.
+            stopping = stop.requested if dist.world == 1 else last is not None and last.stop_asked
+            if evaluating or due or stopping or step == total_steps:  # these need this step's loss now
+                last, in_flight = progress.write(in_flight), None
+                stopping = stopping or last.stop_asked
 
             # -- evaluate on the held-out samples --
-            end_of_epoch = step % steps_per_epoch == 0
-            if eval_samples and ((spec.eval_every and step % spec.eval_every == 0)
-                                 or (not spec.eval_every and end_of_epoch) or step == total_steps):
+            epoch_float = step / steps_per_epoch
+            if evaluating:
                 eval_loss = evaluate(model, eval_samples, processor, spec, dist, device, autocast, pad_id)
-                metrics.write({"step": step, "epoch": round(epoch_float, 4), "eval_loss": round(eval_loss, 6),
-                               "time": time.time()})
+                progress.metrics.write({"step": step, "epoch": round(epoch_float, 4), "eval_loss": round(eval_loss, 6),
+                                        "time": time.time()})
                 log.info("step %d | eval loss %.4f on %d held-out samples", step, eval_loss, len(eval_samples))
                 model.train()
 
             # -- checkpoint, and stop if asked --
-            stopping = stop.agreed(dist, device)
-            due = spec.save_every and step % spec.save_every == 0 and step < total_steps
             if (due or stopping) and step > last_saved:
                 checkpoints.save(engine, peft_model, optimizer, files, spec, step, epoch_float,
-                      {"loss": loss_value, "eval_loss": eval_loss}, dist)
+                                 {"loss": last.loss, "eval_loss": eval_loss}, dist)
                 last_saved = step
             if stopping:
                 log.info("stopped at step %d of %d; resume continues from here", step, total_steps)
@@ -345,13 +338,45 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
                  "samples showed %d pictures, %d of them went through the vision tower (%.2f GB cached)",
                  cache.computed, cache.reused, cache.picture_slots, cache.pictures_computed, cache.used / 2**30)
     # ---- finish: the final adapter (and merged model) ----
-    summary = {"step": step, "total_steps": total_steps, "loss": loss_value, "eval_loss": eval_loss}
+    summary = {"step": step, "total_steps": total_steps, "loss": last.loss if last else None, "eval_loss": eval_loss}
     if dist.is_main:
         checkpoints.save_final(peft_model, processor, files, spec, summary)
     if dist.world > 1:
         torch.distributed.barrier()
-    log.info("done: %d steps in %s", step, clock(time.time() - run_start))
+    log.info("done: %d steps in %s", step, clock(time.time() - progress.run_start))
     return EXIT_OK
+
+
+class StepLog:
+    """Each step's figures into metrics.jsonl (every `log_every` steps and the last) and the job log."""
+
+    def __init__(self, metrics: Metrics, log_every: int, total_steps: int, steps_per_epoch: int, first_step: int,
+                 device: torch.device) -> None:
+        self.metrics, self.log_every, self.total_steps = metrics, log_every, total_steps
+        self.steps_per_epoch, self.first_step, self.device = steps_per_epoch, first_step, device
+        self.run_start, self.clock = time.time(), StepClock(device)
+
+    def write(self, in_flight: StepInFlight) -> StepTotals:
+        """The step's totals, read (waiting for that step alone) and written where due."""
+        totals = in_flight.read(self.clock)
+        step, total_steps = totals.step, self.total_steps
+        if step % self.log_every and step != total_steps:
+            return totals
+        elapsed = totals.elapsed  # to the step's end on the device, however late it is read
+        eta = elapsed / max(1, step - self.first_step) * (total_steps - step)
+        seconds = max(totals.seconds, 1e-9)
+        record = {"step": step, "total_steps": total_steps, "epoch": round(step / self.steps_per_epoch, 4),
+                  "loss": round(totals.loss, 6), "lr": totals.lr,
+                  "samples": totals.samples, "tokens": totals.tokens,  # this step, all ranks
+                  "samples_per_s": round(totals.samples / seconds, 3), "tokens_per_s": round(totals.tokens / seconds, 1),
+                  "eta_s": round(eta, 1), "elapsed_s": round(elapsed, 2), "time": time.time()}
+        if self.device.type == "cuda":
+            record["gpu_mem_gb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 3)
+        self.metrics.write(record)
+        log.info("step %d/%d | epoch %.2f | loss %.4f | lr %.2e | %.1f samples/s | %.0f tok/s | eta %s",
+                 step, total_steps, record["epoch"], totals.loss, totals.lr, record["samples_per_s"],
+                 record["tokens_per_s"], clock(eta))
+        return totals
 
 
 @dataclass
@@ -372,9 +397,9 @@ class StepPasses:
     autocast: torch.autocast
     adapters: LowPrecisionAdapters | None
 
-    def run(self, group_batches: list) -> tuple[float, int, int, int]:
-        """This rank's summed loss (normalised by the step's answer tokens, times them), answer
-        tokens, samples and real tokens."""
+    def run(self, group_batches: list) -> tuple[torch.Tensor, int, int, int]:
+        """This rank's summed loss (normalised by the step's answer tokens, times them; a tensor on
+        the device), answer tokens, samples and real tokens."""
         spec, packed = self.spec, self.cache is not None
         if packed:
             # The step's samples are regrouped into rows of up to pack_tokens tokens: the loss is
@@ -389,7 +414,7 @@ class StepPasses:
             # whether it sits in a short or a long micro-batch.
             step_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in group_batches)
         ddp_module = self.loss_module if packed else self.model  # whose no_sync() holds back gradient sync
-        loss_sum = 0.0
+        loss_sum = None  # on the device: reading it here would wait for the GPU (step_totals.py)
         samples = real_tokens = 0
         # LoRA's A and B in bf16, cast once for the step's rows (the optimizer changes them after)
         with self.adapters.step() if self.adapters is not None else nullcontext():
@@ -404,10 +429,10 @@ class StepPasses:
                         with self.autocast:
                             loss = self.loss_module(batch) / max(1, step_tokens)
                     else:
+                        real_tokens += int(batch["attention_mask"].sum())  # on the CPU, before the copy
                         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
                         labels = batch.pop("labels")  # (B, T)
                         samples += labels.shape[0]
-                        real_tokens += int(batch["attention_mask"].sum())
                         with self.autocast:
                             logits = self.model(**batch, use_cache=False).logits  # (B, T, vocab)
                         loss = answer_loss(logits, labels) / max(1, step_tokens)
@@ -416,7 +441,10 @@ class StepPasses:
                         self.engine.step()  # counts micro-batches; clips and steps at the accumulation boundary
                     else:
                         loss.backward()
-                loss_sum += loss.item() * max(1, step_tokens)
+                summed = loss.detach() * max(1, step_tokens)
+                loss_sum = summed if loss_sum is None else loss_sum + summed
+        if loss_sum is None:  # no micro-batch (a rank given none this step)
+            loss_sum = torch.zeros((), device=self.device)
         return loss_sum, step_tokens, samples, real_tokens
 
 

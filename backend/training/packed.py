@@ -243,7 +243,7 @@ def prepare(model: torch.nn.Module, encoded: list[Encoded], device: torch.device
         pixels = torch.cat([part.to(device, dtype, non_blocking=True) for part, _ in todo.values()])
         grids = torch.stack([row for _, row in todo.values()])
         counts = (grids.prod(-1) // merge).tolist()
-        features = _image_features(_inner(model), pixels, grids.to(device))
+        features = _image_features(_inner(model), pixels, grids, device)
         if features.shape[0] != sum(counts):
             raise ValueError(f"the vision tower gave {features.shape[0]} picture embeddings for {sum(counts)} "
                              "picture tokens")
@@ -268,13 +268,35 @@ def prepare(model: torch.nn.Module, encoded: list[Encoded], device: torch.device
     return samples
 
 
-def _image_features(inner, pixels: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+def _image_features(inner, pixels: torch.Tensor, grid: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The vision tower and projector on these pictures' patches; `grid` (pictures x 3) on the CPU."""
+    known = _tower_inputs(inner, grid, device)
     # transformers 5 returned a tuple of per-picture tensors at first, an output object later.
-    out = inner.get_image_features(pixel_values=pixels, image_grid_thw=grid)
+    out = inner.get_image_features(pixel_values=pixels, image_grid_thw=grid if known else grid.to(device), **known)
     features = getattr(out, "pooler_output", out)
     if isinstance(features, (list, tuple)):
         features = torch.cat(list(features), dim=0)
     return features
+
+
+def _tower_inputs(inner, grid: torch.Tensor, device: torch.device) -> dict:
+    """The Qwen2-VL vision tower's rotary positions and attention bounds, worked out from the grid on
+    the CPU and handed to the GPU without waiting. From a grid on the GPU, transformers reads the
+    grid back (`.tolist()`) before the tower and after it, and our attention read the longest
+    picture back in every block: each a wait for the GPU, so the CPU could not queue the language
+    model's forward pass while the tower ran. Empty (transformers' own way) where this
+    transformers does not take them precomputed, or for another tower."""
+    try:
+        from transformers.vision_utils import get_vision_cu_seqlens, get_vision_position_ids
+    except ImportError:
+        return {}
+    visual = inner.visual
+    if (type(visual).__name__ != "Qwen2VisionTransformerPretrainedModel"
+            or "kwargs" not in inspect.signature(get_vision_position_ids).parameters):
+        return {}
+    bounds = get_vision_cu_seqlens(grid)
+    return {"position_ids": to_device(get_vision_position_ids(grid, visual.spatial_merge_size), device),
+            "cu_seqlens": to_device(bounds, device), "max_seqlen": int((bounds[1:] - bounds[:-1]).max())}
 
 
 def _rope_positions(model, encoded: Encoded, ids: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
