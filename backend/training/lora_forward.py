@@ -84,16 +84,18 @@ class LoraLinear(torch.autograd.Function):
     def forward(ctx, x, weight, bias, lora_a, lora_b, scaling: float, p: float, joint=None, ready=None):
         # ready: (A, B, whether B is scaled) already in the compute dtype (LowPrecisionAdapters), or None
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
-        x, weight = x.to(dtype), weight.to(dtype)
-        bias = None if bias is None else bias.to(dtype)
+        # Cast only what differs: `.to()` of a tensor already in the dtype returns it, but its
+        # dispatch still costs CPU time, and this forward pass is bound by the CPU (class docstring)
+        x, weight = _in(x, dtype), _in(weight, dtype)
+        bias = None if bias is None else _in(bias, dtype)
         if ready is not None:
             a, b, b_scaled = ready
         elif joint is not None and joint.dtype == dtype:
             # B changes at every optimizer step: its columns of the joint weight are written here,
             # scaled before the one rounding to the joint weight's dtype
-            a, b, b_scaled = lora_a.to(dtype), joint[:, x.shape[1]:].copy_(lora_b * scaling), True
+            a, b, b_scaled = _in(lora_a, dtype), joint[:, x.shape[1]:].copy_(lora_b * scaling), True
         else:
-            a, b, b_scaled = lora_a.to(dtype), lora_b.to(dtype), False
+            a, b, b_scaled = _in(lora_a, dtype), _in(lora_b, dtype), False
         dropped, mask = _dropout(x, p)
         low = dropped @ a.t()  # (tokens, r)
         if b_scaled:
@@ -111,7 +113,7 @@ class LoraLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         dropped, mask, low, weight, a, b = ctx.saved_tensors
-        grad = grad.to(low.dtype)
+        grad = _in(grad, low.dtype)
         grad_low = grad @ b  # (tokens, r)
         if not ctx.b_scaled:
             grad_low.mul_(ctx.scaling)
@@ -121,6 +123,10 @@ class LoraLinear(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = _dropout_backward(grad_low @ a, mask, ctx.p).addmm_(grad, weight)
         return grad_x, None, None, grad_a, grad_b, None, None, None, None
+
+
+def _in(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return tensor if tensor.dtype == dtype else tensor.to(dtype)
 
 
 class LowPrecisionAdapters:
