@@ -250,6 +250,35 @@ def test_a_run_encodes_each_picture_once_and_reuses_it_in_later_epochs(demo_work
             f"pictures, {len(photos)} of them went through the vision tower") in log, log[-2000:]
 
 
+def test_a_step_that_fails_keeps_the_record_of_the_step_before(demo_workdir: Path, tmp_path: Path,
+                                                               monkeypatch) -> None:
+    """Each step's totals are read one step late, while the next step runs (step_totals.py); when
+    that next step fails (here the third, made to raise), the second's record is still written."""
+    from backend.training import lora
+    from backend.training.demo_data import demo_records, demo_spec
+    from backend.training.samples import write_samples
+
+    data = write_samples(demo_records()[:16], tmp_path / "sixteen.json")
+    spec = demo_spec(demo_workdir, data_file=str(data), epochs=3, batch_size=4, save_every=0,
+                     output_dir=str(tmp_path / "job"))
+    files = JobFiles(Path(spec.output_dir))
+    files.root.mkdir()
+    steps_run = []
+    real_run = lora.StepPasses.run
+
+    def third_step_fails(self, group_batches):
+        steps_run.append(len(group_batches))
+        if len(steps_run) == 3:
+            raise RuntimeError("the third step failed")
+        return real_run(self, group_batches)
+
+    monkeypatch.setattr(lora.StepPasses, "run", third_step_fails)
+    with pytest.raises(RuntimeError, match="third step"):
+        train(spec, files, StopFlag())
+    records = [json.loads(line) for line in files.metrics.read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2]
+
+
 def test_out_of_memory_advice_fits_the_path_the_job_trains_on(tiny_models) -> None:
     from backend.training.lora import model_type_of, out_of_memory_sentence, packs
 

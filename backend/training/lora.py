@@ -28,6 +28,7 @@ Exit status: 0 done; 1 failed (the reason is in result.json and the last lines o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -287,7 +288,13 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
 
             # -- forward / backward over grad_accum micro-batches --
             group_batches = [b for _, b in zip(range(spec.grad_accum), micro_batches)]
-            loss_sum, step_tokens, samples, real_tokens = passes.run(group_batches)
+            try:
+                loss_sum, step_tokens, samples, real_tokens = passes.run(group_batches)
+            except BaseException:
+                if in_flight is not None:  # the step before did finish: its record is not lost with this one
+                    with contextlib.suppress(Exception):
+                        progress.write(in_flight)
+                raise
 
             # -- clip, step --
             if engine is None:

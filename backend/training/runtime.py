@@ -64,16 +64,9 @@ class StopFlag:
 
     def _handle(self, signum, frame) -> None:
         if not self.requested:
-            log.info("%s received: finishing this step, then saving and stopping", signal.Signals(signum).name)
+            log.info("%s received: finishing this step (with several processes, the next one too), then "
+                     "saving and stopping", signal.Signals(signum).name)
         self.requested = True
-
-    def agreed(self, dist: Dist, device: torch.device) -> bool:
-        """All ranks stop at the same step, or the ones that go on would wait for the others forever."""
-        if dist.world == 1:
-            return self.requested
-        flag = torch.tensor([float(self.requested)], device=device)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        return bool(flag.item())
 
 
 def quiet_data_worker(worker_id: int) -> None:
