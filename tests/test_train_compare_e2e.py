@@ -6,9 +6,12 @@ These are the bars of the Train and Compare issues, checked the way a user would
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import time
+from pathlib import Path
 
 import pytest
 from gradio_client import Client, handle_file
@@ -72,8 +75,13 @@ def test_a_checkpoint_beats_the_base_on_its_trained_questions_and_held_out_is_ap
     assert "**succeeded**" in wait_for(client, job_id)
 
     def accuracies(set_name: str) -> list[float]:
-        summary = client.predict("base", f"{job_id}:final", set_name, "zh", 16, api_name="/score")[0]
+        summary, *_, per_question, csv_file = client.predict("base", f"{job_id}:final", set_name, "zh", 16,
+                                                              api_name="/score")
         assert set_name in summary
+        # the CSV holds the per-question table under its headers, and was written in the work folder
+        rows = list(csv.reader(io.StringIO(Path(csv_file["value"]).read_text(encoding="utf-8-sig"))))
+        assert rows[0] == per_question["headers"] and len(rows) == len(per_question["value"]["data"]) + 1
+        assert any((demo_workdir / "gradio-uploads" / "scores").glob("scores-*.csv"))
         return [float(x) for x in re.findall(r"\*\*: ([\d.]+)%", summary)]
 
     base, tuned = accuracies("trained · e2e-sivqa")

@@ -322,7 +322,7 @@ def test_a_stop_asked_of_one_rank_stops_both_at_the_same_step_with_a_checkpoint(
     with (tmp_path / "torchrun.log").open("w") as out:
         run = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                                 "-m", "backend.training.lora", str(files.root / "spec.json")],
-                               cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+                               cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             wait_for("a first step", lambda: files.metrics.exists() and '"loss"' in files.metrics.read_text())
             ranks = subprocess.run(["pgrep", "-P", str(run.pid)], capture_output=True, text=True).stdout.split()
@@ -330,8 +330,8 @@ def test_a_stop_asked_of_one_rank_stops_both_at_the_same_step_with_a_checkpoint(
             os.kill(int(max(ranks, key=int)), signal.SIGTERM)
             code = run.wait(timeout=240)
         finally:
-            if run.poll() is None:
-                run.kill()
+            if run.poll() is None:  # the ranks too, not torchrun alone
+                os.killpg(run.pid, signal.SIGKILL)
     torchrun = (tmp_path / "torchrun.log").read_text(errors="replace")[-3000:]
     log = files.log.read_text()
     stopped = re.search(r"stopped at step (\d+) of 30", log)

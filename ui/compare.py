@@ -7,7 +7,7 @@ so they stream at the same time. Scores on trained and held-out questions are se
 from __future__ import annotations
 
 import logging
-import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,8 +108,11 @@ def run_scores(left_key: str, right_key: str, set_name: str, lang: str, batch_si
         log.exception("scoring failed")
         raise gr.Error(text("scoring_failed", page_lang, detail=say(err, page_lang))) from None
 
+    # Gradio's upload folder: under the work folder (app.py), and a folder Gradio agrees to serve
+    # from wherever the work folder is
+    exports = Path(gr.utils.get_upload_folder()) / "scores"
     return (*score_tables(runs, names, set_label(set_name, page_lang), len(records), page_lang),
-            gr.File(value=str(write_csv(runs)), visible=True))
+            gr.File(value=str(write_csv(runs, question_headers(names, page_lang), exports)), visible=True))
 
 
 def score_tables(runs: list, names: list[str], set_name: str, count: int, lang: str) -> tuple:
@@ -120,18 +123,25 @@ def score_tables(runs: list, names: list[str], set_name: str, count: int, lang: 
     words = dict(total=text("cmp_total", lang), unparsed=text("cmp_unparsed", lang, count="{count}"))
     tables = [gr.Dataframe(value=scoring.side_by_side(runs, by, **words),
                            headers=[text(f"cmp_col_{by}", lang), *names], visible=True) for by in BREAKDOWNS]
-    question_headers = [text("cmp_col_id", lang), text("cmp_col_question", lang), text("cmp_col_right", lang)]
-    for name in names:
-        question_headers += [text(f"cmp_col_{part}", lang, model=name) for part in ("picked", "reply", "correct")]
     # the short columns wide enough for their headers (which wrapped a character per line)
     widths = ["140px", "240px", "80px"] + ["90px", "280px", "80px"] * len(names)
-    return (summary, *tables, gr.Dataframe(value=scoring.per_question(runs), headers=question_headers,
+    return (summary, *tables, gr.Dataframe(value=scoring.per_question(runs), headers=question_headers(names, lang),
                                            column_widths=widths, visible=True))
 
 
-def write_csv(runs: list) -> Path:
-    csv_path = Path(tempfile.mkdtemp(prefix="scores-")) / "scores.csv"
-    csv_path.write_text(scoring.to_csv(runs), encoding="utf-8-sig")  # BOM: Excel opens Chinese right
+def question_headers(names: list[str], lang: str) -> list[str]:
+    """The per-question table's columns (and the CSV's), said in `lang`."""
+    headers = [text("cmp_col_id", lang), text("cmp_col_question", lang), text("cmp_col_right", lang)]
+    for name in names:
+        headers += [text(f"cmp_col_{part}", lang, model=name) for part in ("picked", "reply", "correct")]
+    return headers
+
+
+def write_csv(runs: list, headers: list[str], folder: Path) -> Path:
+    """The per-question table as a CSV file in `folder` (named by time: each scoring gets its own)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    csv_path = folder / f"scores-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**6:06d}.csv"
+    csv_path.write_text(scoring.to_csv(runs, headers), encoding="utf-8-sig")  # BOM: Excel opens Chinese right
     return csv_path
 
 

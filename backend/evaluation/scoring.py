@@ -153,12 +153,14 @@ def per_question(runs: Sequence[ScoreRun]) -> list[list[str]]:
     return rows
 
 
-def to_csv(runs: Sequence[ScoreRun]) -> str:
+def to_csv(runs: Sequence[ScoreRun], header: Sequence[str] | None = None) -> str:
+    """per_question() as CSV, under `header` (the page's words for the columns) or plain English ones."""
     out = io.StringIO()
     writer = csv.writer(out)
-    header = ["id", "question", "right"]
-    for run in runs:
-        header += [f"{run.model} picked", f"{run.model} reply", f"{run.model} correct"]
+    if header is None:
+        header = ["id", "question", "right"]
+        for run in runs:
+            header += [f"{run.model} picked", f"{run.model} reply", f"{run.model} correct"]
     writer.writerow(header)
     writer.writerows(per_question(runs))
     return out.getvalue()
