@@ -5,6 +5,7 @@ process and one run, on the same data and settings (issue 7).
     python3 bench/bench_train_speed.py --pack-tokens 16384:gc,16384:compile   # the recorded run's variants
     python3 bench/bench_train_speed.py --ablate        # also ours with packing off / fused kernels off
     python3 bench/bench_train_speed.py --ours-only     # ours alone, with its time per step (for tuning)
+    python3 bench/bench_train_speed.py --ours-only --repeat 2   # twice in one process
     python3 bench/bench_train_speed.py --dry-run       # a narrow model and 16 samples, to check it on a CPU
 
 Model: Qwen2-VL-2B-Instruct's shape with random weights (speed does not depend on weight values).
@@ -265,6 +266,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--ours-only", action="store_true", help="no baseline: our run alone, with its "
                         "time per step (for tuning; the bars need the baseline in the same run)")
+    parser.add_argument("--repeat", type=int, default=1, help="with --ours-only: each run this many times, one "
+                        "after the other in this process (is a run faster in a process that has trained before?)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     for noisy in ("httpx", "urllib3", "filelock", "transformers"):
@@ -333,12 +336,13 @@ def main() -> None:
         for i, (label, changes) in enumerate(variants):
             reset_peak(device)
             warm_up_ours(i, changes)
-            run = run_ours(spec.with_changes(output_dir=str(workdir / f"ours-{i}"), **changes))
-            flops = model_flops(params, counts, args.epochs, vision_passes=1)
-            print(f"{label}: {run['seconds']:.1f} s, MFU {flops / run['seconds'] / PEAK_FLOPS:.1%}, first epoch "
-                  f"{run['first_epoch_s']:.1f} s, later epochs {run['later_epochs_samples_per_s']:.1f} samples/s, "
-                  f"peak {peak_gb(device):.1f} GB")
-            print("  seconds per step:", " ".join(f"{s:.2f}" for s in run["step_seconds"]), flush=True)
+            for repeat in range(max(1, args.repeat)):
+                run = run_ours(spec.with_changes(output_dir=str(workdir / f"ours-{i}-{repeat}"), **changes))
+                flops = model_flops(params, counts, args.epochs, vision_passes=1)
+                print(f"{label}{f', run {repeat + 1}' if args.repeat > 1 else ''}: {run['seconds']:.1f} s, MFU "
+                      f"{flops / run['seconds'] / PEAK_FLOPS:.1%}, first epoch {run['first_epoch_s']:.1f} s, later "
+                      f"epochs {run['later_epochs_samples_per_s']:.1f} samples/s, peak {peak_gb(device):.1f} GB")
+                print("  seconds per step:", " ".join(f"{s:.2f}" for s in run["step_seconds"]), flush=True)
         return
 
     results: dict[str, dict] = {}
