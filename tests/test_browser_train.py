@@ -85,6 +85,8 @@ def test_start_the_demo_fine_tune_watch_it_finish_and_find_it_after_a_reload(bro
     assert page.locator("#compare-left input").input_value() == "基础模型"
     assert page.locator("#compare-right input").input_value().startswith("demo: bundled dishes · 最终 · 损失 ")
     assert page.locator("#compare-set input").input_value() == "内置样例（全部）"
+    # ...under a notice that says why both may answer gibberish (the demo model's random weights)
+    assert "权重是随机的" in page.locator("#compare-notice").inner_text()
     page.close()
 
 

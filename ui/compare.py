@@ -148,6 +148,10 @@ def write_csv(runs: list, headers: list[str], folder: Path) -> Path:
 def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> None:
     lang_state = gr.State(forced_lang)
     initial = _dropdown_choices(services)
+    # why the answers and scores below are gibberish, where the served model has random weights
+    source = services.source
+    gr.Markdown(i18n("cmp_demo_notice" if source.is_demo else "tiny_notice"), elem_classes=["notice"],
+                visible=source.is_demo or source.is_tiny, elem_id="compare-notice")
     with gr.Row():
         left = gr.Dropdown(initial, value=BASE_KEY, label=i18n("cmp_left"), allow_custom_value=True, elem_id="compare-left")
         right = gr.Dropdown(initial, value=newest(initial), label=i18n("cmp_right"), allow_custom_value=True,

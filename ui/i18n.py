@@ -47,6 +47,11 @@ STRINGS: dict[str, dict[str, str]] = {
         "failed": "The model failed to answer: {detail}",
         "scoring_failed": "Scoring failed: {detail}",
         "stopped": "(stopped)",
+        "cmp_demo_notice": (
+            "**Both sides run on the built-in demo model, whose weights are random.** The base model says "
+            "gibberish; a checkpoint knows only what its adapter learned (for the bundled dishes, their names, "
+            "asked the way the training set asks). Expect gibberish, and on multiple-choice questions mostly "
+            "*unparsed* replies, until you train on such questions; a real model: `python app.py --model …`."),
         "cmp_left": "Left",
         "cmp_right": "Right",
         "cmp_refresh": "🔄 Refresh",
@@ -112,6 +117,10 @@ STRINGS: dict[str, dict[str, str]] = {
         "failed": "模型回答失败：{detail}",
         "scoring_failed": "评分失败：{detail}",
         "stopped": "（已停止）",
+        "cmp_demo_notice": (
+            "**两侧都运行在内置演示模型上，它的权重是随机的。** 基础模型的回答是乱码；检查点只知道适配器学到的内容"
+            "（内置菜品：按训练集的问法问菜名）。在用这类题训练之前，回答会是乱码，选择题大多记为*未解析*；"
+            "要使用真实模型，请运行 `python app.py --model …`。"),
         "cmp_left": "左侧",
         "cmp_right": "右侧",
         "cmp_refresh": "🔄 刷新",
