@@ -10,9 +10,12 @@ Variants: as built; each LoRA layer as separate autograd operations (not one Lor
 each with a product and an in-place add over the output (no joint [W | scaling B] products); A and
 B cast in each layer (not once a step); attention through torch's varlen_attn operator; the
 language model's RMSNorm through torch's own kernel instead of Liger's (two ways: rounded as
-transformers rounds, or one kernel; an experiment, with their distance to transformers'); LoRA
-dropout off; adapters off (input gradients through the frozen layers only: what the base model
-alone costs); the optimizer step alone. With --compile instead (a model built without Liger, whose
+transformers rounds, or one kernel; an experiment, with their distance to transformers'); LoRA on
+q, o, gate and down only (what three LoRA calls a layer cost: the most that grouping q/k/v and
+gate/up into one call each could save); LoRA dropout off; adapters off (input gradients through the
+frozen layers only: what the base model alone costs); the optimizer step alone. The variants are
+timed round after round (--rounds), each round's figure printed beside the median: these hosts
+drift by 10-30% within a run, more than most variants differ. With --compile instead (a model built without Liger, whose
 patches are class-wide and whose kernels inductor would replace): eager against every decoder
 layer through torch.compile, and the vision tower eager against compiled.
 
@@ -24,6 +27,7 @@ GPU against how long they take to finish (close: the pass waits on Python, not o
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from contextlib import ExitStack, contextmanager, nullcontext
@@ -220,11 +224,31 @@ def adapters_off(model):
         hook.remove()
 
 
+@contextmanager
+def adapters_only_on(model, kept: tuple[str, ...] = ("q_proj", "o_proj", "gate_proj", "down_proj")):
+    """LoRA on these projections only; the others (k, v and up of Qwen2's decoder) run as frozen
+    layers. Against as built, what three LoRA calls a layer cost: the most that doing q/k/v and
+    gate/up each as one call over their shared input could save (it would keep their GPU work)."""
+    from peft.tuners.lora import LoraLayer
+
+    switched = [m for name, m in model.named_modules()
+                if isinstance(m, LoraLayer) and name.rsplit(".", 1)[-1] not in kept and not m.disable_adapters]
+    for module in switched:
+        module.enable_adapters(False)
+    try:
+        yield
+    finally:
+        for module in switched:
+            module.enable_adapters(True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=64)
     parser.add_argument("--row-tokens", type=int, default=11000)
     parser.add_argument("--iters", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3, help="the variants timed round after round, this many "
+                        "times (a host that speeds up or slows down during the run then moves them all alike)")
     parser.add_argument("--compile", action="store_true", help="instead: without Liger, eager against every "
                         "decoder layer and vision block through torch.compile")
     parser.add_argument("--kernels", type=int, default=30, help="rows of the kernel table (0: none)")
@@ -246,6 +270,12 @@ def main() -> None:
     adapters = getattr(model, "low_precision_adapters", None)
 
     def timed(label: str, loss_module, trainable, contexts=()) -> float:
+        seconds, tokens_per_s, peak = measure(loss_module, trainable, contexts)
+        print(f"{label}: {seconds * 1e3:.1f} ms per row, {tokens_per_s:.0f} tokens/s, peak {peak:.1f} GB", flush=True)
+        return seconds
+
+    def measure(loss_module, trainable, contexts=()) -> tuple[float, float, float]:
+        """Seconds per row, tokens/s and peak GB over --iters rows, after two rows of warm-up."""
         def step(row):
             with adapters.step() if adapters is not None else nullcontext():  # as train() does
                 with autocast:
@@ -271,9 +301,21 @@ def main() -> None:
             sync()
         seconds = (time.perf_counter() - t0) / args.iters
         peak = torch.cuda.max_memory_allocated() / 1e9 if device.type == "cuda" else float("nan")
-        print(f"{label}: {seconds * 1e3:.1f} ms per row, {tokens / args.iters / seconds:.0f} tokens/s, "
-              f"peak {peak:.1f} GB", flush=True)
-        return seconds
+        return seconds, tokens / args.iters / seconds, peak
+
+    def interleaved(variants: list) -> None:
+        """(label, a function giving the variant's context managers) each timed once a round, for
+        --rounds rounds; the median round of each, and every round's figure beside it."""
+        times: dict[str, list[float]] = {label: [] for label, _ in variants}
+        peaks: dict[str, float] = {}
+        for _ in range(max(1, args.rounds)):
+            for label, contexts in variants:
+                seconds, _, peaks[label] = measure(loss_module, trainable, contexts())
+                times[label].append(seconds)
+        for label, seconds in times.items():
+            rounds = " ".join(f"{s * 1e3:.1f}" for s in seconds)
+            print(f"{label}: {statistics.median(seconds) * 1e3:.1f} ms per row (median of rounds: {rounds}), "
+                  f"peak {peaks[label]:.1f} GB", flush=True)
 
     model.train()
     loss_module = packed.PackedLoss(model)
@@ -281,23 +323,26 @@ def main() -> None:
     if args.compile:  # this model was built without Liger (its patches are class-wide, for the process)
         compare_compiled(model, loss_module, trainable, encoded, timed, sync, device, dtype)
         return
-    # the first variant timed tends to pay a few ms more (the caching allocator still growing): built last
+    # the first variant timed tends to pay a few ms more (the caching allocator still growing): the
+    # median of several rounds leaves that out
     if device.type == "cuda":
         issue_times(loss_module, rows, autocast, sync)
     if args.cpu_profile:
         forward_cpu_profile(loss_module, rows, autocast, sync, args.cpu_profile)
-    timed("LoRA as separate operations (not one node)", loss_module, trainable, [lora_as_separate_operations(model)])
-    timed("as built", loss_module, trainable)
-    timed("LoRA without joint products (product + in-place add)", loss_module, trainable, [no_joint_products(model)])
-    timed("A and B cast in each layer (not once a step)", loss_module, trainable, [casts_in_each_layer(model)])
-    timed("attention through torch's varlen_attn operator", loss_module, trainable, [torchs_varlen_operator()])
     rms_norm_differences(model, device, dtype)
-    timed("RMSNorm by torch's kernel, rounded as transformers", loss_module, trainable,
-          [torchs_rms_norm(model, _rounded_as_transformers)])
-    timed("RMSNorm by torch's kernel, one kernel", loss_module, trainable, [torchs_rms_norm(model, _one_kernel)])
-    timed("as built, again", loss_module, trainable)
-    timed("LoRA dropout off", loss_module, trainable, [dropout_off(model)])
-    timed("adapters off (frozen base, input gradients only)", loss_module, trainable, [adapters_off(model)])
+    interleaved([
+        ("as built", lambda: []),
+        ("LoRA as separate operations (not one node)", lambda: [lora_as_separate_operations(model)]),
+        ("LoRA without joint products (product + in-place add)", lambda: [no_joint_products(model)]),
+        ("A and B cast in each layer (not once a step)", lambda: [casts_in_each_layer(model)]),
+        ("attention through torch's varlen_attn operator", lambda: [torchs_varlen_operator()]),
+        ("RMSNorm by torch's kernel, rounded as transformers",
+         lambda: [torchs_rms_norm(model, _rounded_as_transformers)]),
+        ("RMSNorm by torch's kernel, one kernel", lambda: [torchs_rms_norm(model, _one_kernel)]),
+        ("LoRA on q, o, gate and down only (k, v and up frozen)", lambda: [adapters_only_on(model)]),
+        ("LoRA dropout off", lambda: [dropout_off(model)]),
+        ("adapters off (frozen base, input gradients only)", lambda: [adapters_off(model)]),
+    ])
 
     optimizer = torch.optim.AdamW(trainable, lr=1e-5, fused=device.type == "cuda")
     for p in trainable:
