@@ -66,11 +66,10 @@ def main() -> None:
     warnings.simplefilter("always")
     if torch.cuda.is_available():
         torch.cuda.set_sync_debug_mode("warn")
-    run_ours(spec)
+    run = run_ours(spec)
     if torch.cuda.is_available():
         torch.cuda.set_sync_debug_mode("default")
-    steps = args.epochs * -(-(16 if args.dry_run else args.samples) // (spec.batch_size * spec.grad_accum))
-    print(f"{sum(found.values())} synchronising calls in {steps} steps ({args.epochs} epochs), by where:")
+    print(f"{sum(found.values())} synchronising calls in {run['steps']} steps ({args.epochs} epochs), by where:")
     for (ours, inner), count in found.most_common(args.top):
         print(f"  {count:5d}  {ours}  <-  {inner}")
 
