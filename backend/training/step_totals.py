@@ -1,4 +1,4 @@
-"""A training step's totals read back from the GPU one step late.
+"""A training step's totals read back from the GPU one step late, and written to the metrics and the log.
 
 Reading a step's loss (`.item()`) right after its backward pass makes the CPU wait for the GPU to
 finish the whole step before it starts on the next one, and the next forward pass is bound by the
@@ -14,10 +14,15 @@ together, one step after the request.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
 import torch
+
+from backend.training.runtime import Metrics, clock
+
+log = logging.getLogger("foodie.train")
 
 
 @dataclass(frozen=True)
@@ -83,3 +88,35 @@ class StepInFlight:
         return StepTotals(self.step, self.lr, values[0] / max(1, answer_tokens), int(answer_tokens), int(samples),
                           int(tokens), self.started.seconds_to(self.ended), run_start.seconds_to(self.ended),
                           bool(stop))
+
+
+class StepLog:
+    """Each step's figures into metrics.jsonl (every `log_every` steps and the last) and the job log."""
+
+    def __init__(self, metrics: Metrics, log_every: int, total_steps: int, steps_per_epoch: int, first_step: int,
+                 device: torch.device) -> None:
+        self.metrics, self.log_every, self.total_steps = metrics, log_every, total_steps
+        self.steps_per_epoch, self.first_step, self.device = steps_per_epoch, first_step, device
+        self.run_start, self.clock = time.time(), StepClock(device)
+
+    def write(self, in_flight: StepInFlight) -> StepTotals:
+        """The step's totals, read (waiting for that step alone) and written where due."""
+        totals = in_flight.read(self.clock)
+        step, total_steps = totals.step, self.total_steps
+        if step % self.log_every and step != total_steps:
+            return totals
+        elapsed = totals.elapsed  # to the step's end on the device, however late it is read
+        eta = elapsed / max(1, step - self.first_step) * (total_steps - step)
+        seconds = max(totals.seconds, 1e-9)
+        record = {"step": step, "total_steps": total_steps, "epoch": round(step / self.steps_per_epoch, 4),
+                  "loss": round(totals.loss, 6), "lr": totals.lr,
+                  "samples": totals.samples, "tokens": totals.tokens,  # this step, all ranks
+                  "samples_per_s": round(totals.samples / seconds, 3), "tokens_per_s": round(totals.tokens / seconds, 1),
+                  "eta_s": round(eta, 1), "elapsed_s": round(elapsed, 2), "time": time.time()}
+        if self.device.type == "cuda":
+            record["gpu_mem_gb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 3)
+        self.metrics.write(record)
+        log.info("step %d/%d | epoch %.2f | loss %.4f | lr %.2e | %.1f samples/s | %.0f tok/s | eta %s",
+                 step, total_steps, record["epoch"], totals.loss, totals.lr, record["samples_per_s"],
+                 record["tokens_per_s"], clock(eta))
+        return totals
