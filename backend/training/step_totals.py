@@ -111,7 +111,8 @@ class StepLog:
         record = {"step": step, "total_steps": total_steps, "epoch": round(step / self.steps_per_epoch, 4),
                   "loss": round(totals.loss, 6), "lr": totals.lr,
                   "samples": totals.samples, "tokens": totals.tokens,  # this step, all ranks
-                  "samples_per_s": round(totals.samples / seconds, 3), "tokens_per_s": round(totals.tokens / seconds, 1),
+                  "samples_per_s": round(totals.samples / seconds, 3),
+                  "tokens_per_s": round(totals.tokens / seconds, 1),
                   "eta_s": round(eta, 1), "elapsed_s": round(elapsed, 2), "time": time.time()}
         if self.device.type == "cuda":
             record["gpu_mem_gb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 3)
