@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -170,3 +172,17 @@ def test_the_score_tables_are_said_in_the_page_language(engine, sample):
     assert per_question.headers[:3] == ["编号", "问题", "正确答案"] and per_question.headers[3] == "基础模型：所选"
     english = score_tables([run], ["base model"], "held-out · dishes", 3, "en")[0]
     assert english == f"held-out · dishes — 3 questions. **base model**: {100 * run.accuracy:.1f}% ({run.unparsed} unparsed)"
+
+
+def test_a_csv_that_cannot_be_written_leaves_the_scores_and_the_page(tmp_path) -> None:
+    """The download is written where Gradio serves from; if that fails (here the folder's place is a
+    file), the page keeps its tables and says why in a warning instead of failing the scoring."""
+    from ui.compare import csv_download
+
+    written = csv_download([], ["编号", "问题"], tmp_path / "scores", "zh")
+    assert written.visible and (tmp_path / "scores").is_dir()
+    assert Path(written.value["path"]).read_text(encoding="utf-8-sig").splitlines() == ["编号,问题"]
+    (tmp_path / "blocked").write_text("a file where the folder should be")
+    with pytest.warns(UserWarning, match="无法写出 CSV 文件"):
+        refused = csv_download([], ["编号", "问题"], tmp_path / "blocked" / "scores", "zh")
+    assert not refused.visible

@@ -112,7 +112,7 @@ def run_scores(left_key: str, right_key: str, set_name: str, lang: str, batch_si
     # from wherever the work folder is
     exports = Path(gr.utils.get_upload_folder()) / "scores"
     return (*score_tables(runs, names, set_label(set_name, page_lang), len(records), page_lang),
-            gr.File(value=str(write_csv(runs, question_headers(names, page_lang), exports)), visible=True))
+            csv_download(runs, question_headers(names, page_lang), exports, page_lang))
 
 
 def score_tables(runs: list, names: list[str], set_name: str, count: int, lang: str) -> tuple:
@@ -135,6 +135,17 @@ def question_headers(names: list[str], lang: str) -> list[str]:
     for name in names:
         headers += [text(f"cmp_col_{part}", lang, model=name) for part in ("picked", "reply", "correct")]
     return headers
+
+
+def csv_download(runs: list, headers: list[str], folder: Path, lang: str) -> gr.File:
+    """The CSV file to download; if it cannot be written (a full disk), a warning, and the scores
+    on the page stand (they are saved beside the checkpoint already)."""
+    try:
+        return gr.File(value=str(write_csv(runs, headers, folder)), visible=True)
+    except OSError as err:
+        log.warning("the scores' CSV was not written: %s", err)
+        gr.Warning(text("cmp_csv_failed", lang, detail=err.strerror or err))
+        return gr.File(value=None, visible=False)
 
 
 def write_csv(runs: list, headers: list[str], folder: Path) -> Path:

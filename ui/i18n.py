@@ -72,6 +72,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "cmp_by_cuisine": "By cuisine",
         "cmp_per_question": "Every question",
         "cmp_csv": "CSV",
+        "cmp_csv_failed": "The scores are shown and saved beside the checkpoint, but their CSV file could not be "
+                          "written: {detail}",
         "demo_source": "demo: tiny Qwen2-VL, random weights",
         "demo_model_name": "the built-in demo model",
         "model_base": "base model", "model_final": "{job} · final", "model_step": "{job} · step {step}",
@@ -139,6 +141,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "cmp_by_cuisine": "按菜系",
         "cmp_per_question": "每道题",
         "cmp_csv": "CSV",
+        "cmp_csv_failed": "分数已显示并保存在检查点旁，但无法写出 CSV 文件：{detail}",
         "demo_source": "演示模型：微型 Qwen2-VL，随机权重",
         "demo_model_name": "内置演示模型",
         "model_base": "基础模型", "model_final": "{job} · 最终", "model_step": "{job} · 第 {step} 步",
