@@ -43,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -240,6 +241,32 @@ def peak_gb(device: torch.device) -> float:
     return torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else float("nan")
 
 
+def allocator_counts(device: torch.device) -> tuple[int, int, int, float]:
+    """How often CUDA's caching allocators have asked the driver for memory so far: GPU blocks, retries
+    after freeing the cache, page-locked host blocks (the data loader's pinned batches) and the
+    milliseconds those took. A run in a fresh process pays for every block it first needs."""
+    if device.type != "cuda":
+        return 0, 0, 0, 0.0
+    stats, host = torch.cuda.memory_stats(device), torch.cuda.host_memory_stats()
+    return (stats.get("num_device_alloc", 0), stats.get("num_alloc_retries", 0), host.get("num_host_alloc", 0),
+            host.get("host_alloc_time.total", 0) / 1000)
+
+
+def triton_variants() -> Counter:
+    """Triton kernels this process holds, by name, one per specialisation (Triton specialises integer
+    arguments on divisibility by 16): a run that needs one it has not made yet waits for it."""
+    made: Counter = Counter()
+    try:
+        from triton.runtime.jit import JITFunction
+    except ImportError:
+        return made
+    for obj in gc.get_objects():
+        if isinstance(obj, JITFunction):
+            for cache in getattr(obj, "device_caches", {}).values():
+                made[obj.__name__] += len(cache[0] if isinstance(cache, tuple) else cache)
+    return made
+
+
 def reset_peak(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
@@ -337,11 +364,17 @@ def main() -> None:
             reset_peak(device)
             warm_up_ours(i, changes)
             for repeat in range(max(1, args.repeat)):
+                before, kernels = allocator_counts(device), triton_variants()
                 run = run_ours(spec.with_changes(output_dir=str(workdir / f"ours-{i}-{repeat}"), **changes))
+                mallocs, retries, pinned, pinned_ms = (after - first for after, first in
+                                                       zip(allocator_counts(device), before))
                 flops = model_flops(params, counts, args.epochs, vision_passes=1)
                 print(f"{label}{f', run {repeat + 1}' if args.repeat > 1 else ''}: {run['seconds']:.1f} s, MFU "
                       f"{flops / run['seconds'] / PEAK_FLOPS:.1%}, first epoch {run['first_epoch_s']:.1f} s, later "
-                      f"epochs {run['later_epochs_samples_per_s']:.1f} samples/s, peak {peak_gb(device):.1f} GB")
+                      f"epochs {run['later_epochs_samples_per_s']:.1f} samples/s, peak {peak_gb(device):.1f} GB, "
+                      f"{mallocs} cudaMalloc calls, {retries} retries after a failed one, {pinned} page-locked "
+                      f"blocks allocated in {pinned_ms:.0f} ms, Triton kernels made (compiled, or loaded from "
+                      f"Triton's disk cache): {dict(triton_variants() - kernels) or 'none'}")
                 print("  seconds per step:", " ".join(f"{s:.2f}" for s in run["step_seconds"]), flush=True)
         return
 
