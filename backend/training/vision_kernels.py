@@ -30,7 +30,11 @@ except ImportError:  # CPU-only installs: the tower keeps transformers' code
     triton = None
 
 if triton is not None:
-    @triton.jit
+    # Triton compiles a kernel again for each class of its integer arguments (divisible by 16 or not);
+    # `tokens` changes with every batch of pictures, so a job met the second class mid-run and waited
+    # for a compile there (bench_train_speed.py --ours-only --repeat 2 counts them). It only bounds
+    # the mask, so the hint bought nothing.
+    @triton.jit(do_not_specialize=["tokens"])
     def _rotate_and_split_kernel(qkv_ptr, cos_ptr, sin_ptr, qk_ptr, v_ptr, tokens, plane,
                                  HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, HALF_BLOCK: tl.constexpr,
                                  ROWS: tl.constexpr):
