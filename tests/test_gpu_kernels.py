@@ -225,3 +225,30 @@ def test_flash_varlen_equals_torchs_varlen_attention_bit_for_bit(causal: bool):
         assert (a.float() - b.float()).norm() <= 1e-3 * b.float().norm()
     with torch.no_grad():  # the vision tower's way in: no autograd node
         assert torch.equal(flash_varlen(q, k, v, cu, longest, dim ** -0.5, causal=causal), want)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_loaded_sample_pins_only_its_pictures_and_is_prepared_the_same(tiny_models):
+    """The loader pins the pictures' patches only (each pinned tensor is a page-locked block of its
+    own); the token ids then reach the GPU from pageable memory, with the same result."""
+    from backend.training.encoding import SampleDataset
+    from backend.training.packed import prepare
+    from backend.training.samples import sample_from_record
+    from tests.test_training_packed import EXAMPLES, MAX_LENGTH, PIXELS, RECORDS, lora_model
+
+    model, processor = lora_model(tiny_models["qwen2_vl"])
+    model.to("cuda", torch.bfloat16)
+    samples = [sample_from_record(record, EXAMPLES) for record in RECORDS]
+    encoded = [SampleDataset(samples, processor, PIXELS, MAX_LENGTH)[i].with_pixels_as(torch.bfloat16)
+               for i in range(len(samples))]
+    pinned = [e.pin_memory() for e in encoded]
+    for e in pinned:
+        assert not e.labels.is_pinned() and not e.inputs["input_ids"].is_pinned()
+        assert "pixel_values" not in e.inputs or e.inputs["pixel_values"].is_pinned()
+    assert pinned[-1] is encoded[-1]  # the text-only sample: nothing to pin
+    cuda = torch.device("cuda")
+    for want, got in zip(prepare(model, encoded, cuda, torch.bfloat16), prepare(model, pinned, cuda, torch.bfloat16),
+                         strict=True):
+        assert torch.equal(want.input_ids, got.input_ids) and torch.equal(want.targets, got.targets)
+        assert torch.equal(want.positions, got.positions)
+        assert all(torch.equal(a, b) for a, b in zip(want.pictures, got.pictures, strict=True))

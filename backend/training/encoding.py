@@ -49,10 +49,16 @@ class Encoded:
         return int((self.labels != IGNORE_INDEX).sum())
 
     def pin_memory(self) -> "Encoded":
-        """Page-locked copies (the DataLoader's pin_memory calls this), so copies to the GPU run in
-        the background instead of holding up the training process."""
-        return Encoded({key: value.pin_memory() for key, value in self.inputs.items()}, self.labels.pin_memory(),
-                       self.pictures)
+        """The pictures' patches in page-locked memory (the DataLoader's pin_memory calls this), so
+        their copy to the GPU (megabytes) runs in the background instead of holding up the training
+        process. The rest stays as it is: prepare() reads it on the CPU, and the token ids' copy is
+        a few kilobytes, which CUDA takes from pageable memory without waiting for the GPU. Each
+        pinned tensor is a page-locked block of its own, allocated while the first epoch runs (about
+        five a sample when all were pinned: 272 blocks, 0.5-0.7 s of allocation on an H200 host)."""
+        pixels = self.inputs.get("pixel_values")
+        if pixels is None:
+            return self
+        return Encoded({**self.inputs, "pixel_values": pixels.pin_memory()}, self.labels, self.pictures)
 
     def with_pixels_as(self, dtype: torch.dtype) -> "Encoded":
         """The same sample with its pictures' patches in `dtype` (the model's: half the bytes to hand
