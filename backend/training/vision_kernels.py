@@ -33,7 +33,8 @@ if triton is not None:
     # Triton compiles a kernel again for each class of its integer arguments (divisible by 16 or not);
     # `tokens` changes with every batch of pictures, so a job met the second class mid-run and waited
     # for a compile there (bench_train_speed.py --ours-only --repeat 2 counts them). It only bounds
-    # the mask, so the hint bought nothing.
+    # the rows' mask, which is the same along each row's contiguous columns either way, so the hint
+    # gave the compiler nothing to vectorise with.
     @triton.jit(do_not_specialize=["tokens"])
     def _rotate_and_split_kernel(qkv_ptr, cos_ptr, sin_ptr, qk_ptr, v_ptr, tokens, plane,
                                  HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, HALF_BLOCK: tl.constexpr,
