@@ -284,7 +284,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--workdir", type=Path, help="work folder (default: a fresh temporary one)")
-    parser.add_argument("--ablate", action="store_true", help="also run ours with packing off, and without fused kernels")
+    parser.add_argument("--ablate", action="store_true",
+                        help="also run ours with packing off, and without fused kernels")
     parser.add_argument("--dry-run", action="store_true", help="a narrow model and 16 samples, to check on a CPU")
     parser.add_argument("--no-warmup", action="store_true", help="time each path from a cold start")
     parser.add_argument("--pack-tokens", default="", help="also run ours with these tokens per packed row "

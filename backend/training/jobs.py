@@ -178,7 +178,8 @@ class JobStore:
                 return self.get(job_id)
             job = self.get(job_id)  # a worker took it a moment ago
         if job.state != "running":
-            raise JobError(Problem("cannot_cancel", "Job {job} is {state}; only queued or running jobs can be cancelled.",
+            raise JobError(Problem("cannot_cancel",
+                                   "Job {job} is {state}; only queued or running jobs can be cancelled.",
                                    job=job_id, state=job.state))
         self._execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
         if job.pid:
@@ -194,8 +195,9 @@ class JobStore:
             f"WHERE id = ? AND state IN ({','.join('?' * len(RESUMABLE))})",
             (job_id, *RESUMABLE)).rowcount
         if not updated:
-            raise JobError(Problem("cannot_resume", "Job {job} is {state}; only an interrupted, cancelled or failed job "
-                                   "can be resumed.", job=job_id, state=job.state))
+            raise JobError(Problem("cannot_resume",
+                                   "Job {job} is {state}; only an interrupted, cancelled or failed job can be resumed.",
+                                   job=job_id, state=job.state))
         return self.get(job_id)
 
     def delete(self, job_id: str) -> None:
