@@ -455,6 +455,62 @@ def _whole_number(value: object, error_key: str, lang: str) -> int:
     return int(number)
 
 
+def _read_source(chosen: str, path: str, files: list[str] | None, lang: str, workdir: Path,
+                 data_folder: Path | None, visitor: str) -> ReadResult:
+    """The records of the chosen source (see load_source); `visitor` names the upload's folder."""
+    if chosen == "sample":
+        return read_bundled_sample()
+    if chosen == "own_example":
+        return read_bundled_own_data()
+    if chosen == "data":
+        if data_folder is None:
+            raise Refusal(text("ds_no_data", lang))
+        return read_data_folder(data_folder)
+    if chosen == "folder":
+        if not (path or "").strip():
+            raise Refusal(text("ds_no_folder", lang))
+        return read_data_folder(Path(path.strip()).expanduser())
+    if chosen == "upload":
+        if not files:
+            raise Refusal(text("ds_no_upload", lang))
+        paths = [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in files]
+        unpacked = unpack_upload(paths, new_upload_folder(workdir, visitor))
+        if unpacked.skipped:
+            gr.Warning(left_out_sentence(unpacked.skipped, lang))
+        return read_data_folder(upload_data_root(unpacked.folder))
+    if chosen == "hub":
+        return read_foodieqa_hub(workdir / "foodieqa-hub")
+    raise Refusal(text("ds_unknown_source", lang, source=chosen))
+
+
+def _write_training_set(workdir: Path, state: DatasetSession, chosen_tasks: list[str], lang_choice: str,
+                        heldout_share: float, seed_value: float, set_name: str, only_shown: bool, flt: RecordFilter,
+                        replace_existing: bool, accept_terms: bool, lang: str):
+    """The training set built and written (see save_training_set), or a Refusal saying why not."""
+    try:
+        share = float(heldout_share)
+    except (TypeError, ValueError):
+        raise Refusal(text("ds_bad_heldout", lang)) from None
+    if not 0.0 <= share <= 0.5:
+        raise Refusal(text("ds_bad_heldout", lang))
+    seed_number = _whole_number(seed_value if seed_value is not None else 0, "ds_bad_seed", lang)
+    records = state.result.records
+    if only_shown:
+        records = tuple(filter_records(records, flt))
+    try:
+        target = training_set_folder(workdir, set_name)
+        if target.exists() and any(target.iterdir()) and not replace_existing:
+            raise Refusal(text("ds_exists", lang, name=target.name))
+        return build_training_set(records, target, heldout_ratio=share, seed=seed_number,
+                                  tasks=tuple(chosen_tasks or ()), lang=lang_choice or "zh",
+                                  accept_terms=bool(accept_terms))
+    except TermsNotAccepted as err:
+        raise Refusal(text("ds_terms_refused", lang, detail=say(err, lang))) from None
+    except (DataError, ValueError, OSError) as err:
+        log.warning("saving a training set failed: %s", err)
+        raise Refusal(text("ds_save_failed", lang, detail=say(err, lang))) from None
+
+
 # --- the tab --------------------------------------------------------------------------------------
 
 def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> DatasetTab:
@@ -577,7 +633,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Dataset
         lang = request_lang(request, forced_lang)
         progress(None, desc="reading")
         try:
-            result = _read_source(chosen, path, files, lang, request)
+            result = _read_source(chosen, path, files, lang, workdir, data_folder, request.session_hash)
         except (DataError, Refusal, OSError) as err:  # OSError: a full disk, a vanished upload, ...
             detail = say(err, lang)  # a Refusal is said in the visitor's language already
             sentence = detail if isinstance(err, Refusal) else text("ds_load_failed", lang, detail=detail)
@@ -589,32 +645,6 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Dataset
                 dish: "", summary: summary_markdown(result, lang), report: report_table(result, lang),
                 terms_group: gr.Group(visible=has_foodieqa), accept: False,
                 name: _suggested_name(chosen, path)}
-
-    def _read_source(chosen: str, path: str, files: list[str] | None, lang: str,
-                     request: gr.Request) -> ReadResult:
-        if chosen == "sample":
-            return read_bundled_sample()
-        if chosen == "own_example":
-            return read_bundled_own_data()
-        if chosen == "data":
-            if data_folder is None:
-                raise Refusal(text("ds_no_data", lang))
-            return read_data_folder(data_folder)
-        if chosen == "folder":
-            if not (path or "").strip():
-                raise Refusal(text("ds_no_folder", lang))
-            return read_data_folder(Path(path.strip()).expanduser())
-        if chosen == "upload":
-            if not files:
-                raise Refusal(text("ds_no_upload", lang))
-            paths = [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in files]
-            unpacked = unpack_upload(paths, new_upload_folder(workdir, request.session_hash))
-            if unpacked.skipped:
-                gr.Warning(left_out_sentence(unpacked.skipped, lang))
-            return read_data_folder(upload_data_root(unpacked.folder))
-        if chosen == "hub":
-            return read_foodieqa_hub(workdir / "foodieqa-hub")
-        raise Refusal(text("ds_unknown_source", lang, source=chosen))
 
     def browse(state: DatasetSession, task: str, question_type: str, cuisine: str, region: str,
                record_source: str, dish_name: str, page: float, request: gr.Request) -> dict:
@@ -688,10 +718,10 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Dataset
         (bad name, existing set, terms not accepted, ...) is a "⚠️" sentence and a warning."""
         lang = request_lang(request, forced_lang)
         try:
-            made = _save(state, chosen_tasks, lang_choice, heldout_share, seed_value, set_name, only_shown,
-                         RecordFilter(task or "", question_type or "", cuisine or "", region or "",
-                                      record_source or "", dish_name or ""),
-                         replace_existing, accept_terms, lang)
+            made = _write_training_set(workdir, state, chosen_tasks, lang_choice, heldout_share, seed_value, set_name,
+                                       only_shown, RecordFilter(task or "", question_type or "", cuisine or "",
+                                                                region or "", record_source or "", dish_name or ""),
+                                       replace_existing, accept_terms, lang)
         except Refusal as err:
             gr.Warning(str(err))
             return {saved: f"⚠️ {err}"}
@@ -703,32 +733,6 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Dataset
         if manifest.get("dropped_ids"):
             sentence += " " + text("ds_dropped", lang, count=len(manifest["dropped_ids"]))
         return {saved: sentence, sets: sets_table(workdir, lang)}
-
-    def _save(state: DatasetSession, chosen_tasks: list[str], lang_choice: str, heldout_share: float,
-              seed_value: float, set_name: str, only_shown: bool, flt: RecordFilter,
-              replace_existing: bool, accept_terms: bool, lang: str):
-        try:
-            share = float(heldout_share)
-        except (TypeError, ValueError):
-            raise Refusal(text("ds_bad_heldout", lang)) from None
-        if not 0.0 <= share <= 0.5:
-            raise Refusal(text("ds_bad_heldout", lang))
-        seed_number = _whole_number(seed_value if seed_value is not None else 0, "ds_bad_seed", lang)
-        records = state.result.records
-        if only_shown:
-            records = tuple(filter_records(records, flt))
-        try:
-            target = training_set_folder(workdir, set_name)
-            if target.exists() and any(target.iterdir()) and not replace_existing:
-                raise Refusal(text("ds_exists", lang, name=target.name))
-            return build_training_set(records, target, heldout_ratio=share, seed=seed_number,
-                                      tasks=tuple(chosen_tasks or ()), lang=lang_choice or "zh",
-                                      accept_terms=bool(accept_terms))
-        except TermsNotAccepted as err:
-            raise Refusal(text("ds_terms_refused", lang, detail=say(err, lang))) from None
-        except (DataError, ValueError, OSError) as err:
-            log.warning("saving a training set failed: %s", err)
-            raise Refusal(text("ds_save_failed", lang, detail=say(err, lang))) from None
 
     def training_sets(request: gr.Request) -> gr.Dataframe:
         """Inputs: none. Outputs: the saved training sets under <workdir>/datasets/."""
