@@ -229,8 +229,8 @@ def test_flash_varlen_equals_torchs_varlen_attention_bit_for_bit(causal: bool):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_a_loaded_sample_pins_only_its_pictures_and_is_prepared_the_same(tiny_models):
-    """The loader pins the pictures' patches only (each pinned tensor is a page-locked block of its
-    own); the token ids then reach the GPU from pageable memory, with the same result."""
+    """The loader pins the pictures' patches only (pinning the small tensors too only grew the pool of
+    page-locked blocks); the token ids then reach the GPU from pageable memory, with the same result."""
     from backend.training.encoding import SampleDataset
     from backend.training.packed import prepare
     from backend.training.samples import sample_from_record
