@@ -116,3 +116,32 @@ def test_a_chinese_page_says_why_a_job_cannot_run_in_chinese(browser, train_app)
     page = start_with_zero_gpus(browser, train_app.url, "zh-CN", "训练", "GPU 数", "任务至少需要 1 个 GPU")
     assert page.get_by_text("A job needs at least 1 GPU slot").count() == 0
     page.close()
+
+
+def test_use_its_settings_puts_a_jobs_numbers_back_in_the_form(browser, train_app):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="en-US")
+    page.goto(train_app.url)
+    page.get_by_role("tab", name="Train").click()
+    page.get_by_label("Job name").fill("reuse-me")
+    page.get_by_label("Epochs").fill("1")
+    page.get_by_label("LoRA rank r").fill("8")
+    page.locator("#train-start").click()
+    page.wait_for_function("() => (document.querySelector('#train-job input')?.value || '').includes('reuse-me')",
+                           timeout=30_000)
+    # Another preset, another name: the form no longer shows what the job ran with.
+    page.get_by_label("2b-gpu").check()
+    page.wait_for_function("() => [...document.querySelectorAll('input')].some(i => i.value === '128')")
+    page.get_by_label("Job name").fill("")
+    page.locator("#train-reuse").click()
+    page.get_by_text("The form now holds job").wait_for(timeout=15_000)
+    # The preset radio was set too, and its own numbers did not overwrite the job's.
+    page.wait_for_timeout(1_000)
+    assert page.get_by_label("demo-cpu").is_checked()
+    assert page.get_by_label("Epochs").input_value() == "1"
+    assert page.get_by_label("LoRA rank r").input_value() == "8"
+    assert page.get_by_label("Job name").input_value() == "reuse-me"
+    assert page.locator("#train-data input").input_value() == "bundled dishes (chat, demo)"
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "train-reuse.png"), full_page=True)
+    page.get_by_role("button", name="⏹ Cancel").click()
+    page.close()

@@ -89,3 +89,32 @@ def test_a_checkpoint_beats_the_base_on_its_trained_questions_and_held_out_is_ap
     # Held-out questions are their own set and their own table: never mixed into the above.
     base_held, tuned_held = accuracies("held-out · e2e-sivqa")
     assert 0 <= base_held <= 100 and 0 <= tuned_held <= 100
+
+
+def test_a_job_started_again_from_its_settings_is_the_same_job(app_server, demo_workdir):
+    """"Use its settings" puts a job's data, preset and numbers back in the form; started from there
+    with nothing changed, the new job's spec is the old one's."""
+    from backend.training.spec import JobSpec, PRESETS
+    from ui.train import FIELDS
+
+    client = Client(app_server.url, verbose=False)
+    values = dict(((f, PRESETS["demo-cpu"].get(f, getattr(JobSpec(), f))) for f in FIELDS),
+                  epochs=2, lora_r=8, learning_rate=0.002, save_every=5)
+    out = client.predict("demo", "demo-cpu", "again", "", *(values[f] for f in FIELDS), api_name="/train_start")
+    first = out[1]["value"] if isinstance(out[1], dict) else out[1]
+    client.predict(first, api_name="/train_cancel")
+
+    form = client.predict(first, api_name="/train_reuse")
+    assert list(form[:4]) == ["demo", "demo-cpu", "again", ""]
+    assert dict(zip(FIELDS, form[4:])) == values
+
+    out = client.predict(*form, api_name="/train_start")
+    second = out[1]["value"] if isinstance(out[1], dict) else out[1]
+    assert second != first
+    client.predict(second, api_name="/train_cancel")
+    specs = [json.loads((demo_workdir / "jobs" / job / "spec.json").read_text(encoding="utf-8"))
+             for job in (first, second)]
+    assert specs[0].pop("output_dir") != specs[1].pop("output_dir")
+    assert specs[0] == specs[1]
+    for job in (first, second):
+        client.predict(job, api_name="/train_delete")

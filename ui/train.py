@@ -8,6 +8,7 @@ A gr.Timer polls while a job is queued or running and switches itself off when n
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -21,7 +22,7 @@ from backend.training import views
 from backend.training.demo_data import write_demo_dataset
 from backend.training.jobs import JobError
 from backend.training.runtime import clock
-from backend.training.spec import PRESETS, SpecError, preset
+from backend.training.spec import PRESETS, JobSpec, SpecError, preset
 from ui.i18n import add_strings, request_lang, text
 from ui.problems import say, say_all
 
@@ -31,6 +32,8 @@ DEMO_SOURCE = "demo"  # the bundled dishes as chat samples (backend.training.dem
 # The settings a person edits; every other spec field keeps its preset value.
 FIELDS = ("lora_r", "lora_alpha", "learning_rate", "epochs", "batch_size", "grad_accum",
           "max_image_pixels", "save_every", "gradient_checkpointing", "device", "gpus", "pack_tokens")
+# Spec fields the form sets from its other widgets, or the job store from where the job lives.
+FORM_FILLED = ("model", "data_file", "image_root", "eval_file", "output_dir", "name")
 
 STRINGS = {
     "en": {
@@ -53,6 +56,12 @@ STRINGS = {
         "tr_job": "Job to watch",
         "tr_refresh": "🔄 Refresh",
         "tr_cancel": "⏹ Cancel", "tr_resume": "▶️ Resume", "tr_delete": "🗑️ Delete",
+        "tr_reuse": "📋 Use its settings",
+        "tr_reused": "The form now holds job {job}'s settings: change what you like and start again.",
+        "tr_reuse_data_gone": ("Job {job} trained on {path}, which is no longer a saved training set or the "
+                               "bundled dishes; pick the training data again."),
+        "tr_reuse_other_settings": ("Job {job} had settings the form does not show ({names}); a new job takes "
+                                    "them from the preset {preset}."),
         "tr_loss": "Loss",
         "tr_log": "Log (last lines)",
         "tr_checkpoints": "Checkpoints (pick them in Chat and Compare)",
@@ -94,6 +103,10 @@ STRINGS = {
         "tr_job": "查看的任务",
         "tr_refresh": "🔄 刷新",
         "tr_cancel": "⏹ 取消", "tr_resume": "▶️ 继续", "tr_delete": "🗑️ 删除",
+        "tr_reuse": "📋 用它的设置",
+        "tr_reused": "表单已填入任务 {job} 的设置：改动想改的，再开始训练。",
+        "tr_reuse_data_gone": "任务 {job} 的训练数据 {path} 已不是保存的训练集或内置菜品；请重新选择训练数据。",
+        "tr_reuse_other_settings": "任务 {job} 有表单里没有的设置（{names}）；新任务将按预设 {preset} 取这些值。",
         "tr_loss": "损失",
         "tr_log": "日志（最后几行）",
         "tr_checkpoints": "检查点（可在“对话”和“对比”页选用）",
@@ -132,10 +145,55 @@ def data_choices(services: Services, lang: str = "en") -> list[tuple[str, str]]:
 
 def preset_values(name: str) -> list:
     values = PRESETS[name]
-    from backend.training.spec import JobSpec
-
     defaults = JobSpec()
     return [values.get(field, getattr(defaults, field)) for field in FIELDS]
+
+
+@dataclass(frozen=True)
+class FormFill:
+    """What the form showed when a job was started, as far as its saved spec tells."""
+
+    source: str | None  # a data_choices value; None when the job's data is no longer among them
+    preset: str
+    name: str  # "" where the form had filled in the name itself
+    model: str  # "" for the app's own model (the field's placeholder)
+    values: list  # FIELDS, in order
+    other_settings: list[str]  # settings outside the form in which the job differs from `preset`
+
+
+def form_from_spec(spec: JobSpec, workdir: Path, app_model: str) -> FormFill:
+    """Fill the form from a job's spec, so that trying again with one thing changed is one edit."""
+    source = source_of(spec, workdir)
+    # The form takes every setting it does not show from the preset (build_spec), so the job's preset
+    # is the one that agrees with it on those; a job queued some other way may match none exactly.
+    defaults = JobSpec()
+    hidden = set(defaults.to_dict()) - set(FIELDS) - set(FORM_FILLED)
+
+    def differing(preset_name: str) -> list[str]:
+        return sorted(key for key in hidden
+                      if getattr(spec, key) != PRESETS[preset_name].get(key, getattr(defaults, key)))
+
+    preset_name = min(PRESETS, key=lambda candidate: len(differing(candidate)))
+    if source == DEMO_SOURCE:
+        names_the_form_gave = {text("tr_demo_job", lang) for lang in ("en", "zh")}
+    else:
+        names_the_form_gave = {Path(source).name} if source else set()
+    return FormFill(source=source, preset=preset_name,
+                    name="" if spec.name in names_the_form_gave else spec.name,
+                    model="" if spec.model == app_model else spec.model,
+                    values=[getattr(spec, field) for field in FIELDS],
+                    other_settings=differing(preset_name))
+
+
+def source_of(spec: JobSpec, workdir: Path) -> str | None:
+    """The Training data choice whose samples the job trained on, if it is still there."""
+    data_file = Path(spec.data_file)
+    if data_file == (Path(workdir) / "data" / "demo-dishes.json").resolve():
+        return DEMO_SOURCE
+    for _, folder, manifest in list_training_sets(workdir):
+        if data_file == (folder / manifest["train"]["file"]).resolve():
+            return str(folder)
+    return None
 
 
 def build_spec(services: Services, source: str, preset_name: str, name: str, model: str, values: dict,
@@ -294,6 +352,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None):
                 cancel = gr.Button(i18n("tr_cancel"), size="sm")
                 resume = gr.Button(i18n("tr_resume"), size="sm")
                 delete = gr.Button(i18n("tr_delete"), size="sm", variant="stop")
+                reuse = gr.Button(i18n("tr_reuse"), size="sm", elem_id="train-reuse")
     jobs = gr.Dataframe(label=i18n("tr_jobs"), interactive=False, elem_id="train-jobs")
     checkpoints = gr.Dataframe(label=i18n("tr_checkpoints"), interactive=False, elem_id="train-checkpoints")
     # Tall enough for the whole tail: a scrolled box showed its top, not the newest lines.
@@ -307,7 +366,8 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None):
     def on_load(request: gr.Request):
         return watch(services, None, request_lang(request, forced_lang))
 
-    preset_name.change(preset_values, [preset_name], widgets, api_name=False)
+    # .input, not .change: a preset picked by "use its settings" must not overwrite the job's numbers.
+    preset_name.input(preset_values, [preset_name], widgets, api_name=False)
 
     def submit(request: gr.Request, source_key, preset_key, job_name, model_spec, *field_values):
         lang = request_lang(request, forced_lang)
@@ -351,6 +411,29 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None):
     refresh.click(refresh_view, [job], watch_outputs, api_name="train_status")
     job.input(refresh_view, [job], watch_outputs, api_name=False)
     timer.tick(refresh_view, [job], watch_outputs, api_name=False)
+
+    def fill_form(request: gr.Request, job_id):
+        lang = request_lang(request, forced_lang)
+        unchanged = [gr.skip()] * (4 + len(widgets))
+        if not job_id:
+            gr.Warning(text("tr_pick_job", lang))
+            return unchanged
+        try:
+            spec = services.jobs.get(job_id).spec
+        except JobError as err:
+            gr.Warning(say(err.args[0], lang))
+            return unchanged
+        fill = form_from_spec(spec, services.settings.workdir, services.source.location)
+        if fill.source is None:
+            gr.Warning(text("tr_reuse_data_gone", lang, job=job_id, path=spec.data_file))
+        if fill.other_settings:
+            gr.Warning(text("tr_reuse_other_settings", lang, job=job_id, names=", ".join(fill.other_settings),
+                            preset=fill.preset))
+        gr.Info(text("tr_reused", lang, job=job_id))
+        return [gr.skip() if fill.source is None else fill.source, fill.preset, fill.name, fill.model,
+                *fill.values]
+
+    reuse.click(fill_form, [job], [source, preset_name, name, model, *widgets], api_name="train_reuse")
 
     def reload_sources(request: gr.Request, current):
         options = data_choices(services, request_lang(request, forced_lang))
