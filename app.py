@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from backend.training import worker as training_worker
     from ui import upload_guard
-    from ui.app import CSS, build  # gradio loads only once the model is known to be good
+    from ui.app import CSS, build, page_js  # gradio loads only once the model is known to be good
 
     # Training runs in a worker process beside the app; it exits with the app, and its jobs
     # keep running and are adopted by the next worker (see backend/training/worker.py).
@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     page.launch(server_name=settings.host, server_port=settings.port, share=False, i18n=i18n,
                 app_kwargs={"middleware": [upload_guard.middleware(page)]},
                 auth=list(settings.auth) or None, auth_message="Foodie Studio",
-                css=CSS, allowed_paths=served_folders(services), prevent_thread_lock=True, quiet=True,
+                css=CSS, js=page_js(settings.lang), allowed_paths=served_folders(services),
+                prevent_thread_lock=True, quiet=True,
                 footer_links=[])
     print(tunnel_hint(settings.host, settings.port), flush=True)
     try:

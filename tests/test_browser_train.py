@@ -108,6 +108,7 @@ def test_an_impossible_number_in_the_form_is_a_sentence_and_the_page_stays_whole
     page.get_by_text("Epochs must be a whole number, it is empty").wait_for(timeout=15_000)
     # The spec's check answered, not Gradio's range check, which put every output in an error state.
     assert page.get_by_text("Error", exact=True).count() == 0
+    assert page.locator(".toast-title").first.inner_text().split()[0] == "Warning"  # "Warning (2)": stacked
     assert page.locator("#train-jobs").is_visible()
     page.close()
 
@@ -115,6 +116,9 @@ def test_an_impossible_number_in_the_form_is_a_sentence_and_the_page_stays_whole
 def test_a_chinese_page_says_why_a_job_cannot_run_in_chinese(browser, train_app):
     page = start_with_zero_gpus(browser, train_app.url, "zh-CN", "训练", "GPU 数", "任务至少需要 1 个 GPU")
     assert page.get_by_text("A job needs at least 1 GPU slot").count() == 0
+    # ...under a Chinese title: Gradio titles toasts "Warning" itself; the page's script retitles them.
+    page.wait_for_function("() => (document.querySelector('.toast-title')?.innerText || '').startsWith('注意')",
+                           timeout=5_000)
     page.close()
 
 

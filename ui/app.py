@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import gradio as gr
 
 from backend.services import Services
@@ -12,6 +14,33 @@ CSS = """
 .notice { border-left: 4px solid #e8a33d; padding-left: 0.6em; }
 footer { display: none !important; }
 """
+
+# Gradio titles its toasts with their level in English ("Warning") and ignores gr.Warning's title=.
+# On a Chinese page this script puts the Chinese word in their place, under the same rule as the
+# server's sentences (--lang, else the browser's first language among ours: ui.i18n.request_lang).
+# If a Gradio release renames .toast-title, the titles simply stay English.
+TOAST_TITLES = {"zh": {"Info": "提示", "Warning": "注意", "Error": "错误", "Success": "完成"}}
+
+TOAST_TITLES_JS = """
+(forced, titles) => {
+    const ours = (navigator.languages || [navigator.language]).map(l => l.toLowerCase().slice(0, 2))
+        .find(l => l === "zh" || l === "en");
+    const words = titles[forced || ours];
+    if (!words) return;
+    const retitle = () => document.querySelectorAll(".toast-title").forEach(title => {
+        for (const node of title.childNodes) {
+            const word = node.nodeType === Node.TEXT_NODE && words[node.data.trim()];
+            if (word) node.data = word + " ";
+        }
+    });
+    new MutationObserver(retitle).observe(document.body, {childList: true, subtree: true, characterData: true});
+}
+"""
+
+
+def page_js(forced_lang: str | None) -> str:
+    """The page's start-up script, with the language rule's inputs filled in."""
+    return f"() => ({TOAST_TITLES_JS.strip()})({json.dumps(forced_lang or '')}, {json.dumps(TOAST_TITLES)})"
 
 
 def build(services: Services) -> tuple[gr.Blocks, gr.I18n]:
