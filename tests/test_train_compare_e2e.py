@@ -118,3 +118,12 @@ def test_a_job_started_again_from_its_settings_is_the_same_job(app_server, demo_
     assert specs[0] == specs[1]
     for job in (first, second):
         client.predict(job, api_name="/train_delete")
+
+
+def test_the_same_model_on_both_sides_is_scored_once(app_server):
+    client = Client(app_server.url, verbose=False)
+    summary, by_task, *_, per_question, _ = client.predict("base", "base", "bundled sample (all)", "en", 16,
+                                                           api_name="/score")
+    assert summary.count("%") == 1 and "scored once" in summary, summary
+    assert len(by_task["headers"]) == 2  # the group and one model
+    assert len(per_question["headers"]) == 6  # id, question, right answer; one model's pick, reply, mark

@@ -79,6 +79,8 @@ def run_scores(left_key: str, right_key: str, set_name: str, lang: str, batch_si
     try:
         choices = model_choices(services.jobs)
         picked = [find_choice(choices, left_key), find_choice(choices, right_key)]
+        if picked[0].key == picked[1].key:  # as on a page with no checkpoint yet: twice the time, no news
+            picked = picked[:1]
         sets = question_sets(picked, services.settings.data)
         if set_name not in sets:
             raise ScoringRequestError("scoring_no_set", "Pick a question set first (press Refresh if the list is "
@@ -111,8 +113,10 @@ def run_scores(left_key: str, right_key: str, set_name: str, lang: str, batch_si
     # Gradio's upload folder: under the work folder (app.py), and a folder Gradio agrees to serve
     # from wherever the work folder is
     exports = Path(gr.utils.get_upload_folder()) / "scores"
-    return (*score_tables(runs, names, set_label(set_name, page_lang), len(records), page_lang),
-            csv_download(runs, question_headers(names, page_lang), exports, page_lang))
+    summary, *tables = score_tables(runs, names, set_label(set_name, page_lang), len(records), page_lang)
+    if len(runs) == 1:
+        summary += " " + text("cmp_scored_once", page_lang)
+    return summary, *tables, csv_download(runs, question_headers(names, page_lang), exports, page_lang)
 
 
 def score_tables(runs: list, names: list[str], set_name: str, count: int, lang: str) -> tuple:
