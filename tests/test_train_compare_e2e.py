@@ -120,10 +120,12 @@ def test_a_job_started_again_from_its_settings_is_the_same_job(app_server, demo_
         client.predict(job, api_name="/train_delete")
 
 
-def test_the_same_model_on_both_sides_is_scored_once(app_server):
+def test_the_same_model_on_both_sides_is_scored_once_by_task_named_in_words(app_server):
     client = Client(app_server.url, verbose=False)
     summary, by_task, *_, per_question, _ = client.predict("base", "base", "bundled sample (all)", "en", 16,
                                                            api_name="/score")
     assert summary.count("%") == 1 and "scored once" in summary, summary
     assert len(by_task["headers"]) == 2  # the group and one model
+    # tasks named as the Dataset tab names them, the total row last
+    assert [row[0] for row in by_task["value"]["data"]] == ["multi-image", "single-image", "text", "all"]
     assert len(per_question["headers"]) == 6  # id, question, right answer; one model's pick, reply, mark

@@ -21,7 +21,7 @@ from backend.markdown_text import as_text
 from backend.problems import ProblemError
 from backend.services import Services
 from ui.chat import MODEL_CONCURRENCY_ID, example_message, files_of, to_chatbot
-from ui.i18n import model_label, request_lang, set_label, text
+from ui.i18n import model_label, request_lang, set_label, task_word, text
 from ui.problems import say
 
 log = logging.getLogger(__name__)
@@ -125,12 +125,21 @@ def score_tables(runs: list, names: list[str], set_name: str, count: int, lang: 
                         for r, name in zip(runs, names))
     summary = text("cmp_summary", lang, set=set_name, count=count, scores=scores)
     words = dict(total=text("cmp_total", lang), unparsed=text("cmp_unparsed", lang, count="{count}"))
-    tables = [gr.Dataframe(value=scoring.side_by_side(runs, by, **words),
+    tables = [gr.Dataframe(value=breakdown_rows(runs, by, words, lang),
                            headers=[text(f"cmp_col_{by}", lang), *names], visible=True) for by in BREAKDOWNS]
     # the short columns wide enough for their headers (which wrapped a character per line)
     widths = ["140px", "240px", "80px"] + ["90px", "280px", "80px"] * len(names)
     return (summary, *tables, gr.Dataframe(value=scoring.per_question(runs), headers=question_headers(names, lang),
                                            column_widths=widths, visible=True))
+
+
+def breakdown_rows(runs: list, by: str, words: dict, lang: str) -> list[list[str]]:
+    """scoring.side_by_side's rows, with tasks named as the Dataset tab names them (单图, not sivqa)."""
+    rows = scoring.side_by_side(runs, by, **words)
+    if by == "task":
+        for row in rows[:-1]:  # the last is the total row, already in words
+            row[0] = task_word(row[0], lang)
+    return rows
 
 
 def question_headers(names: list[str], lang: str) -> list[str]:

@@ -29,7 +29,7 @@ from backend.data.library import (check_name, list_training_sets, new_upload_fol
                                   upload_data_root)
 from backend.markdown_text import as_text
 from backend.services import Services
-from ui.i18n import add_strings, request_lang, text
+from ui.i18n import add_strings, request_lang, task_word, text
 from ui.problems import say
 
 log = logging.getLogger(__name__)
@@ -354,7 +354,7 @@ def left_out_sentence(skipped: tuple[str, ...], lang: str) -> str:
 
 def _value_label(facet: str, value: str, lang: str) -> str:
     if facet == "task":
-        return text(f"ds_task_{value}", lang) if f"ds_task_{value}" in STRINGS["en"] else value
+        return task_word(value, lang)
     if facet == "source":
         return text(f"ds_origin_{value}", lang) if f"ds_origin_{value}" in STRINGS["en"] else value
     return value

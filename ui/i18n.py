@@ -181,6 +181,12 @@ def set_label(name: str, lang: str) -> str:
     return text(key, lang, name=training_set) if key else name
 
 
+def task_word(task: str, lang: str) -> str:
+    """A task id (sivqa, mivqa, textqa, conversation) as the Dataset tab names it; others as they are."""
+    key = f"ds_task_{task}"  # the Dataset tab's strings (ui/dataset.py)
+    return text(key, lang) if key in STRINGS["en"] else task
+
+
 def add_strings(table: dict[str, dict[str, str]]) -> None:
     """Let a tab module keep its own labels beside its widgets: called once at its import."""
     for lang in LANGS:
