@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from backend.training.worker import visible_gpus
 from tests.conftest import ARTIFACTS, AppProcess, needs_chromium, own_workdir
 
 pytestmark = needs_chromium
@@ -148,4 +149,22 @@ def test_use_its_settings_puts_a_jobs_numbers_back_in_the_form(browser, train_ap
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "train-reuse.png"), full_page=True)
     page.get_by_role("button", name="⏹ Cancel").click()
+    page.close()
+
+
+@pytest.mark.skipif(bool(visible_gpus()), reason="this machine has a GPU: the 2b-gpu preset can run here")
+def test_a_gpu_preset_on_a_machine_without_a_gpu_is_refused_before_it_is_queued(browser, train_app):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="zh-CN")
+    page.goto(train_app.url)
+    page.get_by_role("tab", name="训练").click()
+    page.locator("#train-jobs").wait_for()
+    jobs_before = page.locator("#train-jobs").inner_text()
+    page.get_by_label("2b-gpu").check()
+    page.get_by_label("任务名称").fill("needs-a-gpu")
+    page.locator("#train-start").click()
+    page.locator(".toast-body").get_by_text("训练 worker 在这台机器上看不到 GPU；请把“设备”改为 cpu 或 auto").wait_for(
+        timeout=15_000)
+    page.wait_for_timeout(1_000)
+    assert "needs-a-gpu" not in page.locator("#train-jobs").inner_text()
+    assert "needs-a-gpu" not in jobs_before
     page.close()

@@ -128,13 +128,6 @@ def test_a_reused_pid_is_not_mistaken_for_the_training_process() -> None:
     assert not process_alive(dead_pid()[0], None)
 
 
-def test_a_gpu_job_on_a_worker_without_gpus_fails_with_a_sentence(store: JobStore, spec) -> None:
-    job = store.submit(spec.with_changes(device="cuda"))
-    Worker(store, gpus=[]).tick()
-    job = store.get(job.id)
-    assert job.state == "failed" and "needs 1 GPU(s), but the worker has 0 GPU(s)" in job.error
-
-
 def test_views_show_progress_curves_logs_and_adapters(store: JobStore, spec) -> None:
     from ui.train import progress_words
 
@@ -159,3 +152,22 @@ def test_views_show_progress_curves_logs_and_adapters(store: JobStore, spec) -> 
     assert views.log_tail(store, job.id, 3) == "line 98\nline 99\n100%"
     assert views.ready_adapters(store) == []
     assert views.gpu_memory() == [] or all(g.total_mb > 0 for g in views.gpu_memory())
+
+
+def test_a_job_no_worker_gpu_can_run_is_named_with_what_to_change(spec) -> None:
+    from backend.training.worker import gpu_shortfall
+
+    assert gpu_shortfall(spec.with_changes(device="cpu"), []) is None
+    assert gpu_shortfall(spec.with_changes(device="auto", gpus=2), []) is None  # auto: the CPU, here
+    assert gpu_shortfall(spec.with_changes(device="cuda", gpus=2), ["0", "1"]) is None
+    none = gpu_shortfall(spec.with_changes(device="cuda"), [])
+    assert none.key == "no_gpus_for_jobs" and "set Device to cpu or auto" in none.sentence
+    few = gpu_shortfall(spec.with_changes(device="auto", gpus=4), ["0", "1"])
+    assert few.key == "worker_lacks_gpus" and "set GPUs to 2 or fewer" in few.sentence.format(**few.values)
+
+
+def test_a_queued_gpu_job_on_a_worker_without_gpus_fails_with_that_sentence(store: JobStore, spec) -> None:
+    job = store.submit(spec.with_changes(device="cuda"))
+    Worker(store, gpus=[]).tick()
+    job = store.get(job.id)
+    assert job.state == "failed" and "sees no GPU on this machine" in job.error

@@ -23,6 +23,7 @@ from backend.training.demo_data import write_demo_dataset
 from backend.training.jobs import JobError
 from backend.training.runtime import clock
 from backend.training.spec import PRESETS, JobSpec, SpecError, preset
+from backend.training.worker import gpu_shortfall, visible_gpus
 from ui.i18n import add_strings, request_lang, text
 from ui.problems import say, say_all
 
@@ -359,6 +360,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None):
     log_box = gr.Textbox(label=i18n("tr_log"), lines=12, max_lines=32, autoscroll=True, elem_id="train-log")
     timer = gr.Timer(2.0, active=False)
     watch_outputs = [jobs, job, progress, plot, log_box, checkpoints, timer]
+    worker_gpus = visible_gpus()  # as the worker that app.py starts finds them ("auto")
 
     def refresh_view(request: gr.Request, job_id):
         return watch(services, job_id, request_lang(request, forced_lang))
@@ -374,6 +376,9 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None):
         try:
             spec = build_spec(services, source_key, preset_key, job_name or "", model_spec or "",
                               dict(zip(FIELDS, field_values)), lang)
+            shortfall = gpu_shortfall(spec, worker_gpus)
+            if shortfall:  # refused now, not queued to fail a moment later
+                raise JobError(shortfall)
             queued = services.jobs.submit(spec)
         except SpecError as err:
             gr.Warning(say_all(err.problems, lang, form_labels(lang)))

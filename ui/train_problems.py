@@ -68,7 +68,9 @@ ZH: dict[str, str] = {
     "spec_unreadable": "无法读取任务的设置文件；请查看日志。",
     "process_failed": "训练进程失败（退出码 {status}）：{tail}",
     "disk_full_exit": "训练进程停止了（退出码 {status}），存放 {folder} 的磁盘已满。请清理出空间，然后继续训练。",
-    "worker_lacks_gpus": "这个任务需要 {wanted} 个 GPU，但 worker 只有 {have} 个；请选择更少的 GPU 或改用 CPU。",
+    "worker_lacks_gpus": "这个任务要 {wanted} 个 GPU，但训练 worker 只有 {have} 个；请把“GPU 数”设为 {have} 或更少。",
+    "no_gpus_for_jobs": ("这个任务设为在 GPU 上训练（设备：cuda），但训练 worker 在这台机器上看不到 GPU；"
+                         "请把“设备”改为 cpu 或 auto。"),
     "no_gpu_visible": "这个任务要用 GPU，但它看不到任何 GPU（CUDA_VISIBLE_DEVICES={visible}）。",
     "no_usable_sample": "{path} 里没有可用的样本（跳过了 {skipped} 个）。",
     "data_unusable": "训练数据无法使用：{why}",

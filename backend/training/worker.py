@@ -42,6 +42,7 @@ from backend.problems import Problem, problem_from_json
 from backend.training.jobs import Job, JobStore, process_alive, process_start, signal_group
 from backend.training.layout import (EXIT_BAD_SPEC, EXIT_STOPPED, last_train_record, read_json, ready_checkpoints,
                                      tail_text)
+from backend.training.spec import JobSpec
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,18 @@ def visible_gpus(choice: str = "auto") -> list[str]:
     except (OSError, subprocess.TimeoutExpired):
         return []
     return [str(i) for i, line in enumerate(line for line in listing.splitlines() if line.startswith("GPU "))]
+
+
+def gpu_shortfall(spec: JobSpec, gpus: list[str]) -> Problem | None:
+    """Why a worker with `gpus` could never run this job, or None (it runs now, or once GPUs are free)."""
+    wants_gpu = spec.device == "cuda" or (spec.device == "auto" and gpus)
+    if not wants_gpu or len(gpus) >= spec.gpus:
+        return None
+    if not gpus:
+        return Problem("no_gpus_for_jobs", "This job is set to train on a GPU (Device: cuda), but the training "
+                       "worker sees no GPU on this machine; set Device to cpu or auto.")
+    return Problem("worker_lacks_gpus", "This job asks for {wanted} GPUs, but the training worker has {have}; "
+                   "set GPUs to {have} or fewer.", wanted=spec.gpus, have=len(gpus))
 
 
 class Worker:
@@ -189,13 +202,12 @@ class Worker:
     def _start_queued(self) -> None:
         busy = {slot for run in self.running.values() for slot in run.slots}
         for job in self.store.queued():
-            wants_gpu = job.spec.device == "cuda" or (job.spec.device == "auto" and self.gpus)
-            if wants_gpu and len(self.gpus) < job.spec.gpus:
+            shortfall = gpu_shortfall(job.spec, self.gpus)
+            if shortfall:  # queued some other way than the Train tab, which refuses these at once
                 if self.store.claim(job.id, self.name, "none"):
-                    self.store.finish(job.id, "failed", Problem(
-                        "worker_lacks_gpus", "This job needs {wanted} GPU(s), but the worker has {have} GPU(s); "
-                        "choose fewer GPUs or the CPU.", wanted=job.spec.gpus, have=len(self.gpus)), None)
+                    self.store.finish(job.id, "failed", shortfall, None)
                 continue
+            wants_gpu = job.spec.device == "cuda" or (job.spec.device == "auto" and self.gpus)
             free = [g for g in self.gpus if g not in busy]
             if wants_gpu:
                 if len(free) < job.spec.gpus:
