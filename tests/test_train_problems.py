@@ -94,8 +94,11 @@ def test_every_reason_a_job_ends_with_has_a_chinese_sentence_with_the_same_value
     sentences = raised_sentences(sorted(folder.glob("*.py")), errors=("TrainingError",), problems_in=())
     sentences |= raised_sentences([Path(module.__file__) for module in (worker, lora, checkpoints)],
                                   errors=("TrainingError",), problems_in=(folder,))
+    # and why the model could not be used (backend/models/loading.py)
+    from backend.models import loading
+    sentences |= raised_sentences([Path(loading.__file__)], errors=("ModelLoadError",), problems_in=())
     assert {"cancelled", "resume_from_step", "no_usable_sample", "out_of_memory_packed", "disk_full_final",
-            "training_failed"} <= set(sentences), sorted(sentences)
+            "training_failed", "model_config_unreadable", "weights_unloadable"} <= set(sentences), sorted(sentences)
     assert set(sentences) - set(ZH) == set()
     for key, sentence in sentences.items():
         assert fields(ZH[key]) == fields(sentence), key
@@ -145,3 +148,28 @@ def test_a_jobs_database_of_an_older_version_gains_the_new_column(tmp_path):
     store = JobStore(tmp_path)
     assert store.get("old-job").error == "An old sentence."  # kept, said in English everywhere
     assert say(store.get("old-job").error, "zh") == "An old sentence."
+
+
+def test_a_model_the_training_program_cannot_use_is_said_in_the_pages_language(tmp_path, demo_workdir):
+    """A real job (the worker and the training program's own process) on a model folder that holds a
+    text-only model: the reason it failed is kept with its key, and a Chinese page says it in Chinese."""
+    import time
+
+    from backend.training.demo_data import demo_spec
+    from backend.training.jobs import JobStore
+    from backend.training.worker import Worker
+
+    model = tmp_path / "a-llama"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "llama"}', encoding="utf-8")
+    store = JobStore(tmp_path / "runs")
+    job = store.submit(demo_spec(demo_workdir, model=str(model)))
+    worker = Worker(store, gpus=[])
+    deadline = time.monotonic() + 120
+    while store.get(job.id).state in ("queued", "running") and time.monotonic() < deadline:
+        worker.tick()
+        time.sleep(0.2)
+    ended = JobStore(tmp_path / "runs").get(job.id)  # as the app reads it
+    assert ended.state == "failed", ended
+    assert ended.error.startswith(f"{model} is a 'llama' model, not a vision-language model Foodie Studio supports")
+    assert say(ended.error, "zh").startswith(f"{model} 是 'llama' 模型，不是 Foodie Studio 支持的视觉语言模型（")

@@ -72,6 +72,14 @@ ZH: dict[str, str] = {
     "no_gpus_for_jobs": ("这个任务设为在 GPU 上训练（设备：cuda），但训练 worker 在这台机器上看不到 GPU；"
                          "请把“设备”改为 cpu 或 auto。"),
     "no_gpu_visible": "这个任务要用 GPU，但它看不到任何 GPU（CUDA_VISIBLE_DEVICES={visible}）。",
+    # the model a job trains (backend/models/loading.py)
+    "model_folder_missing": "模型文件夹 {folder} 不存在。请填一个含有 config.json 和权重的文件夹，或 Qwen/Qwen2-VL-2B-Instruct 这样的 hub id。",
+    "model_no_config": "{folder} 里没有 config.json，所以它不是 transformers 模型文件夹。",
+    "model_config_unreadable": "无法读取 {model} 的模型配置：{detail} 如果这台服务器连不上 hub，请在别处下载模型，再改填它的本地文件夹。",
+    "model_config_not_understood": "{model} 的配置 transformers 无法理解：{detail}",
+    "model_not_supported": "{model} 是 '{model_type}' 模型，不是 Foodie Studio 支持的视觉语言模型（{supported}）。",
+    "processor_unloadable": "无法加载 {model} 的处理器：{detail}",
+    "weights_unloadable": "无法加载 {model} 的权重：{detail}",
     "no_usable_sample": "{path} 里没有可用的样本（跳过了 {skipped} 个）。",
     "data_unusable": "训练数据无法使用：{why}",
     "config_changed": "加载时 {model} 的 config.json 被改动了；请重新开始这个任务。",

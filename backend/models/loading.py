@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from backend.problems import ProblemError
+
 log = logging.getLogger(__name__)
 
 # model_type in config.json -> what we call the family. Only families whose chat and training
@@ -31,8 +33,9 @@ FAMILY_LABELS = {"qwen2_vl": "Qwen2-VL", "qwen2_5_vl": "Qwen2.5-VL", "internvl":
 DEFAULT_MAX_PIXELS = 1024 * 1024
 
 
-class ModelLoadError(RuntimeError):
-    """A model that cannot be used, with the reason in plain words."""
+class ModelLoadError(ProblemError, RuntimeError):
+    """A model that cannot be used, with the reason in plain words (a Problem: the Train tab says a
+    job's reason in the page's language, ui/train_problems.py)."""
 
 
 @dataclass(frozen=True)
@@ -75,24 +78,29 @@ def resolve(spec: str) -> ModelSource:
     if looks_like_path(spec):
         folder = Path(spec).expanduser()
         if not folder.is_dir():
-            raise ModelLoadError(f"Model folder {folder} does not exist. Give --model a folder that "
-                                 "holds config.json and the weights, or a hub id like Qwen/Qwen2-VL-2B-Instruct.")
+            raise ModelLoadError("model_folder_missing", "Model folder {folder} does not exist. Give --model a "
+                                 "folder that holds config.json and the weights, or a hub id like "
+                                 "Qwen/Qwen2-VL-2B-Instruct.", folder=str(folder))
         if not (folder / "config.json").is_file():
-            raise ModelLoadError(f"{folder} has no config.json, so it is not a transformers model folder.")
+            raise ModelLoadError("model_no_config", "{folder} has no config.json, so it is not a transformers "
+                                 "model folder.", folder=str(folder))
         spec = str(folder.resolve())
     try:
         config = AutoConfig.from_pretrained(spec)
     except OSError as err:
         raise ModelLoadError(
-            f"Could not read the model config of {spec!r}: {first_line(err)} If this server cannot "
-            "reach the hub, download the model elsewhere and give --model the local folder.") from None
+            "model_config_unreadable", "Could not read the model config of {model}: {detail} If this server "
+            "cannot reach the hub, download the model elsewhere and give its local folder instead.",
+            model=spec, detail=first_line(err)) from None
     except ValueError as err:
-        raise ModelLoadError(f"{spec} has a config transformers does not understand: {first_line(err)}") from None
+        raise ModelLoadError("model_config_not_understood", "{model} has a config transformers does not "
+                             "understand: {detail}", model=spec, detail=first_line(err)) from None
     family = SUPPORTED_MODEL_TYPES.get(config.model_type)
     if family is None:
         raise ModelLoadError(
-            f"{spec} is a {config.model_type!r} model, not a vision-language model Foodie Studio "
-            f"supports ({', '.join(FAMILY_LABELS.values())}).")
+            "model_not_supported", "{model} is a '{model_type}' model, not a vision-language model Foodie "
+            "Studio supports ({supported}).", model=spec, model_type=config.model_type,
+            supported=", ".join(FAMILY_LABELS.values()))
     marker = Path(spec) / "foodie_studio.json"
     is_tiny = marker.is_file() and json.loads(marker.read_text(encoding="utf-8")).get("tiny", False)
     return ModelSource(spec, family, is_tiny=is_tiny)
@@ -123,7 +131,7 @@ def load_processor(source: ModelSource):
         return AutoProcessor.from_pretrained(source.location)
     except Exception as err:  # transformers raises many kinds when torchvision is missing
         if source.family not in ("qwen2_vl", "qwen2_5_vl", "internvl"):
-            raise ModelLoadError(f"Could not load the processor of {source.location}: {first_line(err)}") from None
+            raise processor_error(source, err) from None
         # Usually torchvision missing for the video part; the image part is all we use.
         log.info("using the image-only processor (AutoProcessor: %s)", first_line(err)[:120])
     from backend.models.processors import no_video_processor_class
@@ -131,7 +139,12 @@ def load_processor(source: ModelSource):
     try:
         return no_video_processor_class(source.family).from_pretrained(source.location)
     except Exception as err:
-        raise ModelLoadError(f"Could not load the processor of {source.location}: {first_line(err)}") from None
+        raise processor_error(source, err) from None
+
+
+def processor_error(source: ModelSource, err: BaseException) -> ModelLoadError:
+    return ModelLoadError("processor_unloadable", "Could not load the processor of {model}: {detail}",
+                          model=source.location, detail=first_line(err))
 
 
 def max_pixels_of(processor) -> int:
@@ -153,7 +166,8 @@ def load(source: ModelSource, device: str = "auto") -> LoadedModel:
     try:
         model = AutoModelForImageTextToText.from_pretrained(source.location, dtype=dtype)
     except (OSError, ValueError, RuntimeError) as err:
-        raise ModelLoadError(f"Could not load the weights of {source.location}: {first_line(err)}") from None
+        raise ModelLoadError("weights_unloadable", "Could not load the weights of {model}: {detail}",
+                             model=source.location, detail=first_line(err)) from None
     model.to(target).eval()
     log.info("loaded %s on %s (%s)", source.label, target, dtype)
     return LoadedModel(source, model, processor, target, dtype, max_pixels_of(processor))

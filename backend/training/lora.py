@@ -558,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
             log.exception("training failed")
             from backend.models.loading import ModelLoadError
 
-            error = (str(err) if isinstance(err, ModelLoadError) else
+            error = (err.problem if isinstance(err, ModelLoadError) else
                      Problem("training_failed", "Training failed: {kind}: {detail}", kind=type(err).__name__,
                              detail=str(err)))
     if error:
