@@ -171,7 +171,8 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> ChatTab
                                  feedback_options=None, elem_id="chatbot")
             textbox = gr.MultimodalTextbox(
                 placeholder=i18n("input_placeholder"), file_types=["image"], file_count="multiple",
-                sources=["upload"], stop_btn=True, show_label=False, elem_id="chat-input")
+                sources=["upload"], stop_btn=True, label=i18n("input_label"), show_label=False,
+                elem_id="chat-input")
             with gr.Row():
                 question_buttons = {key: gr.Button(i18n(f"q_{key}"), size="sm") for key in EXAMPLE_QUESTIONS}
                 clear_button = gr.Button(i18n("clear"), size="sm", variant="secondary")

@@ -182,7 +182,8 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> None:
                             elem_id="compare-right")
         refresh = gr.Button(i18n("cmp_refresh"), size="sm", scale=0)
     textbox = gr.MultimodalTextbox(placeholder=i18n("input_placeholder"), file_types=["image"],
-                                   sources=["upload"], show_label=False, elem_id="compare-input")
+                                   sources=["upload"], label=i18n("input_label"), show_label=False,
+                                   elem_id="compare-input")
     gallery = gr.Gallery(value=[(str(ex.image), ex.caption(forced_lang or "zh")) for ex in services.examples],
                          columns=12, height=110, allow_preview=False, buttons=[], show_label=False)
     with gr.Row():
