@@ -55,6 +55,10 @@ def test_the_tab_speaks_chinese_to_a_chinese_browser(browser, app_server):
     body = page.inner_text("body")
     for label in ("数据来源", "菜系", "生成训练样本", "保存训练集", "第 1 / 3 页"):
         assert label in body, label
+    # FoodieQA's question types in words, in the table as in the filter (主料, not main-ingredient)
+    page.wait_for_function("() => (document.querySelector('#ds-table')?.innerText || '').includes('主料')",
+                           timeout=15_000)
+    assert "main-ingredient" not in page.inner_text("body") and "cuisine_type" not in page.inner_text("body")
     wait_for_thumbnails(page)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dataset-zh.png"), full_page=True)

@@ -29,3 +29,20 @@ def test_every_key_the_ui_asks_for_by_name_is_there() -> None:
     asked = {key for path in UI.glob("*.py") for key in ASKED.findall(path.read_text(encoding="utf-8"))}
     assert len(asked) > 100  # the pattern still finds the calls
     assert sorted(asked - set(STRINGS["en"])) == []
+
+
+def test_a_chinese_page_names_tasks_and_question_types_in_the_score_tables():
+    from backend.evaluation.scoring import ScoredQuestion, ScoreRun
+    from ui.compare import breakdown_rows
+
+    run = ScoreRun(model="base", adapter=None, split="bundled", lang="zh", questions=[
+        ScoredQuestion(record_id="a", task="sivqa", question_type="main-ingredient", cuisine="川菜", question="?",
+                       right="A", picked="A", reply="A"),
+        ScoredQuestion(record_id="b", task="textqa", question_type="a_new_type", cuisine="粤菜", question="?",
+                       right="B", picked="", reply="…")])
+    words = dict(total="全部", unparsed="{count} 题无法解析")
+    assert [row[0] for row in breakdown_rows([run], "task", words, "zh")] == ["单图", "纯文本", "全部"]
+    # a type the page has no word for keeps its label
+    assert [row[0] for row in breakdown_rows([run], "question_type", words, "zh")] == ["a_new_type", "主料", "全部"]
+    assert [row[0] for row in breakdown_rows([run], "question_type", words, "en")][:2] == ["a_new_type",
+                                                                                          "main-ingredient"]

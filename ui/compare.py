@@ -21,7 +21,7 @@ from backend.markdown_text import as_text
 from backend.problems import ProblemError
 from backend.services import Services
 from ui.chat import MODEL_CONCURRENCY_ID, example_message, files_of, to_chatbot
-from ui.i18n import model_label, request_lang, set_label, task_word, text
+from ui.i18n import model_label, question_type_word, request_lang, set_label, task_word, text
 from ui.problems import say
 
 log = logging.getLogger(__name__)
@@ -134,11 +134,13 @@ def score_tables(runs: list, names: list[str], set_name: str, count: int, lang: 
 
 
 def breakdown_rows(runs: list, by: str, words: dict, lang: str) -> list[list[str]]:
-    """scoring.side_by_side's rows, with tasks named as the Dataset tab names them (单图, not sivqa)."""
+    """scoring.side_by_side's rows, with tasks and question types named as the Dataset tab names them
+    (单图 and 菜系 on a Chinese page, not sivqa and cuisine_type)."""
     rows = scoring.side_by_side(runs, by, **words)
-    if by == "task":
+    word = {"task": task_word, "question_type": question_type_word}.get(by)
+    if word:
         for row in rows[:-1]:  # the last is the total row, already in words
-            row[0] = task_word(row[0], lang)
+            row[0] = word(row[0], lang)
     return rows
 
 

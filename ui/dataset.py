@@ -29,7 +29,7 @@ from backend.data.library import (check_name, list_training_sets, new_upload_fol
                                   upload_data_root)
 from backend.markdown_text import as_text
 from backend.services import Services
-from ui.i18n import add_strings, request_lang, task_word, text
+from ui.i18n import add_strings, question_type_word, request_lang, task_word, text
 from ui.problems import say
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ TABLE_KEYS = ("id", "task", "question", "answer", "question_type", "cuisine", "d
 FACT_KEYS = {"id": "ds_fact_id", "dish": "ds_fact_dish", "cuisine": "ds_fact_cuisine",
              "region": "ds_fact_region", "question type": "ds_fact_question_type",
              "source": "ds_fact_source", "from": "ds_fact_from"}
+FACT_FACETS = {"source": "source", "question type": "question_type"}  # facts whose values are said in words
 REPORT_KEYS = ("file", "row", "id", "message", "skipped")
 SETS_KEYS = ("name", "train", "heldout", "dishes", "tasks", "lang", "sources", "terms", "created")
 assert len(TABLE_KEYS) == len(TABLE_COLUMNS)
@@ -81,10 +82,6 @@ STRINGS: dict[str, dict[str, str]] = {
         "ds_f_dish_hint": "e.g. 烤鸭",
         "ds_any": "Any ({count})",
         "ds_count": "{label} ({count})",
-        "ds_task_sivqa": "single-image",
-        "ds_task_mivqa": "multi-image",
-        "ds_task_textqa": "text",
-        "ds_task_conversation": "conversation",
         "ds_origin_foodieqa": "FoodieQA",
         "ds_origin_sample": "bundled sample",
         "ds_origin_own": "own data",
@@ -204,10 +201,6 @@ STRINGS: dict[str, dict[str, str]] = {
         "ds_f_dish_hint": "例如：烤鸭",
         "ds_any": "全部（{count}）",
         "ds_count": "{label}（{count}）",
-        "ds_task_sivqa": "单图",
-        "ds_task_mivqa": "多图",
-        "ds_task_textqa": "纯文本",
-        "ds_task_conversation": "对话",
         "ds_origin_foodieqa": "FoodieQA",
         "ds_origin_sample": "内置示例",
         "ds_origin_own": "自有数据",
@@ -322,7 +315,7 @@ def summary_markdown(result: ReadResult, lang: str) -> str:
     if lang == "en":
         return result.summary()
     counts = result.counts_by_task()
-    what = "、".join(f"{text(f'ds_task_{task}', lang)} {n}" for task, n in counts.items())
+    what = "、".join(f"{task_word(task, lang)} {n}" for task, n in counts.items())
     sentence = text("ds_summary_read", lang, count=len(result.records),
                     what=what or text("ds_summary_nothing", lang), root=result.root)
     if result.problems:
@@ -357,6 +350,8 @@ def _value_label(facet: str, value: str, lang: str) -> str:
         return task_word(value, lang)
     if facet == "source":
         return text(f"ds_origin_{value}", lang) if f"ds_origin_{value}" in STRINGS["en"] else value
+    if facet == "question_type":
+        return question_type_word(value, lang)
     return value
 
 
@@ -405,6 +400,7 @@ def page_table(records: tuple[Record, ...], lang: str) -> gr.Dataframe:
     rows = table_rows(records)
     for row, record in zip(rows, records):
         row[1] = _task_label(record, lang)
+        row[4] = question_type_word(record.question_type, lang)
         if record.task == MIVQA and record.answer_letter:
             row[3] = text("ds_picture", lang, letter=record.answer_letter)
     return gr.Dataframe(value=rows, headers=[text(f"ds_col_{k}", lang) for k in TABLE_KEYS])
@@ -415,7 +411,7 @@ def detail_markdown(record: Record, lang: str) -> str:
     detail = detail_view(record)
     facts = [_task_label(record, lang)]
     facts += [f"{text(FACT_KEYS[k], lang) if k in FACT_KEYS else k}: "
-              f"{_value_label('source', v, lang) if k == 'source' else as_text(say(v, lang))}"
+              f"{_value_label(FACT_FACETS[k], v, lang) if k in FACT_FACETS else as_text(say(v, lang))}"
               for k, v in detail.facts if v]  # "from" is a Problem ("sivqa_tidy.json row 3"), said in `lang`
     return detail.markdown(picture=lambda letter: text("ds_picture", lang, letter=letter),
                            answer=text("ds_answer", lang), facts=" · ".join(facts))
@@ -575,7 +571,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Dataset
     with gr.Accordion(i18n("ds_make"), open=True, elem_id="ds-make"):
         gr.Markdown(i18n("ds_make_help"))
         with gr.Row():
-            tasks = gr.CheckboxGroup([(i18n(f"ds_task_{t}"), t) for t in TRAINING_TASKS], value=[SIVQA],
+            tasks = gr.CheckboxGroup([(i18n(f"task_{t}"), t) for t in TRAINING_TASKS], value=[SIVQA],
                                      label=i18n("ds_tasks"), elem_id="ds-tasks")
             prompt_lang = gr.Radio([("中文", "zh"), ("English", "en")], value="zh", label=i18n("ds_lang"),
                                    elem_id="ds-lang")

@@ -21,6 +21,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "tab_compare": "Compare",
         "input_placeholder": "Drop a dish photo here and ask about it…",
         "input_label": "Your question and photos",
+        "task_sivqa": "single-image", "task_mivqa": "multi-image", "task_textqa": "text",
+        "task_conversation": "conversation",
         "clear": "🗑️ New conversation",
         "settings": "Generation settings",
         "max_new_tokens": "Max new tokens",
@@ -98,6 +100,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "tab_compare": "对比",
         "input_placeholder": "把菜品照片拖到这里，然后提问……",
         "input_label": "你的问题和照片",
+        "task_sivqa": "单图", "task_mivqa": "多图", "task_textqa": "纯文本", "task_conversation": "对话",
         "clear": "🗑️ 新对话",
         "settings": "生成设置",
         "max_new_tokens": "最多生成的 token 数",
@@ -185,8 +188,21 @@ def set_label(name: str, lang: str) -> str:
 
 def task_word(task: str, lang: str) -> str:
     """A task id (sivqa, mivqa, textqa, conversation) as the Dataset tab names it; others as they are."""
-    key = f"ds_task_{task}"  # the Dataset tab's strings (ui/dataset.py)
+    key = f"task_{task}"
     return text(key, lang) if key in STRINGS["en"] else task
+
+
+# FoodieQA's question types (its own labels, an open set), said in Chinese on a Chinese page; an
+# English page shows the labels as the data has them, and a type not listed here stays as it is.
+QUESTION_TYPES_ZH = {
+    "cuisine_type": "菜系", "main-ingredient": "主料", "ingredients": "食材", "food_name": "菜名",
+    "flavor": "口味", "location": "地点", "region": "地区", "food_culture": "饮食文化",
+    "eating_habit": "饮食习惯", "cooking_skills": "烹饪技法", "color": "颜色", "allergy": "过敏原",
+}
+
+
+def question_type_word(question_type: str, lang: str) -> str:
+    return QUESTION_TYPES_ZH.get(question_type, question_type) if lang == "zh" else question_type
 
 
 def add_strings(table: dict[str, dict[str, str]]) -> None:
