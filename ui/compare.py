@@ -97,7 +97,8 @@ def run_scores(left_key: str, right_key: str, set_name: str, lang: str, batch_si
             progress((0, len(records)), desc=text("cmp_scoring_model", page_lang, model=names[-1]))
 
             def report(done: int, total: int, name=names[-1], index=index) -> None:
-                progress((done, total), desc=text("cmp_scoring_step", page_lang, index=index + 1, model=name))
+                progress((done, total), desc=text("cmp_scoring_step", page_lang, index=index + 1, count=len(picked),
+                                                  model=name))
 
             run = scoring.score(services.engine, records, adapter=adapter, split=set_name.split(" · ")[0],
                                 lang=lang, batch_size=int(batch_size), on_progress=report)

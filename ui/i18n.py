@@ -89,7 +89,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "cmp_col_cuisine": "cuisine", "cmp_total": "all", "cmp_unparsed": "{count} unparsed",
         "cmp_col_id": "id", "cmp_col_question": "question", "cmp_col_right": "right",
         "cmp_col_picked": "{model}: picked", "cmp_col_reply": "{model}: reply", "cmp_col_correct": "{model}: ✓",
-        "cmp_scoring_model": "scoring {model}", "cmp_scoring_step": "{index}/2 · scoring {model}",
+        "cmp_scoring_model": "scoring {model}", "cmp_scoring_step": "{index}/{count} · scoring {model}",
     },
     "zh": {
         "title": "🍜 Foodie Studio 美食视觉模型工坊",
@@ -161,7 +161,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "cmp_col_cuisine": "菜系", "cmp_total": "全部", "cmp_unparsed": "{count} 题无法解析",
         "cmp_col_id": "编号", "cmp_col_question": "问题", "cmp_col_right": "正确答案",
         "cmp_col_picked": "{model}：所选", "cmp_col_reply": "{model}：回答", "cmp_col_correct": "{model}：对错",
-        "cmp_scoring_model": "正在为 {model} 打分", "cmp_scoring_step": "{index}/2 · 正在为 {model} 打分",
+        "cmp_scoring_model": "正在为 {model} 打分", "cmp_scoring_step": "{index}/{count} · 正在为 {model} 打分",
     },
 }
 
