@@ -74,3 +74,17 @@ def test_a_quick_example_fills_the_photo_and_question_in_chinese(browser, app_se
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "chat-zh.png"), full_page=True)
     page.close()
+
+
+def test_the_quick_examples_are_captioned_in_the_pages_language(browser, app_server):
+    """Built before any visitor's language is known, the galleries are captioned again on page load."""
+    for locale, tab, caption, other in (("en-US", "Compare", "Lanzhou beef noodles · Northwestern", "兰州牛肉面"),
+                                        ("zh-CN", "对比", "兰州牛肉面 · 西北菜", "Lanzhou")):
+        page = open_page(browser, app_server.url, locale)
+        for gallery in ("#quick-examples", "#compare-examples"):
+            if gallery == "#compare-examples":
+                page.get_by_role("tab", name=tab).click()
+            shown = f"() => (document.querySelector('{gallery}')?.innerText || '').includes('{caption}')"
+            page.wait_for_function(shown, timeout=15_000)
+            assert other not in page.locator(gallery).inner_text()
+        page.close()

@@ -58,10 +58,11 @@ def build(services: Services) -> tuple[gr.Blocks, gr.I18n]:
             with gr.Tab(i18n("tab_train"), id="train"):
                 watch_jobs, watch_outputs, (reload_sources, train_source) = train.build(services, i18n, forced)
             with gr.Tab(i18n("tab_compare"), id="compare"):
-                refresh_compare, compare_pickers = compare.build(services, i18n, forced)
+                refresh_compare, compare_view = compare.build(services, i18n, forced)
         # A reload re-attaches to running jobs and shows checkpoints that finished meanwhile.
-        page.load(refresh_compare, list(compare_pickers[:2]), list(compare_pickers), api_name=False)
+        page.load(refresh_compare, list(compare_view[:2]), list(compare_view), api_name=False)
         page.load(watch_jobs, None, watch_outputs, api_name=False)
         page.load(reload_sources, [train_source], [train_source], api_name=False)
-        page.load(chat_tab.on_load, [chat_tab.model], [chat_tab.model, chat_tab.header], api_name=False)
+        page.load(chat_tab.on_load, [chat_tab.model], [chat_tab.model, chat_tab.header, chat_tab.examples],
+                  api_name=False)
     return page, i18n

@@ -39,7 +39,13 @@ class ChatTab:
     session: gr.State
     model: gr.Dropdown
     header: gr.Markdown  # which model and engine serve the page
-    on_load: Callable  # (model key) -> the picker and the header, in the page's language
+    examples: gr.Gallery  # the quick examples
+    on_load: Callable  # (model key) -> the picker, the header and the examples, in the page's language
+
+
+def example_pictures(services: Services, lang: str) -> list[tuple[str, str]]:
+    """The quick examples as a gallery shows them: each picture with its dish and cuisine in `lang`."""
+    return [(str(ex.image), ex.caption(lang)) for ex in services.examples]
 
 
 def to_chatbot(turns: list[Turn]) -> list[dict]:
@@ -181,7 +187,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> ChatTab
             model_pick = gr.Dropdown(model_dropdown(services), value=BASE_KEY, label=i18n("model_label"), allow_custom_value=True,
                                      elem_id="chat-model")
             gallery = gr.Gallery(
-                value=[(str(ex.image), ex.caption(forced_lang or "zh")) for ex in services.examples],
+                value=example_pictures(services, forced_lang or "zh"),
                 label=i18n("quick_examples"), columns=4, height=300, allow_preview=False, buttons=[],
                 elem_id="quick-examples")
             with gr.Accordion(i18n("settings"), open=False):
@@ -216,7 +222,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> ChatTab
 
     def on_load(key, request: gr.Request):
         lang = request_lang(request, forced_lang)
-        return refresh_models(services, key, lang), model_header(services, lang)
+        return refresh_models(services, key, lang), model_header(services, lang), example_pictures(services, lang)
 
     model_pick.focus(refresh_picker, [model_pick], [model_pick], api_name=False)
     if random_weights:  # the notice says what the chosen model (base, or base + adapter) can answer
@@ -225,4 +231,4 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> ChatTab
 
         model_pick.change(on_pick, [model_pick], [notice], api_name=False)
     return ChatTab(chatbot=chatbot, textbox=textbox, session=session, model=model_pick, header=header,
-                   on_load=on_load)
+                   examples=gallery, on_load=on_load)

@@ -20,7 +20,7 @@ from backend.inference.engine import GenerationSettings
 from backend.markdown_text import as_text
 from backend.problems import ProblemError
 from backend.services import Services
-from ui.chat import MODEL_CONCURRENCY_ID, example_message, files_of, to_chatbot
+from ui.chat import MODEL_CONCURRENCY_ID, example_message, example_pictures, files_of, to_chatbot
 from ui.i18n import model_label, question_type_word, request_lang, set_label, task_word, text
 from ui.problems import say
 
@@ -187,8 +187,9 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> None:
     textbox = gr.MultimodalTextbox(placeholder=i18n("input_placeholder"), file_types=["image"],
                                    sources=["upload"], label=i18n("input_label"), show_label=False,
                                    elem_id="compare-input")
-    gallery = gr.Gallery(value=[(str(ex.image), ex.caption(forced_lang or "zh")) for ex in services.examples],
-                         columns=12, height=110, allow_preview=False, buttons=[], show_label=False)
+    gallery = gr.Gallery(value=example_pictures(services, forced_lang or "zh"),
+                         columns=12, height=110, allow_preview=False, buttons=[], show_label=False,
+                         elem_id="compare-examples")
     with gr.Row():
         left_chat = gr.Chatbot(show_label=False, height=360, feedback_options=None, elem_id="compare-left-chat")
         right_chat = gr.Chatbot(show_label=False, height=360, feedback_options=None, elem_id="compare-right-chat")
@@ -222,7 +223,8 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> None:
                 gr.Dropdown(choices=[(set_label(name, lang), name) for name in sets], value=next(iter(sets), None)))
 
     def on_load(left_key, right_key, request: gr.Request):
-        return refresh_models(left_key, right_key, request, opening=True)
+        return (*refresh_models(left_key, right_key, request, opening=True),
+                example_pictures(services, request_lang(request, forced_lang)))
 
     for trigger in (refresh.click, left.change, right.change):
         trigger(refresh_models, [left, right], [left, right, question_set], api_name=False)
@@ -246,4 +248,4 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> None:
     score_button.click(score, [left, right, question_set, prompt_lang, batch, lang_state],
                        [summary, *tables, per_question, csv_file], api_name="score",
                        concurrency_limit=1, concurrency_id=MODEL_CONCURRENCY_ID)
-    return on_load, (left, right, question_set)
+    return on_load, (left, right, question_set, gallery)
