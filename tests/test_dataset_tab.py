@@ -16,8 +16,8 @@ from tests.conftest import EXAMPLES, AppProcess
 
 # What the endpoints return, in order (gr.State is kept on the server and never returned).
 BROWSE = ("task", "question_type", "cuisine", "region", "source", "gallery", "table", "page", "page_label")
-LOAD = (*BROWSE, "record_id", "pictures", "detail", "dish", "summary", "report", "accept", "name")
-RECORD = ("record_id", "pictures", "detail")
+LOAD = (*BROWSE, "record_id", "pictures", "detail", "sample", "dish", "summary", "report", "accept", "name")
+RECORD = ("record_id", "pictures", "detail", "sample")
 NO_FILTER = ("", "", "", "", "", "")
 SAVE_DEFAULTS = dict(tasks=["sivqa"], lang="zh", heldout=0.2, seed=0, only_filtered=False,
                      filters=NO_FILTER, replace=False, accept=False)
@@ -34,8 +34,8 @@ def browse(client: Client, *, task="", question_type="", cuisine="", region="", 
     return dict(zip(BROWSE, out))
 
 
-def record(client: Client, record_id: str) -> dict:
-    return dict(zip(RECORD, client.predict(record_id, api_name="/dataset_record")))
+def record(client: Client, record_id: str, prompt_lang: str = "zh") -> dict:
+    return dict(zip(RECORD, client.predict(record_id, prompt_lang, api_name="/dataset_record")))
 
 
 def save(client: Client, name: str, **changes) -> dict:
@@ -128,6 +128,24 @@ def test_a_record_shows_its_pictures_and_choices_with_the_answer_marked(app_serv
 
     missing = record(client, "no-such-id")
     assert not missing["pictures"]["visible"] and "Click a picture" in missing["detail"]
+
+
+def test_a_record_shows_the_training_sample_a_saved_set_would_hold(app_server, demo_workdir):
+    client = Client(app_server.url, verbose=False)
+    load(client, "sample")
+    zh = record(client, "sample-sivqa-0")["sample"]
+    assert "答案：(A) 西北菜。这道菜是兰州牛肉面。" in zh
+    assert "Answer: (A) Northwestern. The dish is 兰州牛肉面." in record(client, "sample-sivqa-0", "en")["sample"]
+    # the preview is what saving writes, turn for turn
+    save(client, "preview-check", tasks=["sivqa"], heldout=0.0, replace=True)
+    train = json.loads((demo_workdir / "datasets" / "preview-check" / "train.json").read_text(encoding="utf-8"))
+    [saved] = [row for row in train if row["id"] == "sample-sivqa-0"]
+    for turn in saved["conversations"]:
+        assert f"text\n{turn['value']}\n```" in zh, turn
+    assert record(client, "no-such-id")["sample"] == ""
+    load(client, "own_example")  # conversations: the detail shows their turns already
+    own = browse(client)["table"]["value"]["data"][0][0]
+    assert record(client, own)["sample"] == ""
 
 
 # --- own data: a report of bad rows, the good rows kept -------------------------------------------------

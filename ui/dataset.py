@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
 from PIL import Image, ImageDraw, ImageFont
 
-from backend.data import (FACETS, FOODIEQA_TERMS, MIVQA, SIVQA, SOURCE_FOODIEQA, TABLE_COLUMNS,
+from backend.data import (CONVERSATION, FACETS, FOODIEQA_TERMS, MIVQA, SIVQA, SOURCE_FOODIEQA, TABLE_COLUMNS,
                           TEXTQA, DataError, ReadResult, Record, RecordFilter, TermsNotAccepted,
                           ThumbnailCache, build_training_set, detail_view, facet_counts,
                           filter_records, find_record, gallery_page, paginate, read_bundled_own_data,
                           read_bundled_sample, read_data_folder, read_foodieqa_hub, table_rows,
-                          unpack_upload)
+                          to_training_sample, unpack_upload)
 from backend.data.library import (check_name, list_training_sets, new_upload_folder, training_set_folder,
                                   upload_data_root)
 from backend.markdown_text import as_text
@@ -100,6 +101,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "ds_table": "This page as a table (click a row for its details)",
         "ds_detail": "### Details",
         "ds_detail_empty": "Click a picture or a table row to see its question, its choices and the answer.",
+        "ds_sample": ("**As a training sample** (prompt language as chosen under *Make training samples*): "
+                      "what the model reads, then the answer it learns; the loss is on the answer alone."),
         "ds_record_id": "Record id (type one and press Enter)",
         "ds_pictures": "Pictures",
         "ds_not_found": "There is no record with the id {id} in the loaded data.",
@@ -219,6 +222,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "ds_table": "本页表格（点击一行查看详情）",
         "ds_detail": "### 详情",
         "ds_detail_empty": "点击一张图片或表格中的一行，查看问题、选项和答案。",
+        "ds_sample": "**作为训练样本**（提示语言按“生成训练样本”中的选择）：模型读到的内容，以及它要学会的回答；损失只算在回答上。",
         "ds_record_id": "记录编号（输入后按回车）",
         "ds_pictures": "图片",
         "ds_not_found": "已加载的数据中没有编号为 {id} 的记录。",
@@ -417,6 +421,19 @@ def detail_markdown(record: Record, lang: str) -> str:
                            answer=text("ds_answer", lang), facts=" · ".join(facts))
 
 
+def sample_markdown(record: Record, prompt_lang: str, lang: str) -> str:
+    """A question as a training set saved now would hold it (backend.data.conversion), so that what the
+    model will learn is seen before it is saved. Conversations are shown as they are already."""
+    if record.task == CONVERSATION or record.answer is None:
+        return ""
+    question, answer = to_training_sample(record, "en" if prompt_lang == "en" else "zh").turns
+    # a fence longer than any run of backticks in the data, so the data cannot end it
+    longest = max((len(run) for run in re.findall(r"`+", question.text + answer.text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return (f"{text('ds_sample', lang)}\n\n{fence}text\n{question.text}\n{fence}\n\n"
+            f"{fence}text\n{answer.text}\n{fence}")
+
+
 def sets_table(workdir: Path, lang: str) -> gr.Dataframe:
     rows = []
     for name, _folder, manifest in list_training_sets(workdir):
@@ -564,6 +581,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Dataset
             pictures = gr.Gallery(label=i18n("ds_pictures"), columns=2, height=PREVIEW_HEIGHT, visible=False,
                                   object_fit="contain", elem_id="ds-detail-pictures")
             detail = gr.Markdown(i18n("ds_detail_empty"), elem_id="ds-detail")
+            sample = gr.Markdown(elem_id="ds-sample")
     table = gr.Dataframe(label=i18n("ds_table"), interactive=False, wrap=True, max_height=520,
                          column_widths=["13%", "10%", "31%", "20%", "12%", "7%", "7%"], elem_id="ds-table")
 
@@ -593,7 +611,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Dataset
         refresh_sets = gr.Button(i18n("ds_refresh"), size="sm", elem_id="ds-refresh-sets")
 
     browse_outputs = [session, *filters.values(), gallery, table, page_number, page_label]
-    detail_outputs = [record_id, pictures, detail]
+    detail_outputs = [record_id, pictures, detail, sample]
 
     # --- handlers ---------------------------------------------------------------------------------
 
@@ -616,7 +634,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Dataset
 
     def cleared_detail(lang: str) -> dict:
         return {record_id: "", pictures: gr.Gallery(value=None, visible=False),
-                detail: text("ds_detail_empty", lang)}
+                detail: text("ds_detail_empty", lang), sample: ""}
 
     def load_source(state: DatasetSession, chosen: str, path: str, files: list[str] | None,
                     request: gr.Request, progress=gr.Progress()) -> dict:
@@ -670,9 +688,10 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Dataset
                           (page or 1) + delta, request)
         return step
 
-    def show_record(state: DatasetSession, wanted: str, request: gr.Request) -> dict:
-        """Inputs: a record id. Outputs: the id, the record's pictures, its question, choices
-        (Chinese / English) with the answer marked, and its facts."""
+    def show_record(state: DatasetSession, wanted: str, prompt_language: str, request: gr.Request) -> dict:
+        """Inputs: a record id, the prompt language of training samples (zh or en). Outputs: the id, the
+        record's pictures, its question, choices (Chinese / English) with the answer marked and its
+        facts, and the record as a training sample."""
         lang = request_lang(request, forced_lang)
         wanted = (wanted or "").strip()
         record = find_record(state.result.records, wanted) if wanted else None
@@ -694,13 +713,20 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Dataset
                 pictures: gr.Gallery(value=shown or None, visible=bool(shown),
                                      columns=1 if len(shown) == 1 else 2,
                                      height=PREVIEW_HEIGHT if len(shown) == 1 else "auto"),
-                detail: "\n\n".join(filter(None, (source_gone(state.result, lang), detail_markdown(record, lang))))}
+                detail: "\n\n".join(filter(None, (source_gone(state.result, lang), detail_markdown(record, lang)))),
+                sample: sample_markdown(record, prompt_language, lang)}
 
-    def pick_cell(state: DatasetSession, event: gr.SelectData, request: gr.Request) -> dict:
+    def pick_cell(state: DatasetSession, prompt_language: str, event: gr.SelectData, request: gr.Request) -> dict:
         index = event.index[0] if isinstance(event.index, (list, tuple)) else event.index
         if not isinstance(index, int) or not 0 <= index < len(state.page_ids):
             return {}
-        return show_record(state, state.page_ids[index], request)
+        return show_record(state, state.page_ids[index], prompt_language, request)
+
+    def resample(state: DatasetSession, shown_id: str, prompt_language: str, request: gr.Request) -> dict:
+        """The shown record's training sample again, in the prompt language just chosen."""
+        record = find_record(state.result.records, shown_id) if shown_id else None
+        return {sample: sample_markdown(record, prompt_language, request_lang(request, forced_lang))
+                if record else ""}
 
     def save_training_set(state: DatasetSession, chosen_tasks: list[str], lang_choice: str,
                           heldout_share: float, seed_value: float, set_name: str, only_shown: bool,
@@ -767,9 +793,10 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Dataset
     next_button.click(step_page(+1), [session, *filter_inputs, page_number], browse_outputs,
                       api_name=False, show_progress="minimal")
 
-    record_id.submit(show_record, [session, record_id], detail_outputs, api_name="dataset_record")
-    gallery.select(pick_cell, [session], detail_outputs, api_name=False)
-    table.select(pick_cell, [session], detail_outputs, api_name=False)
+    record_id.submit(show_record, [session, record_id, prompt_lang], detail_outputs, api_name="dataset_record")
+    gallery.select(pick_cell, [session, prompt_lang], detail_outputs, api_name=False)
+    table.select(pick_cell, [session, prompt_lang], detail_outputs, api_name=False)
+    prompt_lang.change(resample, [session, record_id, prompt_lang], [sample], api_name=False)
 
     save_button.click(
         save_training_set,
