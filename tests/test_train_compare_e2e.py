@@ -111,6 +111,8 @@ def test_a_job_started_again_from_its_settings_is_the_same_job(app_server, demo_
     out = client.predict(*form, api_name="/train_start")
     second = out[1]["value"] if isinstance(out[1], dict) else out[1]
     assert second != first
+    # the job's settings in a line under its progress, to tell jobs apart
+    assert "LoRA r 8 · alpha 64 · lr 0.002 · 2 epochs · batch 8 × 1 accumulation" in out[2], out[2]
     client.predict(second, api_name="/train_cancel")
     specs = [json.loads((demo_workdir / "jobs" / job / "spec.json").read_text(encoding="utf-8"))
              for job in (first, second)]

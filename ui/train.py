@@ -16,6 +16,7 @@ import pandas as pd
 
 from backend.data import DataError, load_training_set
 from backend.data.library import datasets_root, list_training_sets
+from backend.markdown_text import as_text
 from backend.models.tiny import EXAMPLES_DIR
 from backend.services import Services
 from backend.training import views
@@ -73,6 +74,9 @@ STRINGS = {
         "tr_waiting": "waiting for a free device", "tr_starting": "starting",
         "tr_p_step": "step {step}/{total}", "tr_p_epoch": "epoch {epoch:.2f}", "tr_p_rate": "{rate:.1f} samples/s",
         "tr_p_eta": "ETA {eta}", "tr_p_loss": "loss {loss:.4f}",
+        "tr_settings": ("LoRA r {r} · alpha {alpha} · lr {lr} · {epochs} epochs · batch {batch} × {accum} "
+                        "accumulation · {checkpointing}"),
+        "tr_settings_checkpointing": "gradient checkpointing", "tr_settings_plain": "no gradient checkpointing",
         "tr_col_id": "id", "tr_col_name": "name", "tr_col_state": "state", "tr_col_progress": "progress",
         "tr_col_device": "device", "tr_col_error": "error", "tr_col_checkpoint": "checkpoint",
         "tr_col_step": "step", "tr_col_loss": "loss", "tr_col_folder": "folder",
@@ -118,6 +122,8 @@ STRINGS = {
         "tr_waiting": "等待空闲设备", "tr_starting": "正在启动",
         "tr_p_step": "第 {step}/{total} 步", "tr_p_epoch": "第 {epoch:.2f} 轮", "tr_p_rate": "每秒 {rate:.1f} 个样本",
         "tr_p_eta": "预计还需 {eta}", "tr_p_loss": "损失 {loss:.4f}",
+        "tr_settings": "LoRA 秩 {r} · alpha {alpha} · 学习率 {lr} · {epochs} 轮 · 批大小 {batch} × 累积 {accum} · {checkpointing}",
+        "tr_settings_checkpointing": "梯度检查点", "tr_settings_plain": "无梯度检查点",
         "tr_col_id": "编号", "tr_col_name": "名称", "tr_col_state": "状态", "tr_col_progress": "进度",
         "tr_col_device": "设备", "tr_col_error": "错误", "tr_col_checkpoint": "检查点",
         "tr_col_step": "步数", "tr_col_loss": "损失", "tr_col_folder": "文件夹",
@@ -253,6 +259,14 @@ def progress_words(row: views.JobRow, lang: str) -> str:
     return " · ".join(parts)
 
 
+def settings_words(spec: JobSpec, lang: str) -> str:
+    """The settings a job runs with, in a line, to compare jobs without opening their spec.json."""
+    checkpointing_key = "tr_settings_checkpointing" if spec.gradient_checkpointing else "tr_settings_plain"
+    return text("tr_settings", lang, r=spec.lora_r, alpha=spec.lora_alpha, lr=f"{spec.learning_rate:g}",
+                epochs=spec.epochs, batch=spec.batch_size, accum=spec.grad_accum,
+                checkpointing=text(checkpointing_key, lang))
+
+
 def job_table(rows: list[views.JobRow], lang: str) -> pd.DataFrame:
     return pd.DataFrame([[r.id, r.name, state_word(r.state, lang), progress_words(r, lang), r.device,
                           say(r.error, lang)[:200] if r.error else r.error]
@@ -295,6 +309,7 @@ def watch(services: Services, job_id: str | None, lang: str = "en") -> tuple:
     row = next(r for r in rows if r.id == job_id)
     bar = "█" * int(20 * row.fraction) + "░" * (20 - int(20 * row.fraction))
     progress = f"**{state_word(row.state, lang)}** `{bar}` {100 * row.fraction:.0f}% · {progress_words(row, lang)}"
+    progress += f"\n\n<sub>{as_text(settings_words(row.spec, lang))}</sub>"
     if row.error:
         progress += f"\n\n⚠️ {say(row.error, lang)}"
     memory = views.gpu_memory()

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backend.training.jobs import Checkpoint, Job, JobError, JobStore
+from backend.training.spec import JobSpec
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class JobRow:
     loss: float | None
     gpu_mem_gb: float | None
     error: str
+    spec: JobSpec  # the settings it runs with
 
     @property
     def fraction(self) -> float:
@@ -43,7 +45,7 @@ def job_row(job: Job) -> JobRow:
         model=Path(job.spec.model).name or job.spec.model, device=job.device or job.spec.device,
         created=job.created, step=int(p.get("step", 0)), total_steps=int(p.get("total_steps", 0)),
         epoch=float(p.get("epoch", 0.0)), samples_per_s=p.get("samples_per_s"), eta_s=p.get("eta_s"),
-        loss=p.get("loss"), gpu_mem_gb=p.get("gpu_mem_gb"), error=job.error or "")
+        loss=p.get("loss"), gpu_mem_gb=p.get("gpu_mem_gb"), error=job.error or "", spec=job.spec)
 
 
 def job_rows(store: JobStore) -> list[JobRow]:
