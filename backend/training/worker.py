@@ -83,10 +83,14 @@ def visible_gpus(choice: str = "auto") -> list[str]:
     return [str(i) for i, line in enumerate(line for line in listing.splitlines() if line.startswith("GPU "))]
 
 
+def wants_gpu(spec: JobSpec, gpus: list[str]) -> bool:
+    """Whether a worker with `gpus` runs this job on GPUs ("auto" takes them when there are any)."""
+    return spec.device == "cuda" or (spec.device == "auto" and bool(gpus))
+
+
 def gpu_shortfall(spec: JobSpec, gpus: list[str]) -> Problem | None:
     """Why a worker with `gpus` could never run this job, or None (it runs now, or once GPUs are free)."""
-    wants_gpu = spec.device == "cuda" or (spec.device == "auto" and gpus)
-    if not wants_gpu or len(gpus) >= spec.gpus:
+    if not wants_gpu(spec, gpus) or len(gpus) >= spec.gpus:
         return None
     if not gpus:
         return Problem("no_gpus_for_jobs", "This job is set to train on a GPU (Device: cuda), but the training "
@@ -207,9 +211,8 @@ class Worker:
                 if self.store.claim(job.id, self.name, "none"):
                     self.store.finish(job.id, "failed", shortfall, None)
                 continue
-            wants_gpu = job.spec.device == "cuda" or (job.spec.device == "auto" and self.gpus)
             free = [g for g in self.gpus if g not in busy]
-            if wants_gpu:
+            if wants_gpu(job.spec, self.gpus):
                 if len(free) < job.spec.gpus:
                     continue  # waits for GPUs; later jobs that fit may still start
                 slots = tuple(free[: job.spec.gpus])
