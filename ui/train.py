@@ -195,7 +195,7 @@ def form_from_spec(spec: JobSpec, workdir: Path, app_model: str) -> FormFill:
 def source_of(spec: JobSpec, workdir: Path) -> str | None:
     """The Training data choice whose samples the job trained on, if it is still there."""
     data_file = Path(spec.data_file)
-    if data_file == (Path(workdir) / "data" / "demo-dishes.json").resolve():
+    if data_file == demo_data_file(workdir).resolve():
         return DEMO_SOURCE
     for _, folder, manifest in list_training_sets(workdir):
         if data_file == (folder / manifest["train"]["file"]).resolve():
@@ -215,10 +215,15 @@ def build_spec(services: Services, source: str, preset_name: str, name: str, mod
     return preset(preset_name, **{"model": services.source.location, **files, **overrides})
 
 
+def demo_data_file(workdir: Path) -> Path:
+    """Where the bundled dishes are written as chat samples for a demo job."""
+    return Path(workdir) / "data" / "demo-dishes.json"
+
+
 def demo_files(services: Services, lang: str = "en") -> dict:
     """The bundled dishes as chat samples (written once under the work folder); the job is named in
     the language of the page that started it."""
-    data_file = write_demo_dataset(services.settings.workdir / "data" / "demo-dishes.json")
+    data_file = write_demo_dataset(demo_data_file(services.settings.workdir))
     return dict(data_file=str(data_file), image_root=str(EXAMPLES_DIR), name=text("tr_demo_job", lang))
 
 
