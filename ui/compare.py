@@ -21,7 +21,7 @@ from backend.markdown_text import as_text
 from backend.problems import ProblemError
 from backend.services import Services
 from ui.chat import MODEL_CONCURRENCY_ID, example_message, example_pictures, files_of, to_chatbot
-from ui.i18n import model_label, question_type_word, request_lang, set_label, task_word, text
+from ui.i18n import model_label, request_lang, set_label, text, value_word
 from ui.problems import say
 
 log = logging.getLogger(__name__)
@@ -138,10 +138,8 @@ def breakdown_rows(runs: list, by: str, words: dict, lang: str) -> list[list[str
     """scoring.side_by_side's rows, with tasks and question types named as the Dataset tab names them
     (单图 and 菜系 on a Chinese page, not sivqa and cuisine_type)."""
     rows = scoring.side_by_side(runs, by, **words)
-    word = {"task": task_word, "question_type": question_type_word}.get(by)
-    if word:
-        for row in rows[:-1]:  # the last is the total row, already in words
-            row[0] = word(row[0], lang)
+    for row in rows[:-1]:  # the last is the total row, already in words
+        row[0] = value_word(by, row[0], lang)
     return rows
 
 

@@ -30,7 +30,7 @@ from backend.data.library import (check_name, list_training_sets, new_upload_fol
                                   upload_data_root)
 from backend.markdown_text import as_text
 from backend.services import Services
-from ui.i18n import add_strings, question_type_word, request_lang, task_word, text
+from ui.i18n import add_strings, question_type_word, request_lang, task_word, text, value_word
 from ui.problems import say
 
 log = logging.getLogger(__name__)
@@ -350,13 +350,9 @@ def left_out_sentence(skipped: tuple[str, ...], lang: str) -> str:
 
 
 def _value_label(facet: str, value: str, lang: str) -> str:
-    if facet == "task":
-        return task_word(value, lang)
     if facet == "source":
         return text(f"ds_origin_{value}", lang) if f"ds_origin_{value}" in STRINGS["en"] else value
-    if facet == "question_type":
-        return question_type_word(value, lang)
-    return value
+    return value_word(facet, value, lang)
 
 
 def facet_choices(records: tuple[Record, ...], flt: RecordFilter, lang: str) -> dict[str, list[tuple[str, str]]]:

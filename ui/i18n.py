@@ -205,6 +205,13 @@ def question_type_word(question_type: str, lang: str) -> str:
     return QUESTION_TYPES_ZH.get(question_type, question_type) if lang == "zh" else question_type
 
 
+def value_word(facet: str, value: str, lang: str) -> str:
+    """A task's or a question type's value in `lang` (the Dataset and Compare tabs name them alike);
+    any other facet's value as it is."""
+    word = {"task": task_word, "question_type": question_type_word}.get(facet)
+    return word(value, lang) if word else value
+
+
 def add_strings(table: dict[str, dict[str, str]]) -> None:
     """Let a tab module keep its own labels beside its widgets: called once at its import."""
     for lang in LANGS:
