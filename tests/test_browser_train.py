@@ -1,13 +1,17 @@
 """The Train tab as a person uses it, in a real browser (Debian's chromium, driven by playwright):
 start the demo fine-tune, watch it run to the end, reload the page and find the job still there,
-then look at it on a Chinese page. Screenshots land in test-artifacts/train.png and train-zh.png."""
+then look at it on a Chinese page, and put its checkpoint beside the base model in Compare.
+Screenshots land in test-artifacts/train.png, train-zh.png and compare.png."""
 
 from __future__ import annotations
 
 import pytest
+from gradio_client import Client
 
+from backend.training.jobs import JobStore
 from backend.training.worker import visible_gpus
 from tests.conftest import ARTIFACTS, AppProcess, needs_chromium, own_workdir
+from tests.test_train_compare_e2e import start_job, wait_for
 
 pytestmark = needs_chromium
 
@@ -21,7 +25,20 @@ def train_app(demo_workdir, tmp_path_factory):
     """An app of its own: the jobs this test queues stay out of the shared work folder."""
     folder = own_workdir(demo_workdir, tmp_path_factory.mktemp("train-browser"))
     with AppProcess(["--workdir", str(folder)], tmp_path_factory.mktemp("logs") / "app.log") as app:
+        app.workdir = folder
         yield app
+
+
+@pytest.fixture
+def finished_job(train_app) -> str:
+    """A succeeded demo job: the one the first test started in the browser or, run alone, one queued here."""
+    done = JobStore(train_app.workdir).list(("succeeded",))
+    if done:
+        return done[0].id
+    client = Client(train_app.url, verbose=False)
+    job_id = start_job(client, "demo", "compare in a browser")
+    assert "**succeeded**" in wait_for(client, job_id)
+    return job_id
 
 
 def test_start_the_demo_fine_tune_watch_it_finish_and_find_it_after_a_reload(browser, train_app):
@@ -88,6 +105,47 @@ def test_start_the_demo_fine_tune_watch_it_finish_and_find_it_after_a_reload(bro
     assert page.locator("#compare-set input").input_value() == "内置样例（全部）"
     # ...under a notice that says why both may answer gibberish (the demo model's random weights)
     assert "权重是随机的" in page.locator("#compare-notice").inner_text()
+    page.close()
+
+
+BOTH_ANSWERED = """() => ['#compare-left-chat', '#compare-right-chat'].every(side => {
+    const bots = document.querySelectorAll(side + ' [data-testid="bot"]');
+    return bots.length && bots[bots.length - 1].innerText.trim().length > 5; })"""
+
+
+def test_compare_puts_base_and_checkpoint_side_by_side_and_scores_both(browser, train_app, finished_job):
+    """After a job finished: one quick example asks both models at once; the checkpoint names the
+    dish it was trained on, the random base does not; "Score both" fills the summary and the tables."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="en-US")
+    page.goto(train_app.url)
+    page.get_by_role("tab", name="Compare").click()
+    page.wait_for_function("() => (document.querySelector('#compare-right input')?.value || '').includes('final')",
+                           timeout=30_000)
+    right_name = page.locator("#compare-right input").input_value()
+    page.locator("#compare-examples img").first.click()  # Lanzhou beef noodles, asked in English
+    page.wait_for_function("() => (document.querySelector('#compare-input textarea')?.value || '')"
+                           ".includes('What dish is this?')", timeout=15_000)
+    page.locator("#compare-input textarea").press("Enter")
+    page.wait_for_function(BOTH_ANSWERED, timeout=120_000)
+    page.wait_for_timeout(1_000)  # the streams' last words
+    left, right = (page.locator(f"#compare-{side}-chat").inner_text() for side in ("left", "right"))
+    assert "What dish is this?" in left and "What dish is this?" in right
+    assert page.locator("#compare-left-chat img").count() >= 1 and page.locator("#compare-right-chat img").count() >= 1
+    assert "This is Lanzhou beef noodles, a Northwestern dish." in right, right
+    assert "Lanzhou beef noodles" not in left, left
+
+    page.locator("#compare-score").click()
+    # the progress bar over the summary gives way to the scores
+    page.wait_for_function("() => (document.querySelector('#compare-summary')?.innerText || '').trim()"
+                           ".startsWith('bundled sample (all)')", timeout=180_000)
+    summary = page.locator("#compare-summary").inner_text()
+    assert summary.startswith("bundled sample (all)") and "base model" in summary and right_name in summary, summary
+    table = page.locator("#compare-per-question").inner_text()
+    assert "Every question" in table and "sample-sivqa-0" in table, table[:500]
+    offered = page.locator("#compare-csv").inner_text()  # the scores as a file to download
+    assert "scores-" in offered and ".csv" in offered, offered
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "compare.png"), full_page=True)
     page.close()
 
 

@@ -201,11 +201,14 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> None:
             batch = gr.Slider(1, 64, value=16, step=1, label=i18n("cmp_batch"), info=i18n("cmp_batch_info"))
         score_button = gr.Button(i18n("cmp_score"), variant="primary", elem_id="compare-score")
         summary = gr.Markdown(elem_id="compare-summary")
-        # hidden until there are scores: empty, Gradio would head them with column numbers
+        # hidden until there are scores: empty, Gradio would head them with column numbers. Two to a
+        # line at most (the row wraps below their min_width): three squeezed the second model's column out
         with gr.Row():
-            tables = [gr.Dataframe(label=i18n(f"cmp_by_{by}"), interactive=False, visible=False) for by in BREAKDOWNS]
-        per_question = gr.Dataframe(label=i18n("cmp_per_question"), interactive=False, wrap=True, visible=False)
-        csv_file = gr.File(label=i18n("cmp_csv"), visible=False)
+            tables = [gr.Dataframe(label=i18n(f"cmp_by_{by}"), interactive=False, visible=False, min_width=560)
+                      for by in BREAKDOWNS]
+        per_question = gr.Dataframe(label=i18n("cmp_per_question"), interactive=False, wrap=True, visible=False,
+                                    elem_id="compare-per-question")
+        csv_file = gr.File(label=i18n("cmp_csv"), visible=False, elem_id="compare-csv")
 
     def refresh_models(left_key, right_key, request: gr.Request, opening: bool = False):
         lang = request_lang(request, forced_lang)
