@@ -14,7 +14,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from backend.data import DataError, load_training_set
+from backend.data import DataError, load_training_set, samples_file
 from backend.data.library import datasets_root, list_training_sets
 from backend.markdown_text import as_text
 from backend.models.tiny import EXAMPLES_DIR
@@ -198,7 +198,7 @@ def source_of(spec: JobSpec, workdir: Path) -> str | None:
     if data_file == demo_data_file(workdir).resolve():
         return DEMO_SOURCE
     for _, folder, manifest in list_training_sets(workdir):
-        if data_file == (folder / manifest["train"]["file"]).resolve():
+        if data_file == samples_file(folder, manifest, "train").resolve():
             return str(folder)
     return None
 
@@ -233,8 +233,8 @@ def training_set_files(services: Services, source: str) -> dict:
     if folder.parent != datasets_root(services.settings.workdir):
         raise DataError("not_a_saved_set", "Training data must be a training set saved in the Dataset tab.")
     training = load_training_set(folder)
-    return dict(data_file=str(folder / training.manifest["train"]["file"]),
-                eval_file=str(folder / training.manifest["heldout"]["file"]) if training.heldout else "",
+    return dict(data_file=str(samples_file(folder, training.manifest, "train")),
+                eval_file=str(samples_file(folder, training.manifest, "heldout")) if training.heldout else "",
                 image_root=str(training.image_root), name=folder.name)
 
 

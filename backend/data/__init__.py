@@ -21,7 +21,7 @@ from backend.data.schema import (CONVERSATION, MIVQA, SIVQA, SOURCE_FOODIEQA, SO
                                  ReadResult, Record, Turn)
 from backend.data.sources import combine_results, read_data_folder
 from backend.data.split import (DishSplit, TrainingSet, build_training_set, load_training_set,
-                                split_by_dish)
+                                samples_file, split_by_dish)
 from backend.data.terms import (FOODIEQA_LICENSE, FOODIEQA_LICENSE_URL, FOODIEQA_TERMS,
                                 TermsNotAccepted, require_terms)
 from backend.data.thumbnails import ThumbnailCache
@@ -38,6 +38,6 @@ __all__ = [
     "lettered_choices", "llava_row", "load_training_set", "multiple_choice_prompt", "paginate",
     "parse_foodieqa_rows", "parse_llava_rows", "read_bundled_own_data", "read_bundled_sample",
     "read_csv_file", "read_data_folder", "read_foodieqa_folder", "read_foodieqa_hub",
-    "read_llava_json", "read_own_data", "record_from_dict", "record_to_dict", "require_terms",
+    "read_llava_json", "read_own_data", "record_from_dict", "record_to_dict", "require_terms", "samples_file",
     "split_by_dish", "table_rows", "to_training_sample", "to_training_samples", "unpack_upload",
 ]

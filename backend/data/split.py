@@ -91,6 +91,11 @@ class TrainingSet:
         return Path(self.manifest["image_root"])
 
 
+def samples_file(folder: Path, manifest: dict[str, Any], side: str) -> Path:
+    """Where a saved set keeps the chat samples of `side` ("train" or "heldout"): its split.json says."""
+    return Path(folder) / manifest[side]["file"]
+
+
 def build_training_set(records: Iterable[Record], folder: str | Path, *, heldout_ratio: float = 0.2,
                        seed: int = 0, tasks: Sequence[str] = (SIVQA,), lang: Language = "zh",
                        accept_terms: bool = False) -> TrainingSet:
@@ -152,7 +157,7 @@ def load_training_set(folder: str | Path) -> TrainingSet:
                         "is gone.", folder=image_root)
     samples, questions = {}, {}
     for side, part in parts.items():
-        result = read_llava_json(folder / part["file"], image_root, image_check="quick")
+        result = read_llava_json(samples_file(folder, manifest, side), image_root, image_check="quick")
         if result.problems:
             first = result.problems[0]
             raise DataError("set_samples_bad", "{file} in {folder} has {count} problems, the first: row "
