@@ -33,6 +33,24 @@ def tunnel_hint(host: str, port: int) -> str:
             f"    ssh -L {port}:127.0.0.1:{port} {getpass.getuser()}@{socket.gethostname()}")
 
 
+def listen_problem(host: str, port: int) -> str | None:
+    """Why the app could not listen on host:port, or None. Asked before the model loads (a minute for
+    a real one), so a taken port is said at once, not found by Gradio at the end."""
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is no owner
+            probe.bind(address)
+    except OSError as err:
+        return port_sentence(host, port, err.strerror or str(err))
+    return None
+
+
+def port_sentence(host: str, port: int, reason: str) -> str:
+    return (f"Cannot listen on {host}:{port} ({reason}). Another program, or another Foodie Studio with its own "
+            f"--workdir, may be using that port: stop it, or give this one another, e.g. --port {port + 1}.")
+
+
 def served_folders(services) -> list[str]:
     """Folders whose pictures the page may show: the examples, --data, and the work folder's
     cache (thumbnails and previews). Nothing else on the disk is served: not the rest of the work
@@ -56,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     except WorkdirBusy as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
+    problem = listen_problem(settings.host, settings.port)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        lock.close()
+        return 4
     # Uploads go under the work folder like everything else the app writes, beside its cache (not
     # in it: the cache is served to everyone, uploads only to their uploader). The lock makes the
     # folder this app's alone, so it is emptied at start (a killed run's photos, whose owners
@@ -80,19 +103,23 @@ def main(argv: list[str] | None = None) -> int:
     # Training runs in a worker process beside the app; it exits with the app, and its jobs
     # keep running and are adopted by the next worker (see backend/training/worker.py).
     worker = training_worker.spawn(settings.workdir)
-
-    page, i18n = build(services)
-    # Past queue_size waiting requests, Gradio refuses new ones with its own busy message (the
-    # browser: "This application is currently busy. Please try again."; gradio_client: QueueError).
-    page.queue(default_concurrency_limit=4, max_size=settings.queue_size)
-    page.launch(server_name=settings.host, server_port=settings.port, share=False, i18n=i18n,
-                app_kwargs={"middleware": [upload_guard.middleware(page)]},
-                auth=list(settings.auth) or None, auth_message="Foodie Studio",
-                css=CSS, js=page_js(settings.lang), allowed_paths=served_folders(services),
-                prevent_thread_lock=True, quiet=True,
-                footer_links=[])
-    print(tunnel_hint(settings.host, settings.port), flush=True)
     try:
+        page, i18n = build(services)
+        # Past queue_size waiting requests, Gradio refuses new ones with its own busy message (the
+        # browser: "This application is currently busy. Please try again."; gradio_client: QueueError).
+        page.queue(default_concurrency_limit=4, max_size=settings.queue_size)
+        try:
+            page.launch(server_name=settings.host, server_port=settings.port, share=False, i18n=i18n,
+                        app_kwargs={"middleware": [upload_guard.middleware(page)]},
+                        auth=list(settings.auth) or None, auth_message="Foodie Studio",
+                        css=CSS, js=page_js(settings.lang), allowed_paths=served_folders(services),
+                        prevent_thread_lock=True, quiet=True,
+                        footer_links=[])
+        except OSError:  # Gradio's words name its own parameters, not ours
+            print(f"error: {port_sentence(settings.host, settings.port, 'taken while the model loaded')}",
+                  file=sys.stderr)
+            return 4
+        print(tunnel_hint(settings.host, settings.port), flush=True)
         page.block_thread()
     except KeyboardInterrupt:
         pass

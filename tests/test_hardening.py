@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -46,6 +47,26 @@ def test_a_second_app_on_the_same_work_folder_is_refused_and_the_first_keeps_ser
         assert Client(first.url, verbose=False).predict(api_name="/clear")[0] == []  # still serving
     finally:
         first.stop()
+
+
+def test_a_port_in_use_is_a_sentence_before_the_model_loads(demo_workdir, tmp_path):
+    workdir = own_workdir(demo_workdir, tmp_path / "work")
+    with socket.socket() as other_program:
+        other_program.bind(("127.0.0.1", 0))
+        other_program.listen()
+        port = other_program.getsockname()[1]
+        started = time.monotonic()
+        app = subprocess.run([sys.executable, "app.py", "--workdir", str(workdir), "--port", str(port)],
+                             cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert time.monotonic() - started < 30, "refused before loading any model"
+    assert app.returncode == 4, app.stderr
+    assert "Traceback" not in app.stderr
+    assert (f"Cannot listen on 127.0.0.1:{port} (Address already in use). Another program, or another Foodie "
+            f"Studio with its own --workdir, may be using that port") in app.stderr, app.stderr
+    assert f"--port {port + 1}" in app.stderr
+    # the work folder is free again: the next app on it starts
+    with AppProcess(["--workdir", str(workdir)], tmp_path / "next.log") as next_app:
+        assert Client(next_app.url, verbose=False).predict(api_name="/clear")[0] == []
 
 
 def upload(url: str) -> Path:
