@@ -20,7 +20,7 @@ import sys
 from backend import services as services_module
 from backend.models.loading import ModelLoadError
 from backend.settings import from_args
-from backend.workdir_lock import WorkdirBusy, hold
+from backend.workdir_lock import WorkdirBusy, WorkdirUnusable, hold
 
 log = logging.getLogger("foodie_studio")
 
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = from_args(argv)
     try:
         lock = hold(settings.workdir, f"http://{settings.host}:{settings.port}")  # held until the app exits
-    except WorkdirBusy as err:
+    except (WorkdirBusy, WorkdirUnusable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
     problem = listen_problem(settings.host, settings.port)

@@ -21,12 +21,21 @@ class WorkdirBusy(RuntimeError):
     """Another app holds the work folder; the message says which one."""
 
 
+class WorkdirUnusable(RuntimeError):
+    """The work folder cannot be made or written (a file of that name, no permission, a read-only disk)."""
+
+
 def hold(workdir: Path, address: str) -> IO[str]:
     """Lock `workdir` for this process; keep the returned file open for as long as the app runs."""
-    workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / LOCK_NAME
-    # Opened without truncating: a refused second app must not wipe the first one's details.
-    handle = open(os.open(path, os.O_RDWR | os.O_CREAT, 0o644), "r+", encoding="utf-8")
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        # Opened without truncating: a refused second app must not wipe the first one's details.
+        handle = open(os.open(path, os.O_RDWR | os.O_CREAT, 0o644), "r+", encoding="utf-8")
+    except OSError as err:
+        reason = "a file of that name is there" if workdir.is_file() else err.strerror or err
+        raise WorkdirUnusable(f"Cannot use {workdir} as the work folder ({reason}); give --workdir "
+                              "a folder this user can create and write to.") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -69,6 +69,17 @@ def test_a_port_in_use_is_a_sentence_before_the_model_loads(demo_workdir, tmp_pa
         assert Client(next_app.url, verbose=False).predict(api_name="/clear")[0] == []
 
 
+def test_a_work_folder_that_cannot_be_made_is_a_sentence(tmp_path):
+    a_file = tmp_path / "runs"
+    a_file.write_text("not a folder")
+    app = subprocess.run([sys.executable, "app.py", "--workdir", str(a_file), "--port", str(free_port())],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert app.returncode == 3 and "Traceback" not in app.stderr, app.stderr
+    assert (f"Cannot use {a_file} as the work folder (a file of that name is there); give --workdir a folder "
+            "this user can create and write to.") in app.stderr
+    assert a_file.read_text() == "not a folder"
+
+
 def upload(url: str) -> Path:
     """One photo sent the way a browser sends it; returns where the app stored it."""
     with httpx.Client(base_url=url) as visitor:
