@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +73,8 @@ def from_args(argv: list[str] | None = None) -> Settings:
         p.error("--tp must be at least 1")
     if args.queue_size < 1:
         p.error("--queue-size must be at least 1")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", args.device):
+        p.error(f"--device must be auto, cpu, cuda or cuda:N, not {args.device}")
     if args.data is not None and not args.data.is_dir():
         p.error(f"--data {args.data} is not a folder")
     auth = read_auth(p, args.auth or os.environ.get("FOODIE_AUTH"), args.auth_file)

@@ -69,3 +69,29 @@ def test_an_unreachable_hub_id_is_a_sentence(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ModelLoadError, match="local folder"):
         resolve("no-such-owner/no-such-model")
+
+
+def test_a_gpu_this_machine_does_not_have_is_a_sentence():
+    import torch
+
+    from backend.models.loading import pick_device
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with pytest.raises(ModelLoadError) as refused:
+        pick_device(f"cuda:{count}")  # one past the last
+    if count == 0:
+        assert refused.value.problem.key == "device_no_gpu"
+        assert str(refused.value) == "--device cuda:0: torch sees no GPU on this machine; use --device cpu or auto."
+    else:
+        assert refused.value.problem.key == "device_no_such_gpu"
+        assert f"torch sees {count} GPU(s) here, cuda:0 to cuda:{count - 1}." in str(refused.value)
+    assert pick_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:", "cuda:x", "mps"])
+def test_a_device_the_app_does_not_know_is_refused_by_its_command_line(device, capsys):
+    from backend.settings import from_args
+
+    with pytest.raises(SystemExit):
+        from_args(["--device", device])
+    assert f"--device must be auto, cpu, cuda or cuda:N, not {device}" in capsys.readouterr().err

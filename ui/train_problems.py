@@ -73,6 +73,8 @@ ZH: dict[str, str] = {
                          "请把“设备”改为 cpu 或 auto。"),
     "no_gpu_visible": "这个任务要用 GPU，但它看不到任何 GPU（CUDA_VISIBLE_DEVICES={visible}）。",
     # the model a job trains (backend/models/loading.py)
+    "device_no_gpu": "--device {device}：torch 在这台机器上看不到 GPU；请用 --device cpu 或 auto。",
+    "device_no_such_gpu": "--device {device}：torch 在这里看到 {count} 个 GPU，编号 cuda:0 到 cuda:{last}。",
     "model_folder_missing": "模型文件夹 {folder} 不存在。请填一个含有 config.json 和权重的文件夹，或 Qwen/Qwen2-VL-2B-Instruct 这样的 hub id。",
     "model_no_config": "{folder} 里没有 config.json，所以它不是 transformers 模型文件夹。",
     "model_config_unreadable": "无法读取 {model} 的模型配置：{detail} 如果这台服务器连不上 hub，请在别处下载模型，再改填它的本地文件夹。",

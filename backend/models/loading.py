@@ -112,9 +112,19 @@ def first_line(err: BaseException) -> str:
 
 
 def pick_device(requested: str = "auto") -> torch.device:
+    """`requested` (auto, cpu, cuda or cuda:N, as settings checked) as a device this machine has."""
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
+    device = torch.device(requested)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ModelLoadError("device_no_gpu", "--device {device}: torch sees no GPU on this machine; use "
+                                 "--device cpu or auto.", device=requested)
+        if (device.index or 0) >= count:
+            raise ModelLoadError("device_no_such_gpu", "--device {device}: torch sees {count} GPU(s) here, "
+                                 "cuda:0 to cuda:{last}.", device=requested, count=count, last=count - 1)
+    return device
 
 
 def pick_dtype(device: torch.device) -> torch.dtype:
