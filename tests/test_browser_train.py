@@ -149,6 +149,23 @@ def test_compare_puts_base_and_checkpoint_side_by_side_and_scores_both(browser, 
     page.close()
 
 
+def test_chat_with_it_opens_the_chat_on_the_jobs_newest_checkpoint(browser, train_app, finished_job):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="en-US")
+    page.goto(train_app.url)
+    page.get_by_role("tab", name="Train").click()
+    page.wait_for_function(f"() => (document.querySelector('#train-job input')?.value || '').includes('{finished_job}')",
+                           timeout=30_000)
+    page.locator("#train-chat").click()
+    page.wait_for_function("() => (document.querySelector('#chat-model input')?.value || '').includes('final')",
+                           timeout=15_000)
+    assert page.get_by_role("tab", name="Chat").get_attribute("aria-selected") == "true"
+    # the notice follows the model: an adapter on the random-weight model, not "gibberish until trained"
+    page.wait_for_function("() => !(document.querySelector('#chat-notice')?.innerText || '').includes('until you')",
+                           timeout=15_000)
+    page.locator("#chat-input textarea").wait_for()
+    page.close()
+
+
 def start_with_zero_gpus(browser, url: str, locale: str, tab: str, gpus_label: str, sentence: str):
     """Open the Train tab in `locale`, ask for 0 GPUs, press start, wait for `sentence`; the page."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale=locale)

@@ -13,7 +13,7 @@ from backend.training.demo_data import demo_spec
 from backend.training.jobs import JobStore
 from backend.training.spec import preset
 from tests.conftest import own_workdir
-from ui.train import DEMO_SOURCE, FIELDS, form_from_spec, preset_values
+from ui.train import DEMO_SOURCE, FIELDS, form_from_spec, newest_checkpoint, preset_values
 
 
 @pytest.fixture
@@ -69,3 +69,11 @@ def test_settings_the_form_does_not_show_are_named(workdir: Path) -> None:
     fill = form_from_spec(spec, workdir, spec.model)
     assert fill.preset == "demo-cpu"
     assert fill.other_settings == ["lora_dropout", "merge", "seed"]
+
+
+def test_a_job_that_saved_no_checkpoint_has_none_to_chat_with(workdir: Path) -> None:
+    """"Chat with it" warns instead of opening the Chat tab on nothing (the browser test opens a real one)."""
+    store = JobStore(workdir / "runs")
+    queued = store.submit(demo_spec(workdir))
+    assert newest_checkpoint(store, queued.id) is None
+    assert newest_checkpoint(store, None) is None

@@ -8,7 +8,7 @@ import gradio as gr
 
 from backend.services import Services
 from ui import chat, compare, dataset, train
-from ui.i18n import make_i18n
+from ui.i18n import make_i18n, request_lang, text
 
 CSS = """
 .notice { border-left: 4px solid #e8a33d; padding-left: 0.6em; }
@@ -50,15 +50,27 @@ def build(services: Services) -> tuple[gr.Blocks, gr.I18n]:
     # stops, so photos do not pile up (or outlive the in-memory record of who uploaded them).
     with gr.Blocks(title="Foodie Studio", delete_cache=(3600, 86400)) as page:
         gr.Markdown(i18n("title"))
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab(i18n("tab_chat"), id="chat"):
                 chat_tab = chat.build(services, i18n, forced)
             with gr.Tab(i18n("tab_dataset"), id="dataset"):
                 dataset.build(services, i18n, forced)
             with gr.Tab(i18n("tab_train"), id="train"):
-                watch_jobs, watch_outputs, (reload_sources, train_source) = train.build(services, i18n, forced)
+                watch_jobs, watch_outputs, (reload_sources, train_source), (chat_with, train_job) = train.build(
+                    services, i18n, forced)
             with gr.Tab(i18n("tab_compare"), id="compare"):
                 refresh_compare, compare_view = compare.build(services, i18n, forced)
+
+        def open_in_chat(request: gr.Request, job_id):
+            """The Train tab's "chat with it": the Chat tab, on the job's newest checkpoint."""
+            lang = request_lang(request, forced)
+            key = train.newest_checkpoint(services.jobs, job_id)
+            if key is None:
+                gr.Warning(text("tr_no_checkpoint", lang, job=job_id) if job_id else text("tr_pick_job", lang))
+                return gr.skip(), gr.skip()
+            return gr.Tabs(selected="chat"), chat.refresh_models(services, key, lang)
+
+        chat_with.click(open_in_chat, [train_job], [tabs, chat_tab.model], api_name=False)
         # A reload re-attaches to running jobs and shows checkpoints that finished meanwhile.
         page.load(refresh_compare, list(compare_view[:2]), list(compare_view), api_name=False)
         page.load(watch_jobs, None, watch_outputs, api_name=False)

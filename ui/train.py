@@ -16,12 +16,13 @@ import pandas as pd
 
 from backend.data import DataError, load_training_set, samples_file
 from backend.data.library import datasets_root, list_training_sets
+from backend.evaluation.choices import model_choices
 from backend.markdown_text import as_text
 from backend.models.tiny import EXAMPLES_DIR
 from backend.services import Services
 from backend.training import views
 from backend.training.demo_data import write_demo_dataset
-from backend.training.jobs import JobError
+from backend.training.jobs import JobError, JobStore
 from backend.training.runtime import clock
 from backend.training.spec import PRESETS, JobSpec, SpecError, preset
 from backend.training.worker import gpu_shortfall, visible_gpus
@@ -59,6 +60,9 @@ STRINGS = {
         "tr_refresh": "🔄 Refresh",
         "tr_cancel": "⏹ Cancel", "tr_resume": "▶️ Resume", "tr_delete": "🗑️ Delete",
         "tr_reuse": "📋 Use its settings",
+        "tr_chat_with": "💬 Chat with it",
+        "tr_no_checkpoint": "Job {job} has no checkpoint to chat with yet: one is saved every N steps (the form's "
+                            "\"Save every N steps\") and at the end.",
         "tr_reused": "The form now holds job {job}'s settings: change what you like and start again.",
         "tr_reuse_data_gone": ("Job {job} trained on {path}, which is no longer a saved training set or the "
                                "bundled dishes; pick the training data again."),
@@ -109,6 +113,8 @@ STRINGS = {
         "tr_refresh": "🔄 刷新",
         "tr_cancel": "⏹ 取消", "tr_resume": "▶️ 继续", "tr_delete": "🗑️ 删除",
         "tr_reuse": "📋 用它的设置",
+        "tr_chat_with": "💬 和它对话",
+        "tr_no_checkpoint": "任务 {job} 还没有可以对话的检查点：每 N 步（表单里的“每 N 步保存”）和训练结束时各保存一个。",
         "tr_reused": "表单已填入任务 {job} 的设置：改动想改的，再开始训练。",
         "tr_reuse_data_gone": "任务 {job} 的训练数据 {path} 已不是保存的训练集或内置菜品；请重新选择训练数据。",
         "tr_reuse_other_settings": "任务 {job} 有表单里没有的设置（{names}）；新任务将按预设 {preset} 取这些值。",
@@ -299,6 +305,12 @@ def loss_plot(points: list[dict], lang: str) -> gr.LinePlot:
                        color_title="")
 
 
+def newest_checkpoint(jobs: JobStore, job_id: str | None) -> str | None:
+    """The model key of a job's final checkpoint, else its latest; None while it has saved none."""
+    keys = [c.key for c in model_choices(jobs) if c.key.startswith(f"{job_id}:")]
+    return keys[0] if job_id and keys else None
+
+
 def watch(services: Services, job_id: str | None, lang: str = "en") -> tuple:
     """Outputs: jobs table, job picker, progress markdown, loss plot, log, checkpoints, timer."""
     rows = views.job_rows(services.jobs)
@@ -374,6 +386,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None):
                 resume = gr.Button(i18n("tr_resume"), size="sm")
                 delete = gr.Button(i18n("tr_delete"), size="sm", variant="stop")
                 reuse = gr.Button(i18n("tr_reuse"), size="sm", elem_id="train-reuse")
+                chat_with = gr.Button(i18n("tr_chat_with"), size="sm", elem_id="train-chat")
     jobs = gr.Dataframe(label=i18n("tr_jobs"), interactive=False, elem_id="train-jobs")
     checkpoints = gr.Dataframe(label=i18n("tr_checkpoints"), interactive=False, elem_id="train-checkpoints")
     # Tall enough for the whole tail: a scrolled box showed its top, not the newest lines.
@@ -464,4 +477,4 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None):
         options = data_choices(services, request_lang(request, forced_lang))
         return gr.Dropdown(choices=options, value=current if current in dict(map(reversed, options)) else DEMO_SOURCE)
 
-    return on_load, watch_outputs, (reload_sources, source)
+    return on_load, watch_outputs, (reload_sources, source), (chat_with, job)
