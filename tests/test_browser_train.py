@@ -243,3 +243,38 @@ def test_a_gpu_preset_on_a_machine_without_a_gpu_is_refused_before_it_is_queued(
     assert "needs-a-gpu" not in page.locator("#train-jobs").inner_text()
     assert "needs-a-gpu" not in jobs_before
     page.close()
+
+
+def test_the_whole_loop_in_one_page_without_a_reload(browser, train_app):
+    """Save a training set in Dataset, train on it in Train, find its checkpoint on Compare's right:
+    each tab shows what the one before made, without reloading the page."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="en-US")
+    page.goto(train_app.url)
+    page.get_by_role("tab", name="Dataset").click()
+    page.locator("#ds-name input, #ds-name textarea").first.fill("loop-set")
+    page.locator("#ds-save").click()
+    page.wait_for_function("() => (document.querySelector('#ds-saved')?.innerText || '').includes('Saved loop-set')",
+                           timeout=30_000)
+
+    page.get_by_role("tab", name="Train").click()
+    page.locator("#train-data input").click()
+    page.locator("ul[role=listbox] li", has_text="loop-set").first.click(timeout=15_000)
+    page.get_by_label("Job name").fill("loop")
+    page.locator("#train-start").click()
+    page.wait_for_function("() => (document.querySelector('#train-job input')?.value || '').includes('loop')",
+                           timeout=30_000)
+    page.wait_for_function(f"() => ({PROGRESS})().includes('succeeded')", timeout=300_000)
+
+    page.get_by_role("tab", name="Compare").click()
+    page.wait_for_function("() => (document.querySelector('#compare-right input')?.value || '').startsWith('loop · final')",
+                           timeout=15_000)
+    page.wait_for_function("() => (document.querySelector('#compare-set input')?.value || '').includes('loop-set')",
+                           timeout=15_000)
+    # a choice of the visitor's own stays when the tab is opened again and nothing new finished
+    page.locator("#compare-right input").click()
+    page.locator("ul[role=listbox] li", has_text="base model").first.click()
+    page.get_by_role("tab", name="Chat").click()
+    page.get_by_role("tab", name="Compare").click()
+    page.wait_for_timeout(2_000)
+    assert page.locator("#compare-right input").input_value() == "base model"
+    page.close()

@@ -55,11 +55,11 @@ def build(services: Services) -> tuple[gr.Blocks, gr.I18n]:
                 chat_tab = chat.build(services, i18n, forced)
             with gr.Tab(i18n("tab_dataset"), id="dataset"):
                 dataset.build(services, i18n, forced)
-            with gr.Tab(i18n("tab_train"), id="train"):
+            with gr.Tab(i18n("tab_train"), id="train") as train_tab:
                 watch_jobs, watch_outputs, (reload_sources, train_source), (chat_with, train_job) = train.build(
                     services, i18n, forced)
-            with gr.Tab(i18n("tab_compare"), id="compare"):
-                refresh_compare, compare_view = compare.build(services, i18n, forced)
+            with gr.Tab(i18n("tab_compare"), id="compare") as compare_tab:
+                open_compare, compare_in, compare_out = compare.build(services, i18n, forced)
 
         def open_in_chat(request: gr.Request, job_id):
             """The Train tab's "chat with it": the Chat tab, on the job's newest checkpoint."""
@@ -71,8 +71,12 @@ def build(services: Services) -> tuple[gr.Blocks, gr.I18n]:
             return gr.Tabs(selected="chat"), chat.refresh_models(services, key, lang)
 
         chat_with.click(open_in_chat, [train_job], [tabs, chat_tab.model], api_name=False)
+        # Opening a tab shows what the others made meanwhile, without a reload: a training set saved in
+        # the Dataset tab is in Train's data list, a checkpoint trained in Train is on Compare's right.
+        train_tab.select(reload_sources, [train_source], [train_source], api_name=False)
+        compare_tab.select(open_compare, list(compare_in), list(compare_out), api_name=False)
         # A reload re-attaches to running jobs and shows checkpoints that finished meanwhile.
-        page.load(refresh_compare, list(compare_view[:2]), list(compare_view), api_name=False)
+        page.load(open_compare, list(compare_in), list(compare_out), api_name=False)
         page.load(watch_jobs, None, watch_outputs, api_name=False)
         page.load(reload_sources, [train_source], [train_source], api_name=False)
         page.load(chat_tab.on_load, [chat_tab.model], [chat_tab.model, chat_tab.header, chat_tab.examples],

@@ -210,12 +210,11 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> None:
                                     elem_id="compare-per-question")
         csv_file = gr.File(label=i18n("cmp_csv"), visible=False, elem_id="compare-csv")
 
-    def refresh_models(left_key, right_key, request: gr.Request, opening: bool = False):
+    def refresh_models(left_key, right_key, request: gr.Request):
         lang = request_lang(request, forced_lang)
         options = _dropdown_choices(services, lang)
         keys = {key for _, key in options}
-        if right_key not in keys or (opening and right_key == BASE_KEY):
-            # gone, or a page opening on the base that the app started with: the newest checkpoint
+        if right_key not in keys:  # deleted meanwhile
             right_key = newest(options)
         sets = question_sets([c for c in model_choices(services.jobs) if c.key in (left_key, right_key)],
                              services.settings.data)
@@ -223,9 +222,17 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> None:
                 gr.Dropdown(choices=options, value=right_key),
                 gr.Dropdown(choices=[(set_label(name, lang), name) for name in sets], value=next(iter(sets), None)))
 
-    def on_load(left_key, right_key, request: gr.Request):
-        return (*refresh_models(left_key, right_key, request, opening=True),
-                example_pictures(services, request_lang(request, forced_lang)))
+    newest_seen = gr.State(None)
+
+    def on_open(left_key, right_key, seen, request: gr.Request):
+        """The page or the tab opened: the models and question sets now, the pictures' captions in
+        the page's language. A checkpoint newer than any this page saw goes on the right; otherwise
+        the visitor's choice stays."""
+        lang = request_lang(request, forced_lang)
+        newest_now = newest(_dropdown_choices(services, lang))
+        if newest_now != seen:
+            right_key = newest_now
+        return (*refresh_models(left_key, right_key, request), example_pictures(services, lang), newest_now)
 
     for trigger in (refresh.click, left.change, right.change):
         trigger(refresh_models, [left, right], [left, right, question_set], api_name=False)
@@ -249,4 +256,4 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> None:
     score_button.click(score, [left, right, question_set, prompt_lang, batch, lang_state],
                        [summary, *tables, per_question, csv_file], api_name="score",
                        concurrency_limit=1, concurrency_id=MODEL_CONCURRENCY_ID)
-    return on_load, (left, right, question_set, gallery)
+    return on_open, (left, right, newest_seen), (left, right, question_set, gallery, newest_seen)
