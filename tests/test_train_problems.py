@@ -173,3 +173,14 @@ def test_a_model_the_training_program_cannot_use_is_said_in_the_pages_language(t
     assert ended.state == "failed", ended
     assert ended.error.startswith(f"{model} is a 'llama' model, not a vision-language model Foodie Studio supports")
     assert say(ended.error, "zh").startswith(f"{model} 是 'llama' 模型，不是 Foodie Studio 支持的视觉语言模型（")
+
+
+def test_a_checkpoint_deleted_since_it_was_picked_is_said_in_the_pages_language():
+    from backend.evaluation.choices import BASE_KEY, ModelChoice, ModelGone, find_choice
+
+    with pytest.raises(ModelGone) as gone:
+        find_choice([ModelChoice(BASE_KEY)], "20261201-104322-b44a:final")
+    assert say(gone.value, "zh") == "检查点 20261201-104322-b44a:final 已不存在（它的任务被删除了）；请在列表里重新选一个模型。"
+    assert say(gone.value, "en") == ("The checkpoint 20261201-104322-b44a:final is no longer there (its job was "
+                                     "deleted); pick a model from the list again.")
+    assert isinstance(gone.value, ValueError)  # Chat and Compare warn on ValueError and carry on

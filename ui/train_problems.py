@@ -72,6 +72,9 @@ ZH: dict[str, str] = {
     "no_gpus_for_jobs": ("这个任务设为在 GPU 上训练（设备：cuda），但训练 worker 在这台机器上看不到 GPU；"
                          "请把“设备”改为 cpu 或 auto。"),
     "no_gpu_visible": "这个任务要用 GPU，但它看不到任何 GPU（CUDA_VISIBLE_DEVICES={visible}）。",
+    # a checkpoint picked in Chat or Compare (backend/evaluation/choices.py)
+    "model_gone": "检查点 {model} 已不存在（它的任务被删除了）；请在列表里重新选一个模型。",
+    "checkpoint_folder_gone": "检查点文件夹 {folder} 已不存在；请在列表里重新选一个模型。",
     # the model a job trains (backend/models/loading.py)
     "device_no_gpu": "--device {device}：torch 在这台机器上看不到 GPU；请用 --device cpu 或 auto。",
     "device_no_such_gpu": "--device {device}：torch 在这里看到 {count} 个 GPU，编号 cuda:0 到 cuda:{last}。",

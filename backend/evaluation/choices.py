@@ -12,11 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backend.data import DataError, Record, load_training_set, read_bundled_sample, read_foodieqa_folder
+from backend.problems import ProblemError
 from backend.training.jobs import JobStore
 
 log = logging.getLogger(__name__)
 
 BASE_KEY = "base"
+
+
+class ModelGone(ProblemError, ValueError):
+    """A model picked on the page whose checkpoint was deleted since (another tab, another visitor)."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,8 @@ def find_choice(choices: list[ModelChoice], key: str | None) -> ModelChoice:
     for choice in choices:
         if choice.key == key:
             return choice
-    raise ValueError(f"{key!r} is no longer available; press Refresh to see the current checkpoints.")
+    raise ModelGone("model_gone", "The checkpoint {model} is no longer there (its job was deleted); pick a model "
+                    "from the list again.", model=key)
 
 
 BUNDLED_SET = "bundled sample (all)"  # the question set of the sample bundled with the app
@@ -109,6 +115,7 @@ def ensure_adapter(engine, choice: ModelChoice) -> str | None:
     if choice.adapter_dir is None:
         return None
     if not choice.adapter_dir.is_dir():
-        raise ValueError(f"The checkpoint folder {choice.adapter_dir} is gone; press Refresh.")
+        raise ModelGone("checkpoint_folder_gone", "The checkpoint folder {folder} is gone; pick a model from the "
+                        "list again.", folder=choice.adapter_dir)
     engine.load_adapter(choice.adapter_name, str(choice.adapter_dir))
     return choice.adapter_name
