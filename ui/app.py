@@ -1,4 +1,5 @@
-"""The whole page: a header, then one tab per module. Each tab builds and wires itself."""
+"""The whole page: a header, then one tab per module. Each tab builds and wires itself; what crosses
+tabs (a job opened in Chat, a tab that shows what another made since) is wired here."""
 
 from __future__ import annotations
 

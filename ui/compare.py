@@ -170,7 +170,7 @@ def write_csv(runs: list, headers: list[str], folder: Path) -> Path:
     return csv_path
 
 
-def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> None:
+def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> tuple:
     lang_state = gr.State(forced_lang)
     initial = _dropdown_choices(services)
     # why the answers and scores below are gibberish, where the served model has random weights
