@@ -27,6 +27,10 @@ def wait_for_thumbnails(page) -> None:
 def test_filter_by_a_cuisine_click_a_thumbnail_and_see_its_answer(browser, app_server):
     page = open_dataset_tab(browser, app_server.url, "en-US", "Dataset")
     assert "(63 in all)" in page.locator("#ds-page-label").inner_text()
+    # FoodieQA's question types in words on an English page too (main ingredient, not main-ingredient)
+    page.wait_for_function(
+        "() => (document.querySelector('#ds-table')?.innerText || '').includes('main ingredient')", timeout=15_000)
+    assert "main-ingredient" not in page.inner_text("body")
 
     page.locator("#ds-filter-cuisine input").click()
     page.get_by_role("option", name="京菜 (11)").click()

@@ -44,5 +44,6 @@ def test_a_chinese_page_names_tasks_and_question_types_in_the_score_tables():
     assert [row[0] for row in breakdown_rows([run], "task", words, "zh")] == ["单图", "纯文本", "全部"]
     # a type the page has no word for keeps its label
     assert [row[0] for row in breakdown_rows([run], "question_type", words, "zh")] == ["a_new_type", "主料", "全部"]
-    assert [row[0] for row in breakdown_rows([run], "question_type", words, "en")][:2] == ["a_new_type",
-                                                                                          "main-ingredient"]
+    # an English page says a label in words
+    assert [row[0] for row in breakdown_rows([run], "question_type", words, "en")][:2] == ["a new type",
+                                                                                          "main ingredient"]

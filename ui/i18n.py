@@ -7,6 +7,8 @@ or the browser's Accept-Language header.
 
 from __future__ import annotations
 
+import re
+
 import gradio as gr
 
 from backend.evaluation.choices import BUNDLED_SET, HELD_OUT, TRAINED, set_kind
@@ -193,7 +195,8 @@ def task_word(task: str, lang: str) -> str:
 
 
 # FoodieQA's question types (its own labels, an open set), said in Chinese on a Chinese page; an
-# English page shows the labels as the data has them, and a type not listed here stays as it is.
+# English page shows a label as words ("main-ingredient" as "main ingredient"), and a Chinese page
+# keeps a type not listed here as the data has it.
 QUESTION_TYPES_ZH = {
     "cuisine_type": "菜系", "main-ingredient": "主料", "ingredients": "食材", "food_name": "菜名",
     "flavor": "口味", "location": "地点", "region": "地区", "food_culture": "饮食文化",
@@ -202,7 +205,9 @@ QUESTION_TYPES_ZH = {
 
 
 def question_type_word(question_type: str, lang: str) -> str:
-    return QUESTION_TYPES_ZH.get(question_type, question_type) if lang == "zh" else question_type
+    if lang == "zh":
+        return QUESTION_TYPES_ZH.get(question_type, question_type)
+    return re.sub(r"[_-]+", " ", question_type).strip() or question_type
 
 
 def value_word(facet: str, value: str, lang: str) -> str:
