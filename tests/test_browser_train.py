@@ -122,6 +122,17 @@ def test_compare_puts_base_and_checkpoint_side_by_side_and_scores_both(browser, 
     page.wait_for_function("() => (document.querySelector('#compare-right input')?.value || '').includes('final')",
                            timeout=30_000)
     right_name = page.locator("#compare-right input").input_value()
+    # A visitor's pick on the right stays when they leave the tab and come back (no newer checkpoint)
+    page.locator("#compare-right input").click()
+    page.locator("ul[role=listbox] li", has_text="step 60").first.click()
+    page.get_by_role("tab", name="Chat").click()
+    page.get_by_role("tab", name="Compare").click()
+    page.wait_for_timeout(2_000)  # the tab's opening replies
+    assert "step 60" in page.locator("#compare-right input").input_value()
+    page.locator("#compare-right input").click()
+    page.locator("ul[role=listbox] li", has_text=right_name).first.click()
+    page.wait_for_function(f"() => document.querySelector('#compare-right input')?.value === {right_name!r}",
+                           timeout=15_000)
     page.locator("#compare-examples img").first.click()  # Lanzhou beef noodles, asked in English
     page.wait_for_function("() => (document.querySelector('#compare-input textarea')?.value || '')"
                            ".includes('What dish is this?')", timeout=15_000)
@@ -131,6 +142,8 @@ def test_compare_puts_base_and_checkpoint_side_by_side_and_scores_both(browser, 
     left, right = (page.locator(f"#compare-{side}-chat").inner_text() for side in ("left", "right"))
     assert "What dish is this?" in left and "What dish is this?" in right
     assert page.locator("#compare-left-chat img").count() >= 1 and page.locator("#compare-right-chat img").count() >= 1
+    # still the checkpoint on the right once every event the tab's opening set off has replied
+    assert page.locator("#compare-right input").input_value() == right_name
     assert "This is Lanzhou beef noodles, a Northwestern dish." in right, right
     assert "Lanzhou beef noodles" not in left, left
 

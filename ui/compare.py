@@ -222,7 +222,12 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> tuple:
                 gr.Dropdown(choices=options, value=right_key),
                 gr.Dropdown(choices=[(set_label(name, lang), name) for name in sets], value=next(iter(sets), None)))
 
-    newest_seen = gr.State(None)
+    # The newest checkpoint this page has seen, kept in the page (a hidden textbox), not in a
+    # server-side gr.State: the page load and the tab's select both run on_open, and each must read
+    # it from the same moment as the dropdowns it came with. A State read on the server could be one
+    # reply newer than the right dropdown's value sent with it, and then on_open kept the base model
+    # there as if the visitor had picked it.
+    newest_seen = gr.Textbox(visible=False)
 
     def on_open(left_key, right_key, seen, request: gr.Request):
         """The page or the tab opened: the models and question sets now, the pictures' captions in
@@ -234,7 +239,9 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> tuple:
             right_key = newest_now
         return (*refresh_models(left_key, right_key, request), example_pictures(services, lang), newest_now)
 
-    for trigger in (refresh.click, left.change, right.change):
+    # A visitor's pick (.input), not .change: on_open sets both dropdowns and the question sets
+    # itself, and a change event it set off would only ask again with values from that moment.
+    for trigger in (refresh.click, left.input, right.input):
         trigger(refresh_models, [left, right], [left, right, question_set], api_name=False)
 
     def pick_example(event: gr.SelectData, lang, request: gr.Request):
