@@ -6,6 +6,7 @@ import argparse
 import ipaddress
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,8 +31,10 @@ class Settings:
 
 
 def parser() -> argparse.ArgumentParser:
+    # Named as it was started: `python app.py`, or the foodie-studio command that pip install makes
+    started_as = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
     p = argparse.ArgumentParser(
-        prog="python app.py",
+        prog="foodie-studio" if started_as == "foodie-studio" else "python app.py",
         description="Foodie Studio: taste and fine-tune food vision-language models in the browser.")
     p.add_argument("--model", help="a local model folder or a hub id (Qwen2-VL, Qwen2.5-VL, InternVL, "
                    "LLaVA); default: the built-in demo model, tiny and untrained")
