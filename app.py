@@ -18,6 +18,7 @@ import socket
 import sys
 
 from backend import services as services_module
+from backend.bundled import EXAMPLES_DIR
 from backend.models.loading import ModelLoadError
 from backend.settings import from_args
 from backend.workdir_lock import WorkdirBusy, WorkdirUnusable, hold
@@ -60,8 +61,6 @@ def served_folders(services) -> list[str]:
     folders.add(str(services.settings.workdir / "cache"))
     if services.settings.data is not None:
         folders.add(str(services.settings.data))
-    from backend.quick_examples import EXAMPLES_DIR
-
     folders.add(str(EXAMPLES_DIR))
     return sorted(folders)
 

@@ -11,9 +11,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from backend.bundled import EXAMPLES_DIR
 
-EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
+log = logging.getLogger(__name__)
 
 # What the bundled examples ask: the question the bundled training set (training/demo_data.py)
 # teaches the demo model, so that once trained it answers the example a person clicks.

@@ -176,7 +176,7 @@ def make_photo_samples(folder: Path, count: int = 256, seed: int = 0) -> Path:
     one question each, answers built from the dish's descriptions (10-40 tokens)."""
     from PIL import Image
 
-    from backend.models.tiny import EXAMPLES_DIR
+    from backend.bundled import EXAMPLES_DIR
     from backend.training.samples import write_samples
 
     rng = random.Random(seed)

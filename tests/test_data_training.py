@@ -232,7 +232,7 @@ def test_each_bundled_quick_example_is_a_question_the_demo_set_teaches() -> None
     question about a trained picture, in either language, so the tuned model can answer it (the
     examples once asked "What dish is this, and which cuisine is it from?", which the demo set
     never taught, and the tuned model named the wrong dish)."""
-    from backend.models.tiny import EXAMPLES_DIR
+    from backend.bundled import EXAMPLES_DIR
     from backend.quick_examples import bundled_examples
     from backend.training.demo_data import demo_records
 

@@ -10,7 +10,7 @@ from backend.data.browse import (FACETS, PAGE_SIZE, TABLE_COLUMNS, ChoiceView, G
                                  filter_records, find_record, gallery_page, paginate, table_rows)
 from backend.data.conversion import (course_answer, lettered_choices, multiple_choice_prompt,
                                      to_training_sample, to_training_samples)
-from backend.data.foodieqa import (EXAMPLES_DIR, FOODIEQA_FILES, parse_foodieqa_rows,
+from backend.data.foodieqa import (FOODIEQA_FILES, parse_foodieqa_rows,
                                    read_bundled_sample, read_foodieqa_folder)
 from backend.data.hub import read_foodieqa_hub
 from backend.data.llava_format import export_llava, llava_row, record_from_dict, record_to_dict
@@ -28,7 +28,7 @@ from backend.data.thumbnails import ThumbnailCache
 from backend.data.uploads import Unpacked, unpack_upload
 
 __all__ = [
-    "CONVERSATION", "EXAMPLES_DIR", "FACETS", "FOODIEQA_FILES", "FOODIEQA_LICENSE",
+    "CONVERSATION", "FACETS", "FOODIEQA_FILES", "FOODIEQA_LICENSE",
     "FOODIEQA_LICENSE_URL", "FOODIEQA_TERMS", "MIVQA", "PAGE_SIZE", "SIVQA", "SOURCE_FOODIEQA",
     "SOURCE_OWN", "SOURCE_SAMPLE", "TABLE_COLUMNS", "TASKS", "TASK_LABELS", "TEXTQA", "ChoiceView",
     "DataError", "DishSplit", "GalleryItem", "Page", "ReportLine", "ReadResult", "Record",

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from backend.bundled import EXAMPLES_DIR
 from backend.data.data_files import json_kind, read_json_list
 from backend.data.image_checks import ImageCheck, ImageChecker
 from backend.data.rows import (RowFaults, answer_index, id_missing, id_taken, identifier, ignored,
@@ -29,7 +30,6 @@ FOODIEQA_FILES = {SIVQA: "sivqa_tidy.json", MIVQA: "mivqa_tidy.json", TEXTQA: "t
 FOODIEQA_FILE_LIST = ", ".join(FOODIEQA_FILES.values())
 CHOICES_PER_QUESTION = 4
 PICTURES_PER_MIVQA = 4
-EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 # The kind of question a list of choices belongs to, as the report names it (schema.TASK_LABELS).
 _QUESTION_KINDS = {SIVQA: Problem("row_kind_sivqa", "single-image"), TEXTQA: Problem("row_kind_textqa", "text")}
 

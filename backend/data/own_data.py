@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from backend.data.data_files import json_kind, read_json_list, read_text_file
-from backend.data.foodieqa import EXAMPLES_DIR, FOODIEQA_FILES
+from backend.bundled import EXAMPLES_DIR
+from backend.data.foodieqa import FOODIEQA_FILES
 from backend.data.image_checks import ImageCheck, ImageChecker
 from backend.data.rows import (RowFaults, fits, id_missing, id_taken, identifier, ignored, not_an_object,
                                optional_text, picture_paths, report, row_origin)

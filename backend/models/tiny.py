@@ -20,9 +20,9 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-log = logging.getLogger(__name__)
+from backend.bundled import DISHES_FILE, EXAMPLES_DIR
 
-EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
+log = logging.getLogger(__name__)
 
 # A random frozen lm_head with the default initializer_range of 0.02 squashes the logits so much
 # that a LoRA on the language model barely moves them; 0.1 trains well (checked, see DESIGN.md).
@@ -86,9 +86,8 @@ def tokenizer_corpus() -> list[str]:
     """Text the tokenizer learns its merges from: the bundled dishes in both languages, plus
     every CJK character of the bundled data so each is one token rather than three bytes."""
     lines: list[str] = []
-    dishes_file = EXAMPLES_DIR / "dishes.json"
-    if dishes_file.exists():
-        for dish in json.loads(dishes_file.read_text(encoding="utf-8")):
+    if DISHES_FILE.exists():
+        for dish in json.loads(DISHES_FILE.read_text(encoding="utf-8")):
             lines.extend(str(v) for k, v in dish.items() if isinstance(v, str) and k != "id")
     for sample_file in sorted(EXAMPLES_DIR.glob("*_tidy.json")) + [EXAMPLES_DIR / "own_data.json"]:
         if sample_file.is_file():
