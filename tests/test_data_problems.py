@@ -1,4 +1,4 @@
-"""A bad picture or a bad dataset is said in the page's language (ui/problems.py, ui/data_problems.py)."""
+"""A bad picture or a bad dataset is said in the page's language (ui/problems.py, ui/locales/zh.toml)."""
 
 from __future__ import annotations
 
@@ -14,21 +14,23 @@ from PIL import Image
 import backend.chat
 import backend.data
 import backend.images
-import ui.compare
-import ui.train
+import backend.evaluation.score_request
+import backend.training.job_form
 from backend.data import DataError, read_data_folder, unpack_upload
 from backend.data.library import check_name
 from backend.data.schema import Record
 from backend.data.terms import TermsNotAccepted, require_terms
 from backend.images import ImageError, open_image
 from backend.problems import Problem
-from ui import data_problems, train_problems
+from ui.i18n import load_locale
 from ui.problems import ZH, say
 
 # The errors whose message is a Problem, and the files that raise them.
-ERRORS = ("ImageError", "ChatInputError", "DataError", "UnsafePath", "TermsNotAccepted", "ScoringRequestError")
+ERRORS = ("ImageError", "ChatInputError", "DataError", "UnsafePath", "TermsNotAccepted", "ScoringRequestError",
+          "SourceIncomplete", "SaveRefused")
 SOURCES = [Path(backend.images.__file__), Path(backend.chat.__file__), *sorted(Path(backend.data.__file__).parent.glob("*.py")),
-           Path(ui.train.__file__), Path(ui.compare.__file__)]
+           Path(backend.training.job_form.__file__), Path(backend.evaluation.score_request.__file__)]
+BACKEND = Path(backend.data.__file__).parents[1]
 CHINESE = re.compile(r"[\u4e00-\u9fff]")
 DATA_DIR = Path(backend.data.__file__).parent
 
@@ -93,11 +95,20 @@ def test_every_picture_and_dataset_error_has_a_key_and_a_chinese_sentence_with_t
         assert fields(ZH[key]) == fields(sentence), key
         # a sentence put together from others ("{first}；{rest}") has no words of its own
         assert CHINESE.search(ZH[key]) or not re.sub(r"\{[^{}]*\}|[\s；：。]", "", ZH[key]), key
-    assert set(data_problems.ZH) - set(sentences) == set(), "a translation of a sentence no one says"
+    said = set(sentences) | keys_raised_in(BACKEND)
+    assert set(ZH) - said == set(), "a translation of a sentence no one says"
 
 
-def test_the_tables_of_the_tabs_do_not_share_a_key():
-    assert set(train_problems.ZH).isdisjoint(data_problems.ZH)
+def keys_raised_in(folder: Path) -> set[str]:
+    """Every Problem key the backend gives with its English sentence: ("key", "English...")."""
+    found = re.compile(r"""\(\s*"([a-z][a-z0-9_]*)",\s*(?:\n\s*)?["(]""")
+    return {key for path in folder.rglob("*.py") for key in found.findall(path.read_text(encoding="utf-8"))}
+
+
+def test_a_locale_file_that_names_a_key_twice_is_refused(tmp_path):
+    (tmp_path / "en.toml").write_text('[chat]\nbusy = "a"\n[train]\nbusy = "b"\n', encoding="utf-8")
+    with pytest.raises(KeyError, match="busy"):
+        load_locale("en", tmp_path)
 
 
 def dataset_errors(tmp_path: Path) -> list[Exception]:
@@ -249,7 +260,7 @@ def malformed_datasets(tmp_path: Path):
 
 
 def report_messages(result, lang: str) -> list[str]:
-    from ui.dataset import report_table
+    from ui.dataset_views import report_table
 
     table = report_table(result, lang).value
     return [row[3] for row in table["data"]]
@@ -296,7 +307,7 @@ def test_the_files_an_upload_leaves_out_are_said_in_chinese(tmp_path):
     import stat
     import zipfile
 
-    from ui.dataset import left_out_sentence
+    from ui.dataset_views import left_out_sentence
 
     archive = tmp_path / "upload.zip"
     with zipfile.ZipFile(archive, "w") as zf:
@@ -319,7 +330,7 @@ def test_the_files_an_upload_leaves_out_are_said_in_chinese(tmp_path):
 
 
 def test_a_record_says_where_it_came_from_in_the_page_language(tmp_path):
-    from ui.dataset import detail_markdown
+    from ui.dataset_views import detail_markdown
 
     foodieqa = malformed_datasets(tmp_path)[0]
     record = foodieqa.records[0]

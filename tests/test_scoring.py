@@ -148,7 +148,7 @@ def test_the_score_tables_are_said_in_the_page_language(engine, sample):
     on a zh page, and as before in English (API clients read the English summary)."""
     from pathlib import Path
 
-    from backend.evaluation.choices import ModelChoice
+    from backend.catalog import ModelChoice
     from ui.compare import score_tables
     from ui.i18n import model_label, set_label
 

@@ -22,7 +22,7 @@ from tests.test_dataset_tab import load, save
 def start_job(client: Client, source: str, name: str) -> str:
     """Queue a demo-cpu job on `source` with the preset's own values, as the form shows them."""
     from backend.training.spec import JobSpec, PRESETS
-    from ui.train import FIELDS
+    from backend.training.job_form import FIELDS
 
     values = [PRESETS["demo-cpu"].get(f, getattr(JobSpec(), f)) for f in FIELDS]
     out = client.predict(source, "demo-cpu", name, "", *values, api_name="/train_start")
@@ -30,13 +30,13 @@ def start_job(client: Client, source: str, name: str) -> str:
     return picker["value"] if isinstance(picker, dict) else picker
 
 
-def wait_for(client: Client, job_id: str, timeout: float = 400) -> str:
+def wait_for(client: Client, job_id: str, timeout: float = 400) -> dict:
+    """The job's status (train_status: state, step, loss, ...) once it is neither queued nor running."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        progress = client.predict(job_id, api_name="/train_status")[2]
-        state = re.search(r"\*\*(\w+)\*\*", progress).group(1)
-        if state not in ("queued", "running"):
-            return progress
+        status = client.predict(job_id, api_name="/train_status")
+        if status["state"] not in ("queued", "running"):
+            return status
         time.sleep(2)
     raise AssertionError(f"job {job_id} still running after {timeout}s")
 
@@ -45,8 +45,8 @@ def wait_for(client: Client, job_id: str, timeout: float = 400) -> str:
 def demo_job(app_server):
     client = Client(app_server.url, verbose=False)
     job_id = start_job(client, "demo", "e2e demo")
-    progress = wait_for(client, job_id)
-    assert "**succeeded**" in progress, progress
+    status = wait_for(client, job_id)
+    assert status["state"] == "succeeded", status
     return job_id
 
 
@@ -72,7 +72,7 @@ def test_a_checkpoint_beats_the_base_on_its_trained_questions_and_held_out_is_ap
     folder = demo_workdir / "datasets" / "e2e-sivqa"
     assert (folder / "split.json").is_file()
     job_id = start_job(client, str(folder), "e2e sivqa")
-    assert "**succeeded**" in wait_for(client, job_id)
+    assert wait_for(client, job_id)["state"] == "succeeded"
 
     def accuracies(set_name: str) -> list[float]:
         summary, *_, per_question, csv_file = client.predict("base", f"{job_id}:final", set_name, "zh", 16,
@@ -95,7 +95,7 @@ def test_a_job_started_again_from_its_settings_is_the_same_job(app_server, demo_
     """"Use its settings" puts a job's data, preset and numbers back in the form; started from there
     with nothing changed, the new job's spec is the old one's."""
     from backend.training.spec import JobSpec, PRESETS
-    from ui.train import FIELDS
+    from backend.training.job_form import FIELDS
 
     client = Client(app_server.url, verbose=False)
     values = dict(((f, PRESETS["demo-cpu"].get(f, getattr(JobSpec(), f))) for f in FIELDS),

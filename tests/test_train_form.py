@@ -13,7 +13,8 @@ from backend.training.demo_data import demo_spec
 from backend.training.jobs import JobStore
 from backend.training.spec import preset
 from tests.conftest import own_workdir
-from ui.train import DEMO_SOURCE, FIELDS, form_from_spec, newest_checkpoint, preset_values
+from backend.catalog import newest_checkpoint
+from backend.training.job_form import DEMO_SOURCE, FIELDS, form_from_spec, preset_values
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The Train tab says why a job cannot run in the page's language (ui/train_problems.py)."""
+"""The Train tab says why a job cannot run in the page's language (ui/locales/zh.toml's [problems])."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import pytest
 from backend.training import jobs as jobs_module
 from backend.training import spec as spec_module
 from backend.training.spec import JobSpec, SpecError, preset
-from ui.problems import say, say_all
-from ui.train_problems import ZH
+from ui.problems import ZH, say, say_all
 
 
 def every_problem(tmp_path: Path) -> list[str]:
@@ -176,7 +175,7 @@ def test_a_model_the_training_program_cannot_use_is_said_in_the_pages_language(t
 
 
 def test_a_checkpoint_deleted_since_it_was_picked_is_said_in_the_pages_language():
-    from backend.evaluation.choices import BASE_KEY, ModelChoice, ModelGone, find_choice
+    from backend.catalog import BASE_KEY, ModelChoice, ModelGone, find_choice
 
     with pytest.raises(ModelGone) as gone:
         find_choice([ModelChoice(BASE_KEY)], "20261201-104322-b44a:final")

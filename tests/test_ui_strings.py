@@ -1,5 +1,6 @@
-"""The page's words: every key the UI asks for is there in English and Chinese, with the same
-placeholders (a missing Chinese sentence would show English on a zh page; a missing key, an error)."""
+"""The page's words (ui/locales/en.toml and zh.toml): every key the UI asks for is there in English
+and Chinese, with the same placeholders (a missing Chinese sentence would show English on a zh page;
+a missing key, an error)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import re
 import string
 from pathlib import Path
 
-import ui.app  # noqa: F401  (every tab adds its own strings when imported)
+from backend.training.job_form import FIELDS
 from ui.i18n import STRINGS
+from ui.train import WITH_INFO
 
 UI = Path(__file__).resolve().parents[1] / "ui"
 ASKED = re.compile(r"""\b(?:i18n|text)\(\s*["']([a-z][a-z0-9_]*)["']""")
@@ -29,6 +31,9 @@ def test_every_key_the_ui_asks_for_by_name_is_there() -> None:
     asked = {key for path in UI.glob("*.py") for key in ASKED.findall(path.read_text(encoding="utf-8"))}
     assert len(asked) > 100  # the pattern still finds the calls
     assert sorted(asked - set(STRINGS["en"])) == []
+    # the Train form's settings, labelled by name (tr_<field>, tr_<field>_info)
+    labels = {f"tr_{field}" for field in FIELDS} | {f"tr_{field}_info" for field in WITH_INFO}
+    assert sorted(labels - set(STRINGS["en"])) == []
 
 
 def test_a_chinese_page_names_tasks_and_question_types_in_the_score_tables():

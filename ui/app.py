@@ -1,5 +1,6 @@
-"""The whole page: a header, then one tab per module. Each tab builds and wires itself; what crosses
-tabs (a job opened in Chat, a tab that shows what another made since) is wired here."""
+"""The whole page: a header, then one tab per module. Each tab builds and wires itself and hands the
+page a Tab (ui/tab.py); what crosses tabs (a job opened in Chat, a tab opened showing what another
+made since) is wired here, through those Tabs alone."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import json
 
 import gradio as gr
 
+from backend.catalog import newest_checkpoint
 from backend.services import Services
 from ui import chat, compare, dataset, train
 from ui.i18n import make_i18n, request_lang, text
+from ui.tab import Tab
 
 CSS = """
 .notice { border-left: 4px solid #e8a33d; padding-left: 0.6em; }
@@ -44,6 +47,9 @@ def page_js(forced_lang: str | None) -> str:
     return f"() => ({TOAST_TITLES_JS.strip()})({json.dumps(forced_lang or '')}, {json.dumps(TOAST_TITLES)})"
 
 
+TABS = {"chat": chat, "dataset": dataset, "train": train, "compare": compare}  # id -> module, in page order
+
+
 def build(services: Services) -> tuple[gr.Blocks, gr.I18n]:
     forced = services.settings.lang
     i18n = make_i18n(forced)
@@ -51,35 +57,33 @@ def build(services: Services) -> tuple[gr.Blocks, gr.I18n]:
     # stops, so photos do not pile up (or outlive the in-memory record of who uploaded them).
     with gr.Blocks(title="Foodie Studio", delete_cache=(3600, 86400)) as page:
         gr.Markdown(i18n("title"))
+        built: dict[str, Tab] = {}
         with gr.Tabs() as tabs:
-            with gr.Tab(i18n("tab_chat"), id="chat"):
-                chat_tab = chat.build(services, i18n, forced)
-            with gr.Tab(i18n("tab_dataset"), id="dataset"):
-                dataset.build(services, i18n, forced)
-            with gr.Tab(i18n("tab_train"), id="train") as train_tab:
-                watch_jobs, watch_outputs, (reload_sources, train_source), (chat_with, train_job) = train.build(
-                    services, i18n, forced)
-            with gr.Tab(i18n("tab_compare"), id="compare") as compare_tab:
-                open_compare, compare_in, compare_out = compare.build(services, i18n, forced)
-
-        def open_in_chat(request: gr.Request, job_id):
-            """The Train tab's "chat with it": the Chat tab, on the job's newest checkpoint."""
-            lang = request_lang(request, forced)
-            key = train.newest_checkpoint(services.jobs, job_id)
-            if key is None:
-                gr.Warning(text("tr_no_checkpoint", lang, job=job_id) if job_id else text("tr_pick_job", lang))
-                return gr.skip(), gr.skip()
-            return gr.Tabs(selected="chat"), chat.refresh_models(services, key, lang)
-
-        chat_with.click(open_in_chat, [train_job], [tabs, chat_tab.model], api_name=False)
-        # Opening a tab shows what the others made meanwhile, without a reload: a training set saved in
-        # the Dataset tab is in Train's data list, a checkpoint trained in Train is on Compare's right.
-        train_tab.select(reload_sources, [train_source], [train_source], api_name=False)
-        compare_tab.select(open_compare, list(compare_in), list(compare_out), api_name=False)
-        # A reload re-attaches to running jobs and shows checkpoints that finished meanwhile.
-        page.load(open_compare, list(compare_in), list(compare_out), api_name=False)
-        page.load(watch_jobs, None, watch_outputs, api_name=False)
-        page.load(reload_sources, [train_source], [train_source], api_name=False)
-        page.load(chat_tab.on_load, [chat_tab.model], [chat_tab.model, chat_tab.header, chat_tab.examples],
-                  api_name=False)
+            for tab_id, module in TABS.items():
+                with gr.Tab(i18n(f"tab_{tab_id}"), id=tab_id) as tab_widget:
+                    built[tab_id] = module.build(services, i18n, forced)
+                opened = built[tab_id].on_open
+                if opened is not None:
+                    # A reload re-attaches to running jobs and shows checkpoints that finished
+                    # meanwhile; opening a tab shows what the others made since, without a reload.
+                    page.load(opened.fn, opened.inputs, opened.outputs, api_name=False)
+                    tab_widget.select(opened.fn, opened.inputs, opened.outputs, api_name=False)
+        wire_across_tabs(services, forced, tabs, built)
     return page, i18n
+
+
+def wire_across_tabs(services: Services, forced: str | None, tabs: gr.Tabs, built: dict[str, Tab]) -> None:
+    """What one tab does to another: the Train tab's "chat with it" opens the Chat tab on the job's
+    newest checkpoint."""
+    chat_model = built["chat"].widgets["model"]
+
+    def open_in_chat(request: gr.Request, job_id):
+        lang = request_lang(request, forced)
+        key = newest_checkpoint(services.jobs, job_id)
+        if key is None:
+            gr.Warning(text("tr_no_checkpoint", lang, job=job_id) if job_id else text("tr_pick_job", lang))
+            return gr.skip(), gr.skip()
+        return gr.Tabs(selected="chat"), chat.refresh_models(services, key, lang)
+
+    built["train"].events["chat_with"](open_in_chat, [built["train"].widgets["job"]], [tabs, chat_model],
+                                      api_name=False)

@@ -9,53 +9,25 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 
 import gradio as gr
 
+from backend.catalog import BASE_KEY, ensure_adapter, find_choice, model_choices
 from backend.chat import ChatInputError, ChatSession, user_turn
-from backend.evaluation.choices import BASE_KEY, ensure_adapter, find_choice, model_choices
 from backend.images import ImageError
 from backend.inference.engine import Cancel, GenerationSettings, Turn
 from backend.markdown_text import as_text
 from backend.quick_examples import EXAMPLE_QUESTIONS
 from backend.services import Services
 from ui.i18n import model_label, request_lang, text
+from ui.messages import MODEL_CONCURRENCY_ID, example_message, example_pictures, files_of, to_chatbot
 from ui.problems import say
+from ui.tab import Handler, Tab
 
 log = logging.getLogger(__name__)
 
-# Every handler that runs the model shares this id, so the app never runs more generations at
-# once than the engine can (the transformers engine: one); others wait in Gradio's queue.
-MODEL_CONCURRENCY_ID = "model"
 UPDATE_EVERY_S = 0.08
-
-
-@dataclass
-class ChatTab:
-    chatbot: gr.Chatbot
-    textbox: gr.MultimodalTextbox
-    session: gr.State
-    model: gr.Dropdown
-    header: gr.Markdown  # which model and engine serve the page
-    examples: gr.Gallery  # the quick examples
-    on_load: Callable  # (model key) -> the picker, the header and the examples, in the page's language
-
-
-def example_pictures(services: Services, lang: str) -> list[tuple[str, str]]:
-    """The quick examples as a gallery shows them: each picture with its dish and cuisine in `lang`."""
-    return [(str(ex.image), ex.caption(lang)) for ex in services.examples]
-
-
-def to_chatbot(turns: list[Turn]) -> list[dict]:
-    """Our turns -> Chatbot messages: each picture its own bubble, then the text."""
-    messages: list[dict] = []
-    for turn in turns:
-        for path in turn.images:
-            messages.append({"role": turn.role, "content": {"path": path}})
-        messages.append({"role": turn.role, "content": as_text(turn.text)})
-    return messages
 
 
 def model_dropdown(services: Services, lang: str = "en") -> list[tuple[str, str]]:
@@ -88,17 +60,6 @@ def refresh_models(services: Services, current: str | None, lang: str = "en") ->
     """New checkpoints appear; a deleted one falls back to the base model."""
     options = model_dropdown(services, lang)
     return gr.Dropdown(choices=options, value=current if current in {k for _, k in options} else BASE_KEY)
-
-
-def example_message(services: Services, index: int, lang: str) -> dict:
-    """A quick example as a textbox value: its photo and its question in `lang`."""
-    example = services.examples[index]
-    return {"text": example.question(lang), "files": [str(example.image)]}
-
-
-def files_of(message: dict | None) -> list[str]:
-    files = (message or {}).get("files") or []
-    return [f if isinstance(f, str) else (f.get("path") or "") for f in files]
 
 
 def chat(message: dict | None, session: ChatSession, max_new_tokens: float, temperature: float,
@@ -163,7 +124,7 @@ def clear(session: ChatSession) -> tuple[list, ChatSession, gr.MultimodalTextbox
     return [], ChatSession(), gr.MultimodalTextbox(value=None, interactive=True)
 
 
-def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> ChatTab:
+def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
     session = gr.State(ChatSession())
     lang_state = gr.State(forced_lang)
 
@@ -220,7 +181,9 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> ChatTab
     def refresh_picker(key, request: gr.Request):
         return refresh_models(services, key, request_lang(request, forced_lang))
 
-    def on_load(key, request: gr.Request):
+    def on_open(key, request: gr.Request):
+        """The models now (a checkpoint trained meanwhile, one deleted), the header and the quick
+        examples' captions in the page's language."""
         lang = request_lang(request, forced_lang)
         return refresh_models(services, key, lang), model_header(services, lang), example_pictures(services, lang)
 
@@ -230,5 +193,5 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> ChatTab
             return model_notice(services, key, request_lang(request, forced_lang))
 
         model_pick.change(on_pick, [model_pick], [notice], api_name=False)
-    return ChatTab(chatbot=chatbot, textbox=textbox, session=session, model=model_pick, header=header,
-                   examples=gallery, on_load=on_load)
+    return Tab(widgets={"model": model_pick, "textbox": textbox, "chatbot": chatbot},
+               on_open=Handler(on_open, [model_pick], [model_pick, header, gallery]))

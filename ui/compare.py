@@ -7,22 +7,23 @@ so they stream at the same time. Scores on trained and held-out questions are se
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import gradio as gr
 
+from backend.catalog import BASE_KEY, ensure_adapter, find_choice, model_choices
 from backend.chat import ChatInputError, user_turn
 from backend.evaluation import scoring
-from backend.evaluation.choices import BASE_KEY, ensure_adapter, find_choice, model_choices, question_sets
+from backend.evaluation.question_sets import question_sets
+from backend.evaluation.score_request import ScoringRequestError, score_models
 from backend.inference.engine import GenerationSettings
 from backend.markdown_text import as_text
-from backend.problems import ProblemError
 from backend.services import Services
-from ui.chat import MODEL_CONCURRENCY_ID, example_message, example_pictures, files_of, to_chatbot
 from ui.i18n import model_label, request_lang, set_label, text, value_word
+from ui.messages import MODEL_CONCURRENCY_ID, example_message, example_pictures, files_of, to_chatbot
 from ui.problems import say
+from ui.tab import Handler, Tab
 
 log = logging.getLogger(__name__)
 
@@ -67,57 +68,34 @@ def side_by_side(message: dict | None, left_key: str, right_key: str, max_new_to
         gr.Warning(text("failed", lang, detail=say(err, lang)))
 
 
-class ScoringRequestError(ProblemError):
-    """A scoring request that cannot start (no question set, nothing to score in it)."""
-
-
 def run_scores(left_key: str, right_key: str, set_name: str, lang: str, batch_size: float,
                services: Services, progress=gr.Progress(), page_lang: str = "en") -> tuple:
     """Inputs: two model keys, a question set, prompt language (what the models are asked in), batch
     size; `page_lang` is the page's, for what goes wrong.
     Outputs: summary, three breakdown tables, the per-question table, a CSV file."""
+    def report(index: int, count: int, choice, done: int, total: int) -> None:
+        name = model_label(choice, page_lang)
+        desc = (text("cmp_scoring_model", page_lang, model=name) if done == 0 and index == 0 else
+                text("cmp_scoring_step", page_lang, index=index + 1, count=count, model=name))
+        progress((done, total), desc=desc)
+
     try:
-        choices = model_choices(services.jobs)
-        picked = [find_choice(choices, left_key), find_choice(choices, right_key)]
-        if picked[0].key == picked[1].key:  # as on a page with no checkpoint yet: twice the time, no news
-            picked = picked[:1]
-        sets = question_sets(picked, services.settings.data)
-        if set_name not in sets:
-            raise ScoringRequestError("scoring_no_set", "Pick a question set first (press Refresh if the list is "
-                                      "empty).")
-        records = scoring.scorable(sets[set_name])
-        if not records:
-            raise ScoringRequestError("scoring_nothing_to_score", "{name} has no multiple-choice questions to "
-                                      "score.", name=set_name)
-        runs = []
-        names = []  # each model as the page names it
-        for index, choice in enumerate(picked):
-            adapter = ensure_adapter(services.engine, choice)
-            names.append(model_label(choice, page_lang))
-            progress((0, len(records)), desc=text("cmp_scoring_model", page_lang, model=names[-1]))
-
-            def report(done: int, total: int, name=names[-1], index=index) -> None:
-                progress((done, total), desc=text("cmp_scoring_step", page_lang, index=index + 1, count=len(picked),
-                                                  model=name))
-
-            run = scoring.score(services.engine, records, adapter=adapter, split=set_name.split(" · ")[0],
-                                lang=lang, batch_size=int(batch_size), on_progress=report)
-            run.model = choice.label
-            scoring.save(run, choice.adapter_dir or services.settings.workdir / "scores" / BASE_KEY)
-            runs.append(run)
+        scored = score_models(services.engine, services.jobs, services.settings.workdir, services.settings.data,
+                              (left_key, right_key), set_name, lang, int(batch_size), report)
     except (ScoringRequestError, ValueError, OSError) as err:
         raise gr.Error(say(err, page_lang)) from None
     except RuntimeError as err:  # the engine failed (LMDeploy's server died or refused; out of memory)
         log.exception("scoring failed")
         raise gr.Error(text("scoring_failed", page_lang, detail=say(err, page_lang))) from None
 
+    names = [model_label(choice, page_lang) for choice in scored.models]  # each model as the page names it
     # Gradio's upload folder: under the work folder (app.py), and a folder Gradio agrees to serve
     # from wherever the work folder is
     exports = Path(gr.utils.get_upload_folder()) / "scores"
-    summary, *tables = score_tables(runs, names, set_label(set_name, page_lang), len(records), page_lang)
-    if len(runs) == 1:
+    summary, *tables = score_tables(scored.runs, names, set_label(set_name, page_lang), scored.questions, page_lang)
+    if len(scored.runs) == 1:
         summary += " " + text("cmp_scored_once", page_lang)
-    return summary, *tables, csv_download(runs, question_headers(names, page_lang), exports, page_lang)
+    return summary, *tables, csv_download(scored.runs, question_headers(names, page_lang), exports, page_lang)
 
 
 def score_tables(runs: list, names: list[str], set_name: str, count: int, lang: str) -> tuple:
@@ -155,22 +133,14 @@ def csv_download(runs: list, headers: list[str], folder: Path, lang: str) -> gr.
     """The CSV file to download; if it cannot be written (a full disk), a warning, and the scores
     on the page stand (they are saved beside the checkpoint already)."""
     try:
-        return gr.File(value=str(write_csv(runs, headers, folder)), visible=True)
+        return gr.File(value=str(scoring.write_csv(runs, headers, folder)), visible=True)
     except OSError as err:
         log.warning("the scores' CSV was not written: %s", err)
         gr.Warning(text("cmp_csv_failed", lang, detail=err.strerror or err))
         return gr.File(value=None, visible=False)
 
 
-def write_csv(runs: list, headers: list[str], folder: Path) -> Path:
-    """The per-question table as a CSV file in `folder` (named by time: each scoring gets its own)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    csv_path = folder / f"scores-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**6:06d}.csv"
-    csv_path.write_text(scoring.to_csv(runs, headers), encoding="utf-8-sig")  # BOM: Excel opens Chinese right
-    return csv_path
-
-
-def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> tuple:
+def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
     lang_state = gr.State(forced_lang)
     initial = _dropdown_choices(services)
     # why the answers and scores below are gibberish, where the served model has random weights
@@ -263,4 +233,5 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> tuple:
     score_button.click(score, [left, right, question_set, prompt_lang, batch, lang_state],
                        [summary, *tables, per_question, csv_file], api_name="score",
                        concurrency_limit=1, concurrency_id=MODEL_CONCURRENCY_ID)
-    return on_open, (left, right, newest_seen), (left, right, question_set, gallery, newest_seen)
+    return Tab(widgets={"left": left, "right": right, "textbox": textbox},
+               on_open=Handler(on_open, [left, right, newest_seen], [left, right, question_set, gallery, newest_seen]))

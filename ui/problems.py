@@ -1,17 +1,16 @@
 """Reasons from the backend in the page's language.
 
 The backend writes each reason a person sees as an English `Problem` (backend/problems.py): the
-sentence, a key and the values in it. The Chinese sentences live beside the tab that shows them
-most (ui/train_problems.py: why a job cannot run; ui/data_problems.py: pictures and datasets); `say`
-looks a key up in both. A reason without a translation is shown in English, never dropped.
+sentence, a key and the values in it. zh.toml's [problems] has the Chinese sentence of each key
+(ui/i18n.py loads it); a reason without a translation is shown in English, never dropped.
 """
 
 from __future__ import annotations
 
 from backend.problems import Problem
-from ui import data_problems, train_problems
+from ui.i18n import PROBLEMS_ZH, SETTING_KINDS_ZH
 
-ZH: dict[str, str] = {**train_problems.ZH, **data_problems.ZH}
+ZH = PROBLEMS_ZH
 
 
 def say(reason: object, lang: str, labels: dict[str, str] | None = None) -> str:
@@ -29,7 +28,7 @@ def say(reason: object, lang: str, labels: dict[str, str] | None = None) -> str:
         values["name"] = labels[values["name"]]
     if lang == "zh" and reason.key in ZH:
         kind = values.get("kind")
-        return ZH[reason.key].format(**values, kind_zh=train_problems.KINDS_ZH.get(kind, kind))
+        return ZH[reason.key].format(**values, kind_zh=SETTING_KINDS_ZH.get(kind, kind))
     return reason.sentence.format(**values)
 
 

@@ -16,12 +16,14 @@ import logging
 import re
 import uuid
 from datetime import datetime
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from backend.data.foodieqa import FOODIEQA_FILES
 from backend.data.schema import DataError
-from backend.data.split import MANIFEST
+from backend.data.schema import Record
+from backend.data.split import MANIFEST, TrainingSet, build_training_set
 
 log = logging.getLogger(__name__)
 
@@ -104,3 +106,41 @@ def upload_data_root(folder: str | Path) -> Path:
             return folder
         folder = entries[0]
     return folder
+
+
+class SaveRefused(DataError):
+    """A save asked for with values it cannot take (a held-out share out of range, a seed that is not a
+    whole number) or over an existing set without asking to replace it."""
+
+
+def save_training_set(workdir: str | Path, records: Sequence[Record], *, name: str, tasks: Sequence[str],
+                      lang: str, heldout_share: object, seed: object, replace: bool = False,
+                      accept_terms: bool = False) -> TrainingSet:
+    """Split `records` by dish and save them as the training set <workdir>/datasets/<name>: the
+    Dataset tab's "Save training set". `heldout_share` (0..0.5) and `seed` (a whole number) come as
+    a form sends them. SaveRefused for such values and for an existing set not asked to be replaced;
+    DataError (TermsNotAccepted: FoodieQA without its terms accepted) when the set cannot be made."""
+    try:
+        share = float(heldout_share)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        share = -1.0
+    if not 0.0 <= share <= 0.5:
+        raise SaveRefused("heldout_share", "The held-out share must be between 0 and 0.5.")
+    seed_number = whole_number(0 if seed is None else seed)
+    if seed_number is None:
+        raise SaveRefused("seed_not_whole", "The seed must be a whole number.")
+    target = training_set_folder(workdir, name)
+    if target.exists() and any(target.iterdir()) and not replace:
+        raise SaveRefused("set_exists", "A training set named {name} already exists: choose to replace it, or "
+                        "pick another name.", name=target.name)
+    return build_training_set(records, target, heldout_ratio=share, seed=seed_number, tasks=tuple(tasks),
+                              lang=lang or "zh", accept_terms=accept_terms)
+
+
+def whole_number(value: object) -> int | None:
+    """`value` as an int if it is a whole number (5, 5.0, "5"), else None."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return int(number) if number.is_integer() else None

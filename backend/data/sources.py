@@ -1,12 +1,17 @@
-"""Choosing a reader for a folder (`--data DIR`), and putting several sources together."""
+"""Where records come from: the Dataset tab's sources (the bundled sample, --data, a path on the
+server, an upload, the hub), a reader chosen for a folder, and several sources put together."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
-from backend.data.foodieqa import FOODIEQA_FILES, read_foodieqa_folder
-from backend.data.own_data import read_own_data
+from backend.data.foodieqa import FOODIEQA_FILES, read_bundled_sample, read_foodieqa_folder
+from backend.data.hub import read_foodieqa_hub
+from backend.data.library import check_name, new_upload_folder, upload_data_root
+from backend.data.own_data import read_bundled_own_data, read_own_data
+from backend.data.uploads import unpack_upload
 from backend.data.schema import DataError, ReportLine, ReadResult, Record
 from backend.problems import Problem
 
@@ -41,3 +46,57 @@ def combine_results(results: Iterable[ReadResult]) -> ReadResult:
             records.append(record)
     sources = sorted({r.source for r in results})
     return ReadResult(tuple(records), tuple(problems), results[0].root, "+".join(sources))
+
+
+# Where the Dataset tab can load records from.
+SOURCE_KINDS = ("sample", "own_example", "data", "folder", "upload", "hub")
+
+
+class SourceIncomplete(DataError):
+    """A source the person has not finished choosing: no path typed, no file uploaded, no --data."""
+
+
+@dataclass(frozen=True)
+class LoadedSource:
+    result: ReadResult
+    left_out: tuple[Problem, ...] = ()  # files an upload left out, each saying which and why
+
+
+def read_source(kind: str, path: str | None, files: list[str] | None, workdir: Path, data_folder: Path | None,
+                visitor: str) -> LoadedSource:
+    """The records of one of SOURCE_KINDS: `path` a folder or file on the server (for "folder"),
+    `files` uploaded files (for "upload", unpacked into a folder of the work folder named after
+    `visitor`). SourceIncomplete when the choice lacks what the source needs; DataError when the
+    source cannot be read."""
+    if kind == "sample":
+        return LoadedSource(read_bundled_sample())
+    if kind == "own_example":
+        return LoadedSource(read_bundled_own_data())
+    if kind == "data":
+        if data_folder is None:
+            raise SourceIncomplete("source_no_data", "This app was started without --data; pick another source.")
+        return LoadedSource(read_data_folder(data_folder))
+    if kind == "folder":
+        if not (path or "").strip():
+            raise SourceIncomplete("source_no_path", "Type the path of a folder or a file on this server first.")
+        return LoadedSource(read_data_folder(Path(path.strip()).expanduser()))
+    if kind == "upload":
+        if not files:
+            raise SourceIncomplete("source_no_upload", "Choose the files to upload first (a .zip of your folder, or a "
+                            ".json / .csv with its pictures).")
+        unpacked = unpack_upload(files, new_upload_folder(workdir, visitor))
+        return LoadedSource(read_data_folder(upload_data_root(unpacked.folder)), tuple(unpacked.skipped))
+    if kind == "hub":
+        return LoadedSource(read_foodieqa_hub(Path(workdir) / "foodieqa-hub"))
+    raise SourceIncomplete("source_unknown", "Unknown source {source!r}; pick one of the listed sources.", source=kind)
+
+
+def suggested_name(kind: str, path: str | None) -> str:
+    """A training-set name for a freshly loaded source (the person may change it)."""
+    if kind == "folder" and path:
+        try:
+            return check_name(Path(path.strip()).expanduser().stem)
+        except DataError:
+            return "folder"
+    return {"sample": "sample", "own_example": "own-example", "data": "data", "upload": "upload",
+            "hub": "foodieqa"}.get(kind, "my-set")

@@ -184,3 +184,12 @@ def load_runs(folder: Path) -> list[ScoreRun]:
         except (OSError, ValueError, KeyError, TypeError) as err:
             log.warning("skipping unreadable score file %s: %s", path, err)
     return runs
+
+
+def write_csv(runs: Sequence[ScoreRun], headers: Sequence[str], folder: Path) -> Path:
+    """The per-question table as a CSV file in `folder`, named by time (each scoring gets its own),
+    with a BOM so that Excel opens Chinese right."""
+    folder.mkdir(parents=True, exist_ok=True)
+    csv_path = folder / f"scores-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**6:06d}.csv"
+    csv_path.write_text(to_csv(runs, headers), encoding="utf-8-sig")
+    return csv_path

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from backend.models.tiny import EXAMPLES_DIR
+from backend.bundled import EXAMPLES_DIR
 from backend.quick_examples import DEMO_QUESTION, demo_answer
 from backend.training.samples import write_samples
 from backend.training.spec import JobSpec
@@ -39,13 +39,22 @@ def write_demo_dataset(path: Path, examples_dir: Path = EXAMPLES_DIR) -> Path:
     return write_samples(demo_records(examples_dir), path)
 
 
+# A demo job's name, in the language of the page that started it (the job list shows it as it is).
+DEMO_JOB_NAMES = {"en": "demo: bundled dishes", "zh": "演示：内置菜品"}
+
+
+def demo_data_file(workdir: Path) -> Path:
+    """Where the bundled dishes are written as chat samples for a demo job."""
+    return Path(workdir) / "data" / "demo-dishes.json"
+
+
 def demo_spec(workdir: Path, **overrides) -> JobSpec:
     """The demo-cpu preset, ready to submit: the demo model (built once) on the bundled set."""
     from backend.models.demo import ensure_demo_model
     from backend.training.spec import preset
 
     model = ensure_demo_model(Path(workdir))
-    data_file = write_demo_dataset(Path(workdir) / "data" / "demo-dishes.json")
+    data_file = write_demo_dataset(demo_data_file(workdir))
     settings = dict(model=model.location, data_file=str(data_file), image_root=str(EXAMPLES_DIR),
-                    name="demo: bundled dishes")
+                    name=DEMO_JOB_NAMES["en"])
     return preset("demo-cpu", **{**settings, **overrides})

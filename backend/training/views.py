@@ -48,6 +48,16 @@ def job_row(job: Job) -> JobRow:
         loss=p.get("loss"), gpu_mem_gb=p.get("gpu_mem_gb"), error=job.error or "", spec=job.spec)
 
 
+def job_status(row: JobRow) -> dict:
+    """Where a job stands, as plain data for an API client: its state (queued, running, succeeded,
+    failed, cancelled, interrupted), step of total_steps, epoch, the latest training loss, samples
+    per second, seconds left (while running), the fraction done, and why it failed (English)."""
+    return {"id": row.id, "name": row.name, "state": row.state, "step": row.step, "total_steps": row.total_steps,
+            "epoch": row.epoch, "loss": row.loss, "samples_per_s": row.samples_per_s,
+            "eta_s": row.eta_s if row.state == "running" else None, "fraction": row.fraction,
+            "device": row.device, "error": str(row.error)}
+
+
 def job_rows(store: JobStore) -> list[JobRow]:
     """Every job, newest first, with its latest progress."""
     return [job_row(job) for job in store.list()]

@@ -1,8 +1,10 @@
-"""What the Compare tab offers: models (base and every ready checkpoint) and question sets.
+"""The catalog of models every tab picks from: the base model the app serves and each job's ready
+checkpoints, newest job first. Chat, Train ("chat with it") and Compare all name a model by its
+key here ("base", "<job id>:<step>", "<job id>:final"), and load its adapter through it.
 
-A checkpoint knows the training set it came from (its job's data file sits in that set's folder),
-so the questions it trained on and the questions held out from it are offered as two separate
-sets: a score on the first says "it learned", only the second says "it generalises".
+A checkpoint also knows the training set it came from (its job's data file sits in that set's
+folder), so Compare can offer its trained and held-out questions apart
+(backend/evaluation/question_sets.py).
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend.data import DataError, Record, load_training_set, read_bundled_sample, read_foodieqa_folder
 from backend.problems import ProblemError
 from backend.training.jobs import JobStore
 
@@ -73,43 +74,6 @@ def find_choice(choices: list[ModelChoice], key: str | None) -> ModelChoice:
                     "from the list again.", model=key)
 
 
-BUNDLED_SET = "bundled sample (all)"  # the question set of the sample bundled with the app
-TRAINED, HELD_OUT = "trained", "held-out"  # the two sets of a saved training set
-
-
-def set_name(kind: str, training_set: str) -> str:
-    """A question set's name, which is also its key: "held-out · my-dishes"."""
-    return f"{kind} · {training_set}"
-
-
-def set_kind(name: str) -> tuple[str, str]:
-    """(kind, training set) of a name made by set_name; ("", name) for any other set."""
-    kind, _, rest = name.partition(" · ")
-    return (kind, rest) if kind in (TRAINED, HELD_OUT) and rest else ("", name)
-
-
-def question_sets(picked: list[ModelChoice], data_dir: Path | None) -> dict[str, tuple[Record, ...]]:
-    """Named sets of scorable questions for the picked models, trained and held-out kept apart."""
-    sets: dict[str, tuple[Record, ...]] = {}
-    for choice in picked:
-        if choice.training_set is None or set_name(HELD_OUT, choice.training_set.name) in sets:
-            continue
-        try:
-            training = load_training_set(choice.training_set)
-        except DataError as err:
-            log.info("no question sets from %s: %s", choice.training_set, err)
-            continue
-        sets[set_name(HELD_OUT, choice.training_set.name)] = training.heldout_questions
-        sets[set_name(TRAINED, choice.training_set.name)] = training.train_questions
-    sets[BUNDLED_SET] = read_bundled_sample().records
-    if data_dir is not None:
-        try:
-            sets[f"FoodieQA · {data_dir.name}"] = read_foodieqa_folder(data_dir).records
-        except DataError as err:
-            log.info("no FoodieQA questions from %s: %s", data_dir, err)
-    return sets
-
-
 def ensure_adapter(engine, choice: ModelChoice) -> str | None:
     """Load the checkpoint's adapter beside the base (once) and return the name requests use."""
     if choice.adapter_dir is None:
@@ -119,3 +83,9 @@ def ensure_adapter(engine, choice: ModelChoice) -> str | None:
                         "list again.", folder=choice.adapter_dir)
     engine.load_adapter(choice.adapter_name, str(choice.adapter_dir))
     return choice.adapter_name
+
+
+def newest_checkpoint(jobs: JobStore, job_id: str | None) -> str | None:
+    """The key of a job's final checkpoint, else its latest; None while it has saved none."""
+    keys = [c.key for c in model_choices(jobs) if c.key.startswith(f"{job_id}:")]
+    return keys[0] if job_id and keys else None

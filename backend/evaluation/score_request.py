@@ -1,0 +1,64 @@
+"""What the Compare tab's "Score both" asks for: two models (base or checkpoints) on one question
+set. Checked first (the set is offered, it has questions to score), then each model scored once
+(both sides the same model: once in all), each run saved beside the checkpoint it scored."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from backend.catalog import BASE_KEY, ModelChoice, ensure_adapter, find_choice, model_choices
+from backend.evaluation import scoring
+from backend.evaluation.question_sets import question_sets
+from backend.inference.engine import Engine
+from backend.problems import ProblemError
+from backend.training.jobs import JobStore
+
+
+class ScoringRequestError(ProblemError):
+    """A scoring request that cannot start (no question set, nothing to score in it)."""
+
+
+@dataclass(frozen=True)
+class ScoredModels:
+    runs: list[scoring.ScoreRun]  # in the order asked for; one run when both sides were the same model
+    models: list[ModelChoice]  # the model of each run
+    questions: int  # how many questions each run answered
+
+
+# (index of the model being scored, how many models, that model, questions done, questions in all)
+Progress = Callable[[int, int, ModelChoice, int, int], None]
+
+
+def score_models(engine: Engine, jobs: JobStore, workdir: Path, data_dir: Path | None, keys: tuple[str, str],
+                 set_name: str, lang: str, batch_size: int, on_progress: Progress | None = None) -> ScoredModels:
+    """Score the models `keys` name on the question set `set_name`, asked in `lang` (zh or en).
+    Raises ScoringRequestError (or ModelGone, a ValueError) with a sentence for the person."""
+    choices = model_choices(jobs)
+    picked = [find_choice(choices, key) for key in keys]
+    if picked[0].key == picked[1].key:  # as on a page with no checkpoint yet: twice the time, no news
+        picked = picked[:1]
+    sets = question_sets(picked, data_dir)
+    if set_name not in sets:
+        raise ScoringRequestError("scoring_no_set", "Pick a question set first (press Refresh if the list is "
+                                  "empty).")
+    records = scoring.scorable(sets[set_name])
+    if not records:
+        raise ScoringRequestError("scoring_nothing_to_score", "{name} has no multiple-choice questions to "
+                                  "score.", name=set_name)
+    runs = []
+    for index, choice in enumerate(picked):
+        adapter = ensure_adapter(engine, choice)
+
+        def report(done: int, total: int, index=index, choice=choice) -> None:
+            if on_progress is not None:
+                on_progress(index, len(picked), choice, done, total)
+
+        report(0, len(records))
+        run = scoring.score(engine, records, adapter=adapter, split=set_name.split(" · ")[0], lang=lang,
+                            batch_size=batch_size, on_progress=report)
+        run.model = choice.label
+        scoring.save(run, choice.adapter_dir or Path(workdir) / "scores" / BASE_KEY)
+        runs.append(run)
+    return ScoredModels(runs, picked, len(records))
