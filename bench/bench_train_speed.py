@@ -51,7 +51,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-
 from bench_training import SHAPE_2B, SHAPE_DRY, build_2b_shape, make_photo_samples  # noqa: E402
 
 PEAK_FLOPS = 989e12  # H100 SXM, dense bf16
@@ -104,8 +103,9 @@ def run_baseline(spec, device: torch.device) -> tuple[dict, object, object]:
     """Padded batches through the model's own forward with labels. Returns (result, model, processor)."""
     from backend.training.encoding import IGNORE_INDEX, SampleDataset, collate
     from backend.training.lora import build_model
-    from backend.training.runtime import Dist, epoch_order, lr_at
+    from backend.training.processes import Dist
     from backend.training.samples import read_samples
+    from backend.training.schedule import epoch_order, lr_at
 
     torch.manual_seed(spec.seed)
     plain = spec.with_changes(packed=False, fused_kernels=False)  # build_model adds nothing of ours then
@@ -164,9 +164,9 @@ def _sync(device: torch.device) -> None:
 
 def run_ours(spec) -> dict:
     """Our training program's train(), in this process."""
-    from backend.training.layout import JobFiles
+    from backend.training.job_folder import JobFiles
     from backend.training.lora import train
-    from backend.training.runtime import StopFlag
+    from backend.training.processes import StopFlag
 
     files = JobFiles(Path(spec.output_dir))
     files.root.mkdir(parents=True, exist_ok=True)
@@ -179,7 +179,7 @@ def run_ours(spec) -> dict:
 def run_program(spec, processes: int, dry_run: bool) -> dict:
     """Our training program as the worker starts it (python -m backend.training.lora spec.json), in
     a child process, or under torchrun with `processes` of them (one GPU each)."""
-    from backend.training.layout import JobFiles
+    from backend.training.job_folder import JobFiles
 
     files = JobFiles(Path(spec.output_dir))
     files.root.mkdir(parents=True, exist_ok=True)
@@ -201,7 +201,7 @@ def run_program(spec, processes: int, dry_run: bool) -> dict:
 
 def finished_run(files) -> dict:
     """Time (the program's own, from after loading to the last step), losses and steps of a done run."""
-    from backend.training.layout import read_metrics
+    from backend.training.job_folder import read_metrics
 
     records = [r for r in read_metrics(files.metrics) if "loss" in r]
     first_epoch = [r for r in records if r["epoch"] <= 1.0]

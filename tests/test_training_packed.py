@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from backend.training.encoding import SampleDataset, collate
-from backend.training.layout import JobFiles
+from backend.training.job_folder import JobFiles
 from backend.training.lora import answer_loss, build_model, train
 from backend.training.lora_forward import _joint_weight
 from backend.training.packed import PackedLoss, pack, prepare
-from backend.training.runtime import StopFlag
+from backend.training.processes import StopFlag
 from backend.training.samples import sample_from_record
 from backend.training.spec import preset
 

@@ -22,8 +22,8 @@ from backend.models.tiny import EXAMPLES_DIR
 from backend.services import Services
 from backend.training import views
 from backend.training.demo_data import write_demo_dataset
+from backend.training.job_folder import clock
 from backend.training.jobs import JobError, JobStore
-from backend.training.runtime import clock
 from backend.training.spec import PRESETS, JobSpec, SpecError, preset
 from backend.training.worker import gpu_shortfall, visible_gpus
 from ui.i18n import add_strings, request_lang, text

@@ -10,8 +10,10 @@ program each job runs as its own process.
     samples.py      LLaVA / XTuner conversation JSON -> chat-template messages
     encoding.py     messages -> tokens with answer-only labels (IGNORE_INDEX elsewhere), batching
     checkpoints.py  atomic checkpoints, resume, the final adapter and merged model
-    runtime.py      processes and signals, learning-rate schedule, data order, metrics.jsonl
-    layout.py       what a job folder holds, read back cheaply
+    job_folder.py   what a job folder holds, metrics.jsonl written and read back cheaply
+    processes.py    torchrun ranks, stop signals, DataLoader workers that ignore them
+    schedule.py     learning rate per step, each epoch's sample order per rank
+    errors.py       TrainingError: a failure with a sentence for the person
     check.py        exact-answer check of a tuned model (benchmark and tests)
 
 Nothing here imports gradio.

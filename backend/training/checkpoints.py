@@ -16,8 +16,9 @@ from pathlib import Path
 
 import torch
 
-from backend.training.layout import TRAINER_STATE, JobFiles, checkpoint_name, ready_checkpoints
-from backend.training.runtime import Dist, TrainingError
+from backend.training.errors import TrainingError
+from backend.training.job_folder import TRAINER_STATE, JobFiles, checkpoint_name, ready_checkpoints
+from backend.training.processes import Dist
 from backend.training.spec import JobSpec
 
 log = logging.getLogger("foodie.train")

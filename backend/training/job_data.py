@@ -14,9 +14,11 @@ from pathlib import Path
 import torch
 
 from backend.training.encoding import SampleDataset, collate, estimated_tokens
+from backend.training.errors import TrainingError
 from backend.training.packed import PackedCache, UnpreparedSamples
-from backend.training.runtime import Dist, TrainingError, epoch_order, quiet_data_worker, start_loader
+from backend.training.processes import Dist, quiet_data_worker, start_loader
 from backend.training.samples import Sample, read_samples
+from backend.training.schedule import epoch_order
 from backend.training.spec import JobSpec
 
 log = logging.getLogger("foodie.train")

@@ -46,17 +46,18 @@ import torch.nn.functional as F
 from backend.problems import Problem, problem_to_json
 from backend.training import checkpoints
 from backend.training.encoding import IGNORE_INDEX, SampleDataset, collate
+from backend.training.errors import TrainingError
 from backend.training.job_data import read_job_data
+from backend.training.job_folder import (EXIT_BAD_SPEC, EXIT_FAILED, EXIT_OK, EXIT_STOPPED, JobFiles, Metrics, clock,
+                                         ready_checkpoints, write_json_atomic)
 from backend.training.lora_forward import (LowPrecisionAdapters, fold_lora_scaling,
                                            join_frozen_and_adapter_weights, keep_lora_inputs_in_model_dtype)
 from backend.training.packed import (PACKED_MODEL_TYPES, PackedCache, PackedLoss, apply_fused_kernels,
                                      compile_decoder_layers, pack, prepared_samples, speed_up_vision_tower, split_rows,
                                      use_packed_attention)
-from backend.training.layout import (EXIT_BAD_SPEC, EXIT_FAILED, EXIT_OK, EXIT_STOPPED, JobFiles, ready_checkpoints,
-                                     write_json_atomic)
-from backend.training.runtime import (Dist, Metrics, StopFlag, TrainingError, clock, lr_at, quiet_data_worker,
-                                      setup_distributed, start_loader)
+from backend.training.processes import Dist, StopFlag, quiet_data_worker, setup_distributed, start_loader
 from backend.training.samples import Sample, SampleError
+from backend.training.schedule import lr_at
 from backend.training.spec import JobSpec, SpecError
 from backend.training.step_totals import StepClock, StepInFlight, StepLog, StepTotals
 from backend.training.vision_kernels import start_triton_early

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from backend.training import flash_varlen
 from backend.training.encoding import IGNORE_INDEX, Encoded, SampleDataset
-from backend.training.runtime import TrainingError
+from backend.training.errors import TrainingError
 from backend.training.vision_kernels import use_fused_vision_kernels
 
 log = logging.getLogger("foodie.train")
