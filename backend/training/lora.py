@@ -8,10 +8,6 @@ Several GPUs of one machine, data parallel (DDP; one process per GPU, each sees 
 
     CUDA_VISIBLE_DEVICES=0,1,2,3 torchrun --standalone --nproc_per_node=4 -m backend.training.lora spec.json
 
-DeepSpeed ZeRO-2 / ZeRO-3 (optimizer state, and for ZeRO-3 the weights too, split across GPUs):
-set "deepspeed": "zero2" or "zero3" in the spec and launch with torchrun as above. This path needs
-`pip install deepspeed`; it was not installed where this program was written and has not been run.
-
 The background worker (backend/training/worker.py) starts this program for each job, with its
 output going to the job's train.log. Everything the program writes is under the spec's output_dir
 (layout.py lists it). Run again on the same spec, it resumes from the newest checkpoint there, with
@@ -146,8 +142,7 @@ def build_model(spec: JobSpec, device: torch.device, dtype: torch.dtype, process
     model.to(device)
     if packed and not compiled:
         join_frozen_and_adapter_weights(model)  # after the move, which makes new weights
-        if not spec.deepspeed:  # (ZeRO may partition the weights these copies would be made from)
-            model.low_precision_adapters = LowPrecisionAdapters(model, dtype)
+        model.low_precision_adapters = LowPrecisionAdapters(model, dtype)
     return BuiltModel(model, processor, source, packed)
 
 
@@ -161,9 +156,8 @@ def one_bucket_mb(trainable: list[torch.Tensor]) -> float:
 
 
 def packs(spec: JobSpec, model_type: str) -> bool:
-    """Whether this job trains on packed rows (packed.py): asked for, a Qwen2-VL-family model, and
-    no DeepSpeed (whose engine steps per micro-batch, while packing regroups a step's samples)."""
-    return spec.packed and not spec.deepspeed and model_type in PACKED_MODEL_TYPES
+    """Whether this job trains on packed rows (packed.py): asked for, and a Qwen2-VL-family model."""
+    return spec.packed and model_type in PACKED_MODEL_TYPES
 
 
 def model_type_of(spec: JobSpec) -> str:
@@ -230,15 +224,12 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
     n_total = sum(p.numel() for p in model.parameters())
     log.info("%.2f M trainable parameters of %.1f M", n_trainable / 1e6, n_total / 1e6)
 
-    # ---- optimizer (and DeepSpeed, when asked) ----
-    fused = on_gpu and not spec.deepspeed  # one kernel for all LoRA tensors instead of one per tensor
+    # ---- optimizer ----
+    # fused: one kernel for all LoRA tensors instead of one per tensor
     optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, weight_decay=spec.weight_decay,
-                                  betas=(0.9, 0.999), fused=fused or None)
-    engine = None
+                                  betas=(0.9, 0.999), fused=on_gpu or None)
     loss_module = PackedLoss(model) if packed else None
-    if spec.deepspeed:
-        engine, optimizer = _deepspeed_engine(spec, model, optimizer, use_bf16)
-    elif dist.world > 1:
+    if dist.world > 1:
         # broadcast_buffers off: DDP would walk the whole module tree in Python before every forward to
         # send buffers (the rotary tables) that never change; 3-4% of a rank's time on 2 H200s (py-spy)
         ddp = dict(device_ids=[dist.local_rank] if on_gpu else None, bucket_cap_mb=one_bucket_mb(trainable),
@@ -247,7 +238,7 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
             loss_module = torch.nn.parallel.DistributedDataParallel(loss_module, **ddp)
         else:
             model = torch.nn.parallel.DistributedDataParallel(model, **ddp)
-    peft_model = engine.module if engine is not None else getattr(model, "module", model)
+    peft_model = getattr(model, "module", model)
 
     if stop.requested:  # stopped while loading: nothing new to save
         return EXIT_STOPPED
@@ -259,14 +250,13 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
     step = 0
     saved = ready_checkpoints(files)
     if saved:
-        step = checkpoints.resume(saved[-1][1], spec, peft_model, optimizer, engine, device)
+        step = checkpoints.resume(saved[-1][1], spec, peft_model, optimizer, device)
     last_saved = step
 
     # ---- training loop ----
     model.train()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16)
-    passes = StepPasses(spec, dist, device, weights_dtype, cache, peft_model, model, loss_module, engine, autocast,
-                        adapters)
+    passes = StepPasses(spec, dist, device, weights_dtype, cache, peft_model, model, loss_module, autocast, adapters)
     progress = StepLog(Metrics(files.metrics, step, dist.is_main), spec.log_every, total_steps, steps_per_epoch,
                        step, device)
     last: StepTotals | None = None  # the newest step whose totals have been read
@@ -298,11 +288,10 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
                 raise
 
             # -- clip, step --
-            if engine is None:
-                if spec.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(trainable, spec.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+            if spec.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(trainable, spec.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
             step += 1
             done = StepInFlight(step, lr, loss_sum, (step_tokens, samples, real_tokens), stop.requested, started,
                                 dist.world)
@@ -334,7 +323,7 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
 
             # -- checkpoint, and stop if asked --
             if (due or stopping) and step > last_saved:
-                checkpoints.save(engine, peft_model, optimizer, files, spec, step, epoch_float,
+                checkpoints.save(peft_model, optimizer, files, spec, step, epoch_float,
                                  {"loss": last.loss, "eval_loss": eval_loss}, dist)
                 last_saved = step
             if stopping:
@@ -369,7 +358,6 @@ class StepPasses:
     peft_model: torch.nn.Module
     model: torch.nn.Module  # the padded path's, wrapped by DDP where there is one
     loss_module: torch.nn.Module | None  # the packed path's, wrapped by DDP where there is one
-    engine: object | None  # DeepSpeed's
     autocast: torch.autocast
     adapters: LowPrecisionAdapters | None
 
@@ -397,7 +385,7 @@ class StepPasses:
             for i, batch in enumerate(group_batches):
                 last = i == len(group_batches) - 1
                 # DDP: sync gradients only on the last micro-batch of the step.
-                holding_back = self.dist.world > 1 and self.engine is None and not last
+                holding_back = self.dist.world > 1 and not last
                 with ddp_module.no_sync() if holding_back else nullcontext():
                     if packed:
                         samples += batch.samples
@@ -412,11 +400,7 @@ class StepPasses:
                         with self.autocast:
                             logits = self.model(**batch, use_cache=False).logits  # (B, T, vocab)
                         loss = answer_loss(logits, labels) / max(1, step_tokens)
-                    if self.engine is not None:
-                        self.engine.backward(loss, scale_wrt_gas=False)  # already scaled by the step's tokens
-                        self.engine.step()  # counts micro-batches; clips and steps at the accumulation boundary
-                    else:
-                        loss.backward()
+                    loss.backward()
                 summed = loss.detach() * max(1, step_tokens)
                 loss_sum = summed if loss_sum is None else loss_sum + summed
         if loss_sum is None:  # no micro-batch (a rank given none this step)
@@ -468,26 +452,6 @@ def evaluate(model, samples: list[Sample], processor, spec: JobSpec, dist: Dist,
     if dist.world > 1:
         torch.distributed.all_reduce(totals)
     return float(totals[0] / totals[1].clamp(min=1))
-
-
-# ----------------------------------------------------------------------------------------------
-# DeepSpeed (optional; not installed where this was written, so this path has not been run)
-
-
-def _deepspeed_engine(spec: JobSpec, model, optimizer, use_bf16: bool):
-    import deepspeed
-
-    config = {
-        "train_micro_batch_size_per_gpu": spec.batch_size,
-        "gradient_accumulation_steps": spec.grad_accum,
-        "gradient_clipping": spec.max_grad_norm or 0.0,
-        "bf16": {"enabled": use_bf16},
-        "zero_optimization": {"stage": 3 if spec.deepspeed == "zero3" else 2, "overlap_comm": True,
-                              "contiguous_gradients": True},
-        "steps_per_print": 10**9,  # our own log lines are enough
-    }
-    engine, optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
-    return engine, optimizer
 
 
 # ----------------------------------------------------------------------------------------------
