@@ -218,9 +218,9 @@ def finished_run(files) -> dict:
 def same_batch_losses(model, processor, spec, device) -> tuple[float, float]:
     """One batch of 4, the trained baseline adapter: the padded forward's loss and the packed one's."""
     from backend.training.encoding import SampleDataset, collate
-    from backend.training.lora import answer_loss
     from backend.training.packed import PackedLoss, pack, prepare, use_packed_attention
     from backend.training.samples import read_samples
+    from backend.training.steps import answer_loss
 
     samples, _ = read_samples(Path(spec.data_file), spec.images_dir)
     dataset = SampleDataset(samples[:4], processor, spec.max_image_pixels, spec.max_length)
