@@ -127,7 +127,7 @@ def speed_up_vision_tower(model: torch.nn.Module, on_cuda: bool) -> None:
       one SDPA call per picture, with a GPU sync per layer to split them;
     - on CUDA with Triton, the fp32 rotary embedding with the q/k/v split, and QuickGELU, are one
       kernel each instead of a chain of element-wise passes (vision_kernels.py). (torch.compile on
-      the same two parts was slower: 20.9 ms per picture against 16.9 eager on an H200.)"""
+      the same two parts was slower: 20.9 ms per picture against 16.9 eager on an H200, bench/README.md.)"""
     from transformers import AttentionInterface
 
     visual = _inner(model).visual
@@ -441,8 +441,8 @@ class PackedLoss(torch.nn.Module):
             where = (row.input_ids == head.config.image_token_id)[None, :, None]
             embeds = embeds.masked_scatter(where, row.image_embeds.to(embeds.dtype))
         # use_cache=False: the text config's own default (True) has every layer append its keys and
-        # values to a cache nobody reads (H200, a row of 9,041 tokens without Liger: 278 ms with it,
-        # 241 ms without)
+        # values to a cache nobody reads, which made a row's passes 15% slower (9,041 tokens, no
+        # Liger: 278 ms with it, 241 ms without on an H200; profile_step_parts.py, bench/README.md)
         hidden = inner.language_model(inputs_embeds=embeds, position_ids=row.positions[:, None], use_cache=False,
                                       doc_bounds=row.attention).last_hidden_state[0]  # (T, hidden)
         # Index by known positions, not by a mask: a mask's count would be read back from the GPU.
