@@ -9,8 +9,8 @@ and tests/test_training_reference.py check it):
 - PaddedSteps: each micro-batch as collated, padded to its longest sample, through the model's own
   forward pass. Any model family.
 - PackedSteps: the step's samples regrouped into rows of up to pack_tokens tokens with no padding,
-  each picture through the frozen vision tower once per run, logits only for answer tokens
-  (packed.py). Qwen2-VL-family models.
+  each picture through the frozen vision tower once per run (within the cache's budget), logits
+  only for answer tokens (packed.py). Qwen2-VL-family models.
 
 With several processes, each runner wraps in DDP what its passes go through: the peft model for the
 padded path, PackedLoss (the model and its loss) for the packed one.
@@ -51,6 +51,7 @@ class StepRunner:
         self.module = for_ranks(module, dist, device)  # what the passes go through (DDP-wrapped with several)
 
     def forward_backward(self, micro_batches: list) -> StepSums:
+        """This rank's passes of one step over `micro_batches`, as the job's loader gave them."""
         raise NotImplementedError
 
     def log_summary(self) -> None:
@@ -79,10 +80,8 @@ class StepRunner:
 
 class PaddedSteps(StepRunner):
     """Each micro-batch as collated: padded to its longest sample, through the model's forward pass
-    (the vision tower runs on every picture at every step, logits come for every position)."""
-
-    def __init__(self, model: torch.nn.Module, dist: Dist, device: torch.device, autocast: torch.autocast) -> None:
-        super().__init__(model, dist, device, autocast)
+    (the vision tower runs on every picture at every step, logits come for every position).
+    Built as PaddedSteps(peft_model, dist, device, autocast)."""
 
     def forward_backward(self, micro_batches: list[dict]) -> StepSums:
         answer_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro_batches)
