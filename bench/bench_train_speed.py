@@ -17,10 +17,11 @@ fresh job pays (--no-warmup skips all of it). Settings for both: LoRA r=128,
 alpha=256, dropout 0.05 on q/k/v/o/gate/up/down of the language model, batch 4 x accumulation 4,
 AdamW lr 3e-5 cosine, bf16 weights with bf16 autocast, clipping at 1.0, no gradient checkpointing.
 
-The baseline is the plain recipe written the way a course or the HF Trainer runs it: padded
-batches, the model's own forward with labels (the vision tower runs on every step, logits for
-every position), the loss normalised by the step's answer tokens as the Trainer does. Ours is
-backend/training/lora.py's train(), the same function the app's worker runs.
+The baseline is the plain recipe written the way a course or the HF Trainer runs it
+(backend/training/plain_loop.py): padded batches, the model's own forward with labels (the vision
+tower runs on every step, logits for every position), the loss normalised by the step's answer
+tokens as the Trainer does. Ours is backend/training/lora.py's train(), the same function the app's
+worker runs; tests/test_training_reference.py checks that both give the same loss at every step.
 
 Model FLOPs (stated convention; attention's own FLOPs are left out of both):
   per token that passes the language model: 4 x N_text (frozen base: forward 2N, input gradients
@@ -37,7 +38,6 @@ import argparse
 import gc
 import json
 import logging
-import math
 import os
 import subprocess
 import sys
@@ -51,7 +51,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-
 from bench_training import SHAPE_2B, SHAPE_DRY, build_2b_shape, make_photo_samples  # noqa: E402
 
 PEAK_FLOPS = 989e12  # H100 SXM, dense bf16
@@ -101,62 +100,12 @@ def model_flops(params: dict, counts: dict, epochs: int, vision_passes: int) -> 
 
 
 def run_baseline(spec, device: torch.device) -> tuple[dict, object, object]:
-    """Padded batches through the model's own forward with labels. Returns (result, model, processor)."""
-    from backend.training.encoding import IGNORE_INDEX, SampleDataset, collate
-    from backend.training.lora import build_model
-    from backend.training.runtime import Dist, epoch_order, lr_at
-    from backend.training.samples import read_samples
+    """The plain recipe (backend/training/plain_loop.py) on these settings. Returns (result, model,
+    processor)."""
+    from backend.training.plain_loop import train_plain
 
-    torch.manual_seed(spec.seed)
-    plain = spec.with_changes(packed=False, fused_kernels=False)  # build_model adds nothing of ours then
-    model, processor, _, _ = build_model(plain, device, torch.bfloat16 if device.type == "cuda" else torch.float32)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, weight_decay=spec.weight_decay)
-    samples, _ = read_samples(Path(spec.data_file), spec.images_dir)
-    dataset = SampleDataset(samples, processor, spec.max_image_pixels, spec.max_length)
-    pad_id = processor.tokenizer.pad_token_id
-    steps_per_epoch = math.ceil(math.ceil(len(dataset) / spec.batch_size) / spec.grad_accum)
-    total = steps_per_epoch * spec.epochs
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    losses, padded_tokens = [], 0
-    model.train()
-    _sync(device)
-    start = time.perf_counter()
-    step = 0
-    for epoch in range(spec.epochs):
-        order = epoch_order(len(dataset), spec.seed, epoch, Dist())
-        batches = [order[i : i + spec.batch_size] for i in range(0, len(order), spec.batch_size)]
-        loader = iter(torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=spec.data_workers,
-                                                  collate_fn=lambda items: collate(items, pad_id), pin_memory=True))
-        for _ in range(steps_per_epoch):
-            group = [b for _, b in zip(range(spec.grad_accum), loader)]
-            answer_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in group)
-            for group_ in optimizer.param_groups:
-                group_["lr"] = lr_at(step, total, round(spec.warmup_ratio * total), spec.learning_rate,
-                                     spec.lr_schedule)
-            step_loss = 0.0
-            for batch in group:
-                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                padded_tokens += batch["input_ids"].numel()
-                with autocast:
-                    # What the Trainer does: labels in, the model's loss out, summed over the step's
-                    # answer tokens and divided by their count (num_items_in_batch).
-                    loss = model(**batch, num_items_in_batch=answer_tokens).loss
-                loss.backward()
-                step_loss += loss.item()
-            torch.nn.utils.clip_grad_norm_(trainable, spec.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            losses.append(step_loss)
-    _sync(device)
-    seconds = time.perf_counter() - start
-    return {"seconds": seconds, "losses": losses, "padded_tokens": padded_tokens}, model, processor
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    run = train_plain(spec, device)
+    return {"seconds": run.seconds, "losses": run.losses, "padded_tokens": run.padded_tokens}, run.model, run.processor
 
 
 # ---- ours: the training program -----------------------------------------------------------------
@@ -164,9 +113,9 @@ def _sync(device: torch.device) -> None:
 
 def run_ours(spec) -> dict:
     """Our training program's train(), in this process."""
-    from backend.training.layout import JobFiles
+    from backend.training.job_folder import JobFiles
     from backend.training.lora import train
-    from backend.training.runtime import StopFlag
+    from backend.training.processes import StopFlag
 
     files = JobFiles(Path(spec.output_dir))
     files.root.mkdir(parents=True, exist_ok=True)
@@ -179,7 +128,7 @@ def run_ours(spec) -> dict:
 def run_program(spec, processes: int, dry_run: bool) -> dict:
     """Our training program as the worker starts it (python -m backend.training.lora spec.json), in
     a child process, or under torchrun with `processes` of them (one GPU each)."""
-    from backend.training.layout import JobFiles
+    from backend.training.job_folder import JobFiles
 
     files = JobFiles(Path(spec.output_dir))
     files.root.mkdir(parents=True, exist_ok=True)
@@ -201,7 +150,7 @@ def run_program(spec, processes: int, dry_run: bool) -> dict:
 
 def finished_run(files) -> dict:
     """Time (the program's own, from after loading to the last step), losses and steps of a done run."""
-    from backend.training.layout import read_metrics
+    from backend.training.job_folder import read_metrics
 
     records = [r for r in read_metrics(files.metrics) if "loss" in r]
     first_epoch = [r for r in records if r["epoch"] <= 1.0]
@@ -218,9 +167,9 @@ def finished_run(files) -> dict:
 def same_batch_losses(model, processor, spec, device) -> tuple[float, float]:
     """One batch of 4, the trained baseline adapter: the padded forward's loss and the packed one's."""
     from backend.training.encoding import SampleDataset, collate
-    from backend.training.lora import answer_loss
     from backend.training.packed import PackedLoss, pack, prepare, use_packed_attention
     from backend.training.samples import read_samples
+    from backend.training.steps import answer_loss
 
     samples, _ = read_samples(Path(spec.data_file), spec.images_dir)
     dataset = SampleDataset(samples[:4], processor, spec.max_image_pixels, spec.max_length)

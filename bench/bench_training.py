@@ -32,8 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from backend.training.job_folder import read_metrics  # noqa: E402
 from backend.training.jobs import Job, JobStore  # noqa: E402
-from backend.training.layout import read_metrics  # noqa: E402
 from backend.training.worker import spawn, stop  # noqa: E402
 
 

@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("--prepare-only", action="store_true", help="time decoding and the vision tower, then stop")
     args = parser.parse_args()
-    from backend.training import packed
+    from backend.training import flash_varlen, packed
 
     device, dtype, spec, model, processor, dataset = set_up("profile-packed-", args.samples, args.dry_run)
     model.train()
@@ -84,7 +84,7 @@ def main() -> None:
         return (time.perf_counter() - t0) / len(encoded) * 1e3, features[0].float()
 
     ours_ms, ours = vision_tower()
-    print(f"varlen kernel available: {packed.VARLEN_ATTENTION} {packed._VARLEN_CAUSAL}; "
+    print(f"varlen kernel available: {flash_varlen.VARLEN_ATTENTION} {flash_varlen._VARLEN_CAUSAL}; "
           f"prepare (vision tower + positions): {prepare_ms:.1f} ms per sample, of which the vision tower "
           f"{ours_ms:.1f} ms; mean {sum(p.length for p in prepared) / len(prepared):.0f} tokens per sample", flush=True)
     # The vision tower as transformers runs it (Conv3d patch embedding, one SDPA call per picture):
@@ -113,8 +113,8 @@ def main() -> None:
     row = packed.pack(prepared[:4])
     results = {}
     model.eval()
-    for varlen in ([True, False] if packed.VARLEN_ATTENTION else [False]):
-        packed.VARLEN_ATTENTION = varlen
+    for varlen in ([True, False] if flash_varlen.VARLEN_ATTENTION else [False]):
+        flash_varlen.VARLEN_ATTENTION = varlen
         model.zero_grad(set_to_none=True)
         loss = step(row)
         grad = torch.cat([p.grad.float().flatten() for p in trainable])
@@ -126,7 +126,7 @@ def main() -> None:
               f"{((g1 - g2).norm() / g2.norm()).item():.2e}", flush=True)
 
     for varlen in ([True, False] if len(results) == 2 else [False]):
-        packed.VARLEN_ATTENTION = varlen
+        flash_varlen.VARLEN_ATTENTION = varlen
         for max_tokens in [int(x) for x in args.rows.split(",")]:
             rows = [packed.pack(r) for r in packed.split_rows(prepared, max_tokens)]
             rows = [r for r in rows if r.bounds[-1] > max_tokens * 0.7] or rows  # full rows only
@@ -150,7 +150,7 @@ def main() -> None:
                   f"peak {peak:.1f} GB", flush=True)
 
     if device.type == "cuda":
-        packed.VARLEN_ATTENTION = len(results) == 2
+        flash_varlen.VARLEN_ATTENTION = len(results) == 2
         rows = [packed.pack(r) for r in packed.split_rows(prepared, 11000)]
         from torch.profiler import ProfilerActivity, profile
 

@@ -146,13 +146,13 @@ def casts_in_each_layer(model):
 def torchs_varlen_operator():
     """Attention through torch's varlen_attn (a torch.library custom operator), not flash_varlen's
     direct calls of the same kernels."""
-    from backend.training import flash_varlen, packed
+    from backend.training import flash_varlen
 
     direct = flash_varlen.flash_varlen
 
     def through_operator(query, key, value, cu_seqlens, longest, scale, causal):
-        options = packed._VARLEN_CAUSAL if causal else packed._VARLEN_FULL
-        return packed._varlen(query, key, value, cu_seqlens, cu_seqlens, longest, longest, scale=scale, **options)
+        options = flash_varlen._VARLEN_CAUSAL if causal else flash_varlen._VARLEN_FULL
+        return flash_varlen._varlen(query, key, value, cu_seqlens, cu_seqlens, longest, longest, scale=scale, **options)
 
     flash_varlen.flash_varlen = through_operator
     try:

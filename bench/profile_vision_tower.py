@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--kernels", type=int, default=12, help="rows of each kernel table (0: none)")
     parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args()
-    from backend.training import packed, vision_kernels
+    from backend.training import flash_varlen, packed, vision_kernels
 
     device, dtype, _, model, _, dataset = set_up("profile-vision-", args.samples, args.dry_run)
     encoded = [dataset[i] for i in range(len(dataset))]
@@ -131,8 +131,8 @@ def main() -> None:
     def experiment(label: str, attention, context) -> None:
         """The tower with its varlen attention call replaced by `attention` (an experiment: a failure
         is printed, not raised)."""
-        varlen = packed.full_varlen_attention
-        packed.full_varlen_attention = attention
+        varlen = flash_varlen.full_varlen_attention
+        flash_varlen.full_varlen_attention = attention
         try:
             with context:
                 features = timed(label)
@@ -141,7 +141,7 @@ def main() -> None:
         except Exception as error:
             print(f"{label} failed: {type(error).__name__}: {str(error)[:500]}", flush=True)
         finally:
-            packed.full_varlen_attention = varlen
+            flash_varlen.full_varlen_attention = varlen
 
     experiment("fused kernels, cuDNN attention per picture", per_picture, sdpa_kernel([SDPBackend.CUDNN_ATTENTION]))
     experiment("fused kernels, cuDNN attention over the ragged batch (one call per layer)", cudnn_ragged,

@@ -7,9 +7,10 @@ and the innermost frame below it. Waiting for the GPU (a `.item()`) shows as its
     python3 bench/read_pyspy_lines.py run.json --function train --file lora.py --last 0.5
 
 `--last 0.5` keeps the last half of that stretch (the later epochs of a run, pictures cached);
-`--first 0.5` the first half; `--start-at StepPasses.run` begins at the training loop, so that
-`--start-at StepPasses.run --first 0.5 --lines-of StepPasses.run` is about the first epoch of a
-3-epoch run (every picture decoded and through the vision tower), by line of a step's passes.
+`--first 0.5` the first half; `--start-at PackedSteps.forward_backward` begins at the training loop
+(a packed job's steps, backend/training/steps.py), so that `--start-at PackedSteps.forward_backward
+--first 0.5 --lines-of PackedSteps.forward_backward` is about the first epoch of a 3-epoch run (every
+picture decoded and through the vision tower), by line of a step's passes.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ def main() -> None:
     parser.add_argument("--function", default="train")
     parser.add_argument("--file", default="lora.py")
     parser.add_argument("--start-at", default="",
-                        help="begin the stretch at its first sample inside this function (StepPasses.run: the "
-                             "training loop, not the model's loading)")
+                        help="begin the stretch at its first sample inside this function "
+                             "(PackedSteps.forward_backward: the training loop, not the model's loading)")
     parser.add_argument("--last", type=float, default=1.0, help="share of the stretch to keep, from its end")
     parser.add_argument("--first", type=float, default=1.0,
                         help="then the share of what is kept to keep, from its start (the first epoch: 0.5)")

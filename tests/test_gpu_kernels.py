@@ -70,10 +70,10 @@ def test_without_triton_the_tower_keeps_transformers_code(monkeypatch, tiny_mode
     """A CPU-only install keeps transformers' tower code, even where the varlen kernel would be."""
     from transformers import AutoModelForImageTextToText
 
-    from backend.training import packed
+    from backend.training import flash_varlen
 
     monkeypatch.setattr(vision_kernels, "triton", None)
-    monkeypatch.setattr(packed, "VARLEN_ATTENTION", True)
+    monkeypatch.setattr(flash_varlen, "VARLEN_ATTENTION", True)
     model = AutoModelForImageTextToText.from_pretrained(tiny_models["qwen2_vl"])
     assert vision_kernels.use_fused_vision_kernels(model.model.visual) is False
     assert not any(isinstance(b.mlp.act, vision_kernels.FusedQuickGELU) for b in model.model.visual.blocks)
@@ -196,8 +196,7 @@ def test_flash_varlen_equals_torchs_varlen_attention_bit_for_bit(causal: bool):
     (the language model's causal grouped-query attention, and a vision tower's both-ways one)."""
     from torch.nn.attention.varlen import varlen_attn
 
-    from backend.training.flash_varlen import flash_varlen
-    from backend.training.packed import _VARLEN_CAUSAL, _VARLEN_FULL
+    from backend.training.flash_varlen import _VARLEN_CAUSAL, _VARLEN_FULL, flash_varlen
 
     torch.manual_seed(0)
     heads, kv_heads, dim = (12, 2, 128) if causal else (16, 16, 80)

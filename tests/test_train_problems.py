@@ -21,11 +21,11 @@ def every_problem(tmp_path: Path) -> list[str]:
         lora_r=0, lora_alpha=0, lora_dropout=1.5, target_modules=["q.*"], learning_rate=5.0,
         lr_schedule="zigzag", warmup_ratio=2.0, weight_decay=-1, max_grad_norm=-1, epochs=0,
         batch_size=0, grad_accum=0, max_image_pixels=10, max_length=8, save_every=-1, keep_last=0,
-        eval_every=-1, log_every=0, device="tpu", gpus=0, deepspeed="zero9", pack_tokens=0,
+        eval_every=-1, log_every=0, device="tpu", gpus=0, pack_tokens=0,
         vision_cache_gb=-1, data_workers=-1, threads=-1)
     problems = impossible.problems()
     try:
-        JobSpec.from_dict({"epochs": None, "batch_size": "four", "colour": "red"})
+        JobSpec.from_dict({"epochs": None, "batch_size": "four", "colour": "red", "deepspeed": "zero9"})
     except SpecError as err:
         problems += err.problems
     try:

@@ -14,8 +14,8 @@ import pytest
 
 from backend.training import views
 from backend.training.demo_data import demo_spec
+from backend.training.job_folder import write_json_atomic
 from backend.training.jobs import JobError, JobStore, process_alive, process_start
-from backend.training.layout import write_json_atomic
 from backend.training.spec import SpecError
 from backend.training.worker import Worker
 

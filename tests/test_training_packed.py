@@ -10,13 +10,14 @@ import pytest
 import torch
 
 from backend.training.encoding import SampleDataset, collate
-from backend.training.layout import JobFiles
-from backend.training.lora import answer_loss, build_model, train
+from backend.training.job_folder import JobFiles
+from backend.training.lora import build_model, train
 from backend.training.lora_forward import _joint_weight
 from backend.training.packed import PackedLoss, pack, prepare
-from backend.training.runtime import StopFlag
+from backend.training.processes import StopFlag
 from backend.training.samples import sample_from_record
 from backend.training.spec import preset
+from backend.training.steps import answer_loss
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 PIXELS = 112 * 112
@@ -254,7 +255,7 @@ def test_a_step_that_fails_keeps_the_record_of_the_step_before(demo_workdir: Pat
                                                                monkeypatch) -> None:
     """Each step's totals are read one step late, while the next step runs (step_totals.py); when
     that next step fails (here the third, made to raise), the second's record is still written."""
-    from backend.training import lora
+    from backend.training import steps
     from backend.training.demo_data import demo_records, demo_spec
     from backend.training.samples import write_samples
 
@@ -264,7 +265,7 @@ def test_a_step_that_fails_keeps_the_record_of_the_step_before(demo_workdir: Pat
     files = JobFiles(Path(spec.output_dir))
     files.root.mkdir()
     steps_run = []
-    real_run = lora.StepPasses.run
+    real_run = steps.PackedSteps.forward_backward
 
     def third_step_fails(self, group_batches):
         steps_run.append(len(group_batches))
@@ -272,7 +273,7 @@ def test_a_step_that_fails_keeps_the_record_of_the_step_before(demo_workdir: Pat
             raise RuntimeError("the third step failed")
         return real_run(self, group_batches)
 
-    monkeypatch.setattr(lora.StepPasses, "run", third_step_fails)
+    monkeypatch.setattr(steps.PackedSteps, "forward_backward", third_step_fails)
     with pytest.raises(RuntimeError, match="third step"):
         train(spec, files, StopFlag())
     records = [json.loads(line) for line in files.metrics.read_text().splitlines()]

@@ -56,7 +56,8 @@ def test_presets_are_valid_and_differ_where_they_should(data_file: Path) -> None
     ({"target_modules": ["model.*q_proj"]}, "plain module names"),
     ({"device": "tpu"}, "device must be one of"),
     ({"gpus": 2}, "Several GPUs were asked for, but the device is cpu"),
-    ({"deepspeed": "zero3"}, "DeepSpeed ZeRO needs GPUs"),
+    ({"deepspeed": "zero3"}, "DeepSpeed is no longer supported: a sharded fine-tune beyond one GPU is planned on "
+                             "torch's FSDP2"),
     ({"model": ""}, "Choose a model"),
     ({"model": "/no/such/model"}, "model folder /no/such/model does not exist"),
     ({"data_file": "/no/such.json"}, "training data file /no/such.json does not exist"),
@@ -92,6 +93,19 @@ def test_spec_round_trips_through_json_and_rejects_typos_and_wrong_types(data_fi
     with pytest.raises(SpecError, match="bf16 must be true or false"):
         JobSpec.from_dict({"bf16": 1})
     assert JobSpec.from_dict({"target_modules": "q_proj, v_proj"}).target_modules == ["q_proj", "v_proj"]
+
+
+def test_an_older_jobs_spec_with_deepspeed_off_still_loads(data_file: Path, tmp_path: Path) -> None:
+    """Every field is saved, so spec.json files of jobs from before DeepSpeed was retired hold
+    "deepspeed": "": resuming them, or using their settings, must still work. One that asked for
+    ZeRO is told why it cannot run."""
+    original = spec(data_file)
+    old = {**original.to_dict(), "deepspeed": ""}
+    (tmp_path / "spec.json").write_text(json.dumps(old))
+    assert JobSpec.load(tmp_path / "spec.json") == original
+    with pytest.raises(SpecError) as caught:
+        JobSpec.from_dict({**old, "deepspeed": "zero2"})
+    assert [problem.key for problem in caught.value.problems] == ["deepspeed_retired"]
 
 
 # --- the LLaVA / XTuner data contract -------------------------------------------------------------

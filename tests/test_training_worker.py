@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from backend.training.demo_data import demo_spec
+from backend.training.job_folder import CHECKPOINT_RE, read_metrics, ready_checkpoints
 from backend.training.jobs import Job, JobStore, process_alive
-from backend.training.layout import CHECKPOINT_RE, read_metrics, ready_checkpoints
 from backend.training.worker import spawn, stop
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -297,7 +297,8 @@ def test_data_parallel_training_on_two_cpu_processes(demo_workdir: Path, tmp_pat
     # Each process keeps its 36 samples in both epochs, so it prepares them once, and each photo among
     # them (asked in Chinese and in English) goes through the vision tower once (rank 0's log).
     from backend.training.demo_data import demo_records
-    from backend.training.runtime import Dist, epoch_order
+    from backend.training.processes import Dist
+    from backend.training.schedule import epoch_order
 
     records = demo_records()
     photos = {records[i]["image"] for i in epoch_order(72, spec.seed, 0, Dist(rank=0, world=2),
@@ -312,7 +313,7 @@ def test_a_stop_asked_of_one_rank_stops_both_at_the_same_step_with_a_checkpoint(
     """Each rank's steps are read one step late (step_totals.py), and a stop request travels in the
     summed totals: SIGTERM to one rank alone (not the group, as a cancel sends it) still stops both
     at one step, saved and resumable."""
-    from backend.training.layout import EXIT_STOPPED, JobFiles
+    from backend.training.job_folder import EXIT_STOPPED, JobFiles
 
     spec = quick(demo_workdir, epochs=6, save_every=0, output_dir=str(tmp_path / "ddp"))
     Path(spec.output_dir).mkdir()
@@ -344,7 +345,8 @@ def test_a_stop_asked_of_one_rank_stops_both_at_the_same_step_with_a_checkpoint(
 
 
 def test_each_rank_keeps_its_share_of_the_samples_in_every_epoch() -> None:
-    from backend.training.runtime import Dist, epoch_order
+    from backend.training.processes import Dist
+    from backend.training.schedule import epoch_order
 
     one = [epoch_order(10, seed=7, epoch=e, dist=Dist()) for e in range(3)]
     assert all(sorted(order) == list(range(10)) for order in one) and one[0] != one[1]
@@ -360,7 +362,8 @@ def test_each_rank_keeps_its_share_of_the_samples_in_every_epoch() -> None:
 def test_questions_about_one_photo_stay_on_one_rank() -> None:
     """Grouped by the photos they show, samples go to ranks whole groups at a time; every sample is
     still covered each epoch, ranks get equal counts, and a rank's padding repeats its own samples."""
-    from backend.training.runtime import Dist, epoch_order
+    from backend.training.processes import Dist
+    from backend.training.schedule import epoch_order
 
     groups = ["a", "a", "a", "b", "c", "c", "d", 7, 8, "e", "e", "a"]  # 7 and 8: samples without a photo
     for world in (2, 3):
@@ -383,7 +386,8 @@ def test_steps_of_several_ranks_hold_about_the_same_tokens_on_each() -> None:
     samples meet in a step changes from epoch to epoch."""
     import random
 
-    from backend.training.runtime import Dist, epoch_order
+    from backend.training.processes import Dist
+    from backend.training.schedule import epoch_order
 
     rng = random.Random(0)
     lengths = [rng.randrange(400, 1100) for _ in range(256)]

@@ -17,9 +17,9 @@ from backend.data.library import list_training_sets
 from backend.markdown_text import as_text
 from backend.services import Services
 from backend.training import views
+from backend.training.job_folder import clock
 from backend.training.job_form import DEMO_SOURCE, FIELDS, build_spec, form_from_spec, preset_values
 from backend.training.jobs import JobError
-from backend.training.runtime import clock
 from backend.training.spec import PRESETS, JobSpec, SpecError
 from backend.training.worker import gpu_shortfall, visible_gpus
 from ui.i18n import request_lang, text

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import torch
 
-from backend.training.layout import TRAINER_STATE, JobFiles, checkpoint_name, ready_checkpoints
-from backend.training.runtime import Dist, TrainingError
+from backend.training.errors import TrainingError
+from backend.training.job_folder import TRAINER_STATE, JobFiles, checkpoint_name, ready_checkpoints
+from backend.training.processes import Dist
 from backend.training.spec import JobSpec
 
 log = logging.getLogger("foodie.train")
@@ -137,7 +138,7 @@ def save_final(model, processor, files: JobFiles, spec: JobSpec, summary: dict) 
         log.info("saved the merged model to %s", files.merged)
 
 
-def resume(folder: Path, spec: JobSpec, peft_model, optimizer, engine, device) -> int:
+def resume(folder: Path, spec: JobSpec, peft_model, optimizer, device) -> int:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
@@ -148,41 +149,16 @@ def resume(folder: Path, spec: JobSpec, peft_model, optimizer, engine, device) -
                             "({settings}), so it cannot be continued with these; start a new job instead.",
                             name=folder.name, settings=", ".join(changed))
     set_peft_model_state_dict(peft_model, load_file(folder / "adapter_model.safetensors", device=str(device)))
-    if engine is not None:
-        engine.load_checkpoint(str(folder / "deepspeed"), load_module_strict=False, load_module_only=False)
-    else:
-        optimizer.load_state_dict(state["optimizer"])
+    optimizer.load_state_dict(state["optimizer"])
     set_rng_state(state["rng"])
     log.info("resumed from checkpoint %s (step %d, epoch %.2f)", folder.name, state["step"], state["epoch"])
     return int(state["step"])
 
 
-def save(engine, peft_model, optimizer, files, spec, step, epoch, summary, dist: Dist) -> None:
-    if engine is not None:
-        save_deepspeed(engine, peft_model, optimizer, files, spec, step, epoch, summary, dist)
-    elif dist.is_main:
+def save(peft_model, optimizer, files, spec, step, epoch, summary, dist: Dist) -> None:
+    """A checkpoint of this step, written by rank 0 while the other ranks wait."""
+    if dist.is_main:
         save_checkpoint(peft_model, optimizer, files, spec, step, epoch, summary, spec.keep_last)
     if dist.world > 1:
         torch.distributed.barrier()  # nobody races ahead (or exits) while rank 0 writes
 
-
-def save_deepspeed(engine, peft_model, optimizer, files, spec, step, epoch, summary, dist: Dist) -> None:
-    """Every rank writes its share of the optimizer state (collective); rank 0 adds the adapter.
-    Under ZeRO-3 the LoRA weights are gathered first (they are small)."""
-    import deepspeed
-
-    final = files.checkpoints / checkpoint_name(step)
-    partial = files.checkpoints / f".{final.name}.partial"
-    engine.save_checkpoint(str(partial / "deepspeed"))
-    lora = [p for p in peft_model.parameters() if p.requires_grad]
-    with deepspeed.zero.GatheredParameters(lora, enabled=spec.deepspeed == "zero3"):
-        if dist.is_main:
-            peft_model.save_pretrained(partial)
-            torch.save({"step": step, "epoch": epoch, "optimizer": None, "rng": rng_state(),
-                        "spec": spec.to_dict()}, partial / TRAINER_STATE)
-            (partial / "metrics.json").write_text(json.dumps({"step": step, "epoch": epoch, **summary}))
-            if final.exists():
-                shutil.rmtree(final)
-            os.rename(partial, final)
-            for _, old in ready_checkpoints(files)[: -spec.keep_last]:
-                shutil.rmtree(old, ignore_errors=True)

@@ -7,11 +7,40 @@ step is bound by the CPU handing kernels to the GPU (bench/profile_step_parts.py
 of a 10,215-token row took 93.7 ms to hand over and was done 0.1 ms later, on an H200), so that
 overhead, once per layer each way, is time the GPU waits. Here the two ATen kernels are called
 directly, inside one autograd node: the same kernels with the same arguments, so the same numbers.
+
+Whether this torch has the kernel is `VARLEN_ATTENTION`. The packed path's attention (packed.py) and
+the vision tower's fused kernels (vision_kernels.py) read it, and call `flash_varlen` and
+`full_varlen_attention`, through this module when they run, so benchmarks and tests can switch them.
 """
 
 from __future__ import annotations
 
+import inspect
+
 import torch
+
+
+def _varlen_kernel():
+    """torch's flash-attention varlen kernel (torch.nn.attention.varlen), where this torch has one.
+    Its causal switch changed name across releases (is_causal=True, later window_size=(-1, 0))."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None, {}
+    accepted = inspect.signature(varlen_attn).parameters
+    causal = {"is_causal": True} if "is_causal" in accepted else {"window_size": (-1, 0)}
+    if "enable_gqa" in accepted:
+        causal["enable_gqa"] = True
+    return varlen_attn, causal
+
+
+# torch's operator: where this torch has it, its kernels have the varlen form flash_varlen calls
+# directly; also the reference the GPU test and profile_step_parts compare flash_varlen with
+_varlen, _VARLEN_CAUSAL = _varlen_kernel()
+# the same kernel attending both ways (the vision tower's attention inside each picture)
+_VARLEN_FULL = {"is_causal": False} if "is_causal" in _VARLEN_CAUSAL else {"window_size": (-1, -1)}
+# Used on CUDA when available; a switch so benchmarks and tests can compare it with the SDPA loop.
+VARLEN_ATTENTION = _varlen is not None
 
 _SPARE: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}  # per device, made once
 
@@ -24,6 +53,13 @@ def flash_varlen(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cu
     if not (query.requires_grad or key.requires_grad or value.requires_grad) or not torch.is_grad_enabled():
         return _forward(query, key, value, cu_seqlens, longest, scale, causal)[0]
     return FlashVarlen.apply(query, key, value, cu_seqlens, longest, scale, causal)
+
+
+def full_varlen_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cu_seqlens: torch.Tensor,
+                          longest: int, scaling: float | None) -> torch.Tensor:
+    """Attention both ways inside each stretch of a batch (a vision tower's pictures): (patches,
+    heads, dim) in and out."""
+    return flash_varlen(query, key, value, cu_seqlens, longest, scaling, causal=False)
 
 
 def _window(causal: bool) -> tuple[int, int]:

@@ -6,6 +6,7 @@ reported at once, and the first epoch's loader workers decode pictures while the
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from dataclasses import dataclass
@@ -14,9 +15,11 @@ from pathlib import Path
 import torch
 
 from backend.training.encoding import SampleDataset, collate, estimated_tokens
+from backend.training.errors import TrainingError
 from backend.training.packed import PackedCache, UnpreparedSamples
-from backend.training.runtime import Dist, TrainingError, epoch_order, quiet_data_worker, start_loader
+from backend.training.processes import Dist, quiet_data_worker, start_loader
 from backend.training.samples import Sample, read_samples
+from backend.training.schedule import epoch_order
 from backend.training.spec import JobSpec
 
 log = logging.getLogger("foodie.train")
@@ -48,6 +51,25 @@ class JobData:
         order = epoch_order(len(self.dataset), spec.seed, epoch, self.dist, self.groups, self.lengths,
                             spec.batch_size * spec.grad_accum)
         return [order[i : i + spec.batch_size] for i in range(0, len(order), spec.batch_size)]
+
+    def loader_from(self, step: int):
+        """The micro-batches of `step`'s epoch from that step on, decoded by the loader's workers as
+        they are needed (a resumed job starts mid-epoch)."""
+        epoch = step // self.steps_per_epoch
+        first = (step % self.steps_per_epoch) * self.spec.grad_accum  # the batches already trained on
+        return self.open_loader(epoch, self.epoch_batches(epoch)[first:])
+
+    def step_batches(self, step: int, early_loader=None):
+        """Each step's micro-batches (grad_accum of them; fewer at an epoch's end), from `step` to the
+        job's last, each step's still to be taken from the loader: take them all before asking for
+        the next step's. An epoch's loader opens when its first step is due; `early_loader`, opened
+        before the model loaded, serves `step`'s epoch."""
+        while step < self.total_steps:
+            loader = early_loader if early_loader is not None else self.loader_from(step)
+            early_loader = None
+            for _ in range(step % self.steps_per_epoch, self.steps_per_epoch):
+                yield itertools.islice(loader, self.spec.grad_accum)
+                step += 1
 
     def open_loader(self, epoch: int, batches: list[list[int]]):
         """The micro-batches of `batches`, decoded by the loader's workers as they are needed."""
@@ -84,7 +106,7 @@ def read_job_data(spec: JobSpec, processor, packed: bool, dist: Dist, on_gpu: bo
         for problem in eval_problems:
             log.warning("held-out sample skipped: %s", problem)
     if spec.packed and not packed:
-        log.info("packed batches need a Qwen2-VL-family model without DeepSpeed; training on padded batches")
+        log.info("packed batches need a Qwen2-VL-family model; training on padded batches")
     # Keep encoded samples in memory when they are few and small and decoded in this process
     # (Qwen2-VL patches cost ~24 bytes per pixel); otherwise decode each time, in DataLoader workers.
     small = len(train_samples) * spec.max_image_pixels * 24 < CACHE_BYTES

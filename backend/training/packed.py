@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from backend.training import flash_varlen
 from backend.training.encoding import IGNORE_INDEX, Encoded, SampleDataset
-from backend.training.runtime import TrainingError
+from backend.training.errors import TrainingError
 from backend.training.vision_kernels import use_fused_vision_kernels
 
 log = logging.getLogger("foodie.train")
@@ -60,7 +60,7 @@ def packed_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0,
 
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, **kwargs)
-    if doc_bounds.cu is not None and VARLEN_ATTENTION and dropout == 0.0:
+    if doc_bounds.cu is not None and flash_varlen.VARLEN_ATTENTION and dropout == 0.0:
         # One flash-attention call over the whole row: no per-length kernel plans, no loop (and no
         # custom-operator wrapper around it: flash_varlen.py)
         out = flash_varlen.flash_varlen(query[0].transpose(0, 1), key[0].transpose(0, 1), value[0].transpose(0, 1),
@@ -72,29 +72,6 @@ def packed_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0,
                                             dropout_p=dropout, is_causal=True, scale=scaling, enable_gqa=grouped)
              for start, end in zip(starts[:-1], starts[1:])]
     return torch.cat(parts, dim=2).transpose(1, 2).contiguous(), None
-
-
-def _varlen_kernel():
-    """torch's flash-attention varlen kernel (torch.nn.attention.varlen), where this torch has one.
-    Its causal switch changed name across releases (is_causal=True, later window_size=(-1, 0))."""
-    try:
-        from torch.nn.attention.varlen import varlen_attn
-    except ImportError:
-        return None, {}
-    accepted = inspect.signature(varlen_attn).parameters
-    causal = {"is_causal": True} if "is_causal" in accepted else {"window_size": (-1, 0)}
-    if "enable_gqa" in accepted:
-        causal["enable_gqa"] = True
-    return varlen_attn, causal
-
-
-# torch's operator: where this torch has it, its kernels have the varlen form flash_varlen.py calls
-# directly; also the reference the GPU test and profile_step_parts compare flash_varlen with
-_varlen, _VARLEN_CAUSAL = _varlen_kernel()
-# the same kernel attending both ways (the vision tower's attention inside each picture)
-_VARLEN_FULL = {"is_causal": False} if "is_causal" in _VARLEN_CAUSAL else {"window_size": (-1, -1)}
-# Used on CUDA when available; a switch so benchmarks and tests can compare it with the SDPA loop.
-VARLEN_ATTENTION = _varlen is not None
 
 
 @dataclass(frozen=True)
@@ -135,13 +112,9 @@ def vision_varlen(module, query, key, value, attention_mask, scaling=None, dropo
                   cu_seq_lens_q=None, cu_seq_lens_k=None, max_length_q=None, max_length_k=None, **kwargs):
     """Attention inside each picture of a batch of pictures, in one flash-attention varlen call.
     query/key/value (1, heads, patches, dim) -> (1, patches, heads, dim)."""
-    return full_varlen_attention(query[0].transpose(0, 1), key[0].transpose(0, 1), value[0].transpose(0, 1),
-                                 cu_seq_lens_q, max_length_q, scaling)[None], None
-
-
-def full_varlen_attention(query, key, value, cu_seqlens, longest: int, scaling) -> torch.Tensor:
-    """Attention both ways inside each stretch of a batch: (patches, heads, dim) in and out."""
-    return flash_varlen.flash_varlen(query, key, value, cu_seqlens, longest, scaling, causal=False)
+    out = flash_varlen.full_varlen_attention(query[0].transpose(0, 1), key[0].transpose(0, 1),
+                                             value[0].transpose(0, 1), cu_seq_lens_q, max_length_q, scaling)
+    return out[None], None
 
 
 def speed_up_vision_tower(model: torch.nn.Module, on_cuda: bool) -> None:
@@ -154,14 +127,14 @@ def speed_up_vision_tower(model: torch.nn.Module, on_cuda: bool) -> None:
       one SDPA call per picture, with a GPU sync per layer to split them;
     - on CUDA with Triton, the fp32 rotary embedding with the q/k/v split, and QuickGELU, are one
       kernel each instead of a chain of element-wise passes (vision_kernels.py). (torch.compile on
-      the same two parts was slower: 20.9 ms per picture against 16.9 eager on an H200.)"""
+      the same two parts was slower: 20.9 ms per picture against 16.9 eager on an H200, bench/README.md.)"""
     from transformers import AttentionInterface
 
     visual = _inner(model).visual
     embed = visual.patch_embed
     if isinstance(getattr(embed, "proj", None), torch.nn.Conv3d) and embed.proj.kernel_size == embed.proj.stride:
         embed.forward = types.MethodType(_patch_embed_as_product, embed)
-    if on_cuda and VARLEN_ATTENTION:
+    if on_cuda and flash_varlen.VARLEN_ATTENTION:
         AttentionInterface.register(PACKED_VISION_ATTENTION, vision_varlen)
         visual.config._attn_implementation = PACKED_VISION_ATTENTION
         if use_fused_vision_kernels(visual):
@@ -468,8 +441,8 @@ class PackedLoss(torch.nn.Module):
             where = (row.input_ids == head.config.image_token_id)[None, :, None]
             embeds = embeds.masked_scatter(where, row.image_embeds.to(embeds.dtype))
         # use_cache=False: the text config's own default (True) has every layer append its keys and
-        # values to a cache nobody reads (H200, a row of 9,041 tokens without Liger: 278 ms with it,
-        # 241 ms without)
+        # values to a cache nobody reads, which made a row's passes 15% slower (9,041 tokens, no
+        # Liger: 278 ms with it, 241 ms without on an H200; profile_step_parts.py, bench/README.md)
         hidden = inner.language_model(inputs_embeds=embeds, position_ids=row.positions[:, None], use_cache=False,
                                       doc_bounds=row.attention).last_hidden_state[0]  # (T, hidden)
         # Index by known positions, not by a mask: a mask's count would be read back from the GPU.

@@ -7,7 +7,6 @@ the same spec back from the job folder, so a job can always be rebuilt from what
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -22,7 +21,16 @@ DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "
 
 DEVICES = ("auto", "cpu", "cuda")
 SCHEDULES = ("cosine", "constant")
-DEEPSPEED_STAGES = ("", "zero2", "zero3")
+
+# Settings this program no longer has: the value each had by default, and why any other value
+# cannot be honoured. Every field is saved in a job's spec.json, so older job folders hold them; at
+# the old default a retired setting asked for nothing and is dropped without a word.
+RETIRED_SETTINGS: dict[str, tuple[Any, Problem]] = {
+    # never run anywhere; sharding beyond one GPU is to come back on torch's own FSDP2
+    "deepspeed": ("", Problem("deepspeed_retired", "DeepSpeed is no longer supported: a sharded fine-tune beyond one "
+                              "GPU is planned on torch's FSDP2; remove \"deepspeed\" from the spec to train with "
+                              "plain PyTorch.")),
+}
 
 # Qwen2-VL's smallest picture is 56x56; below that no processor can make patches of it.
 MIN_IMAGE_PIXELS = 56 * 56
@@ -92,7 +100,6 @@ class JobSpec:
     # the default path since those (H200: 14.0 s against 13.5 s, bench/README.md), and the first step
     # compiles for 10-30 s. Measured on one GPU without gradient checkpointing only.
     compile_layers: bool = False
-    deepspeed: str = ""  # "zero2" or "zero3" with DeepSpeed installed; "" = plain PyTorch (DDP)
     data_workers: int = 2  # DataLoader processes decoding pictures (0 = in the training process)
     threads: int = 0  # CPU threads for torch (0 = torch's default: all cores)
 
@@ -106,10 +113,13 @@ class JobSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "JobSpec":
-        """Build a spec from JSON-like data; unknown names and wrong types are SpecErrors."""
+        """Build a spec from JSON-like data; unknown names, wrong types and retired settings asking
+        for something are SpecErrors."""
         known = {f.name: f for f in fields(cls)}
         problems = [Problem("unknown_setting", "There is no setting called {name!r}.", name=key)
-                    for key in data if key not in known]
+                    for key in data if key not in known and key not in RETIRED_SETTINGS]
+        problems += [RETIRED_SETTINGS[key][1] for key, value in data.items()
+                     if key in RETIRED_SETTINGS and value != RETIRED_SETTINGS[key][0]]
         values: dict[str, Any] = {}
         for key, value in data.items():
             if key not in known:
@@ -230,14 +240,6 @@ class JobSpec:
             add("gpus", "A job needs at least 1 GPU slot (use device cpu to train without a GPU).")
         elif self.gpus > 1 and self.device == "cpu":
             add("gpus_on_cpu", "Several GPUs were asked for, but the device is cpu.")
-        if self.deepspeed not in DEEPSPEED_STAGES:
-            add("deepspeed", "DeepSpeed must be zero2, zero3 or off.")
-        elif self.deepspeed:
-            if self.device == "cpu":
-                add("deepspeed_on_cpu", "DeepSpeed ZeRO needs GPUs; turn it off to train on the CPU.")
-            if importlib.util.find_spec("deepspeed") is None:
-                add("deepspeed_missing", "DeepSpeed is not installed here (pip install deepspeed), so ZeRO cannot "
-                    "be used; turn it off to train with plain PyTorch.")
         if self.pack_tokens < 1:
             add("pack_tokens", "Tokens per packed row must be at least 1.")
         if not (self.vision_cache_gb >= 0 and math.isfinite(self.vision_cache_gb)):

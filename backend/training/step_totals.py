@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from backend.training.runtime import Metrics, clock
+from backend.training.job_folder import Metrics, clock
 
 log = logging.getLogger("foodie.train")
 

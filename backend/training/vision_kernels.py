@@ -21,6 +21,8 @@ import types
 
 import torch
 
+from backend.training import flash_varlen
+
 log = logging.getLogger(__name__)
 
 try:
@@ -138,8 +140,6 @@ def _fused_attention_forward(self, hidden_states: torch.Tensor, cu_seqlens: torc
                              position_embeddings=None, max_seqlen: int | None = None, **kwargs) -> torch.Tensor:
     """The vision attention of transformers' Qwen2-VL, with the rotary embedding and the q/k/v split
     in one kernel, and attention inside each picture in one flash-attention varlen call."""
-    from backend.training.packed import full_varlen_attention
-
     qkv = self.qkv(hidden_states)
     if position_embeddings is None or qkv.requires_grad or not qkv.is_contiguous():
         # no backward pass here: transformers' own code (which projects again; training never comes
@@ -150,7 +150,7 @@ def _fused_attention_forward(self, hidden_states: torch.Tensor, cu_seqlens: torc
     q, k, v = rotate_and_split(qkv, cos, sin, self.num_heads)
     if max_seqlen is None:
         max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max())
-    out = full_varlen_attention(q, k, v, cu_seqlens, max_seqlen, self.scaling)
+    out = flash_varlen.full_varlen_attention(q, k, v, cu_seqlens, max_seqlen, self.scaling)
     return self.proj(out.reshape(hidden_states.shape[0], -1))
 
 
@@ -159,10 +159,8 @@ def use_fused_vision_kernels(visual: torch.nn.Module) -> bool:
     varlen kernel). Returns whether it did; a tower of another build is left as it is."""
     from transformers.activations import QuickGELUActivation
 
-    from backend.training.packed import VARLEN_ATTENTION
-
     blocks = getattr(visual, "blocks", None)
-    if triton is None or not VARLEN_ATTENTION or not blocks:
+    if triton is None or not flash_varlen.VARLEN_ATTENTION or not blocks:
         return False
     attentions = [block.attn for block in blocks]
     if not all(hasattr(a, "qkv") and hasattr(a, "num_heads") and (a.qkv.out_features // a.num_heads) % 6 == 0

@@ -1,92 +1,15 @@
-"""The training program's moving parts that are not the model: processes and signals, the
-learning-rate schedule, the data order, and the metrics file. Used by lora.py."""
+"""What a job trains on at each step: the learning rate, and the order of its samples in each epoch
+(on each rank). Both are functions of their arguments only, so a resumed job continues exactly the
+schedule the interrupted one would have followed."""
 
 from __future__ import annotations
 
-import json
-import logging
 import math
-import os
-import signal
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from backend.problems import ProblemError
-
-log = logging.getLogger("foodie.train")
-
-STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
-
-
-class TrainingError(ProblemError, RuntimeError):
-    """A failure with a sentence that tells the person what to do: raise TrainingError("key",
-    "English {value}.", value=...), so that the Train tab can say it in the page's language."""
-
-
-@dataclass(frozen=True)
-class Dist:
-    """Where this process sits in a torchrun launch (rank 0 of 1 when run alone)."""
-
-    rank: int = 0
-    local_rank: int = 0
-    world: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed(use_cuda: bool) -> Dist:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return Dist()
-    dist = Dist(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), world)
-    if use_cuda:
-        torch.cuda.set_device(dist.local_rank)
-    # nccl between GPUs; gloo lets the same code run as several CPU processes (used by the tests).
-    torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return dist
-
-
-class StopFlag:
-    """SIGTERM / SIGINT ask the loop to finish its current step, save a checkpoint and exit.
-
-    A cancel sends SIGTERM to the whole process group, and torchrun forwards it again: repeats are
-    ignored, so a checkpoint being written is never cut short. SIGKILL (or Ctrl-\\) stops it at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self._handle)
-
-    def _handle(self, signum, frame) -> None:
-        if not self.requested:
-            log.info("%s received: finishing this step (with several processes, the next one too), then "
-                     "saving and stopping", signal.Signals(signum).name)
-        self.requested = True
-
-
-def quiet_data_worker(worker_id: int) -> None:
-    """DataLoader workers ignore SIGTERM/SIGINT. A cancel signals the whole process group; the
-    training process decides when to stop, and a worker dying of SIGTERM would turn a clean stop
-    into a failure. (They still exit when the training process does.)"""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-
-
-def start_loader(loader: torch.utils.data.DataLoader):
-    """iter(loader), which forks the workers, with the stop signals held back meanwhile: a cancel
-    arriving during the fork reaches neither a worker (not yet ignoring it) nor is it lost (the
-    training process receives it right after)."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    try:
-        return iter(loader)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+from backend.training.processes import Dist
 
 
 def lr_at(step: int, total: int, warmup: int, peak: float, schedule: str) -> float:
@@ -97,12 +20,6 @@ def lr_at(step: int, total: int, warmup: int, peak: float, schedule: str) -> flo
         return peak
     progress = (step - warmup) / max(1, total - warmup)
     return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def clock(seconds: float) -> str:
-    """h:mm:ss, for the log and the Train tab."""
-    seconds = int(max(0, seconds))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 def epoch_order(n: int, seed: int, epoch: int, dist: Dist, groups: Sequence[Hashable] | None = None,
@@ -172,29 +89,3 @@ def _share(shuffled: list[int], dist: Dist, groups: Sequence[Hashable] | None,
     longest = max(len(share) for share in shares)
     mine = shares[dist.rank]
     return (mine * (longest // max(1, len(mine)) + 1))[:longest] if mine else []
-
-
-class Metrics:
-    """Appends one JSON object per line to metrics.jsonl (rank 0 only)."""
-
-    def __init__(self, path: Path, resume_step: int, enabled: bool) -> None:
-        self.path, self.enabled = path, enabled
-        if enabled and path.exists():
-            # Records past the checkpoint we resume from belong to steps that will run again.
-            lines = path.read_text(encoding="utf-8").splitlines()
-            kept = [line for line in lines if _record_step(line) is not None and _record_step(line) <= resume_step]
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-            tmp.replace(path)
-
-    def write(self, record: dict) -> None:
-        if self.enabled:
-            with self.path.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
-
-
-def _record_step(line: str) -> int | None:
-    try:
-        return int(json.loads(line)["step"])
-    except (ValueError, KeyError, TypeError):
-        return None

@@ -1,5 +1,6 @@
-"""What a job folder holds, and reading it back. Shared by the training program (which writes),
-the job store and worker (which read), and the UI helpers; imports nothing heavy.
+"""What a job folder holds: its files' names, the training program's exit statuses, the metrics
+writer, and reading it all back. Shared by the training program (which writes), the job store and
+worker (which read), and the UI helpers; imports nothing heavy.
 
     runs/jobs/<job-id>/
         spec.json            the job's spec, exactly as it ran
@@ -101,6 +102,32 @@ def read_json(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+class Metrics:
+    """Appends one JSON object per line to metrics.jsonl (rank 0 only)."""
+
+    def __init__(self, path: Path, resume_step: int, enabled: bool) -> None:
+        self.path, self.enabled = path, enabled
+        if enabled and path.exists():
+            # Records past the checkpoint we resume from belong to steps that will run again.
+            lines = path.read_text(encoding="utf-8").splitlines()
+            kept = [line for line in lines if _record_step(line) is not None and _record_step(line) <= resume_step]
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            tmp.replace(path)
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            with self.path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+
+def _record_step(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def read_metrics(path: Path) -> list[dict]:
     """All records of metrics.jsonl; a half-written last line (the program is mid-write) is skipped."""
     records = []
@@ -136,6 +163,12 @@ def last_train_record(path: Path, window: int = 16_384) -> dict | None:
         if isinstance(record, dict) and "loss" in record:
             return record
     return None
+
+
+def clock(seconds: float) -> str:
+    """h:mm:ss, for the log and the Train tab."""
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 def tail_text(path: Path, lines: int = 40, window: int = 65_536) -> str:

@@ -1,0 +1,78 @@
+"""The training program as processes: where it sits in a torchrun launch, the stop signals it
+answers, and the DataLoader workers that must not die of them. Used by lora.py and job_data.py."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from dataclasses import dataclass
+
+import torch
+
+log = logging.getLogger("foodie.train")
+
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+@dataclass(frozen=True)
+class Dist:
+    """Where this process sits in a torchrun launch (rank 0 of 1 when run alone)."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(use_cuda: bool) -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist()
+    dist = Dist(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), world)
+    if use_cuda:
+        torch.cuda.set_device(dist.local_rank)
+    # nccl between GPUs; gloo lets the same code run as several CPU processes (used by the tests).
+    torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return dist
+
+
+class StopFlag:
+    """SIGTERM / SIGINT ask the loop to finish its current step, save a checkpoint and exit.
+
+    A cancel sends SIGTERM to the whole process group, and torchrun forwards it again: repeats are
+    ignored, so a checkpoint being written is never cut short. SIGKILL (or Ctrl-\\) stops it at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if not self.requested:
+            log.info("%s received: finishing this step (with several processes, the next one too), then "
+                     "saving and stopping", signal.Signals(signum).name)
+        self.requested = True
+
+
+def quiet_data_worker(worker_id: int) -> None:
+    """DataLoader workers ignore SIGTERM/SIGINT. A cancel signals the whole process group; the
+    training process decides when to stop, and a worker dying of SIGTERM would turn a clean stop
+    into a failure. (They still exit when the training process does.)"""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+def start_loader(loader: torch.utils.data.DataLoader):
+    """iter(loader), which forks the workers, with the stop signals held back meanwhile: a cancel
+    arriving during the fork reaches neither a worker (not yet ignoring it) nor is it lost (the
+    training process receives it right after)."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        return iter(loader)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
