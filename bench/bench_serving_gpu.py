@@ -109,7 +109,7 @@ def make_adapter(model_dir: Path, adapter_dir: Path) -> Path:
         from peft import LoraConfig, get_peft_model
         from transformers import Qwen2VLForConditionalGeneration
 
-        from backend.training.lora import language_model_targets
+        from backend.training.model import language_model_targets
         from backend.training.spec import DEFAULT_TARGET_MODULES
 
         base = Qwen2VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.bfloat16)

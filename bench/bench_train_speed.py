@@ -304,7 +304,7 @@ def main() -> None:
         print(f"warm-up done at {time.monotonic() - t0:.0f} s", flush=True)
 
     if args.ours_only:
-        from backend.training.lora import build_model
+        from backend.training.model import build_model
 
         model, processor, _, _ = build_model(spec.with_changes(packed=False, fused_kernels=False), device,
                                              torch.bfloat16 if device.type == "cuda" else torch.float32)

@@ -28,7 +28,7 @@ def set_up(prefix: str, samples: int, dry_run: bool, **changes):
     """The 2B-shaped model built as the training program builds it (with `changes` to the spec) and
     photo samples for it: (device, dtype, spec, model, processor, dataset)."""
     from backend.training.encoding import SampleDataset
-    from backend.training.lora import build_model
+    from backend.training.model import build_model
     from backend.training.samples import read_samples
 
     workdir = Path(tempfile.mkdtemp(prefix=prefix))

@@ -12,7 +12,8 @@ import torch
 from backend.models.loading import load_processor, resolve
 from backend.training.encoding import (IGNORE_INDEX, SampleError, collate, encode_sample, has_generation_markers,
                                        marks_cover_answers)
-from backend.training.lora import answer_loss, language_model_targets
+from backend.training.model import language_model_targets
+from backend.training.steps import answer_loss
 from backend.training.samples import sample_from_record
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

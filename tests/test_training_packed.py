@@ -11,7 +11,8 @@ import torch
 
 from backend.training.encoding import SampleDataset, collate
 from backend.training.job_folder import JobFiles
-from backend.training.lora import build_model, train
+from backend.training.lora import train
+from backend.training.model import build_model
 from backend.training.lora_forward import _joint_weight
 from backend.training.packed import PackedLoss, pack, prepare
 from backend.training.processes import StopFlag
@@ -281,7 +282,8 @@ def test_a_step_that_fails_keeps_the_record_of_the_step_before(demo_workdir: Pat
 
 
 def test_out_of_memory_advice_fits_the_path_the_job_trains_on(tiny_models) -> None:
-    from backend.training.lora import model_type_of, out_of_memory_sentence, packs
+    from backend.training.lora import out_of_memory_sentence
+    from backend.training.model import model_type_of, packs
 
     qwen = preset("2b-gpu", model=str(tiny_models["qwen2_vl"]), data_file="samples.json")
     said = out_of_memory_sentence(qwen, packs(qwen, model_type_of(qwen)))

@@ -21,7 +21,7 @@ answer tokens only, in every turn (encoding.py).
 How: train() below reads top to bottom: set-up, data, model, optimizer, resume, the loop, the final
 adapter. A job trains on one of two paths, chosen once before the model loads (packs()): packed rows
 for Qwen2-VL-family models (packed.py), padded batches for the others; the loop hands each step to
-the path's StepRunner (steps.py) and never asks which it is. plain_loop.py is the plain recipe both
+the path's StepRunner (steps.py) and never asks which it is; model.py makes the model ready for it. plain_loop.py is the plain recipe both
 are measured and tested against.
 
 Exit status: 0 done; 1 failed (the reason is in result.json and the last lines of the log);
@@ -38,7 +38,6 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 
@@ -49,138 +48,15 @@ from backend.training.errors import TrainingError
 from backend.training.job_data import read_job_data
 from backend.training.job_folder import (EXIT_BAD_SPEC, EXIT_FAILED, EXIT_OK, EXIT_STOPPED, JobFiles, Metrics, clock,
                                          ready_checkpoints, write_json_atomic)
-from backend.training.lora_forward import (LowPrecisionAdapters, fold_lora_scaling,
-                                           join_frozen_and_adapter_weights, keep_lora_inputs_in_model_dtype)
-from backend.training.packed import (PACKED_MODEL_TYPES, apply_fused_kernels, compile_decoder_layers,
-                                     speed_up_vision_tower, use_packed_attention)
+from backend.training.model import build_model, model_type_of, packs
 from backend.training.processes import Dist, StopFlag, quiet_data_worker, setup_distributed, start_loader
 from backend.training.samples import Sample, SampleError
 from backend.training.schedule import lr_at
 from backend.training.spec import JobSpec, SpecError
 from backend.training.step_totals import StepClock, StepInFlight, StepLog, StepTotals
 from backend.training.steps import answer_loss, step_runner
-from backend.training.vision_kernels import start_triton_early
 
 log = logging.getLogger("foodie.train")
-
-
-# ----------------------------------------------------------------------------------------------
-# Model
-
-
-def language_model_targets(model: torch.nn.Module, short_names: list[str]) -> list[str]:
-    """Full names of the linear layers called `short_names` inside the language model.
-
-    Vision towers have q_proj/k_proj/v_proj too; matching by short name alone would put LoRA on
-    them. The list is saved as the adapter's target_modules: explicit names load everywhere (LMDeploy
-    cannot read a pattern)."""
-    decoder = model.get_decoder()
-    prefix = next((name for name, module in model.named_modules() if module is decoder), None)
-    if prefix is None:
-        raise TrainingError("no_language_model", "Could not find the language model inside this model, so "
-                            "LoRA cannot be placed on it.")
-    wanted = set(short_names)
-    targets = [name for name, module in model.named_modules()
-               if name.startswith(prefix + ".") and name.rsplit(".", 1)[-1] in wanted
-               and isinstance(module, torch.nn.Linear)]
-    if not targets:
-        linear = sorted({name.rsplit(".", 1)[-1] for name, module in decoder.named_modules()
-                         if isinstance(module, torch.nn.Linear)})
-        raise TrainingError("targets_not_linear", "None of the target modules ({targets}) is a linear layer of "
-                            "the language model; its linear layers are called {linear}.",
-                            targets=", ".join(short_names), linear=", ".join(linear))
-    return targets
-
-
-class BuiltModel(NamedTuple):
-    model: torch.nn.Module  # the peft model
-    processor: object
-    source: object  # the ModelSource it was loaded from
-    packed: bool  # whether it is made ready for packed rows (packs())
-
-
-def build_model(spec: JobSpec, device: torch.device, dtype: torch.dtype, processor=None,
-                packed: bool | None = None) -> BuiltModel:
-    """Base model (frozen) + LoRA on the language model, made ready for the path it trains on:
-    `packed` rows as train() chose them, or (None) as packs() chooses from the model's config."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForImageTextToText
-
-    from backend.models.loading import load_processor, resolve
-
-    source = resolve(spec.model)
-    processor = processor or load_processor(source)
-    if packed is None:
-        packed = packs(spec, model_type_of(spec))
-    compiled = packed and spec.compile_layers and device.type == "cuda"
-    if packed:
-        # The first Triton kernel a process runs costs ~0.4 s (vision_kernels.py): paid beside the
-        # weights' loading, not in the first step. train() has opened its first loader by now: a
-        # child forked while this thread works could inherit its locks.
-        start_triton_early(device)
-    model = AutoModelForImageTextToText.from_pretrained(source.location, dtype=dtype)
-    if packed and model.config.model_type not in PACKED_MODEL_TYPES:  # it was read from config.json before
-        raise TrainingError("config_changed", "The config.json of {model} changed while the job was loading it; "
-                            "start the job again.", model=spec.model)
-    model.requires_grad_(False)  # vision tower, projector, embeddings, lm_head: all frozen
-    # The KV cache only helps generation. In transformers 5 the text config keeps its own use_cache
-    # (True), which this does not reach: our forward passes say use_cache=False themselves, where
-    # the plain loop (plain_loop.py) keeps the plain recipe's default.
-    model.config.use_cache = False
-
-    # -- the packed path, before LoRA wraps the layers: attention inside each sample, a faster vision tower --
-    if packed:
-        use_packed_attention(model)
-        speed_up_vision_tower(model, on_cuda=device.type == "cuda")
-        # Liger's kernels cannot be traced by torch.compile (dynamo fails on their autograd functions);
-        # compiled layers get inductor's own fused kernels instead
-        if spec.fused_kernels and device.type == "cuda" and not compiled and apply_fused_kernels(model):
-            log.info("Liger's fused RMSNorm, SwiGLU and rotary kernels are on")
-
-    # -- LoRA on the language model's linear layers --
-    targets = language_model_targets(model, spec.target_modules)
-    config = LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
-                        target_modules=targets, bias="none", task_type="CAUSAL_LM")
-    # peft saves target_modules condensed to the shortest name suffixes that still match only these
-    # layers (e.g. "q_proj" when the vision tower has none): still explicit names, never a pattern.
-    model = get_peft_model(model, config)  # LoRA weights are created in fp32 even on a bf16 base
-    log.info("LoRA r=%d alpha=%d on %d linear layers of the language model", spec.lora_r, spec.lora_alpha,
-             len(targets))
-
-    # -- the packed path's LoRA layers: one product where peft makes two (lora_forward.py) --
-    if packed:
-        keep_lora_inputs_in_model_dtype(model)
-        # compiled layers keep separate operations, which inductor fuses (and its dropout mask is
-        # regenerated in the backward pass instead of stored)
-        fold_lora_scaling(model, fused_backward=not compiled)
-    if compiled:
-        compile_decoder_layers(model)
-        log.info("decoder layers go through torch.compile (the first steps include compiling them)")
-    if spec.gradient_checkpointing:
-        # Non-reentrant checkpointing works with a frozen embedding layer (no input grads needed).
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model.to(device)
-    if packed and not compiled:
-        join_frozen_and_adapter_weights(model)  # after the move, which makes new weights
-        model.low_precision_adapters = LowPrecisionAdapters(model, dtype)  # used by steps.PackedSteps
-    return BuiltModel(model, processor, source, packed)
-
-
-def packs(spec: JobSpec, model_type: str) -> bool:
-    """Whether this job trains on packed rows (packed.py): asked for, and a Qwen2-VL-family model."""
-    return spec.packed and model_type in PACKED_MODEL_TYPES
-
-
-def model_type_of(spec: JobSpec) -> str:
-    """The model_type in the job's model config ("" when it cannot be read), without loading it."""
-    from transformers import AutoConfig
-
-    from backend.models.loading import resolve
-
-    try:
-        return AutoConfig.from_pretrained(resolve(spec.model).location).model_type
-    except Exception:  # an error path's helper: the advice falls back to the padded path's
-        return ""
 
 
 # ----------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from backend.training.encoding import IGNORE_INDEX, SampleDataset, collate
-from backend.training.lora import language_model_targets
+from backend.training.model import language_model_targets
 from backend.training.processes import Dist
 from backend.training.samples import read_samples
 from backend.training.schedule import epoch_order, lr_at

@@ -133,7 +133,7 @@ class PackedSteps(StepRunner):
 def step_runner(packed: bool, model: torch.nn.Module, cache: PackedCache | None, pack_tokens: int, dist: Dist,
                 device: torch.device, dtype: torch.dtype, autocast: torch.autocast) -> StepRunner:
     """The passes of the path the job trains on: packed rows (`packed`, with the picture cache
-    `cache`; lora.packs() decides) or padded batches. `model` is the peft model, built for that path."""
+    `cache`; model.packs() decides) or padded batches. `model` is the peft model, built for that path."""
     if packed:
         return PackedSteps(model, cache, pack_tokens, dist, device, dtype, autocast)
     return PaddedSteps(model, dist, device, autocast)
