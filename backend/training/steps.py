@@ -19,6 +19,7 @@ padded path, PackedLoss (the model and its loss) for the packed one.
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from contextlib import nullcontext
 from typing import NamedTuple
 
@@ -41,7 +42,7 @@ class StepSums(NamedTuple):
     tokens: int  # real tokens, padding left out
 
 
-class StepRunner:
+class StepRunner(ABC):
     """One optimiser step's forward and backward passes over its micro-batches (what the loader gave
     for the step: up to grad_accum of them). The gradients add up in the LoRA weights; the caller
     clips them and steps the optimizer."""
@@ -50,16 +51,16 @@ class StepRunner:
         self.dist, self.device, self.autocast = dist, device, autocast
         self.module = for_ranks(module, dist, device)  # what the passes go through (DDP-wrapped with several)
 
+    @abstractmethod
     def forward_backward(self, micro_batches: list) -> StepSums:
         """This rank's passes of one step over `micro_batches`, as the job's loader gave them."""
-        raise NotImplementedError
 
     def log_summary(self) -> None:
         """After the last step: what is worth knowing about how the passes went (nothing, by default)."""
 
+    @abstractmethod
     def summed_loss(self, one) -> torch.Tensor:
         """The summed answer-token loss of one forward pass (fp32, on the device)."""
-        raise NotImplementedError
 
     def backward_each(self, passes: list, answer_tokens: int, counts: list[tuple[int, int]]) -> StepSums:
         """Forward and backward through each of the step's passes. Each loss is divided by the whole
