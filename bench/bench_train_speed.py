@@ -1,8 +1,8 @@
 """Fine-tuning speed on a GPU: the plain LoRA recipe against Foodie Studio's training program, in one
-process and one run, on the same data and settings (issue 7).
+process and one run, on the same data and settings.
 
     python3 bench/bench_train_speed.py                 # H100: 256 samples, 3 epochs, both runs
-    python3 bench/bench_train_speed.py --pack-tokens 16384:gc,16384:compile   # the recorded run's variants
+    python3 bench/bench_train_speed.py --pack-tokens 16384:gc,16384           # the recorded run (bench/README.md)
     python3 bench/bench_train_speed.py --ablate        # also ours with packing off / fused kernels off
     python3 bench/bench_train_speed.py --ours-only     # ours alone, with its time per step (for tuning)
     python3 bench/bench_train_speed.py --ours-only --repeat 2   # twice in one process
