@@ -10,8 +10,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# The torch installed where the interpreter has none (a CPU build on a fresh machine; on a GPU box
-# install your CUDA build first and this is skipped).
+# The torch installed where the interpreter has none; pip's arguments, so another CUDA build is e.g.
+#   make run TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu124"
 TORCH_SPEC ?= torch==2.13.0
 ARGS ?=
 
@@ -58,11 +58,11 @@ $(PY):
 	@echo "made $(VENV) from $$($(PYTHON) -c 'import sys; print(sys.executable, sys.version.split()[0])')"
 
 install: $(PY)
-	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH_SPEC)
 	@$(PY) -m pip install -q -e .
 
 install-test: $(PY)
-	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH_SPEC)
 	@$(PY) -m pip install -q -e ".[test]"
 
 # Debian's chromium for the browser tests, and CJK and emoji fonts so Chinese and the buttons' icons

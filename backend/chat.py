@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from backend.images import open_image
-from backend.problems import ProblemError
 from backend.inference.engine import Cancel, Turn
+from backend.problems import ProblemError
 
 MAX_IMAGES_PER_MESSAGE = 4
 MAX_MESSAGE_CHARS = 4000

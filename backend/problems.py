@@ -19,7 +19,7 @@ class Problem(str):
     sentence: str  # the English template, before the values went in
     values: dict[str, Any]
 
-    def __new__(cls, key: str, sentence: str, **values: Any) -> "Problem":
+    def __new__(cls, key: str, sentence: str, **values: Any) -> Problem:
         problem = super().__new__(cls, sentence.format(**values))
         problem.key, problem.sentence, problem.values = key, sentence, values
         return problem

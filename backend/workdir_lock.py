@@ -31,7 +31,7 @@ def hold(workdir: Path, address: str) -> IO[str]:
     try:
         workdir.mkdir(parents=True, exist_ok=True)
         # Opened without truncating: a refused second app must not wipe the first one's details.
-        handle = open(os.open(path, os.O_RDWR | os.O_CREAT, 0o644), "r+", encoding="utf-8")
+        handle = open(os.open(path, os.O_RDWR | os.O_CREAT, 0o644), "r+", encoding="utf-8")  # noqa: SIM115 (held)
     except OSError as err:
         reason = "a file of that name is there" if workdir.is_file() else err.strerror or err
         raise WorkdirUnusable(f"Cannot use {workdir} as the work folder ({reason}); give --workdir "

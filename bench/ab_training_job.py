@@ -24,8 +24,8 @@ TREE = Path(os.getcwd())  # the code under test: the folder this is started from
 sys.path.insert(0, str(TREE))
 sys.path.insert(0, str(TREE / "bench"))
 
-from bench_training import SHAPE_2B, build_2b_shape, make_photo_samples  # noqa: E402
 from bench_train_speed import run_program, spec_for  # noqa: E402
+from bench_training import SHAPE_2B, build_2b_shape, make_photo_samples  # noqa: E402
 
 
 def main() -> None:

@@ -32,8 +32,15 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backend.data import (SIVQA, RecordFilter, ThumbnailCache, filter_records, gallery_page,  # noqa: E402
-                          paginate, read_foodieqa_folder)
+from backend.data import (
+    SIVQA,
+    RecordFilter,
+    ThumbnailCache,
+    filter_records,
+    gallery_page,
+    paginate,
+    read_foodieqa_folder,
+)
 
 CUISINES = ["川菜", "湘菜", "粤菜", "苏菜", "浙菜", "鲁菜", "闽菜", "徽菜", "新疆菜", "东北菜", "西北菜"]
 
@@ -152,7 +159,8 @@ def main() -> None:
         ok = ("yes" if seconds <= bar else "NO") if bar else ""
         print(f"| {what:<62} | {seconds * 1000:>7.1f} ms | {shown_bar:>8} | {ok:<3} |")
     print()
-    print(f"indexing: {naive / ours:.0f}x faster than naive; cached page: {uncached / cached:.0f}x faster than uncached")
+    print(f"indexing: {naive / ours:.0f}x faster than naive; "
+          f"cached page: {uncached / cached:.0f}x faster than uncached")
 
 
 if __name__ == "__main__":

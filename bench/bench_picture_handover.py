@@ -26,7 +26,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import torch  # noqa: E402
-
 from fake_foodieqa import picture  # noqa: E402
 
 
@@ -60,17 +59,17 @@ def main() -> None:
         output = dict(processor(images=[picture(rng, grid)], return_tensors="pt", max_pixels=12845056))
         as_lmdeploy = pickle.dumps(output)
 
-        def float32():
+        def float32(output=output):
             pickle.loads(pickle.dumps(output))
 
-        def bf16():
+        def bf16(output=output):
             cast = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in output.items()}
             pickle.loads(pickle.dumps(cast))
 
         bf16_bytes = len(pickle.dumps({k: v.to(torch.bfloat16) if v.is_floating_point() else v
                                        for k, v in output.items()}))
         base, ours = median_ms(float32, args.repeat), median_ms(bf16, args.repeat)
-        print(f"{'%dx%d' % grid:>10} {str(tuple(output['pixel_values'].shape)):>14} "
+        print(f"{f'{grid[0]}x{grid[1]}':>10} {tuple(output['pixel_values'].shape)!s:>14} "
               f"{len(as_lmdeploy) / 1e6:7.1f} {bf16_bytes / 1e6:7.1f} {base:13.1f} ms {ours:19.1f} ms "
               f"{base / ours:7.1f}x", flush=True)
 

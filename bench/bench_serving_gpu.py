@@ -33,8 +33,13 @@ import httpx  # noqa: E402
 import torch  # noqa: E402
 
 from backend.inference.engine import GenerationSettings, Turn  # noqa: E402
-from backend.inference.lmdeploy_engine import (PATCH_GRID, LMDeployEngine, request_body,  # noqa: E402
-                                               stream_pieces, to_openai_messages)
+from backend.inference.lmdeploy_engine import (  # noqa: E402
+    PATCH_GRID,
+    LMDeployEngine,
+    request_body,
+    stream_pieces,
+    to_openai_messages,
+)
 from backend.inference.lmdeploy_server import LMDeployServer, ServerOptions  # noqa: E402
 
 NEW_TOKENS = 128
@@ -166,7 +171,7 @@ def main() -> None:
         #    with pictures resized here to the patch grid, and with no pictures (the language model's share)
         from backend.data import read_foodieqa_folder
         from backend.evaluation.multiple_choice import prompt_turn
-        from backend.evaluation.scoring import SCORING_SETTINGS, score, scorable
+        from backend.evaluation.scoring import SCORING_SETTINGS, scorable, score
 
         engine.extra = {}
         records = read_foodieqa_folder(data_dir).records

@@ -1,5 +1,5 @@
 """Training on several GPUs of one machine: the same job on 1 GPU and on N GPUs (torchrun, DDP), run
-as the app's worker runs it (python -m backend.training.lora spec.json), one after the other (issue 7).
+as the app's worker runs it (python -m backend.training.lora spec.json), one after the other.
 
     python3 bench/bench_train_scaling.py --gpus 2           # a machine with 2 GPUs
     python3 bench/bench_train_scaling.py --dry-run          # narrow model, 2 CPU processes
@@ -23,8 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_train_speed import run_program, spec_for  # noqa: E402
-from bench_training import SHAPE_2B, SHAPE_DRY, build_2b_shape, make_photo_samples  # noqa: E402
+from bench_train_speed import run_program, spec_for
+from bench_training import SHAPE_2B, SHAPE_DRY, build_2b_shape, make_photo_samples
 
 
 def main() -> None:

@@ -32,9 +32,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backend.training.job_folder import read_metrics  # noqa: E402
-from backend.training.jobs import Job, JobStore  # noqa: E402
-from backend.training.worker import spawn, stop  # noqa: E402
+from backend.training.job_folder import read_metrics
+from backend.training.jobs import Job, JobStore
+from backend.training.worker import spawn, stop
 
 
 def load_average() -> float:
@@ -101,7 +101,8 @@ def bench_demo(workdir: Path, runs: int) -> None:
           f"r={spec.lora_r}, lr {spec.learning_rate:g}, pictures <= {spec.max_image_pixels} px, "
           f"{os.cpu_count()} CPU cores")
     print(f"demo model build: {build_s:.1f} s ({'cached' if cached else 'built now, once'})\n")
-    print("| run | wall, submit -> succeeded | training only | samples/s | tokens/s | exact answers | load avg before/after |")
+    print("| run | wall, submit -> succeeded | training only | samples/s | tokens/s | exact answers "
+          "| load avg before/after |")
     print("|-----|--------------------------:|--------------:|----------:|---------:|--------------:|----------------------:|")
     print(f"| untuned demo model (baseline) | | | | | {base.exact}/{base.asked} ({base.rate:.0%}) | |")
     for i, row in enumerate(rows, 1):
@@ -233,7 +234,8 @@ def bench_2b(workdir: Path, also_no_checkpointing: bool, oom_check: bool, dry_ru
     gpus = gpu_memory()
     print(f"\nrandom-weight Qwen2-VL-{'dry-run' if dry_run else '2B'} shape (build {build_s:.0f} s), "
           f"{'16' if dry_run else '256'} samples of 640x480..1024x768 pictures, "
-          f"1 epoch, r={spec.lora_r} alpha={spec.lora_alpha}, batch {spec.batch_size} x accumulation {spec.grad_accum}, "
+          f"1 epoch, r={spec.lora_r} alpha={spec.lora_alpha}, "
+          f"batch {spec.batch_size} x accumulation {spec.grad_accum}, "
           f"bf16; {gpus[0].name if gpus else 'no GPU seen by nvidia-smi'}\n")
     print("| run | wall, submit -> succeeded | training only | samples/s | tokens/s (real) | peak GPU memory |")
     print("|-----|--------------------------:|--------------:|----------:|----------------:|----------------:|")

@@ -1,5 +1,5 @@
-"""Does LMDeploy serve a trained adapter as it was trained? (issue 6: base + adapter from one engine,
-their answers differ where the adapter was trained)
+"""Does LMDeploy serve a trained adapter as it was trained? Base and adapter from one engine, their
+answers differing where the adapter was trained.
 
     python3 bench/check_lmdeploy_adapter.py --workdir /tmp/adapter-check   # a GPU machine with LMDeploy
 
@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_training import run_job  # noqa: E402
+from bench_training import run_job
 
 
 def main() -> None:

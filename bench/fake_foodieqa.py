@@ -16,9 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import random
-from pathlib import Path
-
 import sys
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -85,7 +84,10 @@ def main() -> None:
 
     from backend.models.tiny import FAMILIES, train_tokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer) if args.tokenizer else train_tokenizer(FAMILIES["qwen2_vl"])
+    if args.tokenizer:
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    else:
+        tokenizer = train_tokenizer(FAMILIES["qwen2_vl"])
     make(args.out, args.samples, args.questions, tokenizer)
     print(f"wrote {args.samples} samples and {args.questions} questions to {args.out}")
 

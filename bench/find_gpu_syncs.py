@@ -24,10 +24,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch  # noqa: E402
-
-from bench_train_speed import run_ours, spec_for  # noqa: E402
-from bench_training import SHAPE_2B, SHAPE_DRY, build_2b_shape, make_photo_samples  # noqa: E402
+import torch
+from bench_train_speed import run_ours, spec_for
+from bench_training import SHAPE_2B, SHAPE_DRY, build_2b_shape, make_photo_samples
 
 ROOT = Path(__file__).resolve().parents[1]
 

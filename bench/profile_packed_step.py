@@ -18,10 +18,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch  # noqa: E402
-
-from bench_train_speed import spec_for  # noqa: E402
-from bench_training import SHAPE_2B, SHAPE_DRY, build_2b_shape, make_photo_samples  # noqa: E402
+import torch
+from bench_train_speed import spec_for
+from bench_training import SHAPE_2B, SHAPE_DRY, build_2b_shape, make_photo_samples
 
 
 def set_up(prefix: str, samples: int, dry_run: bool, **changes):
@@ -53,7 +52,7 @@ def main() -> None:
     args = parser.parse_args()
     from backend.training import flash_varlen, packed
 
-    device, dtype, spec, model, processor, dataset = set_up("profile-packed-", args.samples, args.dry_run)
+    device, dtype, _, model, processor, dataset = set_up("profile-packed-", args.samples, args.dry_run)
     model.train()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a DataLoader worker

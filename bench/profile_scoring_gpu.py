@@ -1,5 +1,5 @@
-"""Where the time of scoring 256 photo questions through LMDeploy goes, on a GPU (issue 6's bar:
-10 s). A tool for choosing the LMDeploy server's settings; bench_serving_gpu.py is the benchmark.
+"""Where the time of scoring 256 photo questions through LMDeploy goes, on a GPU (the bar: 10 s,
+bench/README.md). A tool for choosing the LMDeploy server's settings; bench_serving_gpu.py is the benchmark.
 
     python3 bench/profile_scoring_gpu.py --workdir /tmp/serve          # a GPU machine with LMDeploy
 

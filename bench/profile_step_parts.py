@@ -36,9 +36,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch  # noqa: E402
-
-from profile_packed_step import set_up  # noqa: E402
+import torch
+from profile_packed_step import set_up
 
 
 @contextmanager

@@ -3,7 +3,8 @@ speedscope profile (`py-spy record --idle -f speedscope`) and, for the samples i
 contiguous stretch of calls to that function, counts the line of that function each sample is on
 and the innermost frame below it. Waiting for the GPU (a `.item()`) shows as its own line.
 
-    py-spy record --subprocesses --idle -r 200 -f speedscope -o run.json -- python3 bench/bench_train_speed.py --ours-only
+    py-spy record --subprocesses --idle -r 200 -f speedscope -o run.json -- \
+        python3 bench/bench_train_speed.py --ours-only
     python3 bench/read_pyspy_lines.py run.json --function train --file lora.py --last 0.5
 
 `--last 0.5` keeps the last half of that stretch (the later epochs of a run, pictures cached);

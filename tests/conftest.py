@@ -57,7 +57,7 @@ class AppProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log_path = log_path
-        self._log = open(log_path, "wb")
+        self._log = open(log_path, "wb")  # noqa: SIM115 (the app writes to it until stop())
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen([sys.executable, "app.py", "--port", str(self.port), *args],
                                      cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=env)
@@ -78,7 +78,7 @@ class AppProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def __enter__(self) -> "AppProcess":
+    def __enter__(self) -> AppProcess:
         """`with AppProcess(...) as app:` waits until it serves, and stops it on the way out."""
         try:
             self.wait_ready()

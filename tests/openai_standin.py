@@ -12,13 +12,13 @@ GPU machine (bench/README.md).
 from __future__ import annotations
 
 import argparse
-import os
-import time
-import uuid
 import base64
 import json
+import os
 import sys
 import tempfile
+import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlparse
@@ -26,9 +26,9 @@ from urllib.request import url2pathname
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backend.inference.engine import GenerationSettings, Turn  # noqa: E402
-from backend.inference.transformers_engine import TransformersEngine  # noqa: E402
-from backend.models.loading import load, resolve  # noqa: E402
+from backend.inference.engine import GenerationSettings, Turn
+from backend.inference.transformers_engine import TransformersEngine
+from backend.models.loading import load, resolve
 
 
 def undo_lmdeploy_renaming(folder: Path, out: Path) -> Path:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 
-
 from tests.conftest import ARTIFACTS, EXAMPLES, needs_chromium
 
 pytestmark = needs_chromium

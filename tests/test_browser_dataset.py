@@ -3,7 +3,6 @@ click a thumbnail, read the detail. Screenshots land in test-artifacts/ for a pe
 
 from __future__ import annotations
 
-
 from tests.conftest import ARTIFACTS, needs_chromium
 
 pytestmark = needs_chromium

@@ -166,8 +166,8 @@ def test_chat_with_it_opens_the_chat_on_the_jobs_newest_checkpoint(browser, trai
     page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="en-US")
     page.goto(train_app.url)
     page.get_by_role("tab", name="Train").click()
-    page.wait_for_function(f"() => (document.querySelector('#train-job input')?.value || '').includes('{finished_job}')",
-                           timeout=30_000)
+    page.wait_for_function(
+        f"() => (document.querySelector('#train-job input')?.value || '').includes('{finished_job}')", timeout=30_000)
     page.locator("#train-chat").click()
     page.wait_for_function("() => (document.querySelector('#chat-model input')?.value || '').includes('final')",
                            timeout=15_000)
@@ -279,8 +279,9 @@ def test_the_whole_loop_in_one_page_without_a_reload(browser, train_app):
     page.wait_for_function(f"() => ({PROGRESS})().includes('succeeded')", timeout=300_000)
 
     page.get_by_role("tab", name="Compare").click()
-    page.wait_for_function("() => (document.querySelector('#compare-right input')?.value || '').startsWith('loop · final')",
-                           timeout=15_000)
+    page.wait_for_function(
+        "() => (document.querySelector('#compare-right input')?.value || '').startsWith('loop · final')",
+        timeout=15_000)
     page.wait_for_function("() => (document.querySelector('#compare-set input')?.value || '').includes('loop-set')",
                            timeout=15_000)
     # a choice of the visitor's own stays when the tab is opened again and nothing new finished

@@ -10,10 +10,28 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from backend.data import (FACETS, MIVQA, PAGE_SIZE, SIVQA, TEXTQA, DataError, Record, RecordFilter,
-                          ThumbnailCache, detail_view, facet_counts, filter_records, find_record,
-                          gallery_page, paginate, read_bundled_own_data, read_bundled_sample,
-                          read_own_data, table_rows, unpack_upload)
+from backend.data import (
+    FACETS,
+    MIVQA,
+    PAGE_SIZE,
+    SIVQA,
+    TEXTQA,
+    DataError,
+    Record,
+    RecordFilter,
+    ThumbnailCache,
+    detail_view,
+    facet_counts,
+    filter_records,
+    find_record,
+    gallery_page,
+    paginate,
+    read_bundled_own_data,
+    read_bundled_sample,
+    read_own_data,
+    table_rows,
+    unpack_upload,
+)
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +186,7 @@ def test_uploads_are_capped_and_never_mixed(tmp_path: Path) -> None:
     archive = tmp_path / "big.zip"
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("zeros.bin", b"\0" * 2_000_000)  # a few KB packed, 2 MB unpacked
-    with pytest.raises(DataError, match="unpacks to 2.0 MB"):
+    with pytest.raises(DataError, match=r"unpacks to 2\.0 MB"):
         unpack_upload([archive], tmp_path / "one", max_bytes=1_000_000)
     assert not (tmp_path / "one").exists()  # a refused upload leaves nothing behind
     (tmp_path / "two").mkdir()

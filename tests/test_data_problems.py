@@ -13,8 +13,8 @@ from PIL import Image
 
 import backend.chat
 import backend.data
-import backend.images
 import backend.evaluation.score_request
+import backend.images
 import backend.training.job_form
 from backend.data import DataError, read_data_folder, unpack_upload
 from backend.data.library import check_name
@@ -28,8 +28,9 @@ from ui.problems import ZH, say
 # The errors whose message is a Problem, and the files that raise them.
 ERRORS = ("ImageError", "ChatInputError", "DataError", "UnsafePath", "TermsNotAccepted", "ScoringRequestError",
           "SourceIncomplete", "SaveRefused")
-SOURCES = [Path(backend.images.__file__), Path(backend.chat.__file__), *sorted(Path(backend.data.__file__).parent.glob("*.py")),
-           Path(backend.training.job_form.__file__), Path(backend.evaluation.score_request.__file__)]
+SOURCES = [Path(backend.images.__file__), Path(backend.chat.__file__),
+           *sorted(Path(backend.data.__file__).parent.glob("*.py")), Path(backend.training.job_form.__file__),
+           Path(backend.evaluation.score_request.__file__)]
 BACKEND = Path(backend.data.__file__).parents[1]
 CHINESE = re.compile(r"[\u4e00-\u9fff]")
 DATA_DIR = Path(backend.data.__file__).parent
@@ -160,10 +161,12 @@ def test_picture_and_dataset_errors_are_said_in_chinese_with_their_values(tmp_pa
 
     said = {err.problem.key: say(err, "zh") for err in errors}
     assert str(errors[0]) == "broken.jpg is not a picture Foodie Studio can read (JPEG, PNG, WebP, GIF, BMP…)."
-    assert said["picture_unreadable"] == "broken.jpg 不是 Foodie Studio 能读取的图片（支持 JPEG、PNG、WebP、GIF、BMP 等）。"
+    assert said["picture_unreadable"] == ("broken.jpg 不是 Foodie Studio 能读取的图片"
+                                          "（支持 JPEG、PNG、WebP、GIF、BMP 等）。")
     assert str(errors[3]) == f"There is nothing at {tmp_path / 'nowhere'}."
     assert said["nothing_at"] == f"{tmp_path / 'nowhere'} 不存在。"
-    assert said["own_folder_several"] == f"文件夹 {(tmp_path / 'several').resolve()} 里有多个数据文件（a.json, b.csv），请只选一个。"
+    assert said["own_folder_several"] == (f"文件夹 {(tmp_path / 'several').resolve()} "
+                                          "里有多个数据文件（a.json, b.csv），请只选一个。")
     assert str(errors[5]) == "evil.json was not read: it leads outside the data folder (through a symbolic link)."
     assert said["data_file_unsafe"] == "没有读取 evil.json：路径（经符号链接）指向了数据文件夹之外。"
     assert said["set_name_long"] == "名称有 65 个字符，最多 64 个。"
@@ -239,7 +242,8 @@ def malformed_datasets(tmp_path: Path):
     good = json.loads((EXAMPLES / "sivqa_tidy.json").read_text(encoding="utf-8"))[0]
     sivqa = [good,
              {**good, "question_id": "no-answer", "answer": None},
-             {**good, "question_id": "broken-picture", "food_meta": {**good["food_meta"], "food_file": "images/scan.jpg"}},
+             {**good, "question_id": "broken-picture",
+              "food_meta": {**good["food_meta"], "food_file": "images/scan.jpg"}},
              {**good, "question_id": "three-choices", "choices": good["choices"][:3], "food_meta": "川菜"},
              {key: value for key, value in good.items() if key != "question_id"}]
     (foodieqa / "sivqa_tidy.json").write_text(json.dumps(sivqa, ensure_ascii=False), encoding="utf-8")

@@ -11,8 +11,16 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from backend.data import (FOODIEQA_FILES, MIVQA, SIVQA, TEXTQA, parse_foodieqa_rows, parse_llava_rows,
-                          read_csv_file, read_foodieqa_folder)
+from backend.data import (
+    FOODIEQA_FILES,
+    MIVQA,
+    SIVQA,
+    TEXTQA,
+    parse_foodieqa_rows,
+    parse_llava_rows,
+    read_csv_file,
+    read_foodieqa_folder,
+)
 from backend.data.safe_paths import UnsafePath, resolve_inside
 
 SETTINGS = settings(max_examples=150, deadline=None,

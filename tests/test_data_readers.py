@@ -16,10 +16,22 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from backend.data import (FOODIEQA_FILES, MIVQA, SIVQA, SOURCE_SAMPLE, TEXTQA, DataError,
-                          parse_foodieqa_rows, read_bundled_own_data, read_bundled_sample,
-                          read_csv_file, read_data_folder, read_foodieqa_folder, read_llava_json,
-                          read_own_data)
+from backend.data import (
+    FOODIEQA_FILES,
+    MIVQA,
+    SIVQA,
+    SOURCE_SAMPLE,
+    TEXTQA,
+    DataError,
+    parse_foodieqa_rows,
+    read_bundled_own_data,
+    read_bundled_sample,
+    read_csv_file,
+    read_data_folder,
+    read_foodieqa_folder,
+    read_llava_json,
+    read_own_data,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 

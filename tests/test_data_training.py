@@ -11,10 +11,26 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backend.data import (CONVERSATION, FOODIEQA_TERMS, MIVQA, SIVQA, SOURCE_FOODIEQA, TEXTQA,
-                          DataError, Record, TermsNotAccepted, build_training_set, export_llava,
-                          load_training_set, read_bundled_own_data, read_bundled_sample,
-                          read_foodieqa_folder, read_llava_json, split_by_dish, to_training_samples)
+from backend.data import (
+    CONVERSATION,
+    FOODIEQA_TERMS,
+    MIVQA,
+    SIVQA,
+    SOURCE_FOODIEQA,
+    TEXTQA,
+    DataError,
+    Record,
+    TermsNotAccepted,
+    build_training_set,
+    export_llava,
+    load_training_set,
+    read_bundled_own_data,
+    read_bundled_sample,
+    read_foodieqa_folder,
+    read_llava_json,
+    split_by_dish,
+    to_training_samples,
+)
 
 
 @pytest.fixture(scope="module")

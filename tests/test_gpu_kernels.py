@@ -61,7 +61,8 @@ def test_fused_vision_tower_gives_transformers_features(tmp_path):
         vision_kernels.undo_fused_vision_kernels(visual)
         plain = packed._image_features(model.model, pixels, grid, cuda)
         # transformers' own way: the grid on the GPU, positions and bounds worked out there
-        own = torch.cat(list(model.model.get_image_features(pixel_values=pixels, image_grid_thw=grid.cuda()).pooler_output))
+        own = torch.cat(list(
+            model.model.get_image_features(pixel_values=pixels, image_grid_thw=grid.cuda()).pooler_output))
     assert packed._tower_inputs(model.model, grid, cuda)  # the precomputed inputs were used
     assert torch.equal(fused, plain)
     assert torch.equal(plain, own)
@@ -90,8 +91,13 @@ def test_lora_linear_node_matches_peft_under_bf16_autocast(variant: str):
     copies a fused AdamW step marks stale."""
     from peft import LoraConfig, get_peft_model
 
-    from backend.training.lora_forward import (LowPrecisionAdapters, _joint_weight, fold_lora_scaling,
-                                               join_frozen_and_adapter_weights, keep_lora_inputs_in_model_dtype)
+    from backend.training.lora_forward import (
+        LowPrecisionAdapters,
+        _joint_weight,
+        fold_lora_scaling,
+        join_frozen_and_adapter_weights,
+        keep_lora_inputs_in_model_dtype,
+    )
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(1536, 8960, bias=True)).cuda().to(torch.bfloat16)

@@ -276,7 +276,7 @@ def test_a_server_that_dies_is_a_sentence_and_comes_back(engine):
     before = engine.generate_batch([turns], QUICK)[0]
     os.killpg(engine.server.process.pid, signal.SIGKILL)
     engine.server.process.wait(10)
-    with pytest.raises(RuntimeError, match="stopped .* being restarted"):
+    with pytest.raises(RuntimeError, match=r"stopped .* being restarted"):
         list(engine.stream(turns, QUICK))
     import time
 
@@ -298,7 +298,7 @@ def test_a_server_that_dies_mid_answer_is_a_sentence_after_the_pieces_already_se
         received = [next(stream)]
         os.killpg(server.process.pid, signal.SIGKILL)
         server.process.wait(10)
-        with pytest.raises(RuntimeError, match="stopped .* being restarted"):
+        with pytest.raises(RuntimeError, match=r"stopped .* being restarted"):
             received += list(stream)
         assert received[0] and len(received) < 40  # what came before the death stays with the caller
     finally:
@@ -338,7 +338,7 @@ def test_scoring_through_lmdeploy_asks_every_question_at_once_and_keeps_their_or
     batches requests itself, so scoring hands it every question and counts answers as they come."""
     from backend.data import read_bundled_sample
     from backend.evaluation.multiple_choice import prompt_turn
-    from backend.evaluation.scoring import SCORING_SETTINGS, score, scorable
+    from backend.evaluation.scoring import SCORING_SETTINGS, scorable, score
 
     records = scorable([r for r in read_bundled_sample().records if r.task in ("sivqa", "textqa")])[:8]
     expected = [engine.generate_batch([[prompt_turn(r, "zh")]], SCORING_SETTINGS)[0].strip() for r in records]
@@ -403,7 +403,7 @@ def test_scoring_in_the_compare_tab_says_why_when_the_server_dies_and_the_app_go
     services = Services(Settings(workdir=tmp_path), None, engine, 112 * 112, [], JobStore(tmp_path))
     os.killpg(engine.server.process.pid, signal.SIGKILL)
     engine.server.process.wait(10)
-    with pytest.raises(gr.Error, match="stopped .* being restarted"):
+    with pytest.raises(gr.Error, match=r"stopped .* being restarted"):
         run_scores("base", "base", "bundled sample (all)", "zh", 16, services, progress=lambda *a, **k: None)
     engine.server.wait_ready(120)  # and it comes back: the next scoring run works
     summary = run_scores("base", "base", "bundled sample (all)", "zh", 16, services,

@@ -47,7 +47,7 @@ def test_a_missing_folder_is_a_sentence(tmp_path):
 
 
 def test_a_folder_without_config_is_a_sentence(tmp_path):
-    with pytest.raises(ModelLoadError, match="no config.json"):
+    with pytest.raises(ModelLoadError, match=r"no config\.json"):
         resolve(str(tmp_path))
 
 

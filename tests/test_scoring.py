@@ -171,7 +171,8 @@ def test_the_score_tables_are_said_in_the_page_language(engine, sample):
     assert by_task.headers == ["任务", "基础模型", "my-lora · 最终"] and by_task.value["data"][-1][0] == "全部"
     assert per_question.headers[:3] == ["编号", "问题", "正确答案"] and per_question.headers[3] == "基础模型：所选"
     english = score_tables([run], ["base model"], "held-out · dishes", 3, "en")[0]
-    assert english == f"held-out · dishes — 3 questions. **base model**: {100 * run.accuracy:.1f}% ({run.unparsed} unparsed)"
+    assert english == (f"held-out · dishes — 3 questions. **base model**: {100 * run.accuracy:.1f}% "
+                       f"({run.unparsed} unparsed)")
 
 
 def test_a_csv_that_cannot_be_written_leaves_the_scores_and_the_page(tmp_path) -> None:

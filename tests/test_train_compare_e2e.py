@@ -19,10 +19,11 @@ from gradio_client import Client, handle_file
 from tests.conftest import EXAMPLES
 from tests.test_dataset_tab import load, save
 
+
 def start_job(client: Client, source: str, name: str) -> str:
     """Queue a demo-cpu job on `source` with the preset's own values, as the form shows them."""
-    from backend.training.spec import JobSpec, PRESETS
     from backend.training.job_form import FIELDS
+    from backend.training.spec import PRESETS, JobSpec
 
     values = [PRESETS["demo-cpu"].get(f, getattr(JobSpec(), f)) for f in FIELDS]
     out = client.predict(source, "demo-cpu", name, "", *values, api_name="/train_start")
@@ -94,8 +95,8 @@ def test_a_checkpoint_beats_the_base_on_its_trained_questions_and_held_out_is_ap
 def test_a_job_started_again_from_its_settings_is_the_same_job(app_server, demo_workdir):
     """"Use its settings" puts a job's data, preset and numbers back in the form; started from there
     with nothing changed, the new job's spec is the old one's."""
-    from backend.training.spec import JobSpec, PRESETS
     from backend.training.job_form import FIELDS
+    from backend.training.spec import PRESETS, JobSpec
 
     client = Client(app_server.url, verbose=False)
     values = dict(((f, PRESETS["demo-cpu"].get(f, getattr(JobSpec(), f))) for f in FIELDS),

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from backend.catalog import newest_checkpoint
 from backend.data import build_training_set, read_bundled_sample
 from backend.training.demo_data import demo_spec
+from backend.training.job_form import DEMO_SOURCE, FIELDS, form_from_spec, preset_values
 from backend.training.jobs import JobStore
 from backend.training.spec import preset
 from tests.conftest import own_workdir
-from backend.catalog import newest_checkpoint
-from backend.training.job_form import DEMO_SOURCE, FIELDS, form_from_spec, preset_values
 
 
 @pytest.fixture

@@ -179,7 +179,8 @@ def test_a_checkpoint_deleted_since_it_was_picked_is_said_in_the_pages_language(
 
     with pytest.raises(ModelGone) as gone:
         find_choice([ModelChoice(BASE_KEY)], "20261201-104322-b44a:final")
-    assert say(gone.value, "zh") == "检查点 20261201-104322-b44a:final 已不存在（它的任务被删除了）；请在列表里重新选一个模型。"
+    assert say(gone.value, "zh") == ("检查点 20261201-104322-b44a:final 已不存在（它的任务被删除了）；"
+                                     "请在列表里重新选一个模型。")
     assert say(gone.value, "en") == ("The checkpoint 20261201-104322-b44a:final is no longer there (its job was "
                                      "deleted); pick a model from the list again.")
     assert isinstance(gone.value, ValueError)  # Chat and Compare warn on ValueError and carry on

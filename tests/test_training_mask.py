@@ -10,16 +10,23 @@ import pytest
 import torch
 
 from backend.models.loading import load_processor, resolve
-from backend.training.encoding import (IGNORE_INDEX, SampleError, collate, encode_sample, has_generation_markers,
-                                       marks_cover_answers)
+from backend.training.encoding import (
+    IGNORE_INDEX,
+    SampleError,
+    collate,
+    encode_sample,
+    has_generation_markers,
+    marks_cover_answers,
+)
 from backend.training.model import language_model_targets
-from backend.training.steps import answer_loss
 from backend.training.samples import sample_from_record
+from backend.training.steps import answer_loss
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 TWO_TURNS = {"id": "jiaozi", "image": "images/jiaozi-0.jpg", "conversations": [
     {"from": "human", "value": "<image>\n这是什么菜？"}, {"from": "gpt", "value": "这是饺子，属于东北菜。"},
-    {"from": "human", "value": "What dish is this?"}, {"from": "gpt", "value": "This is Dumplings, a Northeastern dish."}]}
+    {"from": "human", "value": "What dish is this?"},
+    {"from": "gpt", "value": "This is Dumplings, a Northeastern dish."}]}
 PIXELS = 112 * 112
 
 
@@ -74,7 +81,7 @@ def test_both_ways_of_finding_answers_agree(processors) -> None:
     for family, processor in processors.items():
         marked = encode_sample(processor, sample, PIXELS, 512)
         rendered = encode_sample(without_markers(processor), sample, PIXELS, 512)
-        pick = lambda e: e.inputs["input_ids"][e.labels != IGNORE_INDEX].tolist()  # noqa: E731
+        pick = lambda e: e.inputs["input_ids"][e.labels != IGNORE_INDEX].tolist()
         assert pick(marked) == pick(rendered), family
 
 
@@ -137,7 +144,8 @@ def test_lora_targets_are_language_model_layers_only(tiny_models, family: str) -
     from transformers import AutoModelForImageTextToText
 
     model = AutoModelForImageTextToText.from_pretrained(str(tiny_models[family]))
-    targets = language_model_targets(model, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    targets = language_model_targets(model, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                             "down_proj"])
     layers = model.config.get_text_config().num_hidden_layers
     assert len(targets) == 7 * layers
     assert all(".language_model." in name for name in targets)

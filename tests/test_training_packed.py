@@ -12,8 +12,8 @@ import torch
 from backend.training.encoding import SampleDataset, collate
 from backend.training.job_folder import JobFiles
 from backend.training.lora import train
-from backend.training.model import build_model
 from backend.training.lora_forward import _joint_weight
+from backend.training.model import build_model
 from backend.training.packed import PackedLoss, pack, prepare
 from backend.training.processes import StopFlag
 from backend.training.samples import sample_from_record
@@ -30,7 +30,8 @@ RECORDS = [
     {"id": "short", "image": "images/jiaozi-0.jpg", "conversations": [
         {"from": "human", "value": "<image>\n这是什么菜？"}, {"from": "gpt", "value": "饺子。"}]},
     {"id": "two-turns", "image": "images/chongqing-hotpot-1.jpg", "conversations": [
-        {"from": "human", "value": "<image>\nWhat dish is this?"}, {"from": "gpt", "value": "This is Chongqing hotpot."},
+        {"from": "human", "value": "<image>\nWhat dish is this?"},
+        {"from": "gpt", "value": "This is Chongqing hotpot."},
         {"from": "human", "value": "Where is it from?"}, {"from": "gpt", "value": "Chongqing, in the south-west."}]},
     {"id": "two-pictures", "images": ["images/jiaozi-1.jpg", "images/peking-duck-0.jpg"], "conversations": [
         {"from": "human", "value": "<image>\n<image>\nWhich one is duck?"}, {"from": "gpt", "value": "The second."}]},
@@ -44,7 +45,7 @@ def lora_model(folder: Path):
     model, processor, _, _ = build_model(spec, torch.device("cpu"), torch.float32)
     # LoRA's B starts at zero, which would make both paths trivially equal to the base model.
     torch.manual_seed(1)
-    for name, param in model.named_parameters():
+    for param in model.parameters():
         if param.requires_grad:
             param.data.normal_(0, 0.02)
     return model.eval(), processor
@@ -161,8 +162,7 @@ def test_adapters_cast_once_a_step_are_used_until_the_optimizer_changes_them() -
     casts its own again."""
     from peft import LoraConfig, get_peft_model
 
-    from backend.training.lora_forward import (LowPrecisionAdapters, fold_lora_scaling,
-                                               join_frozen_and_adapter_weights)
+    from backend.training.lora_forward import LowPrecisionAdapters, fold_lora_scaling, join_frozen_and_adapter_weights
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(24, 40), torch.nn.Linear(40, 24))
@@ -384,7 +384,7 @@ def test_a_picture_shown_by_several_samples_goes_through_the_tower_once(tiny_mod
         lambda module, args, kwargs, out: shown.append(len(kwargs.get("grid_thw", args[1] if len(args) > 1 else []))),
         with_kwargs=True)
     cache = PackedCache(2**30)
-    two_pictures, same_picture, other = prepare(model, [dataset[0], dataset[1], dataset[2]], torch.device("cpu"),
+    two_pictures, same_picture, _ = prepare(model, [dataset[0], dataset[1], dataset[2]], torch.device("cpu"),
                                                 torch.float32, cache)
     assert shown == [3]  # jiaozi-1, peking-duck-0, jiaozi-0: the shared photo once
     assert same_picture.pictures[0] is two_pictures.pictures[0]

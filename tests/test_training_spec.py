@@ -134,14 +134,17 @@ def test_pictures_without_a_marker_go_before_the_first_question() -> None:
 
 def test_text_only_samples_and_trailing_questions() -> None:
     sample = sample_from_record(record([{"from": "system", "value": "You know food."},
-                                        {"from": "human", "value": "饺子是哪里的？"}, {"from": "gpt", "value": "东北。"},
+                                        {"from": "human", "value": "饺子是哪里的？"},
+                                        {"from": "gpt", "value": "东北。"},
                                         {"from": "human", "value": "还有呢？"}]), EXAMPLES)
     assert sample.images == () and [m["role"] for m in sample.messages] == ["system", "user", "assistant"]
 
 
 @pytest.mark.parametrize("bad, words", [
-    (record([{"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": "a"}]), "1 <image> markers but 0 pictures"),
-    (record([{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}], image="images/nope.jpg"), "was not found"),
+    (record([{"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": "a"}]),
+     "1 <image> markers but 0 pictures"),
+    (record([{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}], image="images/nope.jpg"),
+     "was not found"),
     (record([{"from": "human", "value": "q"}]), "no answer to learn"),
     (record([{"from": "robot", "value": "q"}, {"from": "gpt", "value": "a"}]), "unknown speaker"),
     ({"id": "s1"}, "no conversations"),
@@ -152,7 +155,8 @@ def test_unusable_samples_say_why(bad: dict, words: str) -> None:
 
 
 def test_a_file_with_some_bad_samples_keeps_the_good_ones(tmp_path: Path) -> None:
-    good = record([{"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": "a"}], image="images/jiaozi-0.jpg")
+    good = record([{"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": "a"}],
+                  image="images/jiaozi-0.jpg")
     path = tmp_path / "mixed.json"
     path.write_text(json.dumps([good, {"id": "broken"}, good]))
     samples, problems = read_samples(path, EXAMPLES)

@@ -145,8 +145,8 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
                 clear_button = gr.Button(i18n("clear"), size="sm", variant="secondary")
         with gr.Column(scale=2):
             header = gr.Markdown(model_header(services, forced_lang or "en"))
-            model_pick = gr.Dropdown(model_dropdown(services), value=BASE_KEY, label=i18n("model_label"), allow_custom_value=True,
-                                     elem_id="chat-model")
+            model_pick = gr.Dropdown(model_dropdown(services), value=BASE_KEY, label=i18n("model_label"),
+                                     allow_custom_value=True, elem_id="chat-model")
             gallery = gr.Gallery(
                 value=example_pictures(services, forced_lang or "zh"),
                 label=i18n("quick_examples"), columns=4, height=300, allow_preview=False, buttons=[],

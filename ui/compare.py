@@ -148,7 +148,8 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
     gr.Markdown(i18n("cmp_demo_notice" if source.is_demo else "tiny_notice"), elem_classes=["notice"],
                 visible=source.is_demo or source.is_tiny, elem_id="compare-notice")
     with gr.Row():
-        left = gr.Dropdown(initial, value=BASE_KEY, label=i18n("cmp_left"), allow_custom_value=True, elem_id="compare-left")
+        left = gr.Dropdown(initial, value=BASE_KEY, label=i18n("cmp_left"), allow_custom_value=True,
+                           elem_id="compare-left")
         right = gr.Dropdown(initial, value=newest(initial), label=i18n("cmp_right"), allow_custom_value=True,
                             elem_id="compare-right")
         refresh = gr.Button(i18n("cmp_refresh"), size="sm", scale=0)
@@ -166,7 +167,8 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
     with gr.Accordion(i18n("cmp_scoring"), open=True):
         gr.Markdown(i18n("cmp_scoring_help"))
         with gr.Row():
-            question_set = gr.Dropdown([], label=i18n("cmp_question_set"), allow_custom_value=True, elem_id="compare-set")
+            question_set = gr.Dropdown([], label=i18n("cmp_question_set"), allow_custom_value=True,
+                                       elem_id="compare-set")
             prompt_lang = gr.Radio(["zh", "en"], value="zh", label=i18n("cmp_prompt_lang"))
             batch = gr.Slider(1, 64, value=16, step=1, label=i18n("cmp_batch"), info=i18n("cmp_batch_info"))
         score_button = gr.Button(i18n("cmp_score"), variant="primary", elem_id="compare-score")

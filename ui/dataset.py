@@ -15,15 +15,41 @@ import logging
 
 import gradio as gr
 
-from backend.data import (FACETS, FOODIEQA_TERMS, MIVQA, SIVQA, SOURCE_FOODIEQA, TEXTQA, DataError, RecordFilter,
-                          TermsNotAccepted, ThumbnailCache, detail_view, filter_records, find_record, gallery_page,
-                          paginate, read_bundled_sample)
+from backend.data import (
+    FACETS,
+    FOODIEQA_TERMS,
+    MIVQA,
+    SIVQA,
+    SOURCE_FOODIEQA,
+    TEXTQA,
+    DataError,
+    RecordFilter,
+    TermsNotAccepted,
+    ThumbnailCache,
+    detail_view,
+    filter_records,
+    find_record,
+    gallery_page,
+    paginate,
+    read_bundled_sample,
+)
 from backend.data.library import SaveRefused, save_training_set, whole_number
 from backend.data.sources import SOURCE_KINDS, SourceIncomplete, read_source, suggested_name
 from backend.services import Services
-from ui.dataset_views import (DatasetSession, caption, detail_markdown, facet_choices, left_out_sentence,
-                              page_table, placeholder_picture, report_table, sample_markdown, sets_table,
-                              source_gone, summary_markdown)
+from ui.dataset_views import (
+    DatasetSession,
+    caption,
+    detail_markdown,
+    facet_choices,
+    left_out_sentence,
+    page_table,
+    placeholder_picture,
+    report_table,
+    sample_markdown,
+    sets_table,
+    source_gone,
+    summary_markdown,
+)
 from ui.i18n import request_lang, text
 from ui.problems import say
 from ui.tab import Handler, Tab

@@ -11,8 +11,20 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image, ImageDraw, ImageFont
 
-from backend.data import (CONVERSATION, MIVQA, SOURCE_FOODIEQA, TABLE_COLUMNS, TEXTQA, ReadResult, Record,
-                          RecordFilter, detail_view, facet_counts, table_rows, to_training_sample)
+from backend.data import (
+    CONVERSATION,
+    MIVQA,
+    SOURCE_FOODIEQA,
+    TABLE_COLUMNS,
+    TEXTQA,
+    ReadResult,
+    Record,
+    RecordFilter,
+    detail_view,
+    facet_counts,
+    table_rows,
+    to_training_sample,
+)
 from backend.data.library import list_training_sets
 from backend.markdown_text import as_text
 from ui.i18n import STRINGS, question_type_word, task_word, text, value_word

@@ -154,8 +154,8 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
     default_preset = "2b-gpu" if services.engine.name == "lmdeploy" or not services.source.is_tiny else "demo-cpu"
     with gr.Row():
         with gr.Column(scale=2):
-            source = gr.Dropdown(data_choices(services), value=DEMO_SOURCE, label=i18n("tr_data"), allow_custom_value=True,
-                                 info=i18n("tr_data_info"), elem_id="train-data")
+            source = gr.Dropdown(data_choices(services), value=DEMO_SOURCE, label=i18n("tr_data"),
+                                 allow_custom_value=True, info=i18n("tr_data_info"), elem_id="train-data")
             with gr.Row():
                 preset_name = gr.Radio(list(PRESETS), value=default_preset, label=i18n("tr_preset"))
                 name = gr.Textbox(label=i18n("tr_name"), placeholder="my-first-lora")

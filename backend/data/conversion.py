@@ -12,8 +12,19 @@ import logging
 from collections.abc import Iterable
 from typing import Literal
 
-from backend.data.schema import (CONVERSATION, GPT, HUMAN, IMAGE_PLACEHOLDER, LETTERS, MIVQA, SIVQA,
-                                 TEXTQA, Record, Turn, conversation_record)
+from backend.data.schema import (
+    CONVERSATION,
+    GPT,
+    HUMAN,
+    IMAGE_PLACEHOLDER,
+    LETTERS,
+    MIVQA,
+    SIVQA,
+    TEXTQA,
+    Record,
+    Turn,
+    conversation_record,
+)
 from backend.data.terms import require_terms
 
 log = logging.getLogger(__name__)

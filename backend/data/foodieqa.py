@@ -16,12 +16,35 @@ from typing import Any
 from backend.bundled import EXAMPLES_DIR
 from backend.data.data_files import json_kind, read_json_list
 from backend.data.image_checks import ImageCheck, ImageChecker
-from backend.data.rows import (RowFaults, answer_index, id_missing, id_taken, identifier, ignored,
-                               not_an_object, optional_text, picture_paths, present, report, required_text,
-                               row_origin, text_list)
+from backend.data.rows import (
+    RowFaults,
+    answer_index,
+    id_missing,
+    id_taken,
+    identifier,
+    ignored,
+    not_an_object,
+    optional_text,
+    picture_paths,
+    present,
+    report,
+    required_text,
+    row_origin,
+    text_list,
+)
 from backend.data.safe_paths import ConfinedPaths, relative_name
-from backend.data.schema import (MIVQA, SIVQA, SOURCE_FOODIEQA, SOURCE_SAMPLE, TEXTQA, DataError,
-                                 ReportLine, ReadResult, Record, region_of_cuisine)
+from backend.data.schema import (
+    MIVQA,
+    SIVQA,
+    SOURCE_FOODIEQA,
+    SOURCE_SAMPLE,
+    TEXTQA,
+    DataError,
+    ReadResult,
+    Record,
+    ReportLine,
+    region_of_cuisine,
+)
 from backend.problems import Problem
 
 log = logging.getLogger(__name__)

@@ -15,14 +15,13 @@ import json
 import logging
 import re
 import uuid
-from datetime import datetime
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from backend.data.foodieqa import FOODIEQA_FILES
-from backend.data.schema import DataError
-from backend.data.schema import Record
+from backend.data.schema import DataError, Record
 from backend.data.split import MANIFEST, TrainingSet, build_training_set
 
 log = logging.getLogger(__name__)

@@ -16,15 +16,38 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from backend.data.data_files import json_kind, read_json_list, read_text_file
 from backend.bundled import EXAMPLES_DIR
+from backend.data.data_files import json_kind, read_json_list, read_text_file
 from backend.data.foodieqa import FOODIEQA_FILES
 from backend.data.image_checks import ImageCheck, ImageChecker
-from backend.data.rows import (RowFaults, fits, id_missing, id_taken, identifier, ignored, not_an_object,
-                               optional_text, picture_paths, report, row_origin)
+from backend.data.rows import (
+    RowFaults,
+    fits,
+    id_missing,
+    id_taken,
+    identifier,
+    ignored,
+    not_an_object,
+    optional_text,
+    picture_paths,
+    report,
+    row_origin,
+)
 from backend.data.safe_paths import ConfinedPaths, UnsafePath, relative_name, resolve_inside
-from backend.data.schema import (GPT, HUMAN, IMAGE_PLACEHOLDER, SOURCE_OWN, SOURCE_SAMPLE, SOURCES,
-                                 DataError, ReportLine, ReadResult, Record, Turn, conversation_record)
+from backend.data.schema import (
+    GPT,
+    HUMAN,
+    IMAGE_PLACEHOLDER,
+    SOURCE_OWN,
+    SOURCE_SAMPLE,
+    SOURCES,
+    DataError,
+    ReadResult,
+    Record,
+    ReportLine,
+    Turn,
+    conversation_record,
+)
 from backend.problems import Problem
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ from backend.data.foodieqa import FOODIEQA_FILES, read_bundled_sample, read_food
 from backend.data.hub import read_foodieqa_hub
 from backend.data.library import check_name, new_upload_folder, upload_data_root
 from backend.data.own_data import read_bundled_own_data, read_own_data
+from backend.data.schema import DataError, ReadResult, Record, ReportLine
 from backend.data.uploads import unpack_upload
-from backend.data.schema import DataError, ReportLine, ReadResult, Record
 from backend.problems import Problem
 
 

@@ -22,7 +22,7 @@ import os
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +123,7 @@ def build_training_set(records: Iterable[Record], folder: str | Path, *, heldout
     write_json_atomic(folder / HELDOUT_QUESTIONS, [record_to_dict(r, image_root) for r in split.heldout])
     manifest = {
         "version": MANIFEST_VERSION,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "seed": seed, "heldout_ratio": heldout_ratio, "split_by": "dish",
         "sources": sorted({r.source for r in chosen}), "tasks": sorted(set(tasks)), "lang": lang,
         "terms_accepted": accept_terms, "image_root": str(image_root),

@@ -22,7 +22,7 @@ from PIL import Image
 
 from backend.images import has_orientation, open_image
 from backend.inference.engine import Cancel, GenerationSettings, Turn, check_adapter_folder
-from backend.inference.lmdeploy_server import LMDeployServer, ServerError, model_config
+from backend.inference.lmdeploy_server import LMDeployServer, model_config
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,8 @@ def server_reads_it_as_is(path: str, max_pixels: int, multiple: int = 0) -> bool
 def picture_reference(path: str, max_pixels: int, multiple: int = 0) -> str:
     """What a request names a picture by. The server is this app's own child on this machine, so a
     picture it can use as it is goes as a file URL: no decoding, resizing and JPEG encoding here,
-    which cost 18-30 ms a picture and held up scoring (bench/README.md). Others (too large, rotated)
+    which cost 18-30 ms a picture and held up scoring (H200 host, 2026-11-30,
+    bench/bench_picture_handover.py). Others (too large, rotated)
     are made ready here and sent as data."""
     if server_reads_it_as_is(path, max_pixels, multiple):
         return Path(path).resolve().as_uri()

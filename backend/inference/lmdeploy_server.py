@@ -14,6 +14,7 @@ copied with renamed keys first (see shared/GPU.md).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -48,9 +49,9 @@ class ServerOptions:
     # (8192) prefills at most 8 photo questions at a time.
     max_prefill_tokens: int = 32768
     # Threads that run the image processor over incoming pictures (LMDeploy itself uses one).
-    # With both settings, scoring 256 photo questions on an H200 took 10.0-11.1 s instead of
-    # 14.2-14.8 s with LMDeploy's defaults; 16 threads were slower than 8 (bench/README.md; file URLs
-    # and cast pictures, below, took it to 8.5-10.1 s).
+    # Why: with both settings, scoring 256 photo questions took 10.0-11.9 s instead of 14.2-14.8 s
+    # with LMDeploy's defaults, and 16 threads were slower than 8 (H200, 2026-11-30,
+    # bench/profile_scoring_gpu.py); file URLs and cast pictures, below, took it to 8.5-10.1 s.
     preprocess_threads: int = 8
     # Hand the processor's picture patches to LMDeploy's engine process in the model's dtype, not
     # float32 (half the bytes to pickle; lmdeploy_launch.py says why). False: LMDeploy's own way.
@@ -172,7 +173,7 @@ class LMDeployServer:
         self.stop()
         self.port = free_port()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_file = open(self.log_path, "ab")
+        log_file = open(self.log_path, "ab")  # noqa: SIM115 (the server writes to it as long as it runs)
         log.info("starting LMDeploy: %s", " ".join(self.arguments()))
         # its own process group: stopping it stops the engine workers it starts too
         self.process = subprocess.Popen(self.arguments(), stdout=log_file, stderr=subprocess.STDOUT,
@@ -206,10 +207,8 @@ class LMDeployServer:
                 os.killpg(self.process.pid, signal.SIGTERM)
                 self.process.wait(20)
             except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 self.process.wait(5)
         self.process = None
 

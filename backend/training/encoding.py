@@ -48,21 +48,22 @@ class Encoded:
     def answer_tokens(self) -> int:
         return int((self.labels != IGNORE_INDEX).sum())
 
-    def pin_memory(self) -> "Encoded":
+    def pin_memory(self) -> Encoded:
         """The pictures' patches in page-locked memory (the DataLoader's pin_memory calls this), so
         their copy to the GPU (megabytes) runs in the background instead of holding up the training
         process. The rest stays as it is: prepare() reads it on the CPU, and the token ids' copy is
         a few kilobytes, which CUDA takes from pageable memory without waiting for the GPU. Each
         pinned tensor takes a page-locked block, reused once its copy is done: with all five of a
         sample's tensors pinned, a job's first epoch grew the pool by 272 blocks, with the pictures'
-        alone by 49 (H200 host, bench/README.md). The time in CUDA's allocation calls stayed ~0.7 s:
-        it is the pictures' large blocks; the small ones cost next to nothing."""
+        alone by 49 (H200 host, 2026-11, bench/bench_train_speed.py --ours-only). The time in CUDA's
+        allocation calls stayed ~0.7 s: it is the pictures' large blocks; the small ones cost next to
+        nothing."""
         pixels = self.inputs.get("pixel_values")
         if pixels is None:
             return self
         return Encoded({**self.inputs, "pixel_values": pixels.pin_memory()}, self.labels, self.pictures)
 
-    def with_pixels_as(self, dtype: torch.dtype) -> "Encoded":
+    def with_pixels_as(self, dtype: torch.dtype) -> Encoded:
         """The same sample with its pictures' patches in `dtype` (the model's: half the bytes to hand
         over and copy in bf16; the model casts them to its dtype anyway)."""
         pixels = self.inputs.get("pixel_values")

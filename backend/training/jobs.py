@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backend.problems import problem_from_json, problem_to_json
-from backend.training.job_folder import (JobFiles, is_adapter_dir, read_json, read_metrics, ready_checkpoints,
-                                         tail_text)
+from backend.training.job_folder import JobFiles, is_adapter_dir, read_json, read_metrics, ready_checkpoints, tail_text
 from backend.training.spec import JobSpec, Problem
 
 log = logging.getLogger(__name__)

@@ -19,10 +19,10 @@ are an explicit list of full names under the language model, never a pattern). T
 answer tokens only, in every turn (encoding.py).
 
 How: train() below reads top to bottom: set-up, data, model, optimizer, resume, the loop, the final
-adapter. A job trains on one of two paths, chosen once before the model loads (packs()): packed rows
-for Qwen2-VL-family models (packed.py), padded batches for the others; the loop hands each step to
-the path's StepRunner (steps.py) and never asks which it is; model.py makes the model ready for it. plain_loop.py is the plain recipe both
-are measured and tested against.
+adapter. A job trains on one of two paths, chosen once before the model loads (model.packs()):
+packed rows for Qwen2-VL-family models (packed.py), padded batches for the others. model.py makes
+the model ready for its path; the loop hands each step to the path's StepRunner (steps.py) and
+never asks which it is. plain_loop.py is the plain recipe both are measured and tested against.
 
 Exit status: 0 done; 1 failed (the reason is in result.json and the last lines of the log);
 2 the spec is invalid; 75 stopped by SIGTERM/SIGINT after saving a checkpoint (resumable).
@@ -46,8 +46,17 @@ from backend.training import checkpoints
 from backend.training.encoding import IGNORE_INDEX, SampleDataset, collate
 from backend.training.errors import TrainingError
 from backend.training.job_data import read_job_data
-from backend.training.job_folder import (EXIT_BAD_SPEC, EXIT_FAILED, EXIT_OK, EXIT_STOPPED, JobFiles, Metrics, clock,
-                                         ready_checkpoints, write_json_atomic)
+from backend.training.job_folder import (
+    EXIT_BAD_SPEC,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_STOPPED,
+    JobFiles,
+    Metrics,
+    clock,
+    ready_checkpoints,
+    write_json_atomic,
+)
 from backend.training.model import build_model, model_type_of, packs
 from backend.training.processes import Dist, StopFlag, quiet_data_worker, setup_distributed, start_loader
 from backend.training.samples import Sample, SampleError

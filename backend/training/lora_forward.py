@@ -7,8 +7,8 @@ memory. With adapters on every linear layer of the 2B model (gate/up are 8,960 w
 add up. Here the scaling and the add are folded into the second product, and on the default path
 the whole layer is one autograd node (`LoraLinear`) whose products add into their results in place,
 so the sums come out of the products' epilogues. Dropout stays where peft puts it, one mask per
-layer from the same generator, so what is learned does not change. Measured on an H200
-(bench/README.md): the kernel time of a step fell by 8% with the node.
+layer from the same generator, so what is learned does not change. Why it is worth it: the kernel
+time of a step fell by 8% with the node (H200, 2026-11, bench/profile_lora_products.py).
 
 Two more steps, once a step's forward pass turned out to be bound by the CPU handing kernels over:
 layers wider out than in get a joint weight [W | scaling B] and do their forward pass as one

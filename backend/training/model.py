@@ -12,10 +12,19 @@ from typing import NamedTuple
 import torch
 
 from backend.training.errors import TrainingError
-from backend.training.lora_forward import (LowPrecisionAdapters, fold_lora_scaling,
-                                           join_frozen_and_adapter_weights, keep_lora_inputs_in_model_dtype)
-from backend.training.packed import (PACKED_MODEL_TYPES, apply_fused_kernels, compile_decoder_layers,
-                                     speed_up_vision_tower, use_packed_attention)
+from backend.training.lora_forward import (
+    LowPrecisionAdapters,
+    fold_lora_scaling,
+    join_frozen_and_adapter_weights,
+    keep_lora_inputs_in_model_dtype,
+)
+from backend.training.packed import (
+    PACKED_MODEL_TYPES,
+    apply_fused_kernels,
+    compile_decoder_layers,
+    speed_up_vision_tower,
+    use_packed_attention,
+)
 from backend.training.spec import JobSpec
 from backend.training.vision_kernels import start_triton_early
 

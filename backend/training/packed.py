@@ -26,6 +26,7 @@ into image-token places (Qwen2-VL, Qwen2.5-VL). Other families train on the padd
 from __future__ import annotations
 
 import inspect
+import itertools
 import logging
 import types
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ PACKED_ATTENTION = "foodie_packed_sdpa"
 
 
 def packed_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
-                doc_bounds: "RowBounds | None" = None, **kwargs):
+                doc_bounds: RowBounds | None = None, **kwargs):
     """Causal attention inside each packed sample, never across samples.
 
     Without `doc_bounds` (a padded batch, evaluation) this is plain SDPA with the mask transformers
@@ -70,7 +71,7 @@ def packed_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0,
     starts = doc_bounds.starts
     parts = [F.scaled_dot_product_attention(query[:, :, start:end], key[:, :, start:end], value[:, :, start:end],
                                             dropout_p=dropout, is_causal=True, scale=scaling, enable_gqa=grouped)
-             for start, end in zip(starts[:-1], starts[1:])]
+             for start, end in itertools.pairwise(starts)]
     return torch.cat(parts, dim=2).transpose(1, 2).contiguous(), None
 
 
@@ -84,12 +85,12 @@ class RowBounds:
     longest: int  # a bound on the longest sample's length: the next power of two
 
     @classmethod
-    def of(cls, starts: list[int], device: torch.device) -> "RowBounds":
+    def of(cls, starts: list[int], device: torch.device) -> RowBounds:
         cu = to_device(torch.tensor(starts, dtype=torch.int32), device) if device.type == "cuda" else None
         # The kernel needs only a bound on the longest sample (it sizes its grid by it; blocks past
         # a sample's end return at once). A power of two gives compiled layers one value to meet, not a
         # new one, and a recompilation, at every row.
-        return cls(starts, cu, 1 << (max(b - a for a, b in zip(starts[:-1], starts[1:])) - 1).bit_length())
+        return cls(starts, cu, 1 << (max(b - a for a, b in itertools.pairwise(starts)) - 1).bit_length())
 
 
 def use_packed_attention(model: torch.nn.Module) -> None:
@@ -127,7 +128,8 @@ def speed_up_vision_tower(model: torch.nn.Module, on_cuda: bool) -> None:
       one SDPA call per picture, with a GPU sync per layer to split them;
     - on CUDA with Triton, the fp32 rotary embedding with the q/k/v split, and QuickGELU, are one
       kernel each instead of a chain of element-wise passes (vision_kernels.py). (torch.compile on
-      the same two parts was slower: 20.9 ms per picture against 16.9 eager on an H200, bench/README.md.)"""
+      the same two parts was slower: 20.9 ms per picture against 16.9 eager; H200, 2026-11,
+      bench/profile_vision_tower.py.)"""
     from transformers import AttentionInterface
 
     visual = _inner(model).visual
@@ -183,7 +185,7 @@ class PackedSample:
 
 @torch.no_grad()
 def prepare(model: torch.nn.Module, encoded: list[Encoded], device: torch.device, dtype: torch.dtype,
-            cache: "PackedCache | None" = None) -> list[PackedSample]:
+            cache: PackedCache | None = None) -> list[PackedSample]:
     """Run the frozen parts once for these samples: the vision tower and projector on all their
     pictures that are not done yet (in `cache`, or earlier in this list: FoodieQA asks several
     questions about one photo), in one batch, and the M-RoPE positions (on the CPU, where the index
@@ -379,7 +381,7 @@ class PackedRow:
     image_embeds: torch.Tensor | None
     answer_at: torch.Tensor  # positions whose target counts, on the row's device
     answer_tokens: int
-    attention: "RowBounds"  # where each sample starts, for packed_sdpa
+    attention: RowBounds  # where each sample starts, for packed_sdpa
 
     @property
     def bounds(self) -> list[int]:
@@ -442,7 +444,7 @@ class PackedLoss(torch.nn.Module):
             embeds = embeds.masked_scatter(where, row.image_embeds.to(embeds.dtype))
         # use_cache=False: the text config's own default (True) has every layer append its keys and
         # values to a cache nobody reads, which made a row's passes 15% slower (9,041 tokens, no
-        # Liger: 278 ms with it, 241 ms without on an H200; profile_step_parts.py, bench/README.md)
+        # Liger: 278 ms with it, 241 ms without; H200, 2026-11, bench/profile_step_parts.py)
         hidden = inner.language_model(inputs_embeds=embeds, position_ids=row.positions[:, None], use_cache=False,
                                       doc_bounds=row.attention).last_hidden_state[0]  # (T, hidden)
         # Index by known positions, not by a mask: a mask's count would be read back from the GPU.
@@ -463,7 +465,7 @@ def apply_fused_kernels(model: torch.nn.Module) -> bool:
     """Liger's Triton kernels for RMSNorm and SwiGLU (less activation memory, fewer kernel launches)
     when liger-kernel is installed and the model is on a GPU. Returns whether they were applied."""
     try:
-        from liger_kernel.transformers import apply_liger_kernel_to_qwen2_vl, apply_liger_kernel_to_qwen2_5_vl
+        from liger_kernel.transformers import apply_liger_kernel_to_qwen2_5_vl, apply_liger_kernel_to_qwen2_vl
     except ImportError:
         return False
     apply = {"qwen2_vl": apply_liger_kernel_to_qwen2_vl,

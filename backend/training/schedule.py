@@ -37,7 +37,8 @@ def epoch_order(n: int, seed: int, epoch: int, dist: Dist, groups: Sequence[Hash
     With `lengths` (about how many tokens each sample is) and `step_size` (samples per rank and
     step), each step of several ranks holds about the same number of tokens on every rank: the ranks
     wait for the slowest at every step's gradient sum, and with random steps of 16 photo samples the
-    slowest rank held 4.0% more tokens than the mean (1.0% balanced; bench/README.md)."""
+    slowest rank held 4.0% more tokens than the mean, 1.0% balanced (2026-11, counted on the bench's
+    256 photo samples: bench/bench_train_scaling.py)."""
     if dist.world == 1:
         shard = list(range(n))
     else:

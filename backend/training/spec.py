@@ -96,9 +96,9 @@ class JobSpec:
     pack_tokens: int = 16384  # tokens per packed row: a step's samples go through in rows this long
     fused_kernels: bool = True  # Liger's Triton RMSNorm/SwiGLU/rotary on GPUs, when liger-kernel is installed
     # packed path on a GPU: each decoder layer through torch.compile (fuses LoRA's dropout and the
-    # elementwise work; takes the place of Liger's kernels and the one-node LoRA layers). Slower than
-    # the default path since those (H200: 14.0 s against 13.5 s, bench/README.md), and the first step
-    # compiles for 10-30 s. Measured on one GPU without gradient checkpointing only.
+    # elementwise work; takes the place of Liger's kernels and the one-node LoRA layers). Off: slower
+    # than the default path since those (16.3 s against 13.9 s on an H200, 2026-12-01, plus 10-40 s
+    # compiling; docs/training.md, bench/bench_train_speed.py --pack-tokens 16384:compile).
     compile_layers: bool = False
     data_workers: int = 2  # DataLoader processes decoding pictures (0 = in the training process)
     threads: int = 0  # CPU threads for torch (0 = torch's default: all cores)
@@ -112,7 +112,7 @@ class JobSpec:
         return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "JobSpec":
+    def from_dict(cls, data: dict[str, Any]) -> JobSpec:
         """Build a spec from JSON-like data; unknown names, wrong types and retired settings asking
         for something are SpecErrors."""
         known = {f.name: f for f in fields(cls)}
@@ -140,7 +140,7 @@ class JobSpec:
         return cls(**values)
 
     @classmethod
-    def load(cls, path: Path) -> "JobSpec":
+    def load(cls, path: Path) -> JobSpec:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
     def save(self, path: Path) -> None:
@@ -159,12 +159,12 @@ class JobSpec:
     def images_dir(self) -> Path:
         return Path(self.image_root) if self.image_root else Path(self.data_file).parent
 
-    def with_changes(self, **changes: Any) -> "JobSpec":
+    def with_changes(self, **changes: Any) -> JobSpec:
         return replace(self, **changes)
 
     # ---- checks ----
 
-    def problems(self, check_files: bool = True) -> list["Problem"]:
+    def problems(self, check_files: bool = True) -> list[Problem]:
         """Everything that makes this spec impossible to run, one sentence each (empty when fine)."""
         p: list[Problem] = []
 
@@ -250,7 +250,7 @@ class JobSpec:
             add("threads", "CPU threads cannot be negative (0 means all cores).")
         return p
 
-    def validate(self, check_files: bool = True) -> "JobSpec":
+    def validate(self, check_files: bool = True) -> JobSpec:
         """Raise SpecError listing every problem; return self when the spec can run."""
         problems = self.problems(check_files)
         if problems:
@@ -317,9 +317,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         epochs=3, batch_size=4, grad_accum=4,
         max_image_pixels=1024 * 768, max_length=2048,
         save_every=100, keep_last=3, eval_every=0,
-        # With packed rows (Qwen2-VL family), checkpointing keeps the 2B recipe at 9.6 GB peak, 3.8x the
-        # plain recipe's speed; on an 80 GB card turn it off: 1.5x faster again, 44 GB peak (H200,
-        # bench/README.md).
+        # Checkpointing on, so the 2B recipe fits a 16-24 GB card: with packed rows (Qwen2-VL family)
+        # 9.9 GB peak at 4.2x the plain recipe's speed; off, 1.5x faster again at 44 GB (H100,
+        # 2026-12-07, bench/README.md "The training fast path against the plain recipe").
         device="cuda", gpus=1, bf16=True, gradient_checkpointing=True, data_workers=4,
     ),
 }

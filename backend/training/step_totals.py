@@ -51,7 +51,7 @@ class StepClock:
             self.event = torch.cuda.Event(enable_timing=True)
             self.event.record()
 
-    def seconds_to(self, end: "StepClock") -> float:
+    def seconds_to(self, end: StepClock) -> float:
         """Seconds from this mark to `end` (both reached: call after waiting for `end`)."""
         if self.event is not None and end.event is not None:
             return self.event.elapsed_time(end.event) / 1e3

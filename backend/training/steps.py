@@ -55,7 +55,7 @@ class StepRunner(ABC):
     def forward_backward(self, micro_batches: list) -> StepSums:
         """This rank's passes of one step over `micro_batches`, as the job's loader gave them."""
 
-    def log_summary(self) -> None:
+    def log_summary(self) -> None:  # noqa: B027 (a hook: most paths have nothing to add)
         """After the last step: what is worth knowing about how the passes went (nothing, by default)."""
 
     @abstractmethod
@@ -145,7 +145,7 @@ def for_ranks(module: torch.nn.Module, dist: Dist, device: torch.device) -> torc
 
     broadcast_buffers off: DDP would walk the whole module tree in Python before every forward pass
     to send buffers (the rotary tables) that never change; 3-4% of a rank's time on 2 H200s (py-spy,
-    bench/README.md)."""
+    2026-11-30)."""
     if dist.world == 1:
         return module
     trainable = [p for p in module.parameters() if p.requires_grad]
@@ -159,7 +159,7 @@ def one_bucket_mb(trainable: list[torch.Tensor]) -> float:
     backward pass, instead of bucket by bucket during it. LoRA's gradients are small (2 H200s sum the
     2B recipe's 148 M in 1.9 ms, bench/bench_allreduce.py), and NCCL's kernels running beside the
     backward pass slowed it more than the overlap saved: steps after the first epoch went from 0.29 s
-    to 0.27 s on 2 H200s (bench/README.md)."""
+    to 0.27 s on 2 H200s (2026-11-30, bench/bench_train_scaling.py)."""
     return sum(p.numel() * p.element_size() for p in trainable) / 2**20 + 1
 
 

@@ -39,8 +39,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backend.problems import Problem, problem_from_json
-from backend.training.job_folder import (EXIT_BAD_SPEC, EXIT_STOPPED, last_train_record, read_json, ready_checkpoints,
-                                         tail_text)
+from backend.training.job_folder import (
+    EXIT_BAD_SPEC,
+    EXIT_STOPPED,
+    last_train_record,
+    read_json,
+    ready_checkpoints,
+    tail_text,
+)
 from backend.training.jobs import Job, JobStore, process_alive, process_start, signal_group
 from backend.training.spec import JobSpec
 
