@@ -21,6 +21,7 @@ from backend import services as services_module
 from backend.bundled import EXAMPLES_DIR
 from backend.models.loading import ModelLoadError
 from backend.settings import from_args
+from backend.taste_notes import PHOTOS
 from backend.workdir_lock import WorkdirBusy, WorkdirUnusable, hold
 
 log = logging.getLogger("foodie_studio")
@@ -53,12 +54,13 @@ def port_sentence(host: str, port: int, reason: str) -> str:
 
 
 def served_folders(services) -> list[str]:
-    """Folders whose pictures the page may show: the examples, --data, and the work folder's
-    cache (thumbnails and previews). Nothing else on the disk is served: not the rest of the work
-    folder (jobs, logs, uploaded data sets), nor Gradio's upload folder, which is served only to
-    each file's uploader (ui/upload_guard.py)."""
+    """Folders whose pictures the page may show: the examples, --data, the work folder's cache
+    (thumbnails and previews) and the taste notes' photos (everyone's, as the notes are). Nothing
+    else on the disk is served: not the rest of the work folder (jobs, logs, uploaded data sets),
+    nor Gradio's upload folder, which is served only to each file's uploader (ui/upload_guard.py)."""
     folders = {str(ex.image.parent) for ex in services.examples}
     folders.add(str(services.settings.workdir / "cache"))
+    folders.add(str(services.notes.folder / PHOTOS))
     if services.settings.data is not None:
         folders.add(str(services.settings.data))
     folders.add(str(EXAMPLES_DIR))

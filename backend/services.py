@@ -11,6 +11,7 @@ from backend.models import loading
 from backend.models.demo import ensure_demo_model
 from backend.quick_examples import QuickExample, quick_examples
 from backend.settings import Settings
+from backend.taste_notes import TasteNotes
 from backend.training.jobs import JobStore
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,11 @@ class Services:
     max_pixels: int
     examples: list[QuickExample]
     jobs: JobStore
+    notes: TasteNotes = None  # corrections given in Chat and Compare, a training set of their own
+
+    def __post_init__(self) -> None:
+        if self.notes is None:
+            self.notes = TasteNotes(self.settings.workdir)
 
 
 def choose_engine(settings: Settings, source: loading.ModelSource) -> tuple[str, str]:

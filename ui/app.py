@@ -17,6 +17,7 @@ from ui.tab import Tab
 CSS = """
 .notice { border-left: 4px solid #e8a33d; padding-left: 0.6em; }
 footer { display: none !important; }
+.tooltip-text { display: none !important; }
 """
 
 # Gradio titles its toasts with their level in English ("Warning") and ignores gr.Warning's title=.
@@ -42,9 +43,26 @@ TOAST_TITLES_JS = """
 """
 
 
+# Gradio's buttons take no tooltip. A disabled button whose reason the page should give on hover gets
+# it from a hidden text beside it (elem_id "<button>-why", class tooltip-text), in the page's language.
+TOOLTIPS_JS = """
+() => {
+    const retip = () => document.querySelectorAll(".tooltip-text[id$='-why']").forEach(why => {
+        const button = document.getElementById(why.id.slice(0, -"-why".length));
+        const tip = button && button.disabled ? why.textContent.trim() : "";
+        if (button && button.title !== tip) button.title = tip;
+    });
+    new MutationObserver(retip).observe(document.body, {childList: true, subtree: true, attributes: true,
+                                                         attributeFilter: ["disabled"]});
+    retip();
+}
+"""
+
+
 def page_js(forced_lang: str | None) -> str:
     """The page's start-up script, with the language rule's inputs filled in."""
-    return f"() => ({TOAST_TITLES_JS.strip()})({json.dumps(forced_lang or '')}, {json.dumps(TOAST_TITLES)})"
+    return (f"() => {{ ({TOOLTIPS_JS.strip()})(); "
+            f"({TOAST_TITLES_JS.strip()})({json.dumps(forced_lang or '')}, {json.dumps(TOAST_TITLES)}); }}")
 
 
 TABS = {"chat": chat, "dataset": dataset, "train": train, "compare": compare}  # id -> module, in page order
@@ -74,7 +92,7 @@ def build(services: Services) -> tuple[gr.Blocks, gr.I18n]:
 
 def wire_across_tabs(services: Services, forced: str | None, tabs: gr.Tabs, built: dict[str, Tab]) -> None:
     """What one tab does to another: the Train tab's "chat with it" opens the Chat tab on the job's
-    newest checkpoint."""
+    newest checkpoint; Chat's "Compare" opens the Compare tab on what "Train on my notes" taught."""
     chat_model = built["chat"].widgets["model"]
 
     def open_in_chat(request: gr.Request, job_id):
@@ -87,3 +105,16 @@ def wire_across_tabs(services: Services, forced: str | None, tabs: gr.Tabs, buil
 
     built["train"].events["chat_with"](open_in_chat, [built["train"].widgets["job"]], [tabs, chat_model],
                                       api_name=False)
+
+    # Chat's "Compare" after "Train on my notes": the Compare tab on the note just taught, base left and
+    # the new checkpoint right; both answers stream, then the same on the job's other photos.
+    compare_tab = built["compare"]
+    opening, answering, taught = (compare_tab.actions[name] for name in ("open_on_teaching_job", "answer", "taught"))
+
+    def open_compare(job_id, request: gr.Request):
+        return gr.Tabs(selected="compare"), *opening.fn(job_id, request)
+
+    (built["chat"].events["compare_taught"](open_compare, [built["chat"].widgets["teaching_job"]],
+                                            [tabs, *opening.outputs], api_name="teach_compare")
+     .success(answering.fn, answering.inputs, answering.outputs, api_name=False)
+     .success(taught.fn, taught.inputs, taught.outputs, api_name="compare_taught"))

@@ -20,10 +20,12 @@ from backend.inference.engine import Cancel, GenerationSettings, Turn
 from backend.markdown_text import as_text
 from backend.quick_examples import EXAMPLE_QUESTIONS
 from backend.services import Services
+from backend.taste_notes import NoteError, correction_target
 from ui.i18n import model_label, request_lang, text
 from ui.messages import MODEL_CONCURRENCY_ID, example_message, example_pictures, files_of, to_chatbot
 from ui.problems import say
 from ui.tab import Handler, Tab
+from ui.teach import correction_form, newest_teaching_job, notes_panel, opened
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,13 @@ UPDATE_EVERY_S = 0.08
 
 
 def model_dropdown(services: Services, lang: str = "en") -> list[tuple[str, str]]:
-    return [(model_label(c, lang), c.key) for c in model_choices(services.jobs)]
+    """The base model, the newest teaching job's checkpoints (what "Train on my notes" made), then
+    every other checkpoint, newest job first."""
+    choices = model_choices(services.jobs)
+    taught = newest_teaching_job(services)
+    first = [c for c in choices if taught and c.key.startswith(f"{taught}:")]
+    ordered = [choices[0], *first, *(c for c in choices[1:] if c not in first)]
+    return [(model_label(c, lang), c.key) for c in ordered]
 
 
 def model_header(services: Services, lang: str) -> str:
@@ -143,6 +151,9 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
             with gr.Row():
                 question_buttons = {key: gr.Button(i18n(f"q_{key}"), size="sm") for key in EXAMPLE_QUESTIONS}
                 clear_button = gr.Button(i18n("clear"), size="sm", variant="secondary")
+                correct = gr.Button(i18n("teach_correct"), size="sm", elem_id="chat-correct")
+            form = correction_form(services, i18n, forced_lang, "chat")
+            notes = notes_panel(services, i18n, forced_lang)
         with gr.Column(scale=2):
             header = gr.Markdown(model_header(services, forced_lang or "en"))
             model_pick = gr.Dropdown(model_dropdown(services), value=BASE_KEY, label=i18n("model_label"),
@@ -178,14 +189,30 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
 
         button.click(ask, [textbox, lang_state], [textbox], api_visibility="private")
 
+    def correct_answer(state: ChatSession, request: gr.Request):
+        """Inputs: the conversation. Outputs: the correction form, opened on its newest answer."""
+        lang = request_lang(request, forced_lang)
+        try:
+            return opened(correction_target(state.turns, sees_pictures=services.max_pixels > 0), lang)
+        except NoteError as err:
+            gr.Warning(say(err, lang))
+            return None, gr.skip(), gr.skip(), gr.skip()
+
+    correct.click(correct_answer, [session], form.outputs, api_name="correct")
+    refresh_notes, notes_outputs = notes.refresh
+    form.saved.then(refresh_notes, None, notes_outputs, api_name=False)
+
     def refresh_picker(key, request: gr.Request):
         return refresh_models(services, key, request_lang(request, forced_lang))
 
-    def on_open(key, request: gr.Request):
+    open_notes, notes_inputs, notes_shown = notes.on_open
+
+    def on_open(key, teaching_job, request: gr.Request):
         """The models now (a checkpoint trained meanwhile, one deleted), the header and the quick
-        examples' captions in the page's language."""
+        examples' captions in the page's language, the taste notes and the newest teaching job."""
         lang = request_lang(request, forced_lang)
-        return refresh_models(services, key, lang), model_header(services, lang), example_pictures(services, lang)
+        return (refresh_models(services, key, lang), model_header(services, lang), example_pictures(services, lang),
+                *open_notes(teaching_job, request))
 
     model_pick.focus(refresh_picker, [model_pick], [model_pick], api_name=False)
     if random_weights:  # the notice says what the chosen model (base, or base + adapter) can answer
@@ -193,5 +220,6 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
             return model_notice(services, key, request_lang(request, forced_lang))
 
         model_pick.change(on_pick, [model_pick], [notice], api_name=False)
-    return Tab(widgets={"model": model_pick, "textbox": textbox, "chatbot": chatbot},
-               on_open=Handler(on_open, [model_pick], [model_pick, header, gallery]))
+    return Tab(widgets={"model": model_pick, "textbox": textbox, "chatbot": chatbot, "teaching_job": notes.job},
+               on_open=Handler(on_open, [model_pick, *notes_inputs], [model_pick, header, gallery, *notes_shown]),
+               events={"compare_taught": notes.compare.click})

@@ -11,19 +11,25 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import gradio as gr
+import pandas as pd
 
 from backend.catalog import BASE_KEY, ensure_adapter, find_choice, model_choices
 from backend.chat import ChatInputError, user_turn
+from backend.data import ThumbnailCache
 from backend.evaluation import scoring
 from backend.evaluation.question_sets import question_sets
 from backend.evaluation.score_request import ScoringRequestError, score_models
+from backend.evaluation.taught import HELD_OUT, answer_both, probes
 from backend.inference.engine import GenerationSettings
 from backend.markdown_text import as_text
 from backend.services import Services
+from backend.taste_notes import Correction, NoteError
+from backend.training.jobs import JobError
 from ui.i18n import model_label, request_lang, set_label, text, value_word
 from ui.messages import MODEL_CONCURRENCY_ID, example_message, example_pictures, files_of, to_chatbot
 from ui.problems import say
 from ui.tab import Handler, Tab
+from ui.teach import correction_form, opened, teaching_target
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +48,9 @@ def newest(options: list[tuple[str, str]]) -> str:
 
 def side_by_side(message: dict | None, left_key: str, right_key: str, max_new_tokens: float,
                  forced_lang: str | None, services: Services,
-                 request: gr.Request | None = None) -> Iterator[tuple[list, list]]:
-    """Inputs: the textbox value, the two model keys. Outputs (streamed): two chatbots."""
+                 request: gr.Request | None = None) -> Iterator[tuple]:
+    """Inputs: the textbox value, the two model keys. Outputs (streamed): two chatbots, and at the end
+    what was asked and answered (a Correction of the right side's answer, for "Correct it")."""
     lang = request_lang(request, forced_lang)
     try:
         choices = model_choices(services.jobs)
@@ -52,20 +59,25 @@ def side_by_side(message: dict | None, left_key: str, right_key: str, max_new_to
         adapters = [ensure_adapter(services.engine, left), ensure_adapter(services.engine, right)]
     except (ChatInputError, ValueError, OSError) as err:  # ImageError is a ValueError
         gr.Warning(say(err, lang))
-        yield gr.skip(), gr.skip()
+        yield gr.skip(), gr.skip(), gr.skip()
         return
     shown = to_chatbot([turn])
     answers = ["", ""]
-    yield shown, shown
+    yield shown, shown, None
     settings = GenerationSettings(int(max_new_tokens))
+    def both() -> tuple[list, list]:
+        return tuple([*shown, {"role": "assistant", "content": as_text(answer)}] for answer in answers)
+
     try:
         for row, piece in services.engine.stream_many([([turn], a) for a in adapters], settings):
             answers[row] += piece
-            yield ([*shown, {"role": "assistant", "content": as_text(answers[0])}],
-                   [*shown, {"role": "assistant", "content": as_text(answers[1])}])
+            yield *both(), gr.skip()
     except (ValueError, RuntimeError) as err:
         log.exception("side-by-side generation failed")
         gr.Warning(text("failed", lang, detail=say(err, lang)))
+        return
+    photo = turn.images[-1] if turn.images else ""
+    yield *both(), Correction(photo, turn.text, answers[1]) if photo else None
 
 
 def run_scores(left_key: str, right_key: str, set_name: str, lang: str, batch_size: float,
@@ -162,7 +174,19 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
     with gr.Row():
         left_chat = gr.Chatbot(show_label=False, height=360, feedback_options=None, elem_id="compare-left-chat")
         right_chat = gr.Chatbot(show_label=False, height=360, feedback_options=None, elem_id="compare-right-chat")
-    max_new_tokens = gr.Slider(1, 1024, value=128, step=1, label=i18n("max_new_tokens"))
+    with gr.Row():
+        max_new_tokens = gr.Slider(1, 1024, value=128, step=1, label=i18n("max_new_tokens"), scale=3)
+        correct = gr.Button(i18n("teach_correct"), size="sm", scale=1, elem_id="compare-correct")
+    asked = gr.State(None)  # what this visitor's last comparison asked and answered (a Correction)
+    form = correction_form(services, i18n, forced_lang, "compare")
+    # A teaching job's comparison, photo by photo (Chat's "Compare" fills it): hidden until then
+    teaching_job = gr.Textbox(visible=False, elem_id="compare-teaching-job")
+    with gr.Group(visible=False, elem_id="compare-taught") as taught:
+        gr.Markdown(i18n("cmp_taught_title"))
+        taught_photos = gr.Gallery(columns=8, height=150, object_fit="contain", allow_preview=False, buttons=[],
+                                   show_label=False, elem_id="compare-taught-photos")
+        taught_table = gr.Dataframe(interactive=False, wrap=True, elem_id="compare-taught-table",
+                                    column_widths=["6%", "9%", "13%", "18%", "27%", "27%"])
 
     with gr.Accordion(i18n("cmp_scoring"), open=True):
         gr.Markdown(i18n("cmp_scoring_help"))
@@ -224,8 +248,43 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
     def run_side_by_side(message, left_key, right_key, max_new_tokens, lang, request: gr.Request):
         yield from side_by_side(message, left_key, right_key, max_new_tokens, lang, services, request)
 
-    textbox.submit(run_side_by_side, [textbox, left, right, max_new_tokens, lang_state], [left_chat, right_chat],
-                   api_name="compare", concurrency_limit=1, concurrency_id=MODEL_CONCURRENCY_ID)
+    textbox.submit(run_side_by_side, [textbox, left, right, max_new_tokens, lang_state],
+                   [left_chat, right_chat, asked], api_name="compare", concurrency_limit=1,
+                   concurrency_id=MODEL_CONCURRENCY_ID)
+
+    def correct_answer(found: Correction | None, request: gr.Request):
+        lang = request_lang(request, forced_lang)
+        if found is None:
+            gr.Warning(say(NoteError("note_no_answer", "There is no answer to correct yet: ask about a dish photo "
+                                     "first."), lang))
+            return None, gr.skip(), gr.skip(), gr.skip()
+        return opened(found, lang)
+
+    correct.click(correct_answer, [asked], form.outputs, api_name="compare_correct")
+    thumbs = ThumbnailCache(services.settings.workdir / "cache" / "thumbs")
+
+    def taught_comparison(job_id: str, request: gr.Request):
+        """Inputs: a teaching job. Outputs: the section, its photos and its table: the base model and
+        the job's checkpoint on the job's other notes (trained on) and on dishes it has no note
+        about (held out)."""
+        lang = request_lang(request, forced_lang)
+        try:
+            job = services.jobs.get(job_id)
+            choice = find_choice(model_choices(services.jobs), f"{job.id}:final")
+            asked_ = probes(job.spec, services.notes, services.settings.workdir)
+            rows = answer_both(services.engine, asked_, ensure_adapter(services.engine, choice))
+        except (ValueError, OSError, RuntimeError) as err:
+            gr.Warning(say(err, lang))
+            return gr.Group(visible=False), gr.skip(), gr.skip()
+        words = {HELD_OUT: text("cmp_taught_heldout", lang)}
+        label = [words.get(r.probe.label, text("cmp_taught_trained", lang)) for r in rows]
+        photos = [(str(thumbs.thumbnail(r.probe.photo) or r.probe.photo), f"{i + 1} · {word}")
+                  for i, (r, word) in enumerate(zip(rows, label))]
+        table = pd.DataFrame([[i + 1, word, r.probe.question, r.probe.expected, r.base, r.tuned]
+                              for i, (r, word) in enumerate(zip(rows, label))],
+                             columns=[text(f"cmp_taught_col_{c}", lang)
+                                      for c in ("photo", "which", "question", "note", "base", "tuned")])
+        return gr.Group(visible=bool(rows)), photos, table
 
     def score(left_key, right_key, set_name, prompt_lang, batch_size, lang, request: gr.Request,
               progress=gr.Progress()):
@@ -235,5 +294,23 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
     score_button.click(score, [left, right, question_set, prompt_lang, batch, lang_state],
                        [summary, *tables, per_question, csv_file], api_name="score",
                        concurrency_limit=1, concurrency_id=MODEL_CONCURRENCY_ID)
+    def open_on_teaching_job(job_id: str, request: gr.Request):
+        """The teaching job's newest note in the textbox, base on the left, its checkpoint on the right."""
+        lang = request_lang(request, forced_lang)
+        try:
+            photo, question, key = teaching_target(services, job_id)
+            find_choice(model_choices(services.jobs), key)
+        except (ValueError, JobError) as err:
+            raise gr.Error(say(err.args[0] if isinstance(err, JobError) else err, lang)) from None
+        options = _dropdown_choices(services, lang)
+        return ({"text": question, "files": [photo]}, gr.Dropdown(choices=options, value=BASE_KEY),
+                gr.Dropdown(choices=options, value=key), job_id, gr.Group(visible=False))
+
+    run_answers = Handler(run_side_by_side, [textbox, left, right, max_new_tokens, lang_state],
+                          [left_chat, right_chat, asked])
     return Tab(widgets={"left": left, "right": right, "textbox": textbox},
-               on_open=Handler(on_open, [left, right, newest_seen], [left, right, question_set, gallery, newest_seen]))
+               on_open=Handler(on_open, [left, right, newest_seen], [left, right, question_set, gallery, newest_seen]),
+               actions={"open_on_teaching_job": Handler(open_on_teaching_job, [],
+                                                        [textbox, left, right, teaching_job, taught]),
+                        "answer": run_answers,
+                        "taught": Handler(taught_comparison, [teaching_job], [taught, taught_photos, taught_table])})

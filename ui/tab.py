@@ -30,3 +30,6 @@ class Tab:
     # Events other tabs may listen to, by name: each is the event method itself (a button's .click),
     # called as event(fn, inputs, outputs, ...).
     events: dict[str, Callable] = field(default_factory=dict)
+    # What other tabs may run in this tab, by name, after setting its widgets (e.g. Compare's
+    # side-by-side answers, once Chat has put a photo and two models in place).
+    actions: dict[str, Handler] = field(default_factory=dict)

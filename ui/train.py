@@ -71,9 +71,14 @@ def progress_words(row: views.JobRow, lang: str) -> str:
 def settings_words(spec: JobSpec, lang: str) -> str:
     """The settings a job runs with, in a line, to compare jobs without opening their spec.json."""
     checkpointing_key = "tr_settings_checkpointing" if spec.gradient_checkpointing else "tr_settings_plain"
-    return text("tr_settings", lang, r=spec.lora_r, alpha=spec.lora_alpha, lr=f"{spec.learning_rate:g}",
+    line = text("tr_settings", lang, r=spec.lora_r, alpha=spec.lora_alpha, lr=f"{spec.learning_rate:g}",
                 epochs=spec.epochs, batch=spec.batch_size, accum=spec.grad_accum,
                 checkpointing=text(checkpointing_key, lang))
+    if spec.notes:  # a teaching job: what it learned, and what was mixed in
+        mix = (text("tr_settings_mix", lang, notes=len(spec.notes), replay=spec.replay_samples, set=spec.replay_set)
+               if spec.replay_samples else text("tr_settings_notes", lang, notes=len(spec.notes)))
+        line = f"{mix} · {line}"
+    return line
 
 
 def job_table(rows: list[views.JobRow], lang: str) -> pd.DataFrame:

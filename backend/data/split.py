@@ -98,8 +98,9 @@ def samples_file(folder: Path, manifest: dict[str, Any], side: str) -> Path:
 
 def build_training_set(records: Iterable[Record], folder: str | Path, *, heldout_ratio: float = 0.2,
                        seed: int = 0, tasks: Sequence[str] = (SIVQA,), lang: Language = "zh",
-                       accept_terms: bool = False) -> TrainingSet:
-    """Split `records` by dish, convert both sides, and save everything in `folder`.
+                       accept_terms: bool = False, image_root: Path | None = None) -> TrainingSet:
+    """Split `records` by dish, convert both sides, and save everything in `folder`, picture paths
+    relative to `image_root` (default: the folder all the pictures share).
 
     FoodieQA records need `accept_terms=True` (see terms.py). Files are written one by one through
     temporary names, the manifest last, so a folder with a manifest is complete.
@@ -113,7 +114,7 @@ def build_training_set(records: Iterable[Record], folder: str | Path, *, heldout
     split = split_by_dish(chosen, heldout_ratio, seed)
     train = to_training_samples(split.train, tasks=tasks, lang=lang, accept_terms=accept_terms)
     heldout = to_training_samples(split.heldout, tasks=tasks, lang=lang, accept_terms=accept_terms)
-    image_root = _common_image_root(chosen) or Path(folder).resolve()
+    image_root = Path(image_root).resolve() if image_root else _common_image_root(chosen) or Path(folder).resolve()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MANIFEST).unlink(missing_ok=True)  # the folder is incomplete until the manifest is back

@@ -55,6 +55,11 @@ class JobSpec:
     eval_file: str = ""  # held-out samples in the same format ("" = no evaluation)
     output_dir: str = ""  # where everything is written; the job store sets it to <work>/jobs/<id>
     name: str = ""  # shown in the job list
+    # A teaching job (Chat's "Train on my notes", teach.py): the taste notes it learned, and the saved
+    # set whose samples were mixed in so the model does not forget the rest ("" and 0: none).
+    notes: list[str] = field(default_factory=list)
+    replay_set: str = ""
+    replay_samples: int = 0
 
     # --- LoRA ---
     lora_r: int = 64  # rank of the update matrices
