@@ -7,3 +7,4 @@ from pathlib import Path
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 DISHES_FILE = EXAMPLES_DIR / "dishes.json"  # the 12 bundled dishes: names and cuisines in zh and en
+PROBE_DIR = EXAMPLES_DIR / "probe"  # the general-ability probe: not food (examples/make_probe.py)

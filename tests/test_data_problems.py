@@ -214,7 +214,7 @@ def test_the_compare_tab_on_a_chinese_page_says_why_scoring_cannot_start(tmp_pat
     from backend.services import Services
     from backend.settings import Settings
     from backend.training.jobs import JobStore
-    from ui.compare import run_scores
+    from ui.compare_scores import run_scores
 
     services = Services(Settings(workdir=tmp_path), None, None, 112 * 112, [], JobStore(tmp_path))
     for page, said in [("zh", "请先选择一个题目集（列表为空时请点“刷新”）。"),

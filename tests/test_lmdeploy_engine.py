@@ -398,7 +398,7 @@ def test_scoring_in_the_compare_tab_says_why_when_the_server_dies_and_the_app_go
     from backend.services import Services
     from backend.settings import Settings
     from backend.training.jobs import JobStore
-    from ui.compare import run_scores
+    from ui.compare_scores import run_scores
 
     services = Services(Settings(workdir=tmp_path), None, engine, 112 * 112, [], JobStore(tmp_path))
     os.killpg(engine.server.process.pid, signal.SIGKILL)

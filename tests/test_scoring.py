@@ -149,7 +149,7 @@ def test_the_score_tables_are_said_in_the_page_language(engine, sample):
     from pathlib import Path
 
     from backend.catalog import ModelChoice
-    from ui.compare import score_tables
+    from ui.compare_scores import score_tables
     from ui.i18n import model_label, set_label
 
     run = score(engine, [r for r in sample if r.task == "sivqa"][:3])
@@ -178,7 +178,7 @@ def test_the_score_tables_are_said_in_the_page_language(engine, sample):
 def test_a_csv_that_cannot_be_written_leaves_the_scores_and_the_page(tmp_path) -> None:
     """The download is written where Gradio serves from; if that fails (here the folder's place is a
     file), the page keeps its tables and says why in a warning instead of failing the scoring."""
-    from ui.compare import csv_download
+    from ui.compare_scores import csv_download
 
     written = csv_download([], ["编号", "问题"], tmp_path / "scores", "zh")
     assert written.visible and (tmp_path / "scores").is_dir()

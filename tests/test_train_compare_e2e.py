@@ -132,3 +132,29 @@ def test_the_same_model_on_both_sides_is_scored_once_by_task_named_in_words(app_
     # tasks named as the Dataset tab names them, the total row last
     assert [row[0] for row in by_task["value"]["data"]] == ["multi-image", "single-image", "text", "all"]
     assert len(per_question["headers"]) == 6  # id, question, right answer; one model's pick, reply, mark
+
+
+def test_what_flipped_and_the_general_probe_beside_the_scores(app_server, demo_job):
+    """After scoring base against a checkpoint: the questions that flipped, per dish, and the probe,
+    named as what it is (200 questions, never trained on; near chance on the demo model)."""
+    client = Client(app_server.url, verbose=False)
+    summary, *_ = client.predict("base", f"{demo_job}:final", "bundled sample (all)", "en", 16, api_name="/score")
+    probe, _, _, flips_line, _, flip_table, by_dish, _ = client.predict(True, api_name="/score_extras")
+    assert "General (probe)" in probe and "200 questions" in probe and "never trained on" in probe
+    assert "near chance" in probe
+    fixed, broken = (int(n) for n in re.findall(r"(\d+) (?:went wrong|right →)", flips_line))
+    assert len(flip_table["data"]) == fixed + broken
+    assert by_dish["headers"][:2] == ["dish", "questions"]
+
+
+def test_blind_votes_from_two_visitors_are_both_counted(app_server, demo_job):
+    pair = ("base", f"{demo_job}:final")
+    visitors = [Client(app_server.url, verbose=False) for _ in range(2)]
+    for client, vote in zip(visitors, ("/taste_vote_a", "/taste_vote_b")):
+        first = client.predict(*pair, "bundled sample (all)", "en", api_name="/taste_start")
+        assert first[1].startswith("Question 1 of")  # the question shown, its sides hidden
+        assert first[2].startswith("**A**") and first[3].startswith("**B**")
+        client.predict(api_name=vote)
+    revealed = visitors[0].predict(api_name="/taste_reveal")
+    assert re.search(r"\b2 votes so far", revealed), revealed
+    assert "win rate" in revealed and "95% interval" in revealed

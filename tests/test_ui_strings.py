@@ -38,7 +38,7 @@ def test_every_key_the_ui_asks_for_by_name_is_there() -> None:
 
 def test_a_chinese_page_names_tasks_and_question_types_in_the_score_tables():
     from backend.evaluation.scoring import ScoredQuestion, ScoreRun
-    from ui.compare import breakdown_rows
+    from ui.compare_scores import breakdown_rows
 
     run = ScoreRun(model="base", adapter=None, split="bundled", lang="zh", questions=[
         ScoredQuestion(record_id="a", task="sivqa", question_type="main-ingredient", cuisine="川菜", question="?",

@@ -1,14 +1,14 @@
-"""The Compare tab: base and tuned side by side on one photo and question, and scored.
+"""The Compare tab: base and tuned side by side on one photo and question, what a teaching job
+changed photo by photo, and the scores (ui/compare_scores.py).
 
 Both answers come from one batched generate call (each row routed through its own adapter),
-so they stream at the same time. Scores on trained and held-out questions are separate tables.
+so they stream at the same time.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from pathlib import Path
 
 import gradio as gr
 import pandas as pd
@@ -16,25 +16,22 @@ import pandas as pd
 from backend.catalog import BASE_KEY, ensure_adapter, find_choice, model_choices
 from backend.chat import ChatInputError, user_turn
 from backend.data import ThumbnailCache
-from backend.evaluation import scoring
 from backend.evaluation.question_sets import question_sets
-from backend.evaluation.score_request import ScoringRequestError, score_models
 from backend.evaluation.taught import HELD_OUT, answer_both, probes
 from backend.inference.engine import GenerationSettings
 from backend.markdown_text import as_text
 from backend.services import Services
 from backend.taste_notes import Correction, NoteError
 from backend.training.jobs import JobError
-from ui.i18n import model_label, request_lang, set_label, text, value_word
+from ui.compare_scores import scoring_section
+from ui.compare_tasting import tasting_section
+from ui.i18n import model_label, request_lang, set_label, text
 from ui.messages import MODEL_CONCURRENCY_ID, example_message, example_pictures, files_of, to_chatbot
 from ui.problems import say
 from ui.tab import Handler, Tab
 from ui.teach import correction_form, opened, teaching_target
 
 log = logging.getLogger(__name__)
-
-BREAKDOWNS = ("task", "question_type", "cuisine")
-
 
 def _dropdown_choices(services: Services, lang: str = "en") -> list[tuple[str, str]]:
     return [(model_label(c, lang), c.key) for c in model_choices(services.jobs)]
@@ -80,78 +77,6 @@ def side_by_side(message: dict | None, left_key: str, right_key: str, max_new_to
     yield *both(), Correction(photo, turn.text, answers[1]) if photo else None
 
 
-def run_scores(left_key: str, right_key: str, set_name: str, lang: str, batch_size: float,
-               services: Services, progress=gr.Progress(), page_lang: str = "en") -> tuple:
-    """Inputs: two model keys, a question set, prompt language (what the models are asked in), batch
-    size; `page_lang` is the page's, for what goes wrong.
-    Outputs: summary, three breakdown tables, the per-question table, a CSV file."""
-    def report(index: int, count: int, choice, done: int, total: int) -> None:
-        name = model_label(choice, page_lang)
-        desc = (text("cmp_scoring_model", page_lang, model=name) if done == 0 and index == 0 else
-                text("cmp_scoring_step", page_lang, index=index + 1, count=count, model=name))
-        progress((done, total), desc=desc)
-
-    try:
-        scored = score_models(services.engine, services.jobs, services.settings.workdir, services.settings.data,
-                              (left_key, right_key), set_name, lang, int(batch_size), report)
-    except (ScoringRequestError, ValueError, OSError) as err:
-        raise gr.Error(say(err, page_lang)) from None
-    except RuntimeError as err:  # the engine failed (LMDeploy's server died or refused; out of memory)
-        log.exception("scoring failed")
-        raise gr.Error(text("scoring_failed", page_lang, detail=say(err, page_lang))) from None
-
-    names = [model_label(choice, page_lang) for choice in scored.models]  # each model as the page names it
-    # Gradio's upload folder: under the work folder (app.py), and a folder Gradio agrees to serve
-    # from wherever the work folder is
-    exports = Path(gr.utils.get_upload_folder()) / "scores"
-    summary, *tables = score_tables(scored.runs, names, set_label(set_name, page_lang), scored.questions, page_lang)
-    if len(scored.runs) == 1:
-        summary += " " + text("cmp_scored_once", page_lang)
-    return summary, *tables, csv_download(scored.runs, question_headers(names, page_lang), exports, page_lang)
-
-
-def score_tables(runs: list, names: list[str], set_name: str, count: int, lang: str) -> tuple:
-    """The summary line, the breakdown tables and the per-question table, said in `lang`."""
-    scores = " · ".join(text("cmp_model_score", lang, model=name, accuracy=100 * r.accuracy, unparsed=r.unparsed)
-                        for r, name in zip(runs, names))
-    summary = text("cmp_summary", lang, set=set_name, count=count, scores=scores)
-    words = dict(total=text("cmp_total", lang), unparsed=text("cmp_unparsed", lang, count="{count}"))
-    tables = [gr.Dataframe(value=breakdown_rows(runs, by, words, lang),
-                           headers=[text(f"cmp_col_{by}", lang), *names], visible=True) for by in BREAKDOWNS]
-    # the short columns wide enough for their headers (which wrapped a character per line)
-    widths = ["140px", "240px", "80px"] + ["90px", "280px", "80px"] * len(names)
-    return (summary, *tables, gr.Dataframe(value=scoring.per_question(runs), headers=question_headers(names, lang),
-                                           column_widths=widths, visible=True))
-
-
-def breakdown_rows(runs: list, by: str, words: dict, lang: str) -> list[list[str]]:
-    """scoring.side_by_side's rows, with tasks and question types named as the Dataset tab names them
-    (单图 and 菜系 on a Chinese page, not sivqa and cuisine_type)."""
-    rows = scoring.side_by_side(runs, by, **words)
-    for row in rows[:-1]:  # the last is the total row, already in words
-        row[0] = value_word(by, row[0], lang)
-    return rows
-
-
-def question_headers(names: list[str], lang: str) -> list[str]:
-    """The per-question table's columns (and the CSV's), said in `lang`."""
-    headers = [text("cmp_col_id", lang), text("cmp_col_question", lang), text("cmp_col_right", lang)]
-    for name in names:
-        headers += [text(f"cmp_col_{part}", lang, model=name) for part in ("picked", "reply", "correct")]
-    return headers
-
-
-def csv_download(runs: list, headers: list[str], folder: Path, lang: str) -> gr.File:
-    """The CSV file to download; if it cannot be written (a full disk), a warning, and the scores
-    on the page stand (they are saved beside the checkpoint already)."""
-    try:
-        return gr.File(value=str(scoring.write_csv(runs, headers, folder)), visible=True)
-    except OSError as err:
-        log.warning("the scores' CSV was not written: %s", err)
-        gr.Warning(text("cmp_csv_failed", lang, detail=err.strerror or err))
-        return gr.File(value=None, visible=False)
-
-
 def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
     lang_state = gr.State(forced_lang)
     initial = _dropdown_choices(services)
@@ -188,23 +113,9 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
         taught_table = gr.Dataframe(interactive=False, wrap=True, elem_id="compare-taught-table",
                                     column_widths=["6%", "9%", "13%", "18%", "27%", "27%"])
 
-    with gr.Accordion(i18n("cmp_scoring"), open=True):
-        gr.Markdown(i18n("cmp_scoring_help"))
-        with gr.Row():
-            question_set = gr.Dropdown([], label=i18n("cmp_question_set"), allow_custom_value=True,
-                                       elem_id="compare-set")
-            prompt_lang = gr.Radio(["zh", "en"], value="zh", label=i18n("cmp_prompt_lang"))
-            batch = gr.Slider(1, 64, value=16, step=1, label=i18n("cmp_batch"), info=i18n("cmp_batch_info"))
-        score_button = gr.Button(i18n("cmp_score"), variant="primary", elem_id="compare-score")
-        summary = gr.Markdown(elem_id="compare-summary")
-        # hidden until there are scores: empty, Gradio would head them with column numbers. Two to a
-        # line at most (the row wraps below their min_width): three squeezed the second model's column out
-        with gr.Row():
-            tables = [gr.Dataframe(label=i18n(f"cmp_by_{by}"), interactive=False, visible=False, min_width=560)
-                      for by in BREAKDOWNS]
-        per_question = gr.Dataframe(label=i18n("cmp_per_question"), interactive=False, wrap=True, visible=False,
-                                    elem_id="compare-per-question")
-        csv_file = gr.File(label=i18n("cmp_csv"), visible=False, elem_id="compare-csv")
+    scores = scoring_section(services, i18n, forced_lang, left, right, lang_state)
+    question_set = scores.question_set
+    tasting_section(services, i18n, forced_lang, left, right, question_set, scores.prompt_lang, lang_state)
 
     def refresh_models(left_key, right_key, request: gr.Request):
         lang = request_lang(request, forced_lang)
@@ -286,14 +197,6 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
                                       for c in ("photo", "which", "question", "note", "base", "tuned")])
         return gr.Group(visible=bool(rows)), photos, table
 
-    def score(left_key, right_key, set_name, prompt_lang, batch_size, lang, request: gr.Request,
-              progress=gr.Progress()):
-        return run_scores(left_key, right_key, set_name, prompt_lang, batch_size, services, progress,
-                          page_lang=request_lang(request, lang))
-
-    score_button.click(score, [left, right, question_set, prompt_lang, batch, lang_state],
-                       [summary, *tables, per_question, csv_file], api_name="score",
-                       concurrency_limit=1, concurrency_id=MODEL_CONCURRENCY_ID)
     def open_on_teaching_job(job_id: str, request: gr.Request):
         """The teaching job's newest note in the textbox, base on the left, its checkpoint on the right."""
         lang = request_lang(request, forced_lang)

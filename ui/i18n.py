@@ -16,7 +16,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from backend.evaluation.question_sets import BUNDLED_SET, HELD_OUT, TRAINED, set_kind
+from backend.evaluation.question_sets import BUNDLED_SET, HELD_OUT, PROBE_SET, TRAINED, set_kind
 
 LANGS = ("en", "zh")
 LOCALES = Path(__file__).resolve().parent / "locales"
@@ -89,8 +89,8 @@ def model_label(choice, lang: str) -> str:
 def set_label(name: str, lang: str) -> str:
     """A question set's name ("trained · <set>", "held-out · <set>", "FoodieQA · <folder>") in `lang`;
     the name itself stays the set's key."""
-    if name == BUNDLED_SET:
-        return text("set_bundled", lang)
+    if name in (BUNDLED_SET, PROBE_SET):
+        return text("set_bundled" if name == BUNDLED_SET else "set_probe", lang)
     kind, training_set = set_kind(name)
     key = {TRAINED: "set_trained", HELD_OUT: "set_heldout"}.get(kind)
     return text(key, lang, name=training_set) if key else name

@@ -8,11 +8,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from backend.bundled import PROBE_DIR
 from backend.catalog import ModelChoice
 from backend.data import DataError, Record, load_training_set, read_bundled_sample, read_foodieqa_folder
+from backend.data.schema import SOURCE_SAMPLE
 
 log = logging.getLogger(__name__)
 
+PROBE_SET = "general (probe)"  # colours, counts, shapes and words: what a food LoRA may cost elsewhere
 BUNDLED_SET = "bundled sample (all)"  # the question set of the sample bundled with the app
 TRAINED, HELD_OUT = "trained", "held-out"  # the two sets of a saved training set
 
@@ -42,9 +45,15 @@ def question_sets(picked: list[ModelChoice], data_dir: Path | None) -> dict[str,
         sets[set_name(HELD_OUT, choice.training_set.name)] = training.heldout_questions
         sets[set_name(TRAINED, choice.training_set.name)] = training.train_questions
     sets[BUNDLED_SET] = read_bundled_sample().records
+    sets[PROBE_SET] = probe_questions()
     if data_dir is not None:
         try:
             sets[f"FoodieQA · {data_dir.name}"] = read_foodieqa_folder(data_dir).records
         except DataError as err:
             log.info("no FoodieQA questions from %s: %s", data_dir, err)
     return sets
+
+
+def probe_questions() -> tuple[Record, ...]:
+    """The general-ability probe's 200 questions (never in any training set the app makes)."""
+    return read_foodieqa_folder(PROBE_DIR, source=SOURCE_SAMPLE).records

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backend.catalog import BASE_KEY, ModelChoice, ensure_adapter, find_choice, model_choices
+from backend.data import Record
 from backend.evaluation import scoring
-from backend.evaluation.question_sets import question_sets
+from backend.evaluation.question_sets import PROBE_SET, probe_questions, question_sets
 from backend.inference.engine import Engine
 from backend.problems import ProblemError
 from backend.training.jobs import JobStore
@@ -25,6 +26,8 @@ class ScoredModels:
     runs: list[scoring.ScoreRun]  # in the order asked for; one run when both sides were the same model
     models: list[ModelChoice]  # the model of each run
     questions: int  # how many questions each run answered
+    records: dict[str, Record]  # the set's questions by id (their pictures, dishes and choices)
+    probe: list[scoring.ScoreRun]  # each model on the general-ability probe (empty when not asked)
 
 
 # (index of the model being scored, how many models, that model, questions done, questions in all)
@@ -32,8 +35,10 @@ Progress = Callable[[int, int, ModelChoice, int, int], None]
 
 
 def score_models(engine: Engine, jobs: JobStore, workdir: Path, data_dir: Path | None, keys: tuple[str, str],
-                 set_name: str, lang: str, batch_size: int, on_progress: Progress | None = None) -> ScoredModels:
-    """Score the models `keys` name on the question set `set_name`, asked in `lang` (zh or en).
+                 set_name: str, lang: str, batch_size: int, on_progress: Progress | None = None,
+                 with_probe: bool = False) -> ScoredModels:
+    """Score the models `keys` name on the question set `set_name`, asked in `lang` (zh or en), and
+    `with_probe`, on the general-ability probe too (a model's probe score is kept and reused).
     Raises ScoringRequestError (or ModelGone, a ValueError) with a sentence for the person."""
     choices = model_choices(jobs)
     picked = [find_choice(choices, key) for key in keys]
@@ -59,6 +64,30 @@ def score_models(engine: Engine, jobs: JobStore, workdir: Path, data_dir: Path |
         run = scoring.score(engine, records, adapter=adapter, split=set_name.split(" · ")[0], lang=lang,
                             batch_size=batch_size, on_progress=report)
         run.model = choice.label
-        scoring.save(run, choice.adapter_dir or Path(workdir) / "scores" / BASE_KEY)
+        scoring.save(run, scores_folder(choice, workdir))
         runs.append(run)
-    return ScoredModels(runs, picked, len(records))
+    probe = []
+    if with_probe and set_name != PROBE_SET:
+        probe = [probe_run(engine, choice, workdir, lang, batch_size) for choice in picked]
+    return ScoredModels(runs, picked, len(records), {r.id: r for r in records}, probe)
+
+
+def scores_folder(choice: ModelChoice, workdir: Path) -> Path:
+    """Where a model's score runs are kept: beside its checkpoint, or the work folder's scores/base."""
+    return choice.adapter_dir or Path(workdir) / "scores" / BASE_KEY
+
+
+def probe_run(engine: Engine, choice: ModelChoice, workdir: Path, lang: str, batch_size: int) -> scoring.ScoreRun:
+    """The model on the general-ability probe. A checkpoint's run is kept and reused (its answers do
+    not change); the base model's is scored each time (the app may serve another base next time)."""
+    questions = scoring.scorable(probe_questions())
+    folder = scores_folder(choice, workdir)
+    kept = [run for run in scoring.load_runs(folder) if choice.adapter_dir is not None
+            and run.split == PROBE_SET and run.lang == lang and len(run.questions) == len(questions)]
+    if kept:
+        return kept[-1]
+    run = scoring.score(engine, questions, adapter=ensure_adapter(engine, choice), split=PROBE_SET, lang=lang,
+                        batch_size=batch_size)
+    run.model = choice.label
+    scoring.save(run, folder)
+    return run
