@@ -27,7 +27,7 @@ def test_a_second_vote_on_a_question_replaces_the_first(tmp_path: Path):
 
 def test_the_win_rate_counts_a_tie_as_half_and_its_interval_holds_it():
     rate, low, high = Tally(("a", "b"), 2, 6, 2).second_win_rate()
-    assert rate == pytest.approx(0.7) and low < 0.7 < high and 0 <= low and high <= 1
+    assert rate == pytest.approx(0.7) and low < 0.7 < high and low >= 0 and high <= 1
     assert Tally(("a", "b"), 0, 0, 0).second_win_rate() == (0.0, 0.0, 1.0)
     narrow = Tally(("a", "b"), 20, 60, 20).second_win_rate()
     assert narrow[2] - narrow[1] < high - low  # more votes, a narrower interval

@@ -139,6 +139,7 @@ def test_what_flipped_and_the_general_probe_beside_the_scores(app_server, demo_j
     named as what it is (200 questions, never trained on; near chance on the demo model)."""
     client = Client(app_server.url, verbose=False)
     summary, *_ = client.predict("base", f"{demo_job}:final", "bundled sample (all)", "en", 16, api_name="/score")
+    assert summary.count("%") == 2  # the set's score, one for each model
     probe, _, _, flips_line, _, flip_table, by_dish, _ = client.predict(True, api_name="/score_extras")
     assert "General (probe)" in probe and "200 questions" in probe and "never trained on" in probe
     assert "near chance" in probe

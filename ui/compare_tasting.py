@@ -9,6 +9,7 @@ import logging
 import gradio as gr
 
 from backend.catalog import ensure_adapter, find_choice, model_choices
+from backend.data import ThumbnailCache
 from backend.evaluation.question_sets import question_sets
 from backend.evaluation.tasting import TIE, TastingSession, Votes, tasting_questions
 from backend.inference.engine import GenerationSettings, Turn
@@ -67,6 +68,9 @@ def tasting_section(services: Services, i18n: gr.I18n, forced_lang: str | None, 
         revealed = gr.Markdown(elem_id="taste-revealed")
     session = gr.State(None)  # this visitor's TastingSession
     shown = [session, photo, question, answer_a, answer_b, revealed]
+    # The photo as a copy in the work folder's cache: a picture the app shows from a data folder must
+    # never land on the path of a visitor's upload of the same file (ui/upload_guard.py)
+    previews = ThumbnailCache(services.settings.workdir / "cache" / "previews", size=512)
 
     def show_next(state: TastingSession, lang: str) -> tuple:
         """The next question of the visitor's queue with both answers, or the end of the queue."""
@@ -75,7 +79,8 @@ def tasting_section(services: Services, i18n: gr.I18n, forced_lang: str | None, 
             return state, None, text("cmp_taste_done", lang, count=len(state.queue)), "", "", ""
         first, second = answer_pair(services, state)
         number = text("cmp_taste_number", lang, index=state.position + 1, count=len(state.queue))
-        return (state, str(asked.photo), f"{number}\n\n**{as_text(asked.text)}**", f"**A**: {as_text(first)}",
+        shown_photo = previews.thumbnail(asked.photo) or asked.photo
+        return (state, str(shown_photo), f"{number}\n\n**{as_text(asked.text)}**", f"**A**: {as_text(first)}",
                 f"**B**: {as_text(second)}", "")
 
     def begin(left_key, right_key, set_name, asked_lang, lang, request: gr.Request):

@@ -8,6 +8,7 @@ A gr.Timer polls while a job is queued or running and switches itself off when n
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
@@ -18,11 +19,19 @@ from backend.markdown_text import as_text
 from backend.services import Services
 from backend.training import views
 from backend.training.job_folder import clock
-from backend.training.job_form import DEMO_SOURCE, FIELDS, build_spec, form_from_spec, preset_values
+from backend.training.job_form import (
+    DEMO_SOURCE,
+    FIELDS,
+    FOODIEQA_SCORING,
+    build_spec,
+    form_from_spec,
+    preset_values,
+    score_choices,
+)
 from backend.training.jobs import JobError
 from backend.training.spec import PRESETS, JobSpec, SpecError
 from backend.training.worker import gpu_shortfall, visible_gpus
-from ui.i18n import request_lang, text
+from ui.i18n import request_lang, task_word, text
 from ui.problems import say, say_all
 from ui.tab import Handler, Tab
 
@@ -32,6 +41,16 @@ log = logging.getLogger(__name__)
 def form_labels(lang: str) -> dict[str, str]:
     """The form's own names for the settings it shows, for sentences about their values."""
     return {field: text(f"tr_{field}", lang) for field in FIELDS}
+
+
+def scoring_choices(services: Services, lang: str = "en") -> list[tuple[str, str]]:
+    """The evaluation sets a job can score its checkpoints on, named with their size."""
+    words = {"none": lambda key, size: text("tr_scoring_none", lang),
+             "heldout": lambda key, size: text("tr_scoring_heldout", lang, name=Path(key).name, count=size),
+             "foodieqa": lambda key, size: text("tr_scoring_foodieqa", lang,
+                                                task=task_word(key.removeprefix(FOODIEQA_SCORING), lang))}
+    return [(words[kind](key, size), key) for kind, key, size in score_choices(services.settings.workdir,
+                                                                                services.settings.data)]
 
 
 def data_choices(services: Services, lang: str = "en") -> list[tuple[str, str]]:
@@ -108,8 +127,31 @@ def loss_plot(points: list[dict], lang: str) -> gr.LinePlot:
                        color_title="")
 
 
+def accuracy_plot(points: list[views.AccuracyPoint], lang: str) -> gr.LinePlot:
+    """Each scored checkpoint's accuracy on the job's evaluation set, named with the set (and "trained
+    on" where the job trains on its photos). No points: hidden."""
+    if not points:
+        return gr.LinePlot(value=None, visible=False)
+    label = text("tr_accuracy_series", lang, name=points[-1].eval_set, count=points[-1].questions,
+                 which=text("tr_trained_on" if points[-1].trained_on else "tr_held_out", lang))
+    frame = pd.DataFrame([{"step": p.step, "accuracy": round(100 * p.accuracy, 2), "series": label} for p in points])
+    return gr.LinePlot(value=frame, x_title=text("tr_col_step", lang), y_title=text("tr_col_accuracy", lang),
+                       color_title="", visible=True)
+
+
+def best_words(points: list[views.AccuracyPoint], lang: str) -> str:
+    """The best scored checkpoint, in a line: its step, accuracy, set, size and whether trained on."""
+    best = views.best_point(points)
+    if best is None:
+        return ""
+    which = text("tr_trained_on" if best.trained_on else "tr_held_out", lang)
+    return text("tr_best", lang, step=best.step, accuracy=100 * best.accuracy, name=as_text(best.eval_set),
+                count=best.questions, which=which)
+
+
 def watch(services: Services, job_id: str | None, lang: str = "en") -> tuple:
-    """Outputs: jobs table, job picker, progress markdown, loss plot, log, checkpoints, timer."""
+    """Outputs: jobs table, job picker, progress markdown, loss plot, accuracy plot, log, checkpoints,
+    timer."""
     rows = views.job_rows(services.jobs)
     ids = [r.id for r in rows]
     if job_id not in ids:
@@ -118,8 +160,8 @@ def watch(services: Services, job_id: str | None, lang: str = "en") -> tuple:
     picker = gr.Dropdown(choices=[(f"{r.id} · {r.name} · {state_word(r.state, lang)}", r.id) for r in rows],
                          value=job_id)
     if job_id is None:
-        return job_table(rows, lang), picker, "", loss_plot([], lang), "", checkpoint_table(services, None, lang), \
-            gr.Timer(active=active)
+        return (job_table(rows, lang), picker, "", loss_plot([], lang), accuracy_plot([], lang), "",
+                checkpoint_table(services, None, lang), gr.Timer(active=active))
     row = next(r for r in rows if r.id == job_id)
     bar = "█" * int(20 * row.fraction) + "░" * (20 - int(20 * row.fraction))
     progress = f"**{state_word(row.state, lang)}** `{bar}` {100 * row.fraction:.0f}% · {progress_words(row, lang)}"
@@ -129,17 +171,22 @@ def watch(services: Services, job_id: str | None, lang: str = "en") -> tuple:
     memory = views.gpu_memory()
     if memory:
         progress += "\n\n" + " · ".join(m.text for m in memory)
+    scored = views.accuracy_curve(services.jobs, job_id)
+    if scored:
+        progress += "\n\n" + best_words(scored, lang)
     curve = loss_plot(views.loss_curve(services.jobs, job_id).rows(), lang)
-    return (job_table(rows, lang), picker, progress, curve, views.log_tail(services.jobs, job_id, 30),
-            checkpoint_table(services, job_id, lang), gr.Timer(active=active))
+    return (job_table(rows, lang), picker, progress, curve, accuracy_plot(scored, lang),
+            views.log_tail(services.jobs, job_id, 30), checkpoint_table(services, job_id, lang),
+            gr.Timer(active=active))
 
 
 # How the form lays out the settings a person edits (backend.training.job_form.FIELDS), row by row.
 FORM_ROWS = (("lora_r", "lora_alpha", "learning_rate", "epochs", "batch_size"),
              ("grad_accum", "max_image_pixels", "save_every", "gradient_checkpointing", "device"),
-             ("gpus", "pack_tokens"))
+             ("gpus", "pack_tokens"), ("keep_best", "early_stop_patience"))
 assert sorted(field for row in FORM_ROWS for field in row) == sorted(FIELDS)
-WITH_INFO = ("gpus", "pack_tokens")  # settings whose label has a line of explanation (tr_<field>_info)
+# settings whose label has a line of explanation (tr_<field>_info)
+WITH_INFO = ("gpus", "pack_tokens", "early_stop_patience")
 
 
 def setting_widget(field: str, value, i18n: gr.I18n):
@@ -174,6 +221,8 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
                 with gr.Row():
                     settings.update({field: setting_widget(field, shown[field], i18n) for field in row})
             widgets = [settings[field] for field in FIELDS]
+            scoring = gr.Dropdown(scoring_choices(services), value="", label=i18n("tr_scoring"),
+                                  info=i18n("tr_scoring_info"), allow_custom_value=True, elem_id="train-scoring")
             start = gr.Button(i18n("tr_start"), variant="primary", elem_id="train-start")
         with gr.Column(scale=3):
             with gr.Row():
@@ -182,6 +231,8 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
             progress = gr.Markdown(elem_id="train-progress")
             plot = gr.LinePlot(x="step", y="loss", color="series", label=i18n("tr_loss"), height=260,
                                elem_id="train-plot")
+            accuracy = gr.LinePlot(x="step", y="accuracy", color="series", label=i18n("tr_accuracy"), height=220,
+                                   visible=False, elem_id="train-accuracy")
             with gr.Row():
                 cancel = gr.Button(i18n("tr_cancel"), size="sm")
                 resume = gr.Button(i18n("tr_resume"), size="sm")
@@ -193,7 +244,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
     # Tall enough for the whole tail: a scrolled box showed its top, not the newest lines.
     log_box = gr.Textbox(label=i18n("tr_log"), lines=12, max_lines=32, autoscroll=True, elem_id="train-log")
     timer = gr.Timer(2.0, active=False)
-    watch_outputs = [jobs, job, progress, plot, log_box, checkpoints, timer]
+    watch_outputs = [jobs, job, progress, plot, accuracy, log_box, checkpoints, timer]
     worker_gpus = visible_gpus()  # as the worker that app.py starts finds them ("auto")
 
     def refresh_view(request: gr.Request, job_id):
@@ -204,9 +255,11 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
 
     def submit(request: gr.Request, source_key, preset_key, job_name, model_spec, *field_values):
         lang = request_lang(request, forced_lang)
+        *field_values, scoring_key = field_values
         try:
             spec = build_spec(services.settings.workdir, services.source.location, source_key, preset_key,
-                              job_name or "", model_spec or "", dict(zip(FIELDS, field_values)), lang)
+                              job_name or "", model_spec or "", dict(zip(FIELDS, field_values)), lang,
+                              scoring_key or "", services.settings.data)
             shortfall = gpu_shortfall(spec, worker_gpus)
             if shortfall:  # refused now, not queued to fail a moment later
                 raise JobError(shortfall)
@@ -223,7 +276,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
         gr.Info(text("tr_queued", lang, job=queued.id))
         return watch(services, queued.id, lang)
 
-    start.click(submit, [source, preset_name, name, model, *widgets], watch_outputs, api_name="train_start")
+    start.click(submit, [source, preset_name, name, model, *widgets, scoring], watch_outputs, api_name="train_start")
 
     def act(action: str, job_id, lang: str):
         if not job_id:
@@ -250,7 +303,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
 
     def fill_form(request: gr.Request, job_id):
         lang = request_lang(request, forced_lang)
-        unchanged = [gr.skip()] * (4 + len(widgets))
+        unchanged = [gr.skip()] * (5 + len(widgets))
         if not job_id:
             gr.Warning(text("tr_pick_job", lang))
             return unchanged
@@ -267,9 +320,9 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
                             preset=fill.preset))
         gr.Info(text("tr_reused", lang, job=job_id))
         return [gr.skip() if fill.source is None else fill.source, fill.preset, fill.name, fill.model,
-                *fill.values]
+                *fill.values, fill.scoring]
 
-    reuse.click(fill_form, [job], [source, preset_name, name, model, *widgets], api_name="train_reuse")
+    reuse.click(fill_form, [job], [source, preset_name, name, model, *widgets, scoring], api_name="train_reuse")
 
     def job_status(job_id: str) -> dict:
         """Where a job stands, as data: state, step of total_steps, epoch, loss, samples/s, seconds
@@ -281,15 +334,17 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
 
     gr.api(job_status, api_name="train_status")
 
-    def on_open(request: gr.Request, job_id, current_source):
-        """The jobs now (the viewed one kept, a running one re-attached), and the training data with
-        the sets saved meanwhile."""
+    def on_open(request: gr.Request, job_id, current_source, current_scoring):
+        """The jobs now (the viewed one kept, a running one re-attached), and the training data and
+        evaluation sets with those saved meanwhile."""
         lang = request_lang(request, forced_lang)
         options = data_choices(services, lang)
         offered = {key for _, key in options}
+        sets = scoring_choices(services, lang)
         return (*watch(services, job_id, lang),
-                gr.Dropdown(choices=options, value=current_source if current_source in offered else DEMO_SOURCE))
+                gr.Dropdown(choices=options, value=current_source if current_source in offered else DEMO_SOURCE),
+                gr.Dropdown(choices=sets, value=current_scoring if current_scoring in {k for _, k in sets} else ""))
 
     return Tab(widgets={"job": job, "source": source},
-               on_open=Handler(on_open, [job, source], [*watch_outputs, source]),
+               on_open=Handler(on_open, [job, source, scoring], [*watch_outputs, source, scoring]),
                events={"chat_with": chat_with.click})

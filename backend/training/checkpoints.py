@@ -70,10 +70,11 @@ def _fsync_tree(folder: Path) -> None:
 
 
 def save_checkpoint(model, optimizer, files: JobFiles, spec: JobSpec, step: int, epoch: float,
-                    summary: dict, keep_last: int) -> Path:
+                    summary: dict, keep_last: int, keep: int | None = None) -> Path:
     """Write checkpoints/step-NNNNNN atomically: into a hidden folder, fsync, rename. On any failure
     the hidden folder is removed, so no half checkpoint is ever offered; a full disk becomes a
-    sentence. Then prune to the newest `keep_last`."""
+    sentence. Then prune to the newest `keep_last`, and the checkpoint of step `keep` (the best so
+    far)."""
     final = files.checkpoints / checkpoint_name(step)
     partial = files.checkpoints / f".{final.name}.partial"
     try:
@@ -97,8 +98,9 @@ def save_checkpoint(model, optimizer, files: JobFiles, spec: JobSpec, step: int,
                 "saved, and nothing half-written was kept. Free some space (or keep fewer checkpoints), then "
                 "resume the job.", folder=files.root, name=final.name) from err
         raise
-    for _, old in ready_checkpoints(files)[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
+    for old_step, old in ready_checkpoints(files)[:-keep_last]:
+        if old_step != keep:
+            shutil.rmtree(old, ignore_errors=True)
     log.info("saved checkpoint %s", final.name)
     return final
 
@@ -155,10 +157,11 @@ def resume(folder: Path, spec: JobSpec, peft_model, optimizer, device) -> int:
     return int(state["step"])
 
 
-def save(peft_model, optimizer, files, spec, step, epoch, summary, dist: Dist) -> None:
-    """A checkpoint of this step, written by rank 0 while the other ranks wait."""
+def save(peft_model, optimizer, files, spec, step, epoch, summary, dist: Dist, keep: int | None = None) -> None:
+    """A checkpoint of this step, written by rank 0 while the other ranks wait (`keep`: a step whose
+    checkpoint pruning leaves alone)."""
     if dist.is_main:
-        save_checkpoint(peft_model, optimizer, files, spec, step, epoch, summary, spec.keep_last)
+        save_checkpoint(peft_model, optimizer, files, spec, step, epoch, summary, spec.keep_last, keep)
     if dist.world > 1:
         torch.distributed.barrier()  # nobody races ahead (or exits) while rank 0 writes
 

@@ -12,15 +12,40 @@ from typing import Any
 from backend.bundled import EXAMPLES_DIR
 from backend.data import DataError, load_training_set, samples_file
 from backend.data.library import datasets_root, list_training_sets
+from backend.data.split import MANIFEST
 from backend.training.demo_data import DEMO_JOB_NAMES, demo_data_file, write_demo_dataset
-from backend.training.spec import PRESETS, JobSpec, preset
+from backend.training.spec import PRESETS, SCORE_TASKS, JobSpec, preset
 
 DEMO_SOURCE = "demo"  # the training-data choice of the bundled dishes as chat samples (demo_data.py)
 # The settings a person edits, in the form's order; every other spec field keeps its preset value.
 FIELDS = ("lora_r", "lora_alpha", "learning_rate", "epochs", "batch_size", "grad_accum",
-          "max_image_pixels", "save_every", "gradient_checkpointing", "device", "gpus", "pack_tokens")
+          "max_image_pixels", "save_every", "gradient_checkpointing", "device", "gpus", "pack_tokens",
+          "keep_best", "early_stop_patience")
 # Spec fields the form sets from its other widgets, or the job store from where the job lives.
-FORM_FILLED = ("model", "data_file", "image_root", "eval_file", "output_dir", "name")
+FORM_FILLED = ("model", "data_file", "image_root", "eval_file", "output_dir", "name", "score_set", "score_task")
+NO_SCORING = ""  # the evaluation-set choice of a job whose checkpoints are not scored
+FOODIEQA_SCORING = "foodieqa:"  # + a task: the evaluation-set choice of the --data folder's questions
+
+
+def score_choices(workdir: Path, data_folder: Path | None) -> list[tuple[str, str, int]]:
+    """(kind, key, size) of each evaluation set a job can score its checkpoints on: no scoring, each
+    saved set's held-out questions (kind "heldout", key its folder), and the --data folder's tasks
+    (kind "foodieqa", key FOODIEQA_SCORING + task). Sizes are questions (0 where not counted)."""
+    choices = [("none", NO_SCORING, 0)]
+    for _, folder, manifest in list_training_sets(workdir):
+        heldout = manifest.get("heldout", {}).get("samples", 0) if isinstance(manifest.get("heldout"), dict) else 0
+        if heldout:
+            choices.append(("heldout", str(folder), heldout))
+    if data_folder is not None:
+        choices += [("foodieqa", FOODIEQA_SCORING + task, 0) for task in SCORE_TASKS]
+    return choices
+
+
+def score_fields(choice: str, data_folder: Path | None) -> dict:
+    """The spec's score_set and score_task for an evaluation-set choice (score_choices' keys)."""
+    if choice.startswith(FOODIEQA_SCORING):
+        return {"score_set": str(data_folder or ""), "score_task": choice.removeprefix(FOODIEQA_SCORING)}
+    return {"score_set": choice or ""}
 
 
 def preset_values(name: str) -> list:
@@ -31,7 +56,8 @@ def preset_values(name: str) -> list:
 
 
 def build_spec(workdir: Path, app_model: str, source: str, preset_name: str, name: str, model: str,
-               values: dict[str, Any], lang: str = "en") -> JobSpec:
+               values: dict[str, Any], lang: str = "en", scoring: str = NO_SCORING,
+               data_folder: Path | None = None) -> JobSpec:
     """A checked JobSpec for the form's choices: `source` is DEMO_SOURCE or a saved training set's
     folder, `model` "" for the app's own model, `values` the FIELDS by name. SpecError / DataError
     carry the sentences. A demo job is named in `lang`, the language of the page that started it."""
@@ -41,7 +67,7 @@ def build_spec(workdir: Path, app_model: str, source: str, preset_name: str, nam
     if model.strip():
         overrides["model"] = model.strip()
     files = demo_files(workdir, lang) if source == DEMO_SOURCE else training_set_files(workdir, source)
-    return preset(preset_name, **{"model": app_model, **files, **overrides})
+    return preset(preset_name, **{"model": app_model, **files, **overrides, **score_fields(scoring, data_folder)})
 
 
 def demo_files(workdir: Path, lang: str = "en") -> dict:
@@ -72,6 +98,7 @@ class FormFill:
     model: str  # "" for the app's own model (the field's placeholder)
     values: list  # FIELDS, in order
     other_settings: list[str]  # settings outside the form in which the job differs from `preset`
+    scoring: str = NO_SCORING  # the evaluation-set choice (score_choices' key)
 
 
 def form_from_spec(spec: JobSpec, workdir: Path, app_model: str) -> FormFill:
@@ -95,7 +122,16 @@ def form_from_spec(spec: JobSpec, workdir: Path, app_model: str) -> FormFill:
                     name="" if spec.name in names_the_form_gave else spec.name,
                     model="" if spec.model == app_model else spec.model,
                     values=[getattr(spec, field) for field in FIELDS],
-                    other_settings=differing(preset_name))
+                    other_settings=differing(preset_name), scoring=scoring_of(spec))
+
+
+def scoring_of(spec: JobSpec) -> str:
+    """The evaluation-set choice a job's spec was made from."""
+    if not spec.score_set:
+        return NO_SCORING
+    if (Path(spec.score_set) / MANIFEST).is_file():
+        return str(Path(spec.score_set).resolve())
+    return FOODIEQA_SCORING + spec.score_task
 
 
 def source_of(spec: JobSpec, workdir: Path) -> str | None:

@@ -43,6 +43,7 @@ import torch
 
 from backend.problems import Problem, problem_to_json
 from backend.training import checkpoints
+from backend.training.checkpoint_scores import checkpoint_scorer
 from backend.training.encoding import IGNORE_INDEX, SampleDataset, collate
 from backend.training.errors import TrainingError
 from backend.training.job_data import read_job_data
@@ -53,6 +54,7 @@ from backend.training.job_folder import (
     EXIT_STOPPED,
     JobFiles,
     Metrics,
+    checkpoint_name,
     clock,
     ready_checkpoints,
     write_json_atomic,
@@ -136,6 +138,10 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
     model.train()
     progress = StepLog(Metrics(files.metrics, step, dist.is_main), spec.log_every, total_steps, steps_per_epoch,
                        step, device)
+    # each checkpoint scored on the job's evaluation set, when it names one (checkpoint_scores.py)
+    scorer = checkpoint_scorer(spec, data.dataset.samples, model, processor, device, weights_dtype, progress.metrics,
+                               dist)
+    scorer.restore(saved, steps_per_epoch)
     last: StepTotals | None = None  # the newest step whose totals have been read
     in_flight: StepInFlight | None = None  # the step whose totals are still on their way
     eval_loss = None
@@ -174,7 +180,8 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
         evaluating = bool(data.eval_samples) and (
             (spec.eval_every and step % spec.eval_every == 0)
             or (not spec.eval_every and step % steps_per_epoch == 0) or step == total_steps)
-        due = spec.save_every and step % spec.save_every == 0 and step < total_steps
+        due = (spec.save_every and step % spec.save_every == 0 and step < total_steps) or (
+            scorer.scores and step == total_steps)  # a scored job's last step is a checkpoint too
         # One rank sees a stop request at once; with several, every rank learns of any rank's
         # request from the same step's summed totals, so all stop at the same step.
         stopping = stop.requested if dist.world == 1 else last is not None and last.stop_asked
@@ -191,18 +198,23 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
             log.info("step %d | eval loss %.4f on %d held-out samples", step, eval_loss, len(data.eval_samples))
             model.train()
 
-        # -- checkpoint, and stop if asked --
+        # -- checkpoint (scored, when the job names an evaluation set), and stop if asked --
+        stopping_early = False
         if (due or stopping) and step > last_saved:
             checkpoints.save(model, optimizer, files, spec, step, epoch_float,
-                             {"loss": last.loss, "eval_loss": eval_loss}, dist)
+                             {"loss": last.loss, "eval_loss": eval_loss}, dist, keep=scorer.keep)
             last_saved = step
+            stopping_early = scorer.score(step, epoch_float, files.checkpoints / checkpoint_name(step))
         if stopping:
             log.info("stopped at step %d of %d; resume continues from here", step, total_steps)
             return EXIT_STOPPED
+        if stopping_early:
+            break
 
     # ---- done: the final adapter (and merged model) ----
     steps.log_summary()
-    summary = {"step": step, "total_steps": total_steps, "loss": last.loss if last else None, "eval_loss": eval_loss}
+    summary = {"step": step, "total_steps": total_steps, "loss": last.loss if last else None, "eval_loss": eval_loss,
+               **scorer.use_best(model, files, step, device)}
     if dist.is_main:
         checkpoints.save_final(model, processor, files, spec, summary)
     if dist.world > 1:

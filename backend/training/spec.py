@@ -21,6 +21,7 @@ DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "
 
 DEVICES = ("auto", "cpu", "cuda")
 SCHEDULES = ("cosine", "constant")
+SCORE_TASKS = ("sivqa", "mivqa", "textqa")  # the multiple-choice tasks a job's checkpoints can be scored on
 
 # Settings this program no longer has: the value each had by default, and why any other value
 # cannot be honoured. Every field is saved in a job's spec.json, so older job folders hold them; at
@@ -84,6 +85,15 @@ class JobSpec:
 
     # --- checkpoints and evaluation ---
     save_every: int = 100  # optimiser steps between checkpoints (0 = only at the end)
+    # Each checkpoint scored on multiple-choice questions right after it is written
+    # (checkpoint_scores.py): a saved training set's folder (its held-out questions) or a FoodieQA
+    # folder (its `score_task` questions); "" = not scored.
+    score_set: str = ""
+    score_task: str = "sivqa"
+    score_lang: str = "zh"  # the language the questions are asked in
+    score_batch: int = 16  # questions per generate call
+    keep_best: bool = False  # the final adapter is the checkpoint with the best held-out accuracy
+    early_stop_patience: int = 0  # stop after this many scorings without a better accuracy (0 = never)
     keep_last: int = 2  # checkpoints kept; older ones are deleted
     eval_every: int = 0  # optimiser steps between evaluations (0 = once per epoch)
     log_every: int = 1  # optimiser steps between lines of metrics.jsonl
@@ -237,6 +247,19 @@ class JobSpec:
             add("eval_every", "Evaluate every N steps needs N of 0 (once per epoch) or more.")
         if self.log_every < 1:
             add("log_every", "Log every N steps needs N of 1 or more.")
+        if check_files and self.score_set and not Path(self.score_set).is_dir():
+            add("score_set_missing", "The evaluation set's folder {path} does not exist.", path=self.score_set)
+        if self.score_task not in SCORE_TASKS:
+            add("score_task", "The evaluation task must be one of {choices}.", choices=", ".join(SCORE_TASKS))
+        if self.score_lang not in ("zh", "en"):
+            add("score_lang", "The evaluation questions are asked in zh or en (not {value!r}).", value=self.score_lang)
+        if self.score_batch < 1:
+            add("score_batch", "Score at least 1 question per batch (it is {value}).", value=self.score_batch)
+        if self.early_stop_patience < 0:
+            add("early_stop_patience", "Early stopping's patience cannot be negative (0 turns it off).")
+        if (self.keep_best or self.early_stop_patience) and not self.score_set:
+            add("best_needs_scores", "Keeping the best checkpoint and stopping early need an evaluation set to "
+                "score the checkpoints on.")
 
         if self.device not in DEVICES:
             add("device", "The device must be one of {choices} (it is {value!r}).",

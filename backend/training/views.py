@@ -80,6 +80,26 @@ def loss_curve(store: JobStore, job_id: str) -> LossCurve:
                      eval=[(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r])
 
 
+@dataclass(frozen=True)
+class AccuracyPoint:
+    step: int
+    accuracy: float
+    questions: int
+    eval_set: str
+    trained_on: bool
+
+
+def accuracy_curve(store: JobStore, job_id: str) -> list[AccuracyPoint]:
+    """Each scored checkpoint's accuracy on the job's evaluation set, by step."""
+    return [AccuracyPoint(r["step"], r["eval_accuracy"], r.get("eval_questions", 0), r.get("eval_set", ""),
+                          bool(r.get("trained_on"))) for r in store.metrics(job_id) if "eval_accuracy" in r]
+
+
+def best_point(points: list[AccuracyPoint]) -> AccuracyPoint | None:
+    """The best accuracy, the earliest step on a tie (as the training program keeps it)."""
+    return max(points, key=lambda p: (p.accuracy, -p.step)) if points else None
+
+
 def log_tail(store: JobStore, job_id: str, lines: int = 40) -> str:
     return store.log_tail(job_id, lines)
 
