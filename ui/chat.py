@@ -20,10 +20,11 @@ from backend.inference.engine import Cancel, GenerationSettings, Turn
 from backend.markdown_text import as_text
 from backend.quick_examples import EXAMPLE_QUESTIONS
 from backend.services import Services
-from ui.i18n import model_label, request_lang, text
+from ui.i18n import markdown, model_label, request_lang, text
 from ui.messages import MODEL_CONCURRENCY_ID, example_message, example_pictures, files_of, to_chatbot
 from ui.problems import say
 from ui.tab import Handler, Tab
+from ui.toasts import warn
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def model_header(services: Services, lang: str) -> str:
     """The model the app serves and its engine, e.g. "**Qwen2-VL: /models/qwen2-vl-2b** · lmdeploy"."""
     source = services.source
     label = text("demo_source", lang) if source.is_demo else source.label
-    return f"**{label}** · {services.engine.name}"
+    return f"**{as_text(label)}** · {as_text(services.engine.name)}"
 
 
 def model_notice(services: Services, key: str | None, lang: str) -> str:
@@ -53,7 +54,7 @@ def model_notice(services: Services, key: str | None, lang: str) -> str:
     if choice is None or choice.step is None:  # the base model, or a checkpoint deleted meanwhile
         return base_notice
     base = text("demo_model_name", lang) if source.is_demo else source.label
-    return text("tuned_notice", lang, base=base, adapter=model_label(choice, lang))
+    return markdown("tuned_notice", lang, base=base, adapter=model_label(choice, lang))
 
 
 def refresh_models(services: Services, current: str | None, lang: str = "en") -> gr.Dropdown:
@@ -70,7 +71,7 @@ def chat(message: dict | None, session: ChatSession, max_new_tokens: float, temp
     lang = request_lang(request, forced_lang)
     keep_input = gr.MultimodalTextbox(value=message, interactive=True)
     if session.answering:
-        gr.Warning(text("busy", lang))
+        warn(text("busy", lang))
         yield to_chatbot(session.turns), session, keep_input
         return
     try:
@@ -80,7 +81,7 @@ def chat(message: dict | None, session: ChatSession, max_new_tokens: float, temp
         adapter = ensure_adapter(services.engine, choice)
     except (ChatInputError, ValueError, OSError) as err:  # ImageError is a ValueError too
         detail = say(err, lang)
-        gr.Warning(text("bad_image", lang, detail=detail) if isinstance(err, ImageError) else detail)
+        warn(text("bad_image", lang, detail=detail) if isinstance(err, ImageError) else detail)
         yield to_chatbot(session.turns), session, keep_input
         return
 
@@ -103,7 +104,7 @@ def chat(message: dict | None, session: ChatSession, max_new_tokens: float, temp
                     interactive=False)
     except (ImageError, ValueError, RuntimeError) as err:
         log.exception("generation failed")
-        gr.Warning(text("failed", lang, detail=say(err, lang)))
+        warn(text("failed", lang, detail=say(err, lang)))
     finally:
         # Runs on normal end, on error and when Stop (or a closed tab) cancels this handler.
         stopped = session.cancel.is_set

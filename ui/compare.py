@@ -18,12 +18,13 @@ from backend.evaluation import scoring
 from backend.evaluation.question_sets import question_sets
 from backend.evaluation.score_request import ScoringRequestError, score_models
 from backend.inference.engine import GenerationSettings
-from backend.markdown_text import as_text
+from backend.markdown_text import Markdown, as_text
 from backend.services import Services
-from ui.i18n import model_label, request_lang, set_label, text, value_word
+from ui.i18n import markdown, model_label, request_lang, set_label, text, value_word
 from ui.messages import MODEL_CONCURRENCY_ID, example_message, example_pictures, files_of, to_chatbot
 from ui.problems import say
 from ui.tab import Handler, Tab
+from ui.toasts import failure, warn
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def side_by_side(message: dict | None, left_key: str, right_key: str, max_new_to
         turn = user_turn((message or {}).get("text"), files_of(message), services.max_pixels, lang)
         adapters = [ensure_adapter(services.engine, left), ensure_adapter(services.engine, right)]
     except (ChatInputError, ValueError, OSError) as err:  # ImageError is a ValueError
-        gr.Warning(say(err, lang))
+        warn(say(err, lang))
         yield gr.skip(), gr.skip()
         return
     shown = to_chatbot([turn])
@@ -65,7 +66,7 @@ def side_by_side(message: dict | None, left_key: str, right_key: str, max_new_to
                    [*shown, {"role": "assistant", "content": as_text(answers[1])}])
     except (ValueError, RuntimeError) as err:
         log.exception("side-by-side generation failed")
-        gr.Warning(text("failed", lang, detail=say(err, lang)))
+        warn(text("failed", lang, detail=say(err, lang)))
 
 
 def run_scores(left_key: str, right_key: str, set_name: str, lang: str, batch_size: float,
@@ -83,10 +84,10 @@ def run_scores(left_key: str, right_key: str, set_name: str, lang: str, batch_si
         scored = score_models(services.engine, services.jobs, services.settings.workdir, services.settings.data,
                               (left_key, right_key), set_name, lang, int(batch_size), report)
     except (ScoringRequestError, ValueError, OSError) as err:
-        raise gr.Error(say(err, page_lang)) from None
+        raise failure(say(err, page_lang)) from None
     except RuntimeError as err:  # the engine failed (LMDeploy's server died or refused; out of memory)
         log.exception("scoring failed")
-        raise gr.Error(text("scoring_failed", page_lang, detail=say(err, page_lang))) from None
+        raise failure(text("scoring_failed", page_lang, detail=say(err, page_lang))) from None
 
     names = [model_label(choice, page_lang) for choice in scored.models]  # each model as the page names it
     # Gradio's upload folder: under the work folder (app.py), and a folder Gradio agrees to serve
@@ -100,9 +101,9 @@ def run_scores(left_key: str, right_key: str, set_name: str, lang: str, batch_si
 
 def score_tables(runs: list, names: list[str], set_name: str, count: int, lang: str) -> tuple:
     """The summary line, the breakdown tables and the per-question table, said in `lang`."""
-    scores = " · ".join(text("cmp_model_score", lang, model=name, accuracy=100 * r.accuracy, unparsed=r.unparsed)
+    scores = " · ".join(markdown("cmp_model_score", lang, model=name, accuracy=100 * r.accuracy, unparsed=r.unparsed)
                         for r, name in zip(runs, names))
-    summary = text("cmp_summary", lang, set=set_name, count=count, scores=scores)
+    summary = markdown("cmp_summary", lang, set=set_name, count=count, scores=Markdown(scores))
     words = dict(total=text("cmp_total", lang), unparsed=text("cmp_unparsed", lang, count="{count}"))
     tables = [gr.Dataframe(value=breakdown_rows(runs, by, words, lang),
                            headers=[text(f"cmp_col_{by}", lang), *names], visible=True) for by in BREAKDOWNS]
@@ -136,7 +137,7 @@ def csv_download(runs: list, headers: list[str], folder: Path, lang: str) -> gr.
         return gr.File(value=str(scoring.write_csv(runs, headers, folder)), visible=True)
     except OSError as err:
         log.warning("the scores' CSV was not written: %s", err)
-        gr.Warning(text("cmp_csv_failed", lang, detail=err.strerror or err))
+        warn(text("cmp_csv_failed", lang, detail=err.strerror or err))
         return gr.File(value=None, visible=False)
 
 

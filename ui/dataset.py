@@ -35,6 +35,7 @@ from backend.data import (
 )
 from backend.data.library import SaveRefused, save_training_set, whole_number
 from backend.data.sources import SOURCE_KINDS, SourceIncomplete, read_source, suggested_name
+from backend.markdown_text import as_text
 from backend.services import Services
 from ui.dataset_views import (
     DatasetSession,
@@ -50,9 +51,10 @@ from ui.dataset_views import (
     source_gone,
     summary_markdown,
 )
-from ui.i18n import request_lang, text
+from ui.i18n import markdown, request_lang, text
 from ui.problems import say
 from ui.tab import Handler, Tab
+from ui.toasts import failure, warn
 
 log = logging.getLogger(__name__)
 
@@ -189,10 +191,10 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
         except (DataError, OSError) as err:  # OSError: a full disk, a vanished upload, ...
             detail = say(err, lang)
             sentence = detail if isinstance(err, SourceIncomplete) else text("ds_load_failed", lang, detail=detail)
-            gr.Warning(sentence)
-            return {summary: f"⚠️ {sentence}\n\n{summary_markdown(state.result, lang)}"}
+            warn(sentence)
+            return {summary: f"⚠️ {as_text(sentence)}\n\n{summary_markdown(state.result, lang)}"}
         if loaded.left_out:
-            gr.Warning(left_out_sentence(loaded.left_out, lang))
+            warn(left_out_sentence(loaded.left_out, lang))
         result = loaded.result
         state = DatasetSession(result)
         has_foodieqa = any(r.source == SOURCE_FOODIEQA for r in result.records)
@@ -212,7 +214,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
                            dish_name or "")
         number = whole_number(page or 1)
         if number is None:
-            raise gr.Error(text("ds_bad_page", lang))
+            raise failure(text("ds_bad_page", lang))
         return render(state, flt, number, lang)
 
     filter_inputs = [*filters.values(), dish]
@@ -237,7 +239,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
         record = find_record(state.result.records, wanted) if wanted else None
         if record is None:
             if wanted:
-                gr.Warning(text("ds_not_found", lang, id=wanted))
+                warn(text("ds_not_found", lang, id=wanted))
             return cleared_detail(lang) | {record_id: wanted}
         view = detail_view(record)
         shown = []
@@ -294,10 +296,10 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
             if not isinstance(err, SaveRefused):  # the set could not be made: said as such
                 sentence = text("ds_terms_refused" if isinstance(err, TermsNotAccepted) else "ds_save_failed", lang,
                                 detail=sentence)
-            gr.Warning(sentence)
-            return {saved: f"⚠️ {sentence}"}
+            warn(sentence)
+            return {saved: f"⚠️ {as_text(sentence)}"}
         manifest = made.manifest
-        sentence = text("ds_saved", lang, name=made.folder.name, train=manifest["train"]["samples"],
+        sentence = markdown("ds_saved", lang, name=made.folder.name, train=manifest["train"]["samples"],
                         train_dishes=len(manifest["train"]["dish_ids"]),
                         heldout=manifest["heldout"]["samples"],
                         heldout_dishes=len(manifest["heldout"]["dish_ids"]), folder=made.folder)

@@ -25,6 +25,7 @@ from backend.training.worker import gpu_shortfall, visible_gpus
 from ui.i18n import request_lang, text
 from ui.problems import say, say_all
 from ui.tab import Handler, Tab
+from ui.toasts import failure, inform, warn
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +121,10 @@ def watch(services: Services, job_id: str | None, lang: str = "en") -> tuple:
     progress = f"**{state_word(row.state, lang)}** `{bar}` {100 * row.fraction:.0f}% · {progress_words(row, lang)}"
     progress += f"\n\n<sub>{as_text(settings_words(row.spec, lang))}</sub>"
     if row.error:
-        progress += f"\n\n⚠️ {say(row.error, lang)}"
+        progress += f"\n\n⚠️ {as_text(say(row.error, lang))}"
     memory = views.gpu_memory()
     if memory:
-        progress += "\n\n" + " · ".join(m.text for m in memory)
+        progress += "\n\n" + " · ".join(as_text(m.text) for m in memory)
     curve = loss_plot(views.loss_curve(services.jobs, job_id).rows(), lang)
     return (job_table(rows, lang), picker, progress, curve, views.log_tail(services.jobs, job_id, 30),
             checkpoint_table(services, job_id, lang), gr.Timer(active=active))
@@ -207,29 +208,29 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
                 raise JobError(shortfall)
             queued = services.jobs.submit(spec)
         except SpecError as err:
-            gr.Warning(say_all(err.problems, lang, form_labels(lang)))
+            warn(say_all(err.problems, lang, form_labels(lang)))
             return watch(services, None, lang)
         except JobError as err:
-            gr.Warning(say(err.args[0], lang))
+            warn(say(err.args[0], lang))
             return watch(services, None, lang)
         except (DataError, ValueError) as err:
-            gr.Warning(say(err, lang))
+            warn(say(err, lang))
             return watch(services, None, lang)
-        gr.Info(text("tr_queued", lang, job=queued.id))
+        inform(text("tr_queued", lang, job=queued.id))
         return watch(services, queued.id, lang)
 
     start.click(submit, [source, preset_name, name, model, *widgets], watch_outputs, api_name="train_start")
 
     def act(action: str, job_id, lang: str):
         if not job_id:
-            gr.Warning(text("tr_pick_job", lang))
+            warn(text("tr_pick_job", lang))
             return watch(services, None, lang)
         try:
             getattr(services.jobs, action)(job_id)
         except SpecError as err:  # a resumed job whose spec no longer holds
-            gr.Warning(say_all(err.problems, lang))
+            warn(say_all(err.problems, lang))
         except JobError as err:
-            gr.Warning(say(err.args[0], lang))
+            warn(say(err.args[0], lang))
         return watch(services, None if action == "delete" else job_id, lang)
 
     def action_handler(action: str):
@@ -247,20 +248,20 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
         lang = request_lang(request, forced_lang)
         unchanged = [gr.skip()] * (4 + len(widgets))
         if not job_id:
-            gr.Warning(text("tr_pick_job", lang))
+            warn(text("tr_pick_job", lang))
             return unchanged
         try:
             spec = services.jobs.get(job_id).spec
         except JobError as err:
-            gr.Warning(say(err.args[0], lang))
+            warn(say(err.args[0], lang))
             return unchanged
         fill = form_from_spec(spec, services.settings.workdir, services.source.location)
         if fill.source is None:
-            gr.Warning(text("tr_reuse_data_gone", lang, job=job_id, path=spec.data_file))
+            warn(text("tr_reuse_data_gone", lang, job=job_id, path=spec.data_file))
         if fill.other_settings:
-            gr.Warning(text("tr_reuse_other_settings", lang, job=job_id, names=", ".join(fill.other_settings),
+            warn(text("tr_reuse_other_settings", lang, job=job_id, names=", ".join(fill.other_settings),
                             preset=fill.preset))
-        gr.Info(text("tr_reused", lang, job=job_id))
+        inform(text("tr_reused", lang, job=job_id))
         return [gr.skip() if fill.source is None else fill.source, fill.preset, fill.name, fill.model,
                 *fill.values]
 
@@ -272,7 +273,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
         try:
             return views.job_status(views.job_row(services.jobs.get(job_id)))
         except JobError as err:
-            raise gr.Error(str(err)) from None
+            raise failure(str(err)) from None
 
     gr.api(job_status, api_name="train_status")
 

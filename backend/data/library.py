@@ -53,6 +53,19 @@ def check_name(name: str | None) -> str:
     return name
 
 
+def check_job_name(name: str | None) -> str:
+    """A job's name as a person typed it, stripped ("" for none: the form names the job itself), under
+    the rules of a training set's name; DataError with a sentence if it breaks them."""
+    name = (name or "").strip()
+    if len(name) > MAX_NAME_LENGTH:
+        raise DataError("job_name_long", "The job's name is {length} characters long; keep it to {limit}.",
+                        length=len(name), limit=MAX_NAME_LENGTH)
+    if name and not _NAME_RE.fullmatch(name):
+        raise DataError("job_name_bad", "{name!r} cannot be a job's name: use letters, digits, '-', '_' and '.', "
+                        "starting with a letter or a digit (no '/', no spaces).", name=name)
+    return name
+
+
 def training_set_folder(workdir: str | Path, name: str | None) -> Path:
     """<workdir>/datasets/<name>, refusing (DataError) any name that is not one plain folder name."""
     name = check_name(name)

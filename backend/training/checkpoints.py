@@ -2,6 +2,7 @@
 
 A checkpoint is the adapter exactly as peft saves it (so the folder loads as an adapter as is),
 plus trainer_state.pt (optimizer state, step, epoch, random state, the spec) and metrics.json.
+trainer_state.pt holds plain data only, read back with torch.load(weights_only=True).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import errno
 import json
 import logging
 import os
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -142,7 +144,16 @@ def resume(folder: Path, spec: JobSpec, peft_model, optimizer, device) -> int:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    state = torch.load(folder / TRAINER_STATE, map_location="cpu", weights_only=False)
+    # weights_only: tensors, numbers, strings and containers of them, nothing else. That is all a
+    # checkpoint holds (AdamW's state, the step, Python's and torch's random state as a tuple of ints
+    # and a byte tensor, the spec as plain JSON values), and a pickle planted in the work folder can
+    # run no code here.
+    try:
+        state = torch.load(folder / TRAINER_STATE, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
+        raise TrainingError("checkpoint_unsafe", "Checkpoint {name} cannot be read as plain data ({detail}); "
+                            "delete that checkpoint folder to resume from an earlier one, or start a new job.",
+                            name=folder.name, detail=str(err).splitlines()[0][:200]) from err
     changed = [name for name in SCHEDULE_FIELDS if state["spec"].get(name) != getattr(spec, name)]
     if changed:
         raise TrainingError("checkpoint_settings", "Checkpoint {name} was made with different settings "

@@ -148,7 +148,7 @@ class JobStore:
         spec.save(JobFiles(folder).spec)
         self._execute("INSERT INTO jobs (id, name, spec, state, created) VALUES (?, ?, ?, 'queued', ?)",
                       (job_id, spec.name, spec.to_json(), time.time()))
-        log.info("queued job %s (%s)", job_id, spec.name or spec.model)
+        log.info("queued job %s (%r)", job_id, spec.name or spec.model)
         return self.get(job_id)
 
     def list(self, states: tuple[str, ...] | None = None) -> list[Job]:

@@ -269,7 +269,7 @@ class Worker:
     def _finish(self, job: Job, exit_status: int | None) -> None:
         state, error = outcome(job, exit_status)
         self.store.finish(job.id, state, error, exit_status)
-        log.info("job %s %s%s", job.id, state, f": {error}" if error else "")
+        log.info("job %s %s%s", job.id, state, f": {str(error)!r}" if error else "")
 
 
 def outcome(job: Job, exit_status: int | None) -> tuple[str, str | None]:
