@@ -25,6 +25,7 @@ from ui.messages import MODEL_CONCURRENCY_ID, example_message, example_pictures,
 from ui.problems import say
 from ui.tab import Handler, Tab
 from ui.toasts import warn
+from ui.upload_guard import foreign_uploads
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,10 @@ def chat(message: dict | None, session: ChatSession, max_new_tokens: float, temp
     keep_input = gr.MultimodalTextbox(value=message, interactive=True)
     if session.answering:
         warn(text("busy", lang))
+        yield to_chatbot(session.turns), session, keep_input
+        return
+    if foreign_uploads(files_of(message), request):  # another visitor's photo, named by its path
+        warn(text("upload_not_yours", lang))
         yield to_chatbot(session.turns), session, keep_input
         return
     try:

@@ -25,6 +25,7 @@ from ui.messages import MODEL_CONCURRENCY_ID, example_message, example_pictures,
 from ui.problems import say
 from ui.tab import Handler, Tab
 from ui.toasts import failure, warn
+from ui.upload_guard import foreign_uploads
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,10 @@ def side_by_side(message: dict | None, left_key: str, right_key: str, max_new_to
                  request: gr.Request | None = None) -> Iterator[tuple[list, list]]:
     """Inputs: the textbox value, the two model keys. Outputs (streamed): two chatbots."""
     lang = request_lang(request, forced_lang)
+    if foreign_uploads(files_of(message), request):  # another visitor's photo, named by its path
+        warn(text("upload_not_yours", lang))
+        yield gr.skip(), gr.skip()
+        return
     try:
         choices = model_choices(services.jobs)
         left, right = find_choice(choices, left_key), find_choice(choices, right_key)

@@ -47,6 +47,7 @@ class DatasetSession:
 
     result: ReadResult
     page_ids: list[str] = field(default_factory=list)
+    upload: Path | None = None  # the unpacked upload whose pictures this data shows (removed with it)
 
 
 # --- turning backend values into what the widgets show, in the visitor's language -------------------
