@@ -97,13 +97,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    from backend.training import worker as training_worker
+    from backend.training.supervisor import Supervisor
     from ui import request_guard, upload_guard
     from ui.app import CSS, build, page_js  # gradio loads only once the model is known to be good
 
-    # Training runs in a worker process beside the app; it exits with the app, and its jobs
-    # keep running and are adopted by the next worker (see backend/training/worker.py).
-    worker = training_worker.spawn(settings.workdir)
+    # Training runs in a worker process beside the app, restarted within seconds whenever it exits
+    # (backend/training/supervisor.py); it exits with the app, and its jobs keep running and are
+    # adopted by the next worker (backend/training/worker.py).
+    worker = Supervisor(settings.workdir)
+    worker.start()
+    services.worker = worker
     try:
         page, i18n = build(services)
         # Past queue_size waiting requests, Gradio refuses new ones with its own busy message (the
@@ -132,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        training_worker.stop(worker)
+        worker.stop()
         close = getattr(services.engine, "close", None)
         if close:
             close()

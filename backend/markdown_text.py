@@ -27,8 +27,10 @@ import re
 _INLINE = re.compile(r"[\\`*\[\]|~$@#]|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
 # What GFM turns into a link by itself: "http://x", "www.x".
 _AUTOLINK = re.compile(r"(?i)(?<=[a-z])://|\bwww\.")
-# Block markers that count only at the start of a line: lists, setext headings, ordered lists.
-_LINE_START = re.compile(r"^([ \t]*)([-+=]|\d+(?=[.)]))", re.MULTILINE)
+# Block markers, which count only at the start of a line: a list item ("- x", "+ x", "1. x", "1) x"),
+# and a line of "=" or "-" alone (a heading's underline, a rule). "6.6 MB" or "-0.5" is no marker.
+_LINE_START = re.compile(r"^([ \t]*)(?:([-+])(?=[ \t]|$)|(\d{1,9})(?=[.)](?:[ \t]|$))|([-=])(?=[-= \t]*$))",
+                         re.MULTILINE)
 
 
 class Markdown(str):
@@ -54,7 +56,7 @@ def as_text(value: object, view: str = "markdown") -> str:
 
 
 def _escape_marker(match: re.Match) -> str:
-    indent, marker = match.group(1), match.group(2)
-    if marker.isdigit():  # "1." / "1)": the punctuation after the number is what makes the list
-        return f"{indent}{marker}\\"
-    return f"{indent}\\{marker}"
+    indent, bullet, number, rule = match.groups()
+    if number:  # "1." / "1)": the punctuation after the number is what makes the list
+        return f"{indent}{number}\\"
+    return f"{indent}\\{bullet or rule}"

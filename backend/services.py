@@ -12,6 +12,7 @@ from backend.models.demo import ensure_demo_model
 from backend.quick_examples import QuickExample, quick_examples
 from backend.settings import Settings
 from backend.training.jobs import JobStore
+from backend.training.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,7 @@ class Services:
     max_pixels: int
     examples: list[QuickExample]
     jobs: JobStore
+    worker: Supervisor | None = None  # the app's training worker, once app.py started it
 
 
 def choose_engine(settings: Settings, source: loading.ModelSource) -> tuple[str, str]:

@@ -8,12 +8,15 @@ A gr.Timer polls while a job is queued or running and switches itself off when n
 from __future__ import annotations
 
 import logging
+import math
+import time
 
 import gradio as gr
 import pandas as pd
 
 from backend.data import DataError
 from backend.data.library import list_training_sets
+from backend.disk import FolderSize, free_bytes, human_size
 from backend.markdown_text import as_text
 from backend.services import Services
 from backend.training import views
@@ -22,7 +25,7 @@ from backend.training.job_form import DEMO_SOURCE, FIELDS, build_spec, form_from
 from backend.training.jobs import JobError
 from backend.training.spec import PRESETS, JobSpec, SpecError
 from backend.training.worker import gpu_shortfall, visible_gpus
-from ui.i18n import request_lang, text
+from ui.i18n import markdown, request_lang, text
 from ui.problems import say, say_all
 from ui.tab import Handler, Tab
 from ui.toasts import failure, inform, warn
@@ -104,18 +107,56 @@ def loss_plot(points: list[dict], lang: str) -> gr.LinePlot:
                        color_title="")
 
 
+_SIZES: dict[str, FolderSize] = {}  # the work folder's size, measured at most every 15 s
+
+
+def worker_line(services: Services, lang: str) -> tuple[str, bool]:
+    """(Markdown, whether it is worth watching): whether a training worker runs, and if not why and
+    when the next one starts; then the work folder's size and the free space on its disk."""
+    worker = services.worker.status() if services.worker is not None else None
+    when = (lambda t: time.strftime("%H:%M:%S", time.localtime(t)) if t else "?")
+    watch_it = False
+    if worker is None:
+        line = text("tr_worker_none", lang)
+    elif worker.state == "down":
+        line = markdown("tr_worker_down", lang, why=say(worker.last_exit or "", lang), time=when(worker.last_exit_at),
+                        wait=math.ceil(worker.restart_in_s or 0))
+        watch_it = True
+    elif worker.state == "storage":
+        line = markdown("tr_worker_storage", lang, detail=worker.detail, wait=math.ceil(worker.retry_s or 0))
+        watch_it = True
+    elif worker.state == "waiting":
+        line = markdown("tr_worker_waiting", lang, holder=worker.detail)
+    elif worker.state == "stopped":
+        line = text("tr_worker_stopped", lang)
+    else:
+        line = markdown("tr_worker_running", lang, pid=worker.pid)
+        watch_it = worker.state == "starting"
+        if worker.restarts and worker.last_exit:
+            line += " " + markdown("tr_worker_restarted", lang, count=worker.restarts, why=say(worker.last_exit, lang),
+                                   time=when(worker.last_exit_at))
+    folder = services.settings.workdir
+    size = _SIZES.setdefault(str(folder), FolderSize(folder))
+    free = free_bytes(folder)
+    line += "\n\n" + markdown("tr_workdir", lang, folder=folder, size=human_size(size.bytes()),
+                               free=human_size(free) if free is not None else "?")
+    return line, watch_it
+
+
 def watch(services: Services, job_id: str | None, lang: str = "en") -> tuple:
-    """Outputs: jobs table, job picker, progress markdown, loss plot, log, checkpoints, timer."""
+    """Outputs: jobs table, job picker, progress markdown, loss plot, log, checkpoints, timer, and the
+    worker's line (worker_line)."""
     rows = views.job_rows(services.jobs)
     ids = [r.id for r in rows]
     if job_id not in ids:
         job_id = ids[0] if ids else None
-    active = any(r.state in ("queued", "running") for r in rows)
+    worker, worker_trouble = worker_line(services, lang)
+    active = any(r.state in ("queued", "running") for r in rows) or worker_trouble
     picker = gr.Dropdown(choices=[(f"{r.id} · {r.name} · {state_word(r.state, lang)}", r.id) for r in rows],
                          value=job_id)
     if job_id is None:
         return job_table(rows, lang), picker, "", loss_plot([], lang), "", checkpoint_table(services, None, lang), \
-            gr.Timer(active=active)
+            gr.Timer(active=active), worker
     row = next(r for r in rows if r.id == job_id)
     bar = "█" * int(20 * row.fraction) + "░" * (20 - int(20 * row.fraction))
     progress = f"**{state_word(row.state, lang)}** `{bar}` {100 * row.fraction:.0f}% · {progress_words(row, lang)}"
@@ -127,7 +168,7 @@ def watch(services: Services, job_id: str | None, lang: str = "en") -> tuple:
         progress += "\n\n" + " · ".join(as_text(m.text) for m in memory)
     curve = loss_plot(views.loss_curve(services.jobs, job_id).rows(), lang)
     return (job_table(rows, lang), picker, progress, curve, views.log_tail(services.jobs, job_id, 30),
-            checkpoint_table(services, job_id, lang), gr.Timer(active=active))
+            checkpoint_table(services, job_id, lang), gr.Timer(active=active), worker)
 
 
 # How the form lays out the settings a person edits (backend.training.job_form.FIELDS), row by row.
@@ -175,6 +216,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
             with gr.Row():
                 job = gr.Dropdown([], label=i18n("tr_job"), allow_custom_value=True, elem_id="train-job", scale=3)
                 refresh = gr.Button(i18n("tr_refresh"), size="sm", scale=1)
+            worker_status = gr.Markdown(elem_id="train-worker")
             progress = gr.Markdown(elem_id="train-progress")
             plot = gr.LinePlot(x="step", y="loss", color="series", label=i18n("tr_loss"), height=260,
                                elem_id="train-plot")
@@ -189,7 +231,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
     # Tall enough for the whole tail: a scrolled box showed its top, not the newest lines.
     log_box = gr.Textbox(label=i18n("tr_log"), lines=12, max_lines=32, autoscroll=True, elem_id="train-log")
     timer = gr.Timer(2.0, active=False)
-    watch_outputs = [jobs, job, progress, plot, log_box, checkpoints, timer]
+    watch_outputs = [jobs, job, progress, plot, log_box, checkpoints, timer, worker_status]
     worker_gpus = visible_gpus()  # as the worker that app.py starts finds them ("auto")
 
     def refresh_view(request: gr.Request, job_id):
