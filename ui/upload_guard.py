@@ -173,6 +173,9 @@ class UploadGuard:
         for entry in entries:
             if entry.name.startswith("tmp") and entry.is_file(follow_symlinks=False):
                 try:
+                    # Emptied first: Gradio may still hold it open after the failure, and an open file's
+                    # space comes back only when it is closed, or emptied.
+                    os.truncate(entry.path, 0)
                     os.unlink(entry.path)
                     log.info("removed %r, left by a failed upload", entry.name)
                 except OSError:
