@@ -47,7 +47,12 @@ def build_spec(workdir: Path, app_model: str, source: str, preset_name: str, nam
 
 def demo_files(workdir: Path, lang: str = "en") -> dict:
     """The bundled dishes as chat samples (written once under the work folder)."""
-    data_file = write_demo_dataset(demo_data_file(workdir))
+    try:
+        data_file = write_demo_dataset(demo_data_file(workdir))
+    except OSError as err:  # a full disk, a work folder gone read-only
+        raise DataError("demo_data_unwritable", "The demo's training samples could not be written to {path} "
+                        "({detail}). If its disk is full, free some space, then try again.",
+                        path=demo_data_file(workdir), detail=err.strerror or str(err)) from None
     return dict(data_file=str(data_file), image_root=str(EXAMPLES_DIR),
                 name=DEMO_JOB_NAMES.get(lang, DEMO_JOB_NAMES["en"]))
 
