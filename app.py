@@ -114,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         page.queue(default_concurrency_limit=4, max_size=settings.queue_size)
         # The front door (ui/request_guard.py) stands before everything: Host pinning, origins,
         # login attempts; the upload guard serves each upload to its uploader alone.
-        door = request_guard.DoorRules(hosts=settings.served_names(), trusted=frozenset(settings.allowed_hosts),
-                                       login_required=settings.exposed)
+        door = request_guard.DoorRules(hosts=settings.served_names(), login_required=settings.exposed,
+                                       trusted=frozenset(name.lower().rstrip(".") for name in settings.allowed_hosts))
         max_bytes = settings.max_upload_mb * 10**6
         try:
             page.launch(server_name=settings.host, server_port=settings.port, share=False, i18n=i18n,

@@ -60,7 +60,7 @@ def test_a_short_password_stops_the_start_with_a_sentence(tmp_path):
 def pinned_app(demo_workdir, tmp_path_factory):
     root = tmp_path_factory.mktemp("pinned")
     workdir = own_workdir(demo_workdir, root / "work")
-    with AppProcess(["--workdir", str(workdir), "--allowed-host", "studio.lab"], root / "app.log") as app:
+    with AppProcess(["--workdir", str(workdir), "--allowed-host", "Studio.Lab"], root / "app.log") as app:
         yield app
 
 
