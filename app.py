@@ -19,6 +19,7 @@ import sys
 
 from backend import services as services_module
 from backend.bundled import EXAMPLES_DIR
+from backend.data.library import clear_uploads
 from backend.models.loading import ModelLoadError
 from backend.settings import from_args
 from backend.taste_notes import PHOTOS
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     # folder this app's alone, so it is emptied at start (a killed run's photos, whose owners
     # nobody remembers any more) and at exit.
     uploads = None
+    clear_uploads(settings.workdir)  # unpacked data uploads of an earlier run: their visitors are gone
     if "GRADIO_TEMP_DIR" not in os.environ:
         uploads = settings.workdir / "gradio-uploads"
         shutil.rmtree(uploads, ignore_errors=True)
@@ -97,21 +99,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    from backend.training import worker as training_worker
-    from ui import upload_guard
+    from backend.training.supervisor import Supervisor
+    from ui import request_guard, upload_guard
     from ui.app import CSS, build, page_js  # gradio loads only once the model is known to be good
 
-    # Training runs in a worker process beside the app; it exits with the app, and its jobs
-    # keep running and are adopted by the next worker (see backend/training/worker.py).
-    worker = training_worker.spawn(settings.workdir)
+    # Training runs in a worker process beside the app, restarted within seconds whenever it exits
+    # (backend/training/supervisor.py); it exits with the app, and its jobs keep running and are
+    # adopted by the next worker (backend/training/worker.py).
+    worker = Supervisor(settings.workdir)
+    worker.start()
+    services.worker = worker
     try:
         page, i18n = build(services)
         # Past queue_size waiting requests, Gradio refuses new ones with its own busy message (the
         # browser: "This application is currently busy. Please try again."; gradio_client: QueueError).
         page.queue(default_concurrency_limit=4, max_size=settings.queue_size)
+        # The front door (ui/request_guard.py) stands before everything: Host pinning, origins,
+        # login attempts; the upload guard serves each upload to its uploader alone.
+        door = request_guard.DoorRules(hosts=settings.served_names(), login_required=settings.exposed,
+                                       trusted=frozenset(name.lower().rstrip(".") for name in settings.allowed_hosts))
+        max_bytes = settings.max_upload_mb * 10**6
         try:
             page.launch(server_name=settings.host, server_port=settings.port, share=False, i18n=i18n,
-                        app_kwargs={"middleware": [upload_guard.middleware(page)]},
+                        app_kwargs={"middleware": [upload_guard.middleware(page, max_bytes)],
+                                    "lifespan": request_guard.lifespan(door)},
+                        max_file_size=max_bytes,
                         auth=list(settings.auth) or None, auth_message="Foodie Studio",
                         css=CSS, js=page_js(settings.lang), allowed_paths=served_folders(services),
                         prevent_thread_lock=True, quiet=True,
@@ -125,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        training_worker.stop(worker)
+        worker.stop()
         close = getattr(services.engine, "close", None)
         if close:
             close()

@@ -13,6 +13,7 @@ from backend.quick_examples import QuickExample, quick_examples
 from backend.settings import Settings
 from backend.taste_notes import TasteNotes
 from backend.training.jobs import JobStore
+from backend.training.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ class Services:
     examples: list[QuickExample]
     jobs: JobStore
     notes: TasteNotes = None  # corrections given in Chat and Compare, a training set of their own
+    worker: Supervisor | None = None  # the app's training worker, once app.py started it
 
     def __post_init__(self) -> None:
         if self.notes is None:

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import os
 import re
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
+MIN_PASSWORD_LENGTH = 8
+DEFAULT_MAX_UPLOAD_MB = 1024  # one uploaded file: room for a zipped FoodieQA (about 864 MB), not for a disk's worth
+# Names a request's Host may always carry: the SSH tunnel's (ssh -L 7860:127.0.0.1:7860 gives
+# "localhost:7860" or "127.0.0.1:7860" in the laptop's browser).
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,32 @@ class Settings:
     kv_cache_share: float = 0.5  # LMDeploy: share of free GPU memory for its KV cache
     tp: int = 1  # LMDeploy: GPUs for tensor parallelism
     queue_size: int = 64  # requests that may wait in Gradio's queue; more are told the app is busy
+    allowed_hosts: tuple[str, ...] = ()  # --allowed-host: more names a request's Host (and Origin) may carry
+    data_roots: tuple[Path, ...] = ()  # --data-root: folders the Dataset tab may load by path
+    max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB  # the largest file one upload may send
+
+    @property
+    def exposed(self) -> bool:
+        """A login is required: the app may be reached by people who are not this machine's users."""
+        return bool(self.auth)
+
+    def path_roots(self) -> tuple[Path, ...] | None:
+        """The folders the Dataset tab may load a server path from, or None for anywhere. With a login
+        (the app is exposed) only --data and the --data-root folders; without one, anywhere this user
+        can read, unless --data-root names folders."""
+        if not self.exposed and not self.data_roots:
+            return None
+        return tuple(dict.fromkeys([*([self.data] if self.data else []), *self.data_roots]))
+
+    def served_names(self) -> frozenset[str]:
+        """Host names a request may carry: loopback, the bound address and --allowed-host. Bound to every
+        address (0.0.0.0), the machine's own name and addresses too (anything else: --allowed-host)."""
+        names = {*LOOPBACK_NAMES, *(name.lower().rstrip(".") for name in self.allowed_hosts)}
+        if self.host in WILDCARD_HOSTS:
+            names |= machine_names()
+        else:
+            names.add(self.host.lower().strip("[]"))
+        return frozenset(names)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -61,6 +95,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--queue-size", type=int, default=64,
                    help="how many requests may wait for their turn (default 64); beyond that a visitor "
                    "is told the app is busy and to try again")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="a host name (or address) the page may be opened by, besides localhost, 127.0.0.1 and "
+                   "--host; repeat for several. Requests naming any other Host get 403 (DNS rebinding).")
+    p.add_argument("--data-root", action="append", default=[], type=Path, metavar="DIR",
+                   help="a folder the Dataset tab may load data from by path; repeat for several. With a "
+                   "login (--auth) only --data and these folders can be loaded by path.")
+    p.add_argument("--max-upload-mb", type=int, default=DEFAULT_MAX_UPLOAD_MB,
+                   help=f"the largest file a visitor may upload, in MB (default {DEFAULT_MAX_UPLOAD_MB})")
     return p
 
 
@@ -80,6 +122,14 @@ def from_args(argv: list[str] | None = None) -> Settings:
         p.error(f"--device must be auto, cpu, cuda or cuda:N, not {args.device}")
     if args.data is not None and not args.data.is_dir():
         p.error(f"--data {args.data} is not a folder")
+    for root in args.data_root:
+        if not root.is_dir():
+            p.error(f"--data-root {root} is not a folder")
+    if args.max_upload_mb < 1:
+        p.error("--max-upload-mb must be at least 1")
+    for name in args.allowed_host:
+        if not re.fullmatch(r"[A-Za-z0-9.:_-]+|\[[0-9A-Fa-f:.]+\]", name):
+            p.error(f"--allowed-host {name!r} is not a host name or an address (no scheme, port or path)")
     auth = read_auth(p, args.auth or os.environ.get("FOODIE_AUTH"), args.auth_file)
     if not is_loopback(args.host) and not auth and not args.insecure:
         p.error(f"--host {args.host} would expose the app beyond this machine without a login. "
@@ -88,7 +138,9 @@ def from_args(argv: list[str] | None = None) -> Settings:
     return Settings(model=args.model, auth=auth, engine=args.engine, workdir=args.workdir.expanduser().resolve(),
                     data=args.data.resolve() if args.data else None, host=args.host, port=args.port,
                     lang=args.lang, device=args.device, kv_cache_share=args.kv_cache_share, tp=args.tp,
-                    queue_size=args.queue_size)
+                    queue_size=args.queue_size, allowed_hosts=tuple(name.strip("[]") for name in args.allowed_host),
+                    data_roots=tuple(root.expanduser().resolve() for root in args.data_root),
+                    max_upload_mb=args.max_upload_mb)
 
 
 def is_loopback(host: str) -> bool:
@@ -113,5 +165,23 @@ def read_auth(p: argparse.ArgumentParser, pair: str | None, file: Path | None) -
         user, sep, password = line.partition(":")
         if not sep or not user or not password:
             p.error("a login must look like user:password, with neither part empty")
+        if len(password) < MIN_PASSWORD_LENGTH:
+            p.error(f"the password of {user!r} has {len(password)} characters; a login needs at least "
+                    f"{MIN_PASSWORD_LENGTH}, since anyone who can reach the page can try to guess it")
         found.append((user, password))
     return tuple(found)
+
+
+def machine_names() -> set[str]:
+    """This machine's name, its fully qualified name and its addresses: what a browser on the network
+    may put in Host when the app listens on every address."""
+    names = {socket.gethostname().lower(), socket.getfqdn().lower()}
+    try:  # psutil (installed beside accelerate) knows every interface's address
+        import psutil
+
+        names |= {address.address.split("%")[0].lower() for addresses in psutil.net_if_addrs().values()
+                  for address in addresses if address.family in (socket.AF_INET, socket.AF_INET6)}
+    except ImportError:
+        with contextlib.suppress(OSError):
+            names |= {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)}
+    return {name for name in names if name}

@@ -121,12 +121,12 @@ def test_with_auth_the_app_answers_only_after_a_login(demo_workdir, tmp_path):
     from tests.conftest import AppProcess, own_workdir
 
     workdir = own_workdir(demo_workdir, tmp_path / "work")
-    with AppProcess(["--workdir", str(workdir), "--auth", "cook:wok-hei"], tmp_path / "auth.log") as app:
+    with AppProcess(["--workdir", str(workdir), "--auth", "cook:wok-hei-123"], tmp_path / "auth.log") as app:
         try:
             Client(app.url, verbose=False).predict(api_name="/clear")
             logged_out_worked = True
         except Exception:
             logged_out_worked = False
         assert not logged_out_worked, "an API call without a login must fail"
-        client = Client(app.url, auth=("cook", "wok-hei"), verbose=False)
+        client = Client(app.url, auth=("cook", "wok-hei-123"), verbose=False)
         assert texts(ask(client, "Hello")[-1])[0] == ("user", "Hello")

@@ -36,7 +36,7 @@ def finished_job(train_app) -> str:
     if done:
         return done[0].id
     client = Client(train_app.url, verbose=False)
-    job_id = start_job(client, "demo", "compare in a browser")
+    job_id = start_job(client, "demo", "compare-in-a-browser")
     assert "**succeeded**" in wait_for(client, job_id)
     return job_id
 

@@ -45,7 +45,7 @@ def wait_for(client: Client, job_id: str, timeout: float = 400) -> dict:
 @pytest.fixture(scope="module")
 def demo_job(app_server):
     client = Client(app_server.url, verbose=False)
-    job_id = start_job(client, "demo", "e2e demo")
+    job_id = start_job(client, "demo", "e2e-demo")
     status = wait_for(client, job_id)
     assert status["state"] == "succeeded", status
     return job_id
@@ -72,7 +72,7 @@ def test_a_checkpoint_beats_the_base_on_its_trained_questions_and_held_out_is_ap
     save(client, "e2e-sivqa", tasks=["sivqa"], heldout=0.25, replace=True)
     folder = demo_workdir / "datasets" / "e2e-sivqa"
     assert (folder / "split.json").is_file()
-    job_id = start_job(client, str(folder), "e2e sivqa")
+    job_id = start_job(client, str(folder), "e2e-sivqa")
     assert wait_for(client, job_id)["state"] == "succeeded"
 
     def accuracies(set_name: str) -> list[float]:

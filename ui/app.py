@@ -13,6 +13,7 @@ from backend.services import Services
 from ui import chat, compare, dataset, train
 from ui.i18n import make_i18n, request_lang, text
 from ui.tab import Tab
+from ui.toasts import warn
 
 CSS = """
 .notice { border-left: 4px solid #e8a33d; padding-left: 0.6em; }
@@ -99,7 +100,7 @@ def wire_across_tabs(services: Services, forced: str | None, tabs: gr.Tabs, buil
         lang = request_lang(request, forced)
         key = newest_checkpoint(services.jobs, job_id)
         if key is None:
-            gr.Warning(text("tr_no_checkpoint", lang, job=job_id) if job_id else text("tr_pick_job", lang))
+            warn(text("tr_no_checkpoint", lang, job=job_id) if job_id else text("tr_pick_job", lang))
             return gr.skip(), gr.skip()
         return gr.Tabs(selected="chat"), chat.refresh_models(services, key, lang)
 

@@ -21,11 +21,13 @@ from backend.markdown_text import as_text
 from backend.quick_examples import EXAMPLE_QUESTIONS
 from backend.services import Services
 from backend.taste_notes import NoteError, correction_target
-from ui.i18n import model_label, request_lang, text
+from ui.i18n import markdown, model_label, request_lang, text
 from ui.messages import MODEL_CONCURRENCY_ID, example_message, example_pictures, files_of, to_chatbot
 from ui.problems import say
 from ui.tab import Handler, Tab
 from ui.teach import correction_form, newest_teaching_job, notes_panel, opened
+from ui.toasts import warn
+from ui.upload_guard import foreign_uploads
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ def model_header(services: Services, lang: str) -> str:
     """The model the app serves and its engine, e.g. "**Qwen2-VL: /models/qwen2-vl-2b** · lmdeploy"."""
     source = services.source
     label = text("demo_source", lang) if source.is_demo else source.label
-    return f"**{label}** · {services.engine.name}"
+    return f"**{as_text(label)}** · {as_text(services.engine.name)}"
 
 
 def model_notice(services: Services, key: str | None, lang: str) -> str:
@@ -61,7 +63,7 @@ def model_notice(services: Services, key: str | None, lang: str) -> str:
     if choice is None or choice.step is None:  # the base model, or a checkpoint deleted meanwhile
         return base_notice
     base = text("demo_model_name", lang) if source.is_demo else source.label
-    return text("tuned_notice", lang, base=base, adapter=model_label(choice, lang))
+    return markdown("tuned_notice", lang, base=base, adapter=model_label(choice, lang))
 
 
 def refresh_models(services: Services, current: str | None, lang: str = "en") -> gr.Dropdown:
@@ -78,7 +80,11 @@ def chat(message: dict | None, session: ChatSession, max_new_tokens: float, temp
     lang = request_lang(request, forced_lang)
     keep_input = gr.MultimodalTextbox(value=message, interactive=True)
     if session.answering:
-        gr.Warning(text("busy", lang))
+        warn(text("busy", lang))
+        yield to_chatbot(session.turns), session, keep_input
+        return
+    if foreign_uploads(files_of(message), request):  # another visitor's photo, named by its path
+        warn(text("upload_not_yours", lang))
         yield to_chatbot(session.turns), session, keep_input
         return
     try:
@@ -88,7 +94,7 @@ def chat(message: dict | None, session: ChatSession, max_new_tokens: float, temp
         adapter = ensure_adapter(services.engine, choice)
     except (ChatInputError, ValueError, OSError) as err:  # ImageError is a ValueError too
         detail = say(err, lang)
-        gr.Warning(text("bad_image", lang, detail=detail) if isinstance(err, ImageError) else detail)
+        warn(text("bad_image", lang, detail=detail) if isinstance(err, ImageError) else detail)
         yield to_chatbot(session.turns), session, keep_input
         return
 
@@ -111,7 +117,7 @@ def chat(message: dict | None, session: ChatSession, max_new_tokens: float, temp
                     interactive=False)
     except (ImageError, ValueError, RuntimeError) as err:
         log.exception("generation failed")
-        gr.Warning(text("failed", lang, detail=say(err, lang)))
+        warn(text("failed", lang, detail=say(err, lang)))
     finally:
         # Runs on normal end, on error and when Stop (or a closed tab) cancels this handler.
         stopped = session.cancel.is_set
@@ -195,7 +201,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
         try:
             return opened(correction_target(state.turns, sees_pictures=services.max_pixels > 0), lang)
         except NoteError as err:
-            gr.Warning(say(err, lang))
+            warn(say(err, lang))
             return None, gr.skip(), gr.skip(), gr.skip()
 
     correct.click(correct_answer, [session], form.outputs, api_name="correct")

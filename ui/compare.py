@@ -30,6 +30,8 @@ from ui.messages import MODEL_CONCURRENCY_ID, example_message, example_pictures,
 from ui.problems import say
 from ui.tab import Handler, Tab
 from ui.teach import correction_form, opened, teaching_target
+from ui.toasts import failure, warn
+from ui.upload_guard import foreign_uploads
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +51,17 @@ def side_by_side(message: dict | None, left_key: str, right_key: str, max_new_to
     """Inputs: the textbox value, the two model keys. Outputs (streamed): two chatbots, and at the end
     what was asked and answered (a Correction of the right side's answer, for "Correct it")."""
     lang = request_lang(request, forced_lang)
+    if foreign_uploads(files_of(message), request):  # another visitor's photo, named by its path
+        warn(text("upload_not_yours", lang))
+        yield gr.skip(), gr.skip(), gr.skip()
+        return
     try:
         choices = model_choices(services.jobs)
         left, right = find_choice(choices, left_key), find_choice(choices, right_key)
         turn = user_turn((message or {}).get("text"), files_of(message), services.max_pixels, lang)
         adapters = [ensure_adapter(services.engine, left), ensure_adapter(services.engine, right)]
     except (ChatInputError, ValueError, OSError) as err:  # ImageError is a ValueError
-        gr.Warning(say(err, lang))
+        warn(say(err, lang))
         yield gr.skip(), gr.skip(), gr.skip()
         return
     shown = to_chatbot([turn])
@@ -71,7 +77,7 @@ def side_by_side(message: dict | None, left_key: str, right_key: str, max_new_to
             yield *both(), gr.skip()
     except (ValueError, RuntimeError) as err:
         log.exception("side-by-side generation failed")
-        gr.Warning(text("failed", lang, detail=say(err, lang)))
+        warn(text("failed", lang, detail=say(err, lang)))
         return
     photo = turn.images[-1] if turn.images else ""
     yield *both(), Correction(photo, turn.text, answers[1]) if photo else None
@@ -166,7 +172,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
     def correct_answer(found: Correction | None, request: gr.Request):
         lang = request_lang(request, forced_lang)
         if found is None:
-            gr.Warning(say(NoteError("note_no_answer", "There is no answer to correct yet: ask about a dish photo "
+            warn(say(NoteError("note_no_answer", "There is no answer to correct yet: ask about a dish photo "
                                      "first."), lang))
             return None, gr.skip(), gr.skip(), gr.skip()
         return opened(found, lang)
@@ -185,7 +191,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
             asked_ = probes(job.spec, services.notes, services.settings.workdir)
             rows = answer_both(services.engine, asked_, ensure_adapter(services.engine, choice))
         except (ValueError, OSError, RuntimeError) as err:
-            gr.Warning(say(err, lang))
+            warn(say(err, lang))
             return gr.Group(visible=False), gr.skip(), gr.skip()
         words = {HELD_OUT: text("cmp_taught_heldout", lang)}
         label = [words.get(r.probe.label, text("cmp_taught_trained", lang)) for r in rows]
@@ -204,7 +210,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
             photo, question, key = teaching_target(services, job_id)
             find_choice(model_choices(services.jobs), key)
         except (ValueError, JobError) as err:
-            raise gr.Error(say(err.args[0] if isinstance(err, JobError) else err, lang)) from None
+            raise failure(say(err.args[0] if isinstance(err, JobError) else err, lang)) from None
         options = _dropdown_choices(services, lang)
         return ({"text": question, "files": [photo]}, gr.Dropdown(choices=options, value=BASE_KEY),
                 gr.Dropdown(choices=options, value=key), job_id, gr.Group(visible=False))

@@ -17,10 +17,12 @@ from backend.evaluation import scoring
 from backend.evaluation.flips import FIXED, confusion, filtered, flips, per_dish
 from backend.evaluation.question_sets import PROBE_SET
 from backend.evaluation.score_request import ScoredModels, ScoringRequestError, probe_run, score_models
+from backend.markdown_text import Markdown
 from backend.services import Services
-from ui.i18n import model_label, request_lang, set_label, text, value_word
+from ui.i18n import markdown, model_label, request_lang, set_label, text, value_word
 from ui.messages import MODEL_CONCURRENCY_ID
 from ui.problems import say
+from ui.toasts import failure, warn
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +67,10 @@ def score_and_show(left_key: str, right_key: str, set_name: str, lang: str, batc
         scored = score_models(services.engine, services.jobs, services.settings.workdir, services.settings.data,
                               (left_key, right_key), set_name, lang, int(batch_size), report)
     except (ScoringRequestError, ValueError, OSError) as err:
-        raise gr.Error(say(err, page_lang)) from None
+        raise failure(say(err, page_lang)) from None
     except RuntimeError as err:  # the engine failed (LMDeploy's server died or refused; out of memory)
         log.exception("scoring failed")
-        raise gr.Error(text("scoring_failed", page_lang, detail=say(err, page_lang))) from None
+        raise failure(text("scoring_failed", page_lang, detail=say(err, page_lang))) from None
 
     names = [model_label(choice, page_lang) for choice in scored.models]  # each model as the page names it
     # Gradio's upload folder: under the work folder (app.py), and a folder Gradio agrees to serve
@@ -83,9 +85,9 @@ def score_and_show(left_key: str, right_key: str, set_name: str, lang: str, batc
 
 def score_tables(runs: list, names: list[str], set_name: str, count: int, lang: str) -> tuple:
     """The summary line, the breakdown tables and the per-question table, said in `lang`."""
-    scores = " · ".join(text("cmp_model_score", lang, model=name, accuracy=100 * r.accuracy, unparsed=r.unparsed)
+    scores = " · ".join(markdown("cmp_model_score", lang, model=name, accuracy=100 * r.accuracy, unparsed=r.unparsed)
                         for r, name in zip(runs, names))
-    summary = text("cmp_summary", lang, set=set_name, count=count, scores=scores)
+    summary = markdown("cmp_summary", lang, set=set_name, count=count, scores=Markdown(scores))
     words = dict(total=text("cmp_total", lang), unparsed=text("cmp_unparsed", lang, count="{count}"))
     tables = [gr.Dataframe(value=breakdown_rows(runs, by, words, lang),
                            headers=[text(f"cmp_col_{by}", lang), *names], visible=True) for by in BREAKDOWNS]
@@ -119,7 +121,7 @@ def csv_download(runs: list, headers: list[str], folder: Path, lang: str) -> gr.
         return gr.File(value=str(scoring.write_csv(runs, headers, folder)), visible=True)
     except OSError as err:
         log.warning("the scores' CSV was not written: %s", err)
-        gr.Warning(text("cmp_csv_failed", lang, detail=err.strerror or err))
+        warn(text("cmp_csv_failed", lang, detail=err.strerror or err))
         return gr.File(value=None, visible=False)
 
 

@@ -18,6 +18,7 @@ from backend.services import Services
 from ui.i18n import model_label, request_lang, set_label, text
 from ui.messages import MODEL_CONCURRENCY_ID
 from ui.problems import say
+from ui.toasts import failure
 
 log = logging.getLogger(__name__)
 
@@ -91,17 +92,17 @@ def tasting_section(services: Services, i18n: gr.I18n, forced_lang: str | None, 
             choices = model_choices(services.jobs)
             pair = (find_choice(choices, left_key).key, find_choice(choices, right_key).key)
             if pair[0] == pair[1]:
-                raise gr.Error(text("cmp_taste_same", page))
+                raise failure(text("cmp_taste_same", page))
             picked = [c for c in choices if c.key in pair]
             records = question_sets(picked, services.settings.data).get(set_name or "")
             if records is None:
-                raise gr.Error(text("cmp_taste_no_set", page))
+                raise failure(text("cmp_taste_no_set", page))
             queue = tasting_questions(records, asked_lang or "zh")
             if not queue:
-                raise gr.Error(text("cmp_taste_no_photos", page, set=set_label(set_name, page)))
+                raise failure(text("cmp_taste_no_photos", page, set=set_label(set_name, page)))
             return show_next(TastingSession.start(pair, set_name, queue, request.session_hash or "api"), page)
         except (ValueError, OSError, RuntimeError) as err:
-            raise gr.Error(say(err, page)) from None
+            raise failure(say(err, page)) from None
 
     start.click(begin, [left, right, question_set, prompt_lang, lang_state], shown, api_name="taste_start",
                 concurrency_limit=1, concurrency_id=MODEL_CONCURRENCY_ID)
@@ -111,13 +112,13 @@ def tasting_section(services: Services, i18n: gr.I18n, forced_lang: str | None, 
             """Inputs: none but the visitor's tasting. Outputs: the next question (the vote is kept)."""
             page = request_lang(request, lang)
             if state is None or state.current is None:
-                raise gr.Error(text("cmp_taste_not_started", page))
+                raise failure(text("cmp_taste_not_started", page))
             Votes(services.settings.workdir).vote(state.pair, state.current.record_id, request.session_hash or "api",
                                                   state.winner(choice))
             try:
                 return show_next(state, page)
             except (ValueError, OSError, RuntimeError) as err:
-                raise gr.Error(say(err, page)) from None
+                raise failure(say(err, page)) from None
         return vote
 
     for button, choice in ((vote_a, "A"), (vote_tie, TIE), (vote_b, "B")):
@@ -127,7 +128,7 @@ def tasting_section(services: Services, i18n: gr.I18n, forced_lang: str | None, 
     def show_tally(state: TastingSession | None, lang, request: gr.Request):
         page = request_lang(request, lang)
         if state is None:
-            raise gr.Error(text("cmp_taste_not_started", page))
+            raise failure(text("cmp_taste_not_started", page))
         sides = ""
         if state.current is not None:
             choices = {c.key: c for c in model_choices(services.jobs)}

@@ -33,8 +33,9 @@ from backend.data import (
     paginate,
     read_bundled_sample,
 )
-from backend.data.library import SaveRefused, save_training_set, whole_number
+from backend.data.library import SaveRefused, remove_upload, save_training_set, whole_number
 from backend.data.sources import SOURCE_KINDS, SourceIncomplete, read_source, suggested_name
+from backend.markdown_text import as_text
 from backend.services import Services
 from ui.dataset_views import (
     DatasetSession,
@@ -50,9 +51,11 @@ from ui.dataset_views import (
     source_gone,
     summary_markdown,
 )
-from ui.i18n import request_lang, text
+from ui.i18n import markdown, request_lang, text
 from ui.problems import say
 from ui.tab import Handler, Tab
+from ui.toasts import failure, warn
+from ui.upload_guard import foreign_uploads
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +72,11 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
     thumbs = ThumbnailCache(workdir / "cache" / "thumbs")
     previews = ThumbnailCache(workdir / "cache" / "previews", size=PREVIEW_SIZE)
     default_result = read_bundled_sample()
-    session = gr.State(DatasetSession(default_result))
+    roots = services.settings.path_roots()  # where a server path may be loaded from (None: anywhere)
+    # A visitor's unpacked upload lives as long as their data shows it: until they load something
+    # else, or their session ends (the tab closed).
+    session = gr.State(DatasetSession(default_result),
+                       delete_callback=lambda ended: remove_upload(workdir, getattr(ended, "upload", None)))
     initial_lang = forced_lang or "en"
 
     gr.Markdown(i18n("ds_intro"))
@@ -78,7 +85,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
             source_choices = [(i18n(f"ds_src_{key}"), key) for key in SOURCE_KINDS
-                              if key != "data" or data_folder is not None]
+                              if (key != "data" or data_folder is not None) and (key != "folder" or roots != ())]
             source = gr.Radio(source_choices, value="sample", label=i18n("ds_source"), elem_id="ds-source")
             folder = gr.Textbox(label=i18n("ds_folder"), placeholder=i18n("ds_folder_hint"),
                                 visible=False, elem_id="ds-folder")
@@ -184,17 +191,22 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
         lang = request_lang(request, forced_lang)
         progress(None, desc="reading")
         paths = [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in files or []]
+        if foreign_uploads(paths, request):  # named by path in an API call: refused, as the files route does
+            warn(text("upload_not_yours", lang))
+            return {summary: f"⚠️ {text('upload_not_yours', lang)}\n\n{summary_markdown(state.result, lang)}"}
         try:
-            loaded = read_source(chosen, path, paths, workdir, data_folder, request.session_hash)
+            loaded = read_source(chosen, path, paths, workdir, data_folder, request.session_hash, roots)
         except (DataError, OSError) as err:  # OSError: a full disk, a vanished upload, ...
             detail = say(err, lang)
             sentence = detail if isinstance(err, SourceIncomplete) else text("ds_load_failed", lang, detail=detail)
-            gr.Warning(sentence)
-            return {summary: f"⚠️ {sentence}\n\n{summary_markdown(state.result, lang)}"}
+            warn(sentence)
+            return {summary: f"⚠️ {as_text(sentence)}\n\n{summary_markdown(state.result, lang)}"}
         if loaded.left_out:
-            gr.Warning(left_out_sentence(loaded.left_out, lang))
+            warn(left_out_sentence(loaded.left_out, lang))
         result = loaded.result
-        state = DatasetSession(result)
+        if state.upload != loaded.upload_folder:  # the pictures shown until now are no longer needed
+            remove_upload(workdir, state.upload)
+        state = DatasetSession(result, upload=loaded.upload_folder)
         has_foodieqa = any(r.source == SOURCE_FOODIEQA for r in result.records)
         return {**render(state, empty_filter, 1, lang), **cleared_detail(lang),
                 dish: "", summary: summary_markdown(result, lang), report: report_table(result, lang),
@@ -212,7 +224,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
                            dish_name or "")
         number = whole_number(page or 1)
         if number is None:
-            raise gr.Error(text("ds_bad_page", lang))
+            raise failure(text("ds_bad_page", lang))
         return render(state, flt, number, lang)
 
     filter_inputs = [*filters.values(), dish]
@@ -237,7 +249,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
         record = find_record(state.result.records, wanted) if wanted else None
         if record is None:
             if wanted:
-                gr.Warning(text("ds_not_found", lang, id=wanted))
+                warn(text("ds_not_found", lang, id=wanted))
             return cleared_detail(lang) | {record_id: wanted}
         view = detail_view(record)
         shown = []
@@ -294,10 +306,10 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
             if not isinstance(err, SaveRefused):  # the set could not be made: said as such
                 sentence = text("ds_terms_refused" if isinstance(err, TermsNotAccepted) else "ds_save_failed", lang,
                                 detail=sentence)
-            gr.Warning(sentence)
-            return {saved: f"⚠️ {sentence}"}
+            warn(sentence)
+            return {saved: f"⚠️ {as_text(sentence)}"}
         manifest = made.manifest
-        sentence = text("ds_saved", lang, name=made.folder.name, train=manifest["train"]["samples"],
+        sentence = markdown("ds_saved", lang, name=made.folder.name, train=manifest["train"]["samples"],
                         train_dishes=len(manifest["train"]["dish_ids"]),
                         heldout=manifest["heldout"]["samples"],
                         heldout_dishes=len(manifest["heldout"]["dish_ids"]), folder=made.folder)

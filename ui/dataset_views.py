@@ -27,7 +27,7 @@ from backend.data import (
 )
 from backend.data.library import list_training_sets
 from backend.markdown_text import as_text
-from ui.i18n import STRINGS, question_type_word, task_word, text, value_word
+from ui.i18n import STRINGS, markdown, question_type_word, task_word, text, value_word
 from ui.problems import say
 
 TABLE_KEYS = ("id", "task", "question", "answer", "question_type", "cuisine", "dish")
@@ -47,6 +47,7 @@ class DatasetSession:
 
     result: ReadResult
     page_ids: list[str] = field(default_factory=list)
+    upload: Path | None = None  # the unpacked upload whose pictures this data shows (removed with it)
 
 
 # --- turning backend values into what the widgets show, in the visitor's language -------------------
@@ -54,10 +55,10 @@ class DatasetSession:
 def summary_markdown(result: ReadResult, lang: str) -> str:
     """ReadResult.summary(), in the visitor's language."""
     if lang == "en":
-        return result.summary()
+        return as_text(result.summary())
     counts = result.counts_by_task()
     what = "、".join(f"{task_word(task, lang)} {n}" for task, n in counts.items())
-    sentence = text("ds_summary_read", lang, count=len(result.records),
+    sentence = markdown("ds_summary_read", lang, count=len(result.records),
                     what=what or text("ds_summary_nothing", lang), root=result.root)
     if result.problems:
         details = []
@@ -188,6 +189,6 @@ def sets_table(workdir: Path, lang: str) -> gr.Dataframe:
 def source_gone(result: ReadResult, lang: str) -> str:
     """A sentence when the loaded data's folder has vanished (deleted, unmounted) since it was read;
     the records stay in memory, so browsing goes on without the pictures not yet cached."""
-    return "" if Path(result.root).exists() else text("ds_source_gone", lang, root=result.root)
+    return "" if Path(result.root).exists() else markdown("ds_source_gone", lang, root=result.root)
 
 

@@ -11,12 +11,14 @@ Chinese (ui/problems.py).
 from __future__ import annotations
 
 import re
+import string
 import tomllib
 from pathlib import Path
 
 import gradio as gr
 
 from backend.evaluation.question_sets import BUNDLED_SET, HELD_OUT, PROBE_SET, TRAINED, set_kind
+from backend.markdown_text import Markdown, as_text
 
 LANGS = ("en", "zh")
 LOCALES = Path(__file__).resolve().parent / "locales"
@@ -49,6 +51,21 @@ QUESTION_TYPES_ZH: dict[str, str] = _LOADED["zh"][1]["question_types"]
 def text(key: str, lang: str, **values: object) -> str:
     template = STRINGS.get(lang, STRINGS["en"]).get(key) or STRINGS["en"][key]
     return template.format(**values) if values else template
+
+
+def markdown(key: str, lang: str, **values: object) -> Markdown:
+    """text() for a Markdown view: each value that is not a number goes in as the characters it is
+    (backend/markdown_text.py: as_text), or as is where it is Markdown already; a value inside a code
+    span of the sentence ("in `{folder}`") only loses its backticks."""
+    template = STRINGS.get(lang, STRINGS["en"]).get(key) or STRINGS["en"][key]
+    in_code, ticks = set(), 0
+    for literal, name, _, _ in string.Formatter().parse(template):
+        ticks += literal.count("`")
+        if name and ticks % 2:
+            in_code.add(name)
+    safe = {name: value if isinstance(value, (int, float)) else
+            as_text(value, "code" if name in in_code else "markdown") for name, value in values.items()}
+    return Markdown(template.format(**safe))
 
 
 def make_i18n(forced: str | None) -> gr.I18n:

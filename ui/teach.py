@@ -27,6 +27,7 @@ from backend.training.teach import replay_choices, teach_spec
 from backend.training.worker import gpu_shortfall, visible_gpus
 from ui.i18n import request_lang, text
 from ui.problems import say, say_all
+from ui.toasts import inform, warn
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def correction_form(services: Services, i18n: gr.I18n, forced_lang: str | None, 
         cuisine. Outputs: the correction (cleared once saved) and the form (hidden once saved)."""
         lang = request_lang(request, forced_lang)
         if found is None:
-            gr.Warning(text("teach_nothing_to_save", lang))
+            warn(text("teach_nothing_to_save", lang))
             return None, gr.skip()
         by_dish = how == "dish" and bool((dish_name or "").strip())
         right = dish_answer(dish_name, cuisine_name or "", lang) if by_dish else (written or "")
@@ -84,9 +85,9 @@ def correction_form(services: Services, i18n: gr.I18n, forced_lang: str | None, 
             note = services.notes.add(found.photo, found.question, right, dish=dish_name if by_dish else "",
                                       cuisine=cuisine_name or "" if by_dish else "")
         except (NoteError, ImageError, DataError, OSError) as err:
-            gr.Warning(say(err, lang))
+            warn(say(err, lang))
             return found, gr.skip()
-        gr.Info(text("teach_saved", lang, note=note.id))
+        inform(text("teach_saved", lang, note=note.id))
         return None, gr.Group(visible=False)
 
     saved = save.click(save_note, [correction, mode, answer, dish, cuisine], [correction, form],
@@ -182,14 +183,14 @@ def notes_panel(services: Services, i18n: gr.I18n, forced_lang: str | None) -> N
         try:
             services.notes.edit(note_id or "", new_answer or "")
         except NoteError as err:
-            gr.Warning(say(err, request_lang(request, forced_lang)))
+            warn(say(err, request_lang(request, forced_lang)))
         return notes_view(request)
 
     def remove_note(note_id: str, request: gr.Request):
         try:
             services.notes.remove(note_id or "")
         except NoteError as err:
-            gr.Warning(say(err, request_lang(request, forced_lang)))
+            warn(say(err, request_lang(request, forced_lang)))
         return notes_view(request)
 
     save_change.click(change_note, [picked, changed], notes_outputs, api_name="note_edit", concurrency_limit=1)
@@ -215,10 +216,10 @@ def notes_panel(services: Services, i18n: gr.I18n, forced_lang: str | None) -> N
                 raise JobError(shortfall)
             queued = services.jobs.submit(spec)
         except SpecError as err:
-            gr.Warning(say_all(err.problems, lang))
+            warn(say_all(err.problems, lang))
             return unchanged
         except (NoteError, JobError, DataError, OSError) as err:
-            gr.Warning(say(err.args[0] if isinstance(err, JobError) else err, lang))
+            warn(say(err.args[0] if isinstance(err, JobError) else err, lang))
             return unchanged
         line, _, _ = progress_markdown(services, queued.id, lang)
         return queued.id, line, gr.Timer(active=True), gr.Button(visible=False)

@@ -8,6 +8,8 @@ A gr.Timer polls while a job is queued or running and switches itself off when n
 from __future__ import annotations
 
 import logging
+import math
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -15,6 +17,7 @@ import pandas as pd
 
 from backend.data import DataError
 from backend.data.library import list_training_sets
+from backend.disk import FolderSize, free_bytes, human_size
 from backend.markdown_text import as_text
 from backend.services import Services
 from backend.training import views
@@ -31,9 +34,10 @@ from backend.training.job_form import (
 from backend.training.jobs import JobError
 from backend.training.spec import PRESETS, JobSpec, SpecError
 from backend.training.worker import gpu_shortfall, visible_gpus
-from ui.i18n import request_lang, task_word, text
+from ui.i18n import markdown, request_lang, task_word, text
 from ui.problems import say, say_all
 from ui.tab import Handler, Tab
+from ui.toasts import failure, inform, warn
 
 log = logging.getLogger(__name__)
 
@@ -145,39 +149,76 @@ def best_words(points: list[views.AccuracyPoint], lang: str) -> str:
     if best is None:
         return ""
     which = text("tr_trained_on" if best.trained_on else "tr_held_out", lang)
-    return text("tr_best", lang, step=best.step, accuracy=100 * best.accuracy, name=as_text(best.eval_set),
-                count=best.questions, which=which)
+    return markdown("tr_best", lang, step=best.step, accuracy=100 * best.accuracy, name=best.eval_set,
+                    count=best.questions, which=which)
+
+
+_SIZES: dict[str, FolderSize] = {}  # the work folder's size, measured at most every 15 s
+
+
+def worker_line(services: Services, lang: str) -> tuple[str, bool]:
+    """(Markdown, whether it is worth watching): whether a training worker runs, and if not why and
+    when the next one starts; then the work folder's size and the free space on its disk."""
+    worker = services.worker.status() if services.worker is not None else None
+    when = (lambda t: time.strftime("%H:%M:%S", time.localtime(t)) if t else "?")
+    watch_it = False
+    if worker is None:
+        line = text("tr_worker_none", lang)
+    elif worker.state == "down":
+        line = markdown("tr_worker_down", lang, why=say(worker.last_exit or "", lang), time=when(worker.last_exit_at),
+                        wait=math.ceil(worker.restart_in_s or 0))
+        watch_it = True
+    elif worker.state == "storage":
+        line = markdown("tr_worker_storage", lang, detail=worker.detail, wait=math.ceil(worker.retry_s or 0))
+        watch_it = True
+    elif worker.state == "waiting":
+        line = markdown("tr_worker_waiting", lang, holder=worker.detail)
+    elif worker.state == "stopped":
+        line = text("tr_worker_stopped", lang)
+    else:
+        line = markdown("tr_worker_running", lang, pid=worker.pid)
+        watch_it = worker.state == "starting"
+        if worker.restarts and worker.last_exit:
+            line += " " + markdown("tr_worker_restarted", lang, count=worker.restarts, why=say(worker.last_exit, lang),
+                                   time=when(worker.last_exit_at))
+    folder = services.settings.workdir
+    size = _SIZES.setdefault(str(folder), FolderSize(folder))
+    free = free_bytes(folder)
+    line += "\n\n" + markdown("tr_workdir", lang, folder=folder, size=human_size(size.bytes()),
+                               free=human_size(free) if free is not None else "?")
+    return line, watch_it
 
 
 def watch(services: Services, job_id: str | None, lang: str = "en") -> tuple:
     """Outputs: jobs table, job picker, progress markdown, loss plot, accuracy plot, log, checkpoints,
-    timer."""
+    timer, and the worker's line (worker_line)."""
     rows = views.job_rows(services.jobs)
     ids = [r.id for r in rows]
     if job_id not in ids:
         job_id = ids[0] if ids else None
-    active = any(r.state in ("queued", "running") for r in rows)
+    worker, worker_trouble = worker_line(services, lang)
+    active = any(r.state in ("queued", "running") for r in rows) or worker_trouble
     picker = gr.Dropdown(choices=[(f"{r.id} · {r.name} · {state_word(r.state, lang)}", r.id) for r in rows],
                          value=job_id)
     if job_id is None:
         return (job_table(rows, lang), picker, "", loss_plot([], lang), accuracy_plot([], lang), "",
-                checkpoint_table(services, None, lang), gr.Timer(active=active))
+                checkpoint_table(services, None, lang), gr.Timer(active=active), worker)
     row = next(r for r in rows if r.id == job_id)
     bar = "█" * int(20 * row.fraction) + "░" * (20 - int(20 * row.fraction))
     progress = f"**{state_word(row.state, lang)}** `{bar}` {100 * row.fraction:.0f}% · {progress_words(row, lang)}"
     progress += f"\n\n<sub>{as_text(settings_words(row.spec, lang))}</sub>"
     if row.error:
-        progress += f"\n\n⚠️ {say(row.error, lang)}"
+        progress += f"\n\n⚠️ {as_text(say(row.error, lang))}"
     memory = views.gpu_memory()
     if memory:
-        progress += "\n\n" + " · ".join(m.text for m in memory)
+        progress += "\n\n" + " · ".join(as_text(m.text) for m in memory)
     scored = views.accuracy_curve(services.jobs, job_id)
     if scored:
         progress += "\n\n" + best_words(scored, lang)
     curve = loss_plot(views.loss_curve(services.jobs, job_id).rows(), lang)
     return (job_table(rows, lang), picker, progress, curve, accuracy_plot(scored, lang),
             views.log_tail(services.jobs, job_id, 30), checkpoint_table(services, job_id, lang),
-            gr.Timer(active=active))
+            gr.Timer(active=active), worker)
 
 
 # How the form lays out the settings a person edits (backend.training.job_form.FIELDS), row by row.
@@ -228,6 +269,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
             with gr.Row():
                 job = gr.Dropdown([], label=i18n("tr_job"), allow_custom_value=True, elem_id="train-job", scale=3)
                 refresh = gr.Button(i18n("tr_refresh"), size="sm", scale=1)
+            worker_status = gr.Markdown(elem_id="train-worker")
             progress = gr.Markdown(elem_id="train-progress")
             plot = gr.LinePlot(x="step", y="loss", color="series", label=i18n("tr_loss"), height=260,
                                elem_id="train-plot")
@@ -244,7 +286,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
     # Tall enough for the whole tail: a scrolled box showed its top, not the newest lines.
     log_box = gr.Textbox(label=i18n("tr_log"), lines=12, max_lines=32, autoscroll=True, elem_id="train-log")
     timer = gr.Timer(2.0, active=False)
-    watch_outputs = [jobs, job, progress, plot, accuracy, log_box, checkpoints, timer]
+    watch_outputs = [jobs, job, progress, plot, accuracy, log_box, checkpoints, timer, worker_status]
     worker_gpus = visible_gpus()  # as the worker that app.py starts finds them ("auto")
 
     def refresh_view(request: gr.Request, job_id):
@@ -265,29 +307,29 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
                 raise JobError(shortfall)
             queued = services.jobs.submit(spec)
         except SpecError as err:
-            gr.Warning(say_all(err.problems, lang, form_labels(lang)))
+            warn(say_all(err.problems, lang, form_labels(lang)))
             return watch(services, None, lang)
         except JobError as err:
-            gr.Warning(say(err.args[0], lang))
+            warn(say(err.args[0], lang))
             return watch(services, None, lang)
         except (DataError, ValueError) as err:
-            gr.Warning(say(err, lang))
+            warn(say(err, lang))
             return watch(services, None, lang)
-        gr.Info(text("tr_queued", lang, job=queued.id))
+        inform(text("tr_queued", lang, job=queued.id))
         return watch(services, queued.id, lang)
 
     start.click(submit, [source, preset_name, name, model, *widgets, scoring], watch_outputs, api_name="train_start")
 
     def act(action: str, job_id, lang: str):
         if not job_id:
-            gr.Warning(text("tr_pick_job", lang))
+            warn(text("tr_pick_job", lang))
             return watch(services, None, lang)
         try:
             getattr(services.jobs, action)(job_id)
         except SpecError as err:  # a resumed job whose spec no longer holds
-            gr.Warning(say_all(err.problems, lang))
+            warn(say_all(err.problems, lang))
         except JobError as err:
-            gr.Warning(say(err.args[0], lang))
+            warn(say(err.args[0], lang))
         return watch(services, None if action == "delete" else job_id, lang)
 
     def action_handler(action: str):
@@ -305,20 +347,20 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
         lang = request_lang(request, forced_lang)
         unchanged = [gr.skip()] * (5 + len(widgets))
         if not job_id:
-            gr.Warning(text("tr_pick_job", lang))
+            warn(text("tr_pick_job", lang))
             return unchanged
         try:
             spec = services.jobs.get(job_id).spec
         except JobError as err:
-            gr.Warning(say(err.args[0], lang))
+            warn(say(err.args[0], lang))
             return unchanged
         fill = form_from_spec(spec, services.settings.workdir, services.source.location)
         if fill.source is None:
-            gr.Warning(text("tr_reuse_data_gone", lang, job=job_id, path=spec.data_file))
+            warn(text("tr_reuse_data_gone", lang, job=job_id, path=spec.data_file))
         if fill.other_settings:
-            gr.Warning(text("tr_reuse_other_settings", lang, job=job_id, names=", ".join(fill.other_settings),
+            warn(text("tr_reuse_other_settings", lang, job=job_id, names=", ".join(fill.other_settings),
                             preset=fill.preset))
-        gr.Info(text("tr_reused", lang, job=job_id))
+        inform(text("tr_reused", lang, job=job_id))
         return [gr.skip() if fill.source is None else fill.source, fill.preset, fill.name, fill.model,
                 *fill.values, fill.scoring]
 
@@ -330,7 +372,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
         try:
             return views.job_status(views.job_row(services.jobs.get(job_id)))
         except JobError as err:
-            raise gr.Error(str(err)) from None
+            raise failure(str(err)) from None
 
     gr.api(job_status, api_name="train_status")
 

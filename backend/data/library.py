@@ -1,6 +1,7 @@
 """The app's own data library in the work folder: uploaded data and saved training sets.
 
-    <workdir>/uploads/<stamp>-<session>/   what one upload unpacked to (uploads.unpack_upload)
+    <workdir>/uploads/<stamp>-<session>/   what one upload unpacked to (uploads.unpack_upload): kept
+                                           only while needed (see prune_upload, remove_upload)
     <workdir>/datasets/<name>/             a folder written by split.build_training_set:
         train.json, heldout.json, train_questions.json, heldout_questions.json, split.json
 
@@ -13,16 +14,21 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import shutil
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from backend.data.foodieqa import FOODIEQA_FILES
-from backend.data.schema import DataError, Record
+from backend.data.schema import CONVERSATION, DataError, Record
 from backend.data.split import MANIFEST, TrainingSet, build_training_set
+from backend.disk import space_problem
+from backend.problems import Problem
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +56,19 @@ def check_name(name: str | None) -> str:
     if not _NAME_RE.fullmatch(name):
         raise DataError("set_name_bad", "{name!r} cannot be a training set's name: use letters, digits, "
                         "'-', '_' and '.', starting with a letter or a digit (no '/', no spaces).", name=name)
+    return name
+
+
+def check_job_name(name: str | None) -> str:
+    """A job's name as a person typed it, stripped ("" for none: the form names the job itself), under
+    the rules of a training set's name; DataError with a sentence if it breaks them."""
+    name = (name or "").strip()
+    if len(name) > MAX_NAME_LENGTH:
+        raise DataError("job_name_long", "The job's name is {length} characters long; keep it to {limit}.",
+                        length=len(name), limit=MAX_NAME_LENGTH)
+    if name and not _NAME_RE.fullmatch(name):
+        raise DataError("job_name_bad", "{name!r} cannot be a job's name: use letters, digits, '-', '_' and '.', "
+                        "starting with a letter or a digit (no '/', no spaces).", name=name)
     return name
 
 
@@ -93,6 +112,46 @@ def new_upload_folder(workdir: str | Path, session: str | None = None) -> Path:
     return Path(workdir).resolve() / UPLOADS_DIR / f"{stamp}-{owner}-{uuid.uuid4().hex[:6]}"
 
 
+def prune_upload(folder: str | Path, keep: set[Path]) -> int:
+    """Delete every file of an unpacked upload but the pictures in `keep` (the ones its records show),
+    once its records are read: the data files are in memory now, and anything else (a 200 MB member
+    of a zip bomb, files no record names) has no use. Folders stay, so the upload's root still is
+    where its records came from. Returns the bytes freed."""
+    keep_real = {os.path.realpath(p) for p in keep}
+    freed = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            if os.path.realpath(path) in keep_real:
+                continue
+            try:
+                freed += os.lstat(path).st_size
+                os.unlink(path)
+            except OSError as err:
+                log.warning("could not delete %r from an upload: %s", path, err)
+    return freed
+
+
+def remove_upload(workdir: str | Path, folder: str | Path | None) -> None:
+    """Delete an unpacked upload that is no longer shown (its visitor loaded other data, or left).
+    Only a folder under <workdir>/uploads/ is ever deleted."""
+    if folder is None:
+        return
+    root = Path(workdir).resolve() / UPLOADS_DIR
+    folder = Path(folder).resolve()
+    if folder.parent == root:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def clear_uploads(workdir: str | Path) -> None:
+    """Delete every unpacked upload (at start: the visitors who loaded them are gone)."""
+    shutil.rmtree(Path(workdir).resolve() / UPLOADS_DIR, ignore_errors=True)
+
+
+def is_upload(path: str | Path, workdir: str | Path) -> bool:
+    return Path(path).resolve().is_relative_to(Path(workdir).resolve() / UPLOADS_DIR)
+
+
 def upload_data_root(folder: str | Path) -> Path:
     """Where the data of an unpacked upload starts: a zip of "my-dishes/" unpacks to one folder
     holding everything, so step into lone sub-folders until a data file (or several entries) shows."""
@@ -129,11 +188,53 @@ def save_training_set(workdir: str | Path, records: Sequence[Record], *, name: s
     if seed_number is None:
         raise SaveRefused("seed_not_whole", "The seed must be a whole number.")
     target = training_set_folder(workdir, name)
-    if target.exists() and any(target.iterdir()) and not replace:
+    existed = target.exists()
+    if existed and any(target.iterdir()) and not replace:
         raise SaveRefused("set_exists", "A training set named {name} already exists: choose to replace it, or "
                         "pick another name.", name=target.name)
-    return build_training_set(records, target, heldout_ratio=share, seed=seed_number, tasks=tuple(tasks),
-                              lang=lang or "zh", accept_terms=accept_terms)
+    chosen = [r for r in records if r.task == CONVERSATION or r.task in set(tasks)]
+    try:
+        if any(is_upload(p, workdir) for r in chosen for p in r.images):
+            records = pictures_copied_into(target, records, chosen)
+        return build_training_set(records, target, heldout_ratio=share, seed=seed_number, tasks=tuple(tasks),
+                                  lang=lang or "zh", accept_terms=accept_terms)
+    except BaseException:
+        if not existed:  # a set that could not be made leaves nothing behind
+            shutil.rmtree(target, ignore_errors=True)
+        raise
+
+
+def pictures_copied_into(target: Path, records: Sequence[Record], chosen: Sequence[Record]) -> list[Record]:
+    """`records`, with the pictures of the `chosen` ones copied into <target>/images (in their layout
+    under the upload) and pointing there.
+
+    Why a copy: an unpacked upload lives only while its visitor looks at it (remove_upload), while a
+    saved set must outlive both; a set saved from a folder on the server keeps pointing at that
+    folder, which the app does not own. Only the chosen records' pictures are copied (a set of the
+    filtered records takes only theirs), into a hidden folder first, so the set never points at a
+    half-copied folder; the free space is checked before the first byte."""
+    pictures = sorted({os.path.realpath(p) for r in chosen for p in r.images})
+    root = os.path.commonpath([os.path.dirname(p) for p in pictures])
+    needed = sum(os.path.getsize(p) for p in pictures)
+    short = space_problem(target.parent, needed, Problem("space_pictures", "Copying the set's {count} pictures",
+                                                         count=len(pictures)))
+    if short:
+        raise DataError(short)
+    staging = target.parent / f".{target.name}.images-{uuid.uuid4().hex[:6]}"
+    try:
+        for picture in pictures:
+            copy = staging / os.path.relpath(picture, root)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(picture, copy)
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(target / "images", ignore_errors=True)
+        os.rename(staging, target / "images")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    moved = {picture: target / "images" / os.path.relpath(picture, root) for picture in pictures}
+    chosen_ids = {id(r) for r in chosen}
+    return [replace(r, images=tuple(moved[os.path.realpath(p)] for p in r.images)) if id(r) in chosen_ids else r
+            for r in records]
 
 
 def whole_number(value: object) -> int | None:

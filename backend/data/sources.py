@@ -3,13 +3,15 @@ server, an upload, the hub), a reader chosen for a folder, and several sources p
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+import shutil
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from backend.data.foodieqa import FOODIEQA_FILES, read_bundled_sample, read_foodieqa_folder
 from backend.data.hub import read_foodieqa_hub
-from backend.data.library import check_name, new_upload_folder, upload_data_root
+from backend.data.library import check_name, new_upload_folder, prune_upload, upload_data_root
 from backend.data.own_data import read_bundled_own_data, read_own_data
 from backend.data.schema import DataError, ReadResult, Record, ReportLine
 from backend.data.uploads import unpack_upload
@@ -60,14 +62,33 @@ class SourceIncomplete(DataError):
 class LoadedSource:
     result: ReadResult
     left_out: tuple[Problem, ...] = ()  # files an upload left out, each saying which and why
+    upload_folder: Path | None = None  # an upload's folder: its pictures, kept while they are shown
+
+
+def allowed_path(path: str, roots: Sequence[Path] | None) -> Path:
+    """`path` (as typed) if it lies inside one of `roots` once links are followed (None: anywhere);
+    DataError if not. Asked before the path is read, and said the same whether it exists or not, so
+    a visitor learns nothing about the disk outside the roots."""
+    target = Path(path.strip()).expanduser()
+    if roots is None:
+        return target
+    real = Path(os.path.realpath(target))
+    if any(real.is_relative_to(os.path.realpath(root)) for root in roots):
+        return target
+    if not roots:
+        raise DataError("path_none_allowed", "This server loads no data by path (it asks for a login and was "
+                        "started without --data or --data-root); upload the data instead.")
+    raise DataError("path_not_allowed", "This server loads data by path only from {roots}; {path} is not inside "
+                    "them.", roots=", ".join(map(str, roots)), path=path.strip())
 
 
 def read_source(kind: str, path: str | None, files: list[str] | None, workdir: Path, data_folder: Path | None,
-                visitor: str) -> LoadedSource:
-    """The records of one of SOURCE_KINDS: `path` a folder or file on the server (for "folder"),
-    `files` uploaded files (for "upload", unpacked into a folder of the work folder named after
-    `visitor`). SourceIncomplete when the choice lacks what the source needs; DataError when the
-    source cannot be read."""
+                visitor: str, roots: Sequence[Path] | None = None) -> LoadedSource:
+    """The records of one of SOURCE_KINDS: `path` a folder or file on the server (for "folder"; only
+    inside `roots` unless that is None), `files` uploaded files (for "upload", unpacked into a folder
+    of the work folder named after `visitor`; once read, only the pictures its records show are kept).
+    SourceIncomplete when the choice lacks what the source needs; DataError when the source cannot be
+    read."""
     if kind == "sample":
         return LoadedSource(read_bundled_sample())
     if kind == "own_example":
@@ -79,13 +100,19 @@ def read_source(kind: str, path: str | None, files: list[str] | None, workdir: P
     if kind == "folder":
         if not (path or "").strip():
             raise SourceIncomplete("source_no_path", "Type the path of a folder or a file on this server first.")
-        return LoadedSource(read_data_folder(Path(path.strip()).expanduser()))
+        return LoadedSource(read_data_folder(allowed_path(path, roots)))
     if kind == "upload":
         if not files:
             raise SourceIncomplete("source_no_upload", "Choose the files to upload first (a .zip of your folder, or a "
                             ".json / .csv with its pictures).")
         unpacked = unpack_upload(files, new_upload_folder(workdir, visitor))
-        return LoadedSource(read_data_folder(upload_data_root(unpacked.folder)), tuple(unpacked.skipped))
+        try:
+            result = read_data_folder(upload_data_root(unpacked.folder))
+        except BaseException:
+            shutil.rmtree(unpacked.folder, ignore_errors=True)  # nothing of it is shown: nothing is kept
+            raise
+        prune_upload(unpacked.folder, {picture for record in result.records for picture in record.images})
+        return LoadedSource(result, tuple(unpacked.skipped), unpacked.folder)
     if kind == "hub":
         return LoadedSource(read_foodieqa_hub(Path(workdir) / "foodieqa-hub"))
     raise SourceIncomplete("source_unknown", "Unknown source {source!r}; pick one of the listed sources.", source=kind)

@@ -2,7 +2,8 @@
 
 Uploaded archives are hostile until proven otherwise: members named "../../.bashrc" or "/etc/x",
 symbolic links, or a few kilobytes that inflate to terabytes. Members are written only inside the
-destination, links are never created, and sizes are capped before anything is written.
+destination, links are never created, and sizes are capped, and checked against the free space on
+the disk, before anything is written.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from backend.data.schema import DataError
+from backend.disk import space_problem
 from backend.problems import Problem
 
 MAX_UPLOAD_BYTES = 4 * 1024 ** 3   # unpacked size of one upload
@@ -64,6 +66,9 @@ def _unpack(uploaded: list[Path], folder: Path, max_bytes: int, max_files: int) 
             size = item.stat().st_size
             if size > budget:
                 raise DataError("upload_too_large", "The upload is larger than {limit}.", limit=_size(max_bytes))
+            short = space_problem(folder, size, Problem("space_copy", "Copying {file}", file=item.name))
+            if short:
+                raise DataError(short)
             shutil.copyfile(item, folder / item.name)
             written, budget = written + 1, budget - size
         else:
@@ -103,6 +108,9 @@ def _unzip(archive: Path, folder: Path, budget: int, max_files: int) -> tuple[in
         if len(members) > max_files:
             raise DataError("zip_too_many_files", "{archive} holds {count} files, more than {limit}.",
                             archive=archive.name, count=len(members), limit=max_files)
+        short = space_problem(folder, total, Problem("space_unpack", "Unpacking {archive}", archive=archive.name))
+        if short:
+            raise DataError(short)
         written = 0
         for info, relative in members:
             target = (folder / relative).resolve()

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -153,26 +154,50 @@ def per_question(runs: Sequence[ScoreRun]) -> list[list[str]]:
     return rows
 
 
+# A cell starting with one of these is a formula to Excel, LibreOffice and Google Sheets ("=HYPERLINK(...)",
+# "@SUM(...)", and a tab or carriage return before them); such a cell gets a leading apostrophe, which
+# the spreadsheet shows as text (OWASP's advice on CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutral_cell(cell: object) -> object:
+    """A cell as a spreadsheet shows it without running it: text starting like a formula gets a "'"."""
+    return f"'{cell}" if isinstance(cell, str) and cell.startswith(FORMULA_STARTS) else cell
+
+
 def to_csv(runs: Sequence[ScoreRun], header: Sequence[str] | None = None) -> str:
-    """per_question() as CSV, under `header` (the page's words for the columns) or plain English ones."""
+    """per_question() as CSV, under `header` (the page's words for the columns) or plain English ones;
+    no cell can start a formula (neutral_cell): questions, replies and model names come from people."""
     out = io.StringIO()
     writer = csv.writer(out)
     if header is None:
         header = ["id", "question", "right"]
         for run in runs:
             header += [f"{run.model} picked", f"{run.model} reply", f"{run.model} correct"]
-    writer.writerow(header)
-    writer.writerows(per_question(runs))
+    writer.writerow([neutral_cell(cell) for cell in header])
+    writer.writerows([neutral_cell(cell) for cell in row] for row in per_question(runs))
     return out.getvalue()
 
 
+def file_part(name: str) -> str:
+    """A model's or a split's name as part of a file name: one plain word, whatever the name holds
+    (a job named "a/b" or with a line break must not lead elsewhere or break the name)."""
+    return re.sub(r"[^\w.-]+", "_", name).strip("._")[:60] or "model"
+
+
 def save(run: ScoreRun, folder: Path) -> Path:
-    """Write the run beside what it scored (a checkpoint folder), named by split and time."""
+    """Write the run beside what it scored (a checkpoint folder), named by model, split and time. A
+    failed write (a full disk) leaves no partial file."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"score-{run.model}-{run.split or 'questions'}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path = folder / (f"score-{file_part(run.model)}-{file_part(run.split or 'questions')}-"
+                     f"{time.strftime('%Y%m%d-%H%M%S')}.json")
     tmp = path.with_suffix(".partial")
-    tmp.write_text(json.dumps(run.to_json(), ensure_ascii=False, indent=1), encoding="utf-8")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(run.to_json(), ensure_ascii=False, indent=1), encoding="utf-8")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -191,5 +216,9 @@ def write_csv(runs: Sequence[ScoreRun], headers: Sequence[str], folder: Path) ->
     with a BOM so that Excel opens Chinese right."""
     folder.mkdir(parents=True, exist_ok=True)
     csv_path = folder / f"scores-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**6:06d}.csv"
-    csv_path.write_text(to_csv(runs, headers), encoding="utf-8-sig")
+    try:
+        csv_path.write_text(to_csv(runs, headers), encoding="utf-8-sig")
+    except BaseException:
+        csv_path.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
+        raise
     return csv_path

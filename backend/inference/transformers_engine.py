@@ -120,7 +120,7 @@ class TransformersEngine:
                 self._peft.load_adapter(folder, adapter_name=name)
             self._peft.to(self.loaded.device).eval()
             self._adapters[name] = folder
-        log.info("loaded adapter %s from %s", name, folder)
+        log.info("loaded adapter %s from %r", name, str(folder))
 
     def _routing(self, adapters: Sequence[str | None]):
         """A context in which each batch row runs through its own adapter (None: the base)."""

@@ -2,6 +2,7 @@
 
 A checkpoint is the adapter exactly as peft saves it (so the folder loads as an adapter as is),
 plus trainer_state.pt (optimizer state, step, epoch, random state, the spec) and metrics.json.
+trainer_state.pt holds plain data only, read back with torch.load(weights_only=True).
 """
 
 from __future__ import annotations
@@ -10,12 +11,15 @@ import errno
 import json
 import logging
 import os
+import pickle
 import random
 import shutil
 from pathlib import Path
 
 import torch
 
+from backend.disk import RESERVE_BYTES, free_bytes, human_size, space_problem, tree_size
+from backend.problems import Problem
 from backend.training.errors import TrainingError
 from backend.training.job_folder import TRAINER_STATE, JobFiles, checkpoint_name, ready_checkpoints
 from backend.training.processes import Dist
@@ -69,14 +73,36 @@ def _fsync_tree(folder: Path) -> None:
         os.close(fd)
 
 
+def checkpoint_bytes(model, files: JobFiles) -> int:
+    """About how much a checkpoint takes: the newest one's size, or before the first, the trainable
+    weights three times (the adapter, and AdamW's two moments of each weight) and a little more."""
+    ready = ready_checkpoints(files)
+    if ready:
+        return tree_size(ready[-1][1])
+    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    return 3 * trainable + 2**20
+
+
+def _disk_full(files: JobFiles, name: str, needed: int, free: int | None) -> TrainingError:
+    return TrainingError(
+        "disk_full_checkpoint", "The disk holding {folder} is full: checkpoint {name} could not be saved (it needs "
+        "about {needed}, and {free} is free), and nothing half-written was kept. Free some space (or keep fewer "
+        "checkpoints), then resume the job.", folder=files.root, name=name, needed=human_size(needed + RESERVE_BYTES),
+        free=human_size(free or 0))
+
+
 def save_checkpoint(model, optimizer, files: JobFiles, spec: JobSpec, step: int, epoch: float,
                     summary: dict, keep_last: int, keep: int | None = None) -> Path:
-    """Write checkpoints/step-NNNNNN atomically: into a hidden folder, fsync, rename. On any failure
-    the hidden folder is removed, so no half checkpoint is ever offered; a full disk becomes a
-    sentence. Then prune to the newest `keep_last`, and the checkpoint of step `keep` (the best so
-    far)."""
+    """Write checkpoints/step-NNNNNN atomically: into a hidden folder, fsync, rename. The free space
+    is checked first; on any failure the hidden folder is removed, so no half checkpoint is ever
+    offered; a full disk becomes a sentence that says how much is needed. Then prune to the newest
+    `keep_last`, and the checkpoint of step `keep` (the best so far)."""
     final = files.checkpoints / checkpoint_name(step)
     partial = files.checkpoints / f".{final.name}.partial"
+    needed = checkpoint_bytes(model, files)
+    free = free_bytes(files.root)
+    if free is not None and needed + RESERVE_BYTES > free:
+        raise _disk_full(files, final.name, needed, free)
     try:
         files.checkpoints.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(partial, ignore_errors=True)
@@ -93,10 +119,7 @@ def save_checkpoint(model, optimizer, files: JobFiles, spec: JobSpec, step: int,
     except BaseException as err:
         shutil.rmtree(partial, ignore_errors=True)
         if is_disk_full(err):
-            raise TrainingError(
-                "disk_full_checkpoint", "The disk holding {folder} is full: checkpoint {name} could not be "
-                "saved, and nothing half-written was kept. Free some space (or keep fewer checkpoints), then "
-                "resume the job.", folder=files.root, name=final.name) from err
+            raise _disk_full(files, final.name, needed, free_bytes(files.root)) from err
         raise
     for old_step, old in ready_checkpoints(files)[:-keep_last]:
         if old_step != keep:
@@ -108,9 +131,12 @@ def save_checkpoint(model, optimizer, files: JobFiles, spec: JobSpec, step: int,
 def save_final(model, processor, files: JobFiles, spec: JobSpec, summary: dict) -> None:
     """adapter/ (peft's standard format) and, when asked, merged/ (a full transformers model)."""
 
-    def write_atomically(target: Path, write) -> None:
+    def write_atomically(target: Path, write, needed: int) -> None:
         partial = target.with_name(f".{target.name}.partial")
         shutil.rmtree(partial, ignore_errors=True)
+        short = space_problem(files.root, needed, Problem("space_final", "The final {name}", name=target.name))
+        if short:
+            raise TrainingError(short)
         try:
             write(partial)
             if target.exists():
@@ -128,7 +154,8 @@ def save_final(model, processor, files: JobFiles, spec: JobSpec, summary: dict) 
         model.save_pretrained(folder)
         (folder / "training.json").write_text(json.dumps({"base_model": spec.model, **summary}), encoding="utf-8")
 
-    write_atomically(files.adapter, write_adapter)
+    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    write_atomically(files.adapter, write_adapter, trainable + 2**20)
     log.info("saved the final adapter to %s", files.adapter)
     if spec.merge:
         def write_merged(folder: Path) -> None:
@@ -136,7 +163,8 @@ def save_final(model, processor, files: JobFiles, spec: JobSpec, summary: dict) 
             merged.config.use_cache = True
             merged.save_pretrained(folder)
             processor.save_pretrained(folder)
-        write_atomically(files.merged, write_merged)
+        whole = sum(p.numel() * p.element_size() for p in model.parameters())
+        write_atomically(files.merged, write_merged, whole + 2**20)
         log.info("saved the merged model to %s", files.merged)
 
 
@@ -144,7 +172,16 @@ def resume(folder: Path, spec: JobSpec, peft_model, optimizer, device) -> int:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    state = torch.load(folder / TRAINER_STATE, map_location="cpu", weights_only=False)
+    # weights_only: tensors, numbers, strings and containers of them, nothing else. That is all a
+    # checkpoint holds (AdamW's state, the step, Python's and torch's random state as a tuple of ints
+    # and a byte tensor, the spec as plain JSON values), and a pickle planted in the work folder can
+    # run no code here.
+    try:
+        state = torch.load(folder / TRAINER_STATE, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
+        raise TrainingError("checkpoint_unsafe", "Checkpoint {name} cannot be read as plain data ({detail}); "
+                            "delete that checkpoint folder to resume from an earlier one, or start a new job.",
+                            name=folder.name, detail=str(err).splitlines()[0][:200]) from err
     changed = [name for name in SCHEDULE_FIELDS if state["spec"].get(name) != getattr(spec, name)]
     if changed:
         raise TrainingError("checkpoint_settings", "Checkpoint {name} was made with different settings "

@@ -11,7 +11,7 @@ from typing import Any
 
 from backend.bundled import EXAMPLES_DIR
 from backend.data import DataError, load_training_set, samples_file
-from backend.data.library import datasets_root, list_training_sets
+from backend.data.library import check_job_name, datasets_root, list_training_sets
 from backend.data.split import MANIFEST
 from backend.training.demo_data import DEMO_JOB_NAMES, demo_data_file, write_demo_dataset
 from backend.training.spec import PRESETS, SCORE_TASKS, JobSpec, preset
@@ -60,9 +60,10 @@ def build_spec(workdir: Path, app_model: str, source: str, preset_name: str, nam
                data_folder: Path | None = None) -> JobSpec:
     """A checked JobSpec for the form's choices: `source` is DEMO_SOURCE or a saved training set's
     folder, `model` "" for the app's own model, `values` the FIELDS by name. SpecError / DataError
-    carry the sentences. A demo job is named in `lang`, the language of the page that started it."""
+    carry the sentences (a name that breaks a training set's naming rules is a DataError). A demo job
+    is named in `lang`, the language of the page that started it."""
     overrides = dict(values, threads=PRESETS[preset_name].get("threads", 0))
-    if name.strip():
+    if check_job_name(name):  # a name given in the form follows a training set's rules (charset, length)
         overrides["name"] = name.strip()
     if model.strip():
         overrides["model"] = model.strip()
@@ -72,7 +73,12 @@ def build_spec(workdir: Path, app_model: str, source: str, preset_name: str, nam
 
 def demo_files(workdir: Path, lang: str = "en") -> dict:
     """The bundled dishes as chat samples (written once under the work folder)."""
-    data_file = write_demo_dataset(demo_data_file(workdir))
+    try:
+        data_file = write_demo_dataset(demo_data_file(workdir))
+    except OSError as err:  # a full disk, a work folder gone read-only
+        raise DataError("demo_data_unwritable", "The demo's training samples could not be written to {path} "
+                        "({detail}). If its disk is full, free some space, then try again.",
+                        path=demo_data_file(workdir), detail=err.strerror or str(err)) from None
     return dict(data_file=str(data_file), image_root=str(EXAMPLES_DIR),
                 name=DEMO_JOB_NAMES.get(lang, DEMO_JOB_NAMES["en"]))
 

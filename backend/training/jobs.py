@@ -13,6 +13,7 @@ cancelling one) are single UPDATEs guarded by the state they expect.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -61,6 +62,24 @@ CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, created);
 
 class JobError(RuntimeError):
     """Something a person asked for that cannot be done, said in a sentence."""
+
+
+def _storage_said(method):
+    """A job action that meets a full (or broken) disk says so in a sentence (JobError), instead of
+    letting sqlite3's or the file system's error reach the page as Gradio's generic one."""
+
+    @functools.wraps(method)
+    def said(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except (sqlite3.DatabaseError, OSError) as err:
+            detail = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+            log.warning("%s failed on storage: %s", method.__name__, err)
+            raise JobError(Problem("storage_unwritable", "The work folder {folder} cannot be written ({detail}). If "
+                                   "its disk is full, free some space, then try again.",
+                                   folder=str(self.workdir), detail=detail)) from err
+
+    return said
 
 
 @dataclass(frozen=True)
@@ -135,20 +154,26 @@ class JobStore:
 
     # ---- what the UI calls ----
 
+    @_storage_said
     def submit(self, spec: JobSpec) -> Job:
-        """Check the spec, give the job a folder, queue it. Raises SpecError with every problem."""
+        """Check the spec, give the job a folder, queue it. Raises SpecError with every problem, and
+        JobError when the work folder cannot be written (its folder is then removed again)."""
         spec.validate()
         job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
         folder = self.jobs_dir / job_id
         folder.mkdir(parents=True)
-        spec = spec.with_changes(output_dir=str(folder.resolve()),
-                                 data_file=str(Path(spec.data_file).resolve()),
-                                 image_root=str(spec.images_dir.resolve()),
-                                 eval_file=str(Path(spec.eval_file).resolve()) if spec.eval_file else "")
-        spec.save(JobFiles(folder).spec)
-        self._execute("INSERT INTO jobs (id, name, spec, state, created) VALUES (?, ?, ?, 'queued', ?)",
-                      (job_id, spec.name, spec.to_json(), time.time()))
-        log.info("queued job %s (%s)", job_id, spec.name or spec.model)
+        try:
+            spec = spec.with_changes(output_dir=str(folder.resolve()),
+                                     data_file=str(Path(spec.data_file).resolve()),
+                                     image_root=str(spec.images_dir.resolve()),
+                                     eval_file=str(Path(spec.eval_file).resolve()) if spec.eval_file else "")
+            spec.save(JobFiles(folder).spec)
+            self._execute("INSERT INTO jobs (id, name, spec, state, created) VALUES (?, ?, ?, 'queued', ?)",
+                          (job_id, spec.name, spec.to_json(), time.time()))
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        log.info("queued job %s (%r)", job_id, spec.name or spec.model)
         return self.get(job_id)
 
     def list(self, states: tuple[str, ...] | None = None) -> list[Job]:
@@ -166,6 +191,7 @@ class JobStore:
             raise JobError(Problem("no_job", "There is no job {job} (it may have been deleted).", job=job_id))
         return _job(row)
 
+    @_storage_said
     def cancel(self, job_id: str) -> Job:
         """A queued job is cancelled at once. A running one is asked to stop: its whole process
         group gets SIGTERM, the program finishes its step, saves a checkpoint and exits, and the
@@ -186,6 +212,7 @@ class JobStore:
             signal_group(job.pid, job.pid_start, signal.SIGTERM)
         return self.get(job_id)
 
+    @_storage_said
     def resume(self, job_id: str) -> Job:
         """Queue an interrupted, cancelled or failed job again; it continues from its last checkpoint."""
         job = self.get(job_id)
@@ -200,6 +227,7 @@ class JobStore:
                                    job=job_id, state=job.state))
         return self.get(job_id)
 
+    @_storage_said
     def delete(self, job_id: str) -> None:
         """Remove a job and its folder (checkpoints included). Refused while it runs."""
         job = self.get(job_id)

@@ -95,7 +95,7 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
     torch.manual_seed(spec.seed + dist.rank)
     if not dist.is_main:
         log.setLevel(logging.WARNING)
-    log.info("job %s: %s on %s (%s, %d process%s)", files.root.name, spec.model, device,
+    log.info("job %s: %r on %s (%s, %d process%s)", files.root.name, spec.model, device,
              "bf16" if use_bf16 else "fp32", dist.world, "" if dist.world == 1 else "es")
 
     # ---- data, and the path: packed rows or padded batches, chosen here once ----

@@ -126,10 +126,22 @@ def read_samples(data_file: Path, image_root: Path) -> tuple[list[Sample], list[
 
 
 def write_samples(records: list[dict], path: Path) -> Path:
-    """Write LLaVA-format records (temp name, then rename: a reader never sees half a file)."""
+    """Write LLaVA-format records (temp name, then rename: a reader never sees half a file). A file
+    that already holds exactly these records is left as it is (no write: a full disk does not stop a
+    demo job whose samples are there), and a failed write leaves no temporary file."""
     path = Path(path)
+    text = json.dumps(records, ensure_ascii=False, indent=1)
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return path
+    except (OSError, UnicodeDecodeError):
+        pass
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(records, ensure_ascii=False, indent=1), encoding="utf-8")
-    tmp.replace(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ RETIRED_SETTINGS: dict[str, tuple[Any, Problem]] = {
 MIN_IMAGE_PIXELS = 56 * 56
 # Far beyond any processor's budget (Qwen2-VL's largest is 12.8 MP); more is certainly a typo.
 MAX_IMAGE_PIXELS = 50_000_000
+MAX_NAME_LENGTH = 64  # a job's name, as a training set's (backend/data/library.py)
 
 
 class SpecError(ValueError):
@@ -199,6 +201,9 @@ class JobSpec:
         if check_files and self.eval_file and not Path(self.eval_file).is_file():
             add("heldout_missing", "The held-out data file {path} does not exist.", path=self.eval_file)
 
+        if len(self.name) > MAX_NAME_LENGTH or any(c in "/\\" or unicodedata.category(c)[0] == "C" for c in self.name):
+            add("job_name", "A job's name may have at most {limit} characters, and no '/', '\\' or control characters "
+                "such as a line break.", limit=MAX_NAME_LENGTH)
         if self.lora_r < 1:
             add("lora_r", "The LoRA rank must be at least 1 (it is {value}).", value=self.lora_r)
         if self.lora_alpha <= 0:

@@ -21,17 +21,27 @@ The app starts one as a child process (`spawn(workdir)`) and stops it with SIGTE
   two workers that did not share the lock could never start the same job twice.
 - By default, stopping the worker leaves running trainings running (the next worker adopts them);
   with --stop-jobs-on-exit it asks them to save and stop (they become "interrupted").
+- Storage errors (a full disk: "database or disk is full", ENOSPC; a disk gone read-only) never end
+  the worker: it logs them, waits (1, 2, 4 ... 30 s) and tries the round again. How a job ended is
+  decided once, when its process is seen to end, and kept until the store takes it, so a job that
+  died of a full disk is still said to have, once space is freed and its row can be written.
+- The app runs its worker under a supervisor (supervisor.py), which restarts it within seconds
+  when it exits; with --status-fd the worker tells the supervisor how it is (serving, waiting for
+  another worker's lock, or stuck on storage) over a pipe, which needs no disk.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
+import json
 import logging
 import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -58,6 +68,10 @@ CPU_SLOT = "cpu"
 ERROR_LINE = re.compile(r"^(?:\d\d:\d\d:\d\d E )?error: (.+)$")
 PROGRESS_KEYS = ("step", "total_steps", "epoch", "loss", "lr", "samples_per_s", "tokens_per_s", "eta_s",
                  "elapsed_s", "gpu_mem_gb", "time")
+# What a full or broken disk raises here: SQLite's "database or disk is full" / "disk I/O error" (and
+# "database is locked" past its 30 s wait), and OSError (ENOSPC, EROFS, EIO) from the files we write.
+STORAGE_ERRORS = (sqlite3.DatabaseError, OSError)
+MAX_BACKOFF_S = 30.0
 
 
 @dataclass
@@ -69,6 +83,7 @@ class Running:
     proc: subprocess.Popen | None  # None for a process adopted from an earlier worker
     last_progress: dict | None = None
     cancel_passed_on: bool = False
+    ending: tuple[str, str | None, int | None] | None = None  # (state, error, exit status) once it ended
 
 
 def visible_gpus(choice: str = "auto") -> list[str]:
@@ -107,7 +122,8 @@ def gpu_shortfall(spec: JobSpec, gpus: list[str]) -> Problem | None:
 
 class Worker:
     def __init__(self, store: JobStore, gpus: list[str], poll_s: float = 0.5,
-                 stop_jobs_on_exit: bool = False, exit_with_parent: bool = False) -> None:
+                 stop_jobs_on_exit: bool = False, exit_with_parent: bool = False,
+                 status_fd: int | None = None) -> None:
         self.store, self.gpus, self.poll_s = store, gpus, poll_s
         self.stop_jobs_on_exit = stop_jobs_on_exit
         self.parent = os.getppid() if exit_with_parent else None
@@ -115,6 +131,21 @@ class Worker:
         self.running: dict[str, Running] = {}
         self.stopping = False
         self._lock_handle = None
+        self.status_fd = status_fd
+        self._said: dict | None = None
+        if status_fd is not None:
+            os.set_blocking(status_fd, False)  # a supervisor that stops reading must never stop the worker
+
+    def tell(self, state: str, **details) -> None:
+        """Say how the worker is to the supervisor (a JSON line on the status pipe), when it changes."""
+        message = {"state": state, **details}
+        if self.status_fd is None or message == self._said:
+            return
+        try:
+            os.write(self.status_fd, (json.dumps(message) + "\n").encode())
+            self._said = message
+        except OSError:  # nobody reads (the supervisor is gone), or the pipe is full: say it next time
+            pass
 
     # ---- life cycle ----
 
@@ -126,14 +157,36 @@ class Worker:
             return
         log.info("worker %s serving %s on %s", self.name, self.store.workdir,
                  ", ".join(["cpu"] + [f"cuda:{g}" for g in self.gpus]))
-        self.recover()
+        recovered, backoff = False, 0.0
         while not self.stopping:
-            self.tick()
+            try:
+                if not recovered:
+                    self.recover()
+                    recovered = True
+                self.tick()
+            except STORAGE_ERRORS as err:
+                backoff = min(MAX_BACKOFF_S, max(1.0, 2 * backoff))
+                log.warning("storage error (%s: %s); trying again in %.0f s", type(err).__name__, err, backoff)
+                self.tell("storage", detail=storage_words(err), retry_s=backoff)
+                self._sleep(backoff)
+                continue
+            if backoff:
+                log.info("storage works again")
+                backoff = 0.0
+            self.tell("serving")
             if self.parent is not None and os.getppid() != self.parent:
                 log.info("the app that started this worker is gone; stopping")
                 break
             time.sleep(self.poll_s)
         self.shutdown()
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait, but not past a stop request or the parent's end."""
+        deadline = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < deadline:
+            if self.parent is not None and os.getppid() != self.parent:
+                return
+            time.sleep(min(self.poll_s, 0.5))
 
     def _ask_to_stop(self, signum, frame) -> None:
         self.stopping = True
@@ -148,16 +201,20 @@ class Worker:
             except BlockingIOError:
                 if not said:
                     handle.seek(0)
-                    log.info("another worker (%s) serves %s; waiting to take over", handle.read().strip() or "?",
-                             self.store.workdir)
+                    holder = handle.read().strip() or "?"
+                    log.info("another worker (%s) serves %s; waiting to take over", holder, self.store.workdir)
+                    self.tell("waiting", holder=holder)
                     said = True
                 time.sleep(1.0)
                 continue
-            handle.seek(0)
-            handle.truncate()
-            handle.write(self.name)
-            handle.flush()
             self._lock_handle = handle  # the lock lives as long as this handle stays open
+            try:  # the holder's name, for a worker that waits; a full disk may refuse it, the lock holds
+                handle.seek(0)
+                handle.truncate()
+                handle.write(self.name)
+                handle.flush()
+            except OSError as err:
+                log.warning("could not write the worker's name into %s: %s", path, err)
             return True
         handle.close()
         return False
@@ -193,11 +250,18 @@ class Worker:
 
     def tick(self, start_new: bool = True) -> None:
         for job_id, run in list(self.running.items()):
-            ended = run.proc.poll() is not None if run.proc else not process_alive(run.pid, run.pid_start)
+            ended = run.ending is not None or (run.proc.poll() is not None if run.proc
+                                               else not process_alive(run.pid, run.pid_start))
             job = self.store.get(job_id)
             if ended:
-                self._update_progress(run, job)
-                self._finish(job, run.proc.returncode if run.proc else None)
+                if run.ending is None:  # decided once, while the evidence (result.json, the disk) is fresh
+                    exit_status = run.proc.returncode if run.proc else None
+                    run.ending = (*outcome(job, exit_status), exit_status)
+                    with _storage_may_fail():
+                        self._update_progress(run, job)
+                state, error, exit_status = run.ending
+                self.store.finish(job.id, state, error, exit_status)  # a full disk: tried again next round
+                log.info("job %s %s%s", job.id, state, f": {str(error)!r}" if error else "")
                 del self.running[job_id]
             else:
                 self._update_progress(run, job)
@@ -241,13 +305,21 @@ class Worker:
         env = dict(os.environ, PYTHONUNBUFFERED="1",
                    CUDA_VISIBLE_DEVICES="" if slots == (CPU_SLOT,) else ",".join(slots),
                    PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])))
-        with files.log.open("ab") as log_file:
-            log_file.write(f"\n===== attempt {job.attempts} of job {job.id} on {job.device}, "
-                           f"{time.strftime('%Y-%m-%d %H:%M:%S')} =====\n".encode())
-            log_file.flush()
-            proc = subprocess.Popen([sys.executable, *program], cwd=PROJECT_ROOT, env=env,
-                                    stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                                    start_new_session=True)  # its own group: cancel signals all of it
+        try:
+            with files.log.open("ab") as log_file:
+                log_file.write(f"\n===== attempt {job.attempts} of job {job.id} on {job.device}, "
+                               f"{time.strftime('%Y-%m-%d %H:%M:%S')} =====\n".encode())
+                log_file.flush()
+                proc = subprocess.Popen([sys.executable, *program], cwd=PROJECT_ROOT, env=env,
+                                        stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                                        start_new_session=True)  # its own group: cancel signals all of it
+        except OSError as err:  # a full disk (the log), a vanished folder: the job cannot start
+            log.warning("job %s could not start: %s", job.id, err)
+            self.store.finish(job.id, "failed", Problem(
+                "job_unstartable", "The training process could not be started ({detail}). If the disk holding "
+                "{folder} is full, free some space, then resume the job.", detail=storage_words(err),
+                folder=str(files.root)), None)
+            return
         start = process_start(proc.pid)
         self.store.set_process(job.id, proc.pid, start)
         self.running[job.id] = Running(job.id, proc.pid, start, slots, proc)
@@ -269,7 +341,7 @@ class Worker:
     def _finish(self, job: Job, exit_status: int | None) -> None:
         state, error = outcome(job, exit_status)
         self.store.finish(job.id, state, error, exit_status)
-        log.info("job %s %s%s", job.id, state, f": {error}" if error else "")
+        log.info("job %s %s%s", job.id, state, f": {str(error)!r}" if error else "")
 
 
 def outcome(job: Job, exit_status: int | None) -> tuple[str, str | None]:
@@ -320,6 +392,22 @@ def outcome(job: Job, exit_status: int | None) -> tuple[str, str | None]:
                              status=exit_status, tail=last_lines[-1] if last_lines else "no output")
 
 
+def storage_words(err: BaseException) -> str:
+    """A storage error in a few words: "No space left on device", "database or disk is full"."""
+    if isinstance(err, OSError) and err.errno is not None:
+        return err.strerror or os.strerror(err.errno)
+    return str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+
+
+@contextlib.contextmanager
+def _storage_may_fail():
+    """A write whose failure only costs freshness (a progress line): logged, not raised."""
+    try:
+        yield
+    except STORAGE_ERRORS as err:
+        log.warning("could not record progress: %s", err)
+
+
 def _disk_nearly_full(folder: Path) -> bool:
     import shutil
 
@@ -333,9 +421,12 @@ def _disk_nearly_full(folder: Path) -> bool:
 
 
 def spawn(workdir: Path, gpus: str = "auto", stop_jobs_on_exit: bool = False,
-          log_file: Path | None = None) -> subprocess.Popen:
+          log_file: Path | None = None, status_fd: int | None = None) -> subprocess.Popen:
     """Start a worker as a child of the calling process (the app). It exits when its parent does,
-    so a killed app leaves no stray worker (its training jobs keep running and are adopted later)."""
+    so a killed app leaves no stray worker (its training jobs keep running and are adopted later).
+    `status_fd`: the write end of a pipe the worker tells its state on (supervisor.py). Its log is
+    opened for appending; where that fails (a full disk may refuse even that), the worker's output
+    is dropped rather than the worker not started."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     log_file = log_file or workdir / "worker.log"
@@ -343,11 +434,17 @@ def spawn(workdir: Path, gpus: str = "auto", stop_jobs_on_exit: bool = False,
             "--exit-with-parent"]
     if stop_jobs_on_exit:
         args.append("--stop-jobs-on-exit")
+    if status_fd is not None:
+        args += ["--status-fd", str(status_fd)]
     env = dict(os.environ, PYTHONUNBUFFERED="1",
                PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])))
-    with log_file.open("ab") as handle:
+    try:
+        handle = log_file.open("ab")
+    except OSError:
+        handle = open(os.devnull, "wb")  # noqa: SIM115 (closed below, once the child has it)
+    with handle:
         return subprocess.Popen(args, cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=handle,
-                                stderr=subprocess.STDOUT)
+                                stderr=subprocess.STDOUT, pass_fds=(status_fd,) if status_fd is not None else ())
 
 
 def stop(proc: subprocess.Popen, timeout_s: float = 10.0) -> None:
@@ -371,11 +468,22 @@ def main(argv: list[str] | None = None) -> int:
                         help="on SIGTERM/SIGINT, ask running jobs to save and stop (default: leave them running)")
     parser.add_argument("--exit-with-parent", action="store_true",
                         help="stop when the process that started this one exits (used by the app)")
+    parser.add_argument("--status-fd", type=int, help="a pipe to report the worker's state on (used by the app)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname).1s worker: %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stdout)
-    store = JobStore(args.workdir)
-    Worker(store, visible_gpus(args.gpus), args.poll, args.stop_jobs_on_exit, args.exit_with_parent).serve()
+    worker = None
+    backoff = 0.0
+    while worker is None:  # the job store itself may not open on a full disk: wait for it, as for any storage
+        try:
+            store = JobStore(args.workdir)
+            worker = Worker(store, visible_gpus(args.gpus), args.poll, args.stop_jobs_on_exit, args.exit_with_parent,
+                            args.status_fd)
+        except STORAGE_ERRORS as err:
+            backoff = min(MAX_BACKOFF_S, max(1.0, 2 * backoff))
+            log.warning("cannot open the job store (%s); trying again in %.0f s", err, backoff)
+            time.sleep(backoff)
+    worker.serve()
     return 0
 
 
