@@ -118,3 +118,13 @@ def test_ui_raises_toasts_only_through_the_escaping_helpers():
                     and getattr(node.func.value, "id", "") == "gr"):
                 offenders.append(f"{path.name}:{node.lineno}")
     assert offenders == []
+
+
+def test_an_answer_keeps_its_formatting_but_makes_no_link_picture_or_html():
+    shown = as_text(HOSTILE, "answer")
+    assert "<img" not in shown and "&lt;img" in shown
+    for made in ("[click](", "![pic](", "http://", "www.evil", "me@evil"):
+        assert made not in shown, made
+    for kept in ("**bold**", "_em_", "`code`"):
+        assert kept in shown, kept
+    assert as_text("1. **Mapo tofu**\n2. Kung pao", "answer") == "1. **Mapo tofu**\n2. Kung pao"

@@ -113,8 +113,8 @@ def chat(message: dict | None, session: ChatSession, max_new_tokens: float, temp
             # UPDATE_EVERY_S and let pieces accumulate in between. The first goes at once.
             if time.monotonic() - last_sent >= UPDATE_EVERY_S:
                 last_sent = time.monotonic()
-                yield shown + [{"role": "assistant", "content": as_text(answer)}], session, gr.MultimodalTextbox(
-                    interactive=False)
+                bubble = {"role": "assistant", "content": as_text(answer, "answer")}
+                yield shown + [bubble], session, gr.MultimodalTextbox(interactive=False)
     except (ImageError, ValueError, RuntimeError) as err:
         log.exception("generation failed")
         warn(text("failed", lang, detail=say(err, lang)))

@@ -69,7 +69,7 @@ def side_by_side(message: dict | None, left_key: str, right_key: str, max_new_to
     yield shown, shown, None
     settings = GenerationSettings(int(max_new_tokens))
     def both() -> tuple[list, list]:
-        return tuple([*shown, {"role": "assistant", "content": as_text(answer)}] for answer in answers)
+        return tuple([*shown, {"role": "assistant", "content": as_text(answer, "answer")}] for answer in answers)
 
     try:
         for row, piece in services.engine.stream_many([([turn], a) for a in adapters], settings):

@@ -81,8 +81,8 @@ def tasting_section(services: Services, i18n: gr.I18n, forced_lang: str | None, 
         first, second = answer_pair(services, state)
         number = text("cmp_taste_number", lang, index=state.position + 1, count=len(state.queue))
         shown_photo = previews.thumbnail(asked.photo) or asked.photo
-        return (state, str(shown_photo), f"{number}\n\n**{as_text(asked.text)}**", f"**A**: {as_text(first)}",
-                f"**B**: {as_text(second)}", "")
+        return (state, str(shown_photo), f"{number}\n\n**{as_text(asked.text)}**", f"**A**: {as_text(first, 'answer')}",
+                f"**B**: {as_text(second, 'answer')}", "")
 
     def begin(left_key, right_key, set_name, asked_lang, lang, request: gr.Request):
         """Inputs: the two models, the question set, the prompt language. Outputs: a new queue and

@@ -19,7 +19,9 @@ def to_chatbot(turns: list[Turn]) -> list[dict]:
     for turn in turns:
         for path in turn.images:
             messages.append({"role": turn.role, "content": {"path": path}})
-        messages.append({"role": turn.role, "content": as_text(turn.text)})
+        # A person's words are shown as typed; a model's answer keeps its Markdown formatting.
+        view = "answer" if turn.role == "assistant" else "markdown"
+        messages.append({"role": turn.role, "content": as_text(turn.text, view)})
     return messages
 
 
