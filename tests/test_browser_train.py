@@ -37,7 +37,7 @@ def finished_job(train_app) -> str:
         return done[0].id
     client = Client(train_app.url, verbose=False)
     job_id = start_job(client, "demo", "compare-in-a-browser")
-    assert "**succeeded**" in wait_for(client, job_id)
+    assert wait_for(client, job_id)["state"] == "succeeded"
     return job_id
 
 
@@ -291,4 +291,31 @@ def test_the_whole_loop_in_one_page_without_a_reload(browser, train_app):
     page.get_by_role("tab", name="Compare").click()
     page.wait_for_timeout(2_000)
     assert page.locator("#compare-right input").input_value() == "base model"
+    page.close()
+
+
+def test_a_job_scored_at_each_checkpoint_plots_its_accuracy_and_names_the_best(browser, train_app):
+    """A demo job on a saved set, each checkpoint scored on the set's held-out questions: the Train
+    tab plots the accuracy, named with the set, its size and "held out", and says the best."""
+    from tests.test_dataset_tab import load, save
+
+    client = Client(train_app.url, verbose=False)
+    load(client, "sample")
+    save(client, "scored-sivqa", tasks=["sivqa"], heldout=0.3, replace=True)
+    folder = train_app.workdir.resolve() / "datasets" / "scored-sivqa"
+    job_id = start_job(client, str(folder), "scored-job", str(folder), epochs=3, save_every=3)
+    status = wait_for(client, job_id)
+    assert status["state"] == "succeeded", status
+    page = browser.new_page(viewport={"width": 1400, "height": 1200}, locale="en-US")
+    page.goto(train_app.url)
+    page.get_by_role("tab", name="Train").click()
+    page.locator("#train-job input").fill(job_id)
+    page.keyboard.press("Enter")
+    page.wait_for_function(f"() => ({PROGRESS})().includes('Best checkpoint: step')", timeout=30_000)
+    assert "held-out · scored-sivqa" in page.locator("#train-progress").inner_text()
+    page.wait_for_function("""() => [...document.querySelectorAll('#train-accuracy .mark-line path, '
+        + '#train-accuracy .mark-symbol path')].length > 0""", timeout=30_000)
+    assert "held-out · scored-sivqa (" in page.locator("#train-accuracy").inner_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "train-accuracy.png"), full_page=True)
     page.close()

@@ -20,13 +20,14 @@ from tests.conftest import EXAMPLES
 from tests.test_dataset_tab import load, save
 
 
-def start_job(client: Client, source: str, name: str) -> str:
-    """Queue a demo-cpu job on `source` with the preset's own values, as the form shows them."""
+def start_job(client: Client, source: str, name: str, scoring: str = "", **changes) -> str:
+    """Queue a demo-cpu job on `source` with the preset's own values, as the form shows them (and
+    `changes`), its checkpoints scored on `scoring` (an evaluation-set choice; "" for none)."""
     from backend.training.job_form import FIELDS
     from backend.training.spec import PRESETS, JobSpec
 
-    values = [PRESETS["demo-cpu"].get(f, getattr(JobSpec(), f)) for f in FIELDS]
-    out = client.predict(source, "demo-cpu", name, "", *values, api_name="/train_start")
+    values = [changes.get(f, PRESETS["demo-cpu"].get(f, getattr(JobSpec(), f))) for f in FIELDS]
+    out = client.predict(source, "demo-cpu", name, "", *values, scoring, api_name="/train_start")
     picker = out[1]
     return picker["value"] if isinstance(picker, dict) else picker
 

@@ -136,11 +136,13 @@ def accuracy_plot(points: list[views.AccuracyPoint], lang: str) -> gr.LinePlot:
     on" where the job trains on its photos). No points: hidden."""
     if not points:
         return gr.LinePlot(value=None, visible=False)
-    label = text("tr_accuracy_series", lang, name=points[-1].eval_set, count=points[-1].questions,
-                 which=text("tr_trained_on" if points[-1].trained_on else "tr_held_out", lang))
+    # Short, or the legend cuts it: a held-out set says so in its name; only "trained on" is added.
+    label = text("tr_accuracy_series", lang, name=points[-1].eval_set, count=points[-1].questions)
+    if points[-1].trained_on:
+        label += f" · {text('tr_trained_on', lang)}"
     frame = pd.DataFrame([{"step": p.step, "accuracy": round(100 * p.accuracy, 2), "series": label} for p in points])
     return gr.LinePlot(value=frame, x_title=text("tr_col_step", lang), y_title=text("tr_col_accuracy", lang),
-                       color_title="", visible=True)
+                       y_lim=[0, 100], color_title="", visible=True)
 
 
 def best_words(points: list[views.AccuracyPoint], lang: str) -> str:
