@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from backend.data.foodieqa import FOODIEQA_FILES
-from backend.data.schema import DataError, Record
-from backend.data.split import MANIFEST, TrainingSet, build_training_set
+from backend.data.schema import CONVERSATION, DataError, Record
+from backend.data.split import GROUPINGS, MANIFEST, TrainingSet, broken_pictures, build_training_set
+from backend.data.terms import require_terms
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ MAX_NAME_LENGTH = 64
 # Letters (any script, so "川菜-练习" is fine), digits, "_", "-" and "."; starting with a letter or
 # a digit, so never "." / ".." / a hidden folder, and never a path separator.
 _NAME_RE = re.compile(r"^[^\W_][\w.-]*$")
-_DATA_SUFFIXES = (".json", ".csv")
+_DATA_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv", ".xlsx")
 
 
 def datasets_root(workdir: str | Path) -> Path:
@@ -114,11 +115,12 @@ class SaveRefused(DataError):
 
 def save_training_set(workdir: str | Path, records: Sequence[Record], *, name: str, tasks: Sequence[str],
                       lang: str, heldout_share: object, seed: object, replace: bool = False,
-                      accept_terms: bool = False) -> TrainingSet:
-    """Split `records` by dish and save them as the training set <workdir>/datasets/<name>: the
-    Dataset tab's "Save training set". `heldout_share` (0..0.5) and `seed` (a whole number) come as
-    a form sends them. SaveRefused for such values and for an existing set not asked to be replaced;
-    DataError (TermsNotAccepted: FoodieQA without its terms accepted) when the set cannot be made."""
+                      accept_terms: bool = False, group_by: str = "auto", column: str = "") -> TrainingSet:
+    """Split `records` by dish (or by `group_by`, split.GROUPINGS) and save them as the training set
+    <workdir>/datasets/<name>: the Dataset tab's "Save training set". `heldout_share` (0..0.5) and
+    `seed` (a whole number) come as a form sends them. SaveRefused for such values and for an existing
+    set not asked to be replaced; DataError (TermsNotAccepted: FoodieQA without its terms accepted) when
+    the set cannot be made. Records whose pictures do not decode are left out (the manifest's left_out)."""
     try:
         share = float(heldout_share)  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -132,8 +134,16 @@ def save_training_set(workdir: str | Path, records: Sequence[Record], *, name: s
     if target.exists() and any(target.iterdir()) and not replace:
         raise SaveRefused("set_exists", "A training set named {name} already exists: choose to replace it, or "
                         "pick another name.", name=target.name)
-    return build_training_set(records, target, heldout_ratio=share, seed=seed_number, tasks=tuple(tasks),
-                              lang=lang or "zh", accept_terms=accept_terms)
+    if group_by not in GROUPINGS:
+        raise SaveRefused("split_grouping_unknown", "Keep together one of: {choices}.", choices=", ".join(GROUPINGS))
+    # Pictures a large data set's reading only glanced at (image_checks "auto") are decoded now: a broken
+    # one costs its record here, not the training run later.
+    require_terms(records, accept_terms)
+    records = [r for r in records if r.task == CONVERSATION or r.task in set(tasks)]
+    broken = broken_pictures(records)
+    return build_training_set([r for r in records if r.id not in broken], target, heldout_ratio=share,
+                              seed=seed_number, tasks=tuple(tasks), lang=lang or "zh", accept_terms=accept_terms,
+                              group_by=group_by, column=column, left_out=broken)
 
 
 def whole_number(value: object) -> int | None:

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backend.data.foodieqa import FOODIEQA_FILES, read_bundled_sample, read_foodieqa_folder
+from backend.data.formats import SeveralDataSets
 from backend.data.hub import read_foodieqa_hub
+from backend.data.image_checks import ImageCheck
 from backend.data.library import check_name, new_upload_folder, upload_data_root
 from backend.data.own_data import read_bundled_own_data, read_own_data
 from backend.data.schema import DataError, ReadResult, Record, ReportLine
@@ -16,14 +18,18 @@ from backend.data.uploads import unpack_upload
 from backend.problems import Problem
 
 
-def read_data_folder(path: str | Path) -> ReadResult:
-    """FoodieQA's layout if the folder holds any of its files, otherwise own data (.json / .csv)."""
+def read_data_folder(path: str | Path, *, allow_absolute: bool = False, scratch: Path | None = None,
+                     pick: str = "", image_check: ImageCheck = "full") -> ReadResult:
+    """FoodieQA's layout if the folder holds any of its files, otherwise own data in any format
+    formats/ reads (a file, or a folder holding one; SeveralDataSets when it holds several).
+    `allow_absolute`: absolute picture paths are followed (data the person running the app opened from
+    the server's disk; never an upload)."""
     target = Path(path).expanduser()
     if target.is_dir() and any((target / name).exists() for name in FOODIEQA_FILES.values()):
         return read_foodieqa_folder(target)
     if not target.exists():
         raise DataError("nothing_at", "There is nothing at {path}.", path=target)
-    return read_own_data(target)
+    return read_own_data(target, image_check=image_check, allow_absolute=allow_absolute, scratch=scratch, pick=pick)
 
 
 def combine_results(results: Iterable[ReadResult]) -> ReadResult:
@@ -60,14 +66,25 @@ class SourceIncomplete(DataError):
 class LoadedSource:
     result: ReadResult
     left_out: tuple[Problem, ...] = ()  # files an upload left out, each saying which and why
+    folder: Path | None = None  # where an upload was unpacked
+
+
+def scratch_folder(workdir: Path) -> Path:
+    """Where pictures that come as bytes (base64 in a data file, a `datasets` image column) are written."""
+    return Path(workdir).resolve() / "data-pictures"  # not under cache/, which the page serves
 
 
 def read_source(kind: str, path: str | None, files: list[str] | None, workdir: Path, data_folder: Path | None,
-                visitor: str) -> LoadedSource:
+                visitor: str, *, pick: str = "", names: dict[str, str] | None = None,
+                upload_folder: Path | None = None) -> LoadedSource:
     """The records of one of SOURCE_KINDS: `path` a folder or file on the server (for "folder"),
     `files` uploaded files (for "upload", unpacked into a folder of the work folder named after
-    `visitor`). SourceIncomplete when the choice lacks what the source needs; DataError when the
-    source cannot be read."""
+    `visitor`; `names` gives a file its relative name in the folder it was uploaded from).
+    `pick`: which data set, where the source offers several (SeveralDataSets names them); an upload
+    already unpacked (`upload_folder`) is then read again rather than unpacked twice.
+    SourceIncomplete when the choice lacks what the source needs; DataError when the source cannot be
+    read. Pictures of the server's own folders may be named by absolute paths; an upload's never."""
+    server = dict(allow_absolute=True, scratch=scratch_folder(workdir), pick=pick, image_check="auto")
     if kind == "sample":
         return LoadedSource(read_bundled_sample())
     if kind == "own_example":
@@ -75,17 +92,25 @@ def read_source(kind: str, path: str | None, files: list[str] | None, workdir: P
     if kind == "data":
         if data_folder is None:
             raise SourceIncomplete("source_no_data", "This app was started without --data; pick another source.")
-        return LoadedSource(read_data_folder(data_folder))
+        return LoadedSource(read_data_folder(data_folder, **server))
     if kind == "folder":
         if not (path or "").strip():
             raise SourceIncomplete("source_no_path", "Type the path of a folder or a file on this server first.")
-        return LoadedSource(read_data_folder(Path(path.strip()).expanduser()))
+        return LoadedSource(read_data_folder(Path(path.strip()).expanduser(), **server))
     if kind == "upload":
         if not files:
             raise SourceIncomplete("source_no_upload", "Choose the files to upload first (a .zip of your folder, or a "
                             ".json / .csv with its pictures).")
-        unpacked = unpack_upload(files, new_upload_folder(workdir, visitor))
-        return LoadedSource(read_data_folder(upload_data_root(unpacked.folder)), tuple(unpacked.skipped))
+        upload = dict(server, allow_absolute=False)
+        if upload_folder is not None and Path(upload_folder).is_dir():
+            return LoadedSource(read_data_folder(upload_data_root(upload_folder), **upload), folder=Path(upload_folder))
+        unpacked = unpack_upload(files, new_upload_folder(workdir, visitor), names=names)
+        try:
+            result = read_data_folder(upload_data_root(unpacked.folder), **upload)
+        except SeveralDataSets as err:
+            err.folder = unpacked.folder  # the person picks one of them next: read from here again
+            raise
+        return LoadedSource(result, tuple(unpacked.skipped), folder=unpacked.folder)
     if kind == "hub":
         return LoadedSource(read_foodieqa_hub(Path(workdir) / "foodieqa-hub"))
     raise SourceIncomplete("source_unknown", "Unknown source {source!r}; pick one of the listed sources.", source=kind)
