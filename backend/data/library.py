@@ -20,7 +20,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from backend.data.conversion import to_training_samples
 from backend.data.foodieqa import FOODIEQA_FILES
+from backend.data.formats import EXPORTS, export
 from backend.data.schema import CONVERSATION, DataError, Record
 from backend.data.split import GROUPINGS, MANIFEST, TrainingSet, broken_pictures, build_training_set
 from backend.data.terms import require_terms
@@ -153,3 +155,22 @@ def whole_number(value: object) -> int | None:
     except (TypeError, ValueError):
         return None
     return int(number) if number.is_integer() else None
+
+
+EXPORTS_DIR = "exports"
+
+
+def export_records(workdir: str | Path, records: Sequence[Record], key: str, name: str | None) -> tuple[Path, int]:
+    """Write the records as conversations in the format `key` (backend.data.formats.EXPORTS) to
+    <workdir>/exports/<name>/<name><suffix>: the Dataset tab's "Export". Multiple-choice questions go as
+    the training samples a saved set would hold them as; FoodieQA's only with its terms accepted, which an
+    export never assumes (TermsNotAccepted). Pictures are named by their absolute paths on this server."""
+    if key not in EXPORTS:
+        raise SaveRefused("export_format_unknown", "Export to one of: {choices}.", choices=", ".join(EXPORTS))
+    name = check_name(name)
+    samples = to_training_samples(records, tasks=("sivqa", "mivqa", "textqa"))
+    if not samples:
+        raise DataError("export_nothing", "There is nothing to export: load some data first.")
+    folder = (Path(workdir).resolve() / EXPORTS_DIR / name)
+    path = export(samples, key, folder / f"{name}{EXPORTS[key].suffix}", folder)
+    return path, len(samples)

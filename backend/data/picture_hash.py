@@ -2,10 +2,13 @@
 that a held-out split by picture keeps identical and near-identical copies (re-saved, resized,
 slightly recoloured) on one side.
 
-dHash compares each pixel of a 9x8 grey thumbnail with its right neighbour; aHash each pixel of an
-8x8 one with their mean. Two photos are near-identical when both hashes differ in at most
-NEAR_BITS bits. Candidates are found through the dHash's eight bytes: two hashes at most 7 bits apart
-share at least one byte exactly (pigeonhole), so only photos sharing a byte are compared.
+dHash compares each pixel of a 17x16 grey thumbnail with its right neighbour; aHash each pixel of a
+16x16 one with their mean (256 bits each: at 8x8, the bundled dish pictures, plates on one table,
+were 3 bits apart while a re-saved copy was 1 bit off; at 16x16 they are 30 or more apart, a copy
+re-saved, resized or brightened 0 to 13). Two photos are near-identical when their dHashes differ in
+at most NEAR_BITS bits and their aHashes in at most AVERAGE_BITS. Candidates are found through the
+dHash's 32 bytes: hashes at most 31 bits apart share a byte exactly (pigeonhole), so only photos
+sharing one are compared.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from PIL import Image, ImageOps
 
 log = logging.getLogger(__name__)
 
-NEAR_BITS = 7
+SIDE = 16
+NEAR_BITS = 20
+AVERAGE_BITS = 40
 # A photo is compared with at most this many earlier ones sharing a byte of its hash: identical copies
 # share every byte and are always found; a bucket this full is a folder of near-blank pictures.
 _BUCKET_LOOK = 256
@@ -43,18 +48,18 @@ def picture_hashes(path: Path) -> tuple[int, int] | None:
 def _hashes(path: Path) -> tuple[int, int] | None:
     try:
         with Image.open(path) as picture:
-            picture.draft("L", (64, 64))  # JPEG decodes straight at 1/8 scale: cheap
+            picture.draft("L", (128, 128))  # JPEG decodes straight at a fraction of its size: cheap
             grey = ImageOps.exif_transpose(picture).convert("L")
-            wide = list(grey.resize((9, 8), Image.Resampling.LANCZOS).getdata())
-            small = list(grey.resize((8, 8), Image.Resampling.LANCZOS).getdata())
+            wide = grey.resize((SIDE + 1, SIDE), Image.Resampling.LANCZOS).tobytes()
+            small = grey.resize((SIDE, SIDE), Image.Resampling.LANCZOS).tobytes()
     except Exception as err:  # Pillow raises many types for a broken file; the split then keys by path
         log.info("no perceptual hash for %s: %s", path, err)
         return None
     dhash = 0
-    for row in range(8):
-        for column in range(8):
-            dhash = dhash << 1 | (wide[row * 9 + column] > wide[row * 9 + column + 1])
-    mean = sum(small) / 64
+    for row in range(SIDE):
+        for column in range(SIDE):
+            dhash = dhash << 1 | (wide[row * (SIDE + 1) + column] > wide[row * (SIDE + 1) + column + 1])
+    mean = sum(small) / len(small)
     ahash = 0
     for value in small:
         ahash = ahash << 1 | (value > mean)
@@ -62,7 +67,8 @@ def _hashes(path: Path) -> tuple[int, int] | None:
 
 
 def near(one: tuple[int, int], other: tuple[int, int]) -> bool:
-    return bin(one[0] ^ other[0]).count("1") <= NEAR_BITS and bin(one[1] ^ other[1]).count("1") <= NEAR_BITS
+    return (bin(one[0] ^ other[0]).count("1") <= NEAR_BITS
+            and bin(one[1] ^ other[1]).count("1") <= AVERAGE_BITS)
 
 
 def photo_groups(paths: Iterable[Path]) -> dict[Path, Path]:
@@ -82,7 +88,7 @@ def photo_groups(paths: Iterable[Path]) -> dict[Path, Path]:
         hashed = hashes[path]
         if hashed is None:
             continue
-        for band in range(8):
+        for band in range(SIDE * SIDE // 8):
             bucket = bands[(band, hashed[0] >> (8 * band) & 0xFF)]
             for other in bucket[-_BUCKET_LOOK:]:
                 if find(other) != find(path) and near(hashed, hashes[other]):

@@ -125,3 +125,41 @@ def suggested_name(kind: str, path: str | None) -> str:
             return "folder"
     return {"sample": "sample", "own_example": "own-example", "data": "data", "upload": "upload",
             "hub": "foodieqa"}.get(kind, "my-set")
+
+
+def first_source(workdir: Path, data_folder: Path | None) -> tuple[str, LoadedSource, Problem | None]:
+    """What the Dataset tab opens on: the --data folder when the app was started with one (the person
+    running it chose that folder), else the bundled sample. A --data folder that cannot be read (or that
+    offers several data sets to pick from) opens on the sample, with the reason."""
+    if data_folder is not None:
+        try:
+            return "data", read_source("data", None, None, workdir, data_folder, "startup"), None
+        except DataError as err:
+            return "sample", LoadedSource(read_bundled_sample()), err.problem
+    return "sample", LoadedSource(read_bundled_sample()), None
+
+
+def upload_names(files: list[str], listed: list[dict] | None) -> dict[str, str]:
+    """Each uploaded file's relative name in the folder it came from, from what the page listed when
+    the folder was picked ([{"name": "my-dishes/照片/红烧肉.jpg", "size": 12345}, ...]): matched by
+    base name and size, since the upload itself keeps base names only (Gradio's File)."""
+    found: dict[str, str] = {}
+    left = [entry for entry in listed or [] if isinstance(entry, dict) and isinstance(entry.get("name"), str)]
+    for path in files:
+        target = Path(path)
+        try:
+            size = target.stat().st_size
+        except OSError:
+            continue
+        for entry in left:
+            base = entry["name"].replace("\\", "/").rsplit("/", 1)[-1]
+            if entry.get("size") == size and (base == target.name or _kept_characters(base) == target.name):
+                found[str(path)] = entry["name"]
+                left.remove(entry)
+                break
+    return found
+
+
+def _kept_characters(name: str) -> str:
+    """A file name as Gradio stores an upload under (letters, digits, "._- " only)."""
+    return "".join(ch for ch in name if ch.isalnum() or ch in "._- ")
