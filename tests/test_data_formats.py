@@ -449,3 +449,54 @@ def test_a_file_that_matches_no_format_says_which_were_tried_and_the_first_line_
     said = str(refused.value)
     assert said.startswith("notes.jsonl matches none of the formats Foodie Studio reads (")
     assert "InternVL jsonl" in said and "Qwen-VL JSON" in said and 'line 1 fits none of them: {"title": "烤鸭"' in said
+
+
+# --- a bad row, in any format: its reason in the report in both languages, the other rows kept ------------------
+
+def add_row(path: Path, row) -> Path:
+    if path.suffix == ".jsonl":
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    else:
+        write_json(path, [*json.loads(path.read_text(encoding="utf-8")), row])
+    return path
+
+
+def mllm_demo(folder: Path) -> Path:
+    return sharegpt_folder(folder) / "mllm_demo.json"
+
+
+BAD_ROWS = {
+    "llava": (llava_file, {"id": "bad", "image": "images/gone.jpg", "conversations": [
+        {"from": "human", "value": "<image>\n?"}, {"from": "gpt", "value": "!"}]}, "'images/gone.jpg' is missing"),
+    "internvl": (internvl_file, {"id": 7, "image": [f"images/{DUCK}", f"images/{NOODLES}"], "conversations": [
+        {"from": "human", "value": "<image>\n?"}, {"from": "gpt", "value": "!"}]},
+        "the questions hold 1 <image> placeholders for 2 pictures"),
+    "sharegpt": (mllm_demo, {"messages": [{"role": "user", "content": "<image><image>?"},
+                                          {"role": "assistant", "content": "!"}], "images": [f"mllm_demo_data/{DUCK}"]},
+                 "the questions hold 2 <image> placeholders for 1 pictures"),
+    "swift": (swift_file, {"messages": [{"role": "user", "content": "天气？"}, {"role": "tool", "content": "晴"}]},
+              "turn 2 is from 'tool', not human or gpt"),
+    "openai": (openai_file, {"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]},
+                                          {"role": "assistant", "content": "!"}]}, "is neither text nor a picture"),
+    "qwenvl": (qwen_file, {"id": "x", "conversations": [{"from": "user", "value": "?"}, {
+        "from": "assistant", "value": f"Picture 1: <img>assets/mm_tutorial/{DUCK}</img>"}]},
+        "is an answer with a picture"),
+}
+
+
+@pytest.mark.parametrize("key", list(BAD_ROWS))
+def test_a_bad_row_in_any_format_is_said_in_both_languages_and_the_rest_is_kept(tmp_path, key):
+    from tests.test_data_problems import CHINESE, english_left
+    from ui.problems import say
+
+    make, bad, words = BAD_ROWS[key]
+    path = make(tmp_path / key)
+    good = read(path)
+    result = read(add_row(path, bad))
+    assert result.records == good.records, "nothing that loaded is lost"
+    [reported] = [p for p in result.problems if p not in good.problems]
+    assert reported.skipped and reported.row == len(result.records) + len(good.problems)
+    assert words.lower() in reported.message.lower() and reported.message.endswith("The row was skipped.")
+    chinese = say(reported.message, "zh")
+    assert CHINESE.search(chinese) and english_left(chinese, reported.message) == [], chinese

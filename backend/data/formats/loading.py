@@ -67,6 +67,8 @@ def _json(path: Path, name: str, text: str) -> Sample:
     try:
         value = json.loads(text)
     except RecursionError:
+        if "\n" in text.strip():  # JSON lines, one of which is nested too deeply: that line is said alone
+            return _json_lines(path, name, text)
         return _unreadable(path, name, Problem("json_too_deep", "{file} is not usable JSON: it is nested too "
                                                "deeply.", file=name))
     except json.JSONDecodeError as err:
