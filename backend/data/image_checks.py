@@ -22,8 +22,9 @@ from backend.problems import Problem
 
 ImageCheck = Literal["quick", "full", "auto"]
 # "auto" decodes the first this many pictures of a read and checks the rest quickly, so that opening
-# a data set of 20,000 photos takes seconds; saving a training set decodes the rest (full_check).
-AUTO_FULL_PICTURES = 2_000
+# a data set of 20,000 photos takes seconds; saving a training set decodes the rest
+# (split.broken_pictures).
+AUTO_FULL_PICTURES = 1_000
 
 # File signatures of the formats the app accepts (backend.images opens them through Pillow).
 _SIGNATURES: tuple[tuple[int, bytes], ...] = (

@@ -30,6 +30,7 @@ from backend.data.formats import (
     table,
 )
 from backend.data.formats.base import Format, ReadContext, Sample, SeveralDataSets
+from backend.data.formats.conversation import no_collection
 from backend.data.formats.loading import DATA_SUFFIXES, load_sample
 from backend.data.safe_paths import UnsafePath, relative_name, resolve_inside
 from backend.data.schema import DataError, ReadResult, Record
@@ -132,8 +133,9 @@ def _inside(folder: Path, name: str) -> Path:
 
 
 def _read_file(path: Path, name: str, context: ReadContext) -> ReadResult:
-    sample = load_sample(path, name)
-    result = read_sample(sample, context)
+    with no_collection():  # parsing and checking 100,000 rows: see conversation.no_collection
+        sample = load_sample(path, name)
+        result = read_sample(sample, context)
     return result if result.data_file else replace(result, data_file=name)
 
 

@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from backend.data.image_checks import ImageCheck, ImageChecker
-from backend.data.safe_paths import ConfinedPaths, UnsafePath
+from backend.data.safe_paths import ConfinedPaths, UnsafePath, relative_name
 from backend.data.schema import SOURCE_OWN, DataError, ReadResult, Record, ReportLine
 
 # How many rows detection looks at: enough to see a file's shape, few enough to cost nothing.
@@ -70,11 +70,13 @@ class ReadContext:
     pick: str = ""
     checker: ImageChecker = field(init=False)
     pictures: PictureResolver = field(init=False)
+    verdicts: dict = field(init=False)  # picture reference -> (its files, its faults): see conversation._pictures
 
     def __post_init__(self) -> None:
         self.root = Path(self.root).resolve()
         self.checker = ImageChecker(self.image_check)
         self.pictures = PictureResolver(self)
+        self.verdicts = {}
 
     def for_root(self, root: Path) -> ReadContext:
         """The same context for pictures relative to another folder (a data set of dataset_info.json)."""
@@ -111,10 +113,32 @@ class PictureResolver:
         self.context = context
         self.root = context.root
         self._inside = ConfinedPaths(context.root)
+        self._known: dict[str, Path | UnsafePath] = {}  # a data set names each picture many times
+        self._names: dict[Path, str] = {}
 
     def resolve(self, value: object) -> Path:
         if not isinstance(value, str):
             return self._inside.resolve(value)  # raises the usual "not text"
+        answer = self._known.get(value)
+        if answer is None:
+            try:
+                answer = self._resolve(value)
+            except UnsafePath as err:
+                answer = err
+            if not value.lower().startswith("data:"):  # inline pictures are not worth remembering
+                self._known[value] = answer
+        if isinstance(answer, UnsafePath):
+            raise UnsafePath(answer.problem)
+        return answer
+
+    def name(self, path: Path) -> str:
+        """How a picture is named relative to the root ("images/a.jpg"), remembered."""
+        found = self._names.get(path)
+        if found is None:
+            found = self._names[path] = relative_name(self.root, path)
+        return found
+
+    def _resolve(self, value: str) -> Path:
         text = value.strip()
         lowered = text[:16].lower()
         if lowered.startswith("data:"):

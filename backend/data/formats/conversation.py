@@ -16,14 +16,17 @@ fields) and hands them here, so the rules hold alike for all of them:
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from backend.data.formats.base import ReadContext
 from backend.data.rows import (
+    MAX_TEXT_CHARS,
     RowFaults,
     fits,
     identifier,
@@ -33,7 +36,6 @@ from backend.data.rows import (
     report,
     row_origin,
 )
-from backend.data.safe_paths import relative_name
 from backend.data.schema import (
     GPT,
     HUMAN,
@@ -72,7 +74,25 @@ class Draft:
 def build_records(drafts: Iterable[Draft], context: ReadContext, file_name: str, *, stem: str,
                   format_label: str = "", problems: Iterable[ReportLine] = ()) -> ReadResult:
     """The records of `drafts` and the report, as one ReadResult for `file_name`."""
-    drafts = list(drafts)
+    with no_collection():
+        return _build_records(list(drafts), context, file_name, stem, format_label, problems)
+
+
+@contextmanager
+def no_collection():
+    """The garbage collector paused: reading 100,000 rows makes millions of small objects that all
+    live on, and each of its passes over them would cost more than the reading (bench_formats.py)."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
+
+
+def _build_records(drafts: list[Draft], context: ReadContext, file_name: str, stem: str, format_label: str,
+                   problems: Iterable[ReportLine]) -> ReadResult:
     report_lines: list[ReportLine] = list(problems)
     given = {identifier(d.row.get(d.id_key)) for d in drafts if isinstance(d.row, dict)}
     taken: set[str] = set()
@@ -80,8 +100,9 @@ def build_records(drafts: Iterable[Draft], context: ReadContext, file_name: str,
     records: list[Record] = []
     for draft in drafts:
         record_id = identifier(draft.row.get(draft.id_key)) or f"{stem}-{draft.index}"
-        record = _record(draft, record_id, context)
-        report(report_lines, file_name, draft.index, record_id, draft.faults)
+        record = _record(draft, record_id, context, row_origin(file_name, draft.index))
+        if draft.faults.errors or draft.faults.warnings:
+            report(report_lines, file_name, draft.index, record_id, draft.faults)
         if record is None or draft.faults.errors:
             continue
         if record_id in taken:
@@ -89,7 +110,7 @@ def build_records(drafts: Iterable[Draft], context: ReadContext, file_name: str,
             renamed.append((record_id, new_id))
             record = replace(record, id=new_id)
         taken.add(record.id)
-        records.append(replace(record, origin=row_origin(file_name, draft.index)))
+        records.append(record)
     log.info("read %d conversations from %s (%d problems, %d ids renamed)", len(records), file_name,
              len(report_lines), len(renamed))
     return ReadResult(tuple(records), tuple(report_lines), context.root, context.source,
@@ -103,7 +124,7 @@ def _free_id(record_id: str, used: set[str]) -> str:
     return f"{record_id}-{number}"
 
 
-def _record(draft: Draft, record_id: str, context: ReadContext) -> Record | None:
+def _record(draft: Draft, record_id: str, context: ReadContext, origin: str) -> Record | None:
     faults, row = draft.faults, draft.row
     if draft.ready_pictures is not None:
         images = draft.ready_pictures
@@ -115,29 +136,57 @@ def _record(draft: Draft, record_id: str, context: ReadContext) -> Record | None
                                      problem=problem))
         picture_count = len(images)
     else:
-        images = picture_paths(draft.pictures, context.pictures, context.checker, faults)
+        images = _pictures(draft.pictures, context, faults)
         picture_count = len(draft.pictures)
     system, turns = check_turns(draft.turns, picture_count, faults)
     if faults.errors:
         return None
-    source = optional_text(row, "source", faults)
+    # the fields beside the conversation, looked at only where the row has them (most rows have none)
+    text = {key: optional_text(row, key, faults) for key in _TEXT_FIELDS if key in row}
+    source = text.get("source", "")
     if source and source not in SOURCES:
         faults.warn(ignored(Problem("row_source_unknown", "source {source!r} is unknown", source=source)))
         source = ""
-    food_name = optional_text(row, "food_name", faults)
-    dish_id = (identifier(row.get("dish_id")) or identifier(row.get("dish"))
+    food_name = text.get("food_name", "")
+    dish_id = ((("dish_id" in row or "dish" in row) and (identifier(row.get("dish_id")) or identifier(row.get("dish"))))
                or (f"name:{food_name}" if food_name else "")
-               or (f"image:{relative_name(context.root, images[0])}" if images else ""))
+               or (f"image:{context.pictures.name(images[0])}" if images else ""))
     return conversation_record(
         record_id, turns, images, source=source or context.source, dish_id=dish_id, food_name=food_name,
-        cuisine=optional_text(row, "cuisine", faults), region=optional_text(row, "region", faults),
-        question_type=optional_text(row, "question_type", faults), system=system,
-        facts=facts_of(row, (draft.id_key, *draft.known_keys)))
+        cuisine=text.get("cuisine", ""), region=text.get("region", ""), question_type=text.get("question_type", ""),
+        system=system, origin=origin, facts=facts_of(row, (draft.id_key, *draft.known_keys)))
 
 
-def facts_of(row: dict, known: Iterable[str]) -> tuple[tuple[str, str], ...]:
+def _pictures(raw: list[Any], context: ReadContext, faults: RowFaults) -> tuple[Path, ...]:
+    """rows.picture_paths, remembering each reference's file and verdict by its text: a data set of
+    100,000 samples names 20,000 pictures 110,000 times."""
+    known = context.verdicts
+    found = []
+    for position, value in enumerate(raw):
+        cacheable = isinstance(value, str) and value[:5].lower() != "data:"
+        answer = known.get(value) if cacheable else None
+        if answer is None:
+            verdict = RowFaults()
+            answer = picture_paths([value], context.pictures, context.checker, verdict, first=position + 1), verdict
+            if cacheable:
+                known[value] = answer
+        paths, verdict = answer
+        faults.errors.extend(verdict.errors)
+        found.extend(paths)
+    return tuple(found)
+
+
+_TEXT_FIELDS = ("source", "food_name", "cuisine", "region", "question_type")
+_SKIPS: dict[tuple[str, ...], frozenset[str]] = {}
+
+
+def facts_of(row: dict, known: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     """The row's other plain fields (text, numbers), for a split by a column the person picks."""
-    skip = set(known) | {"id", "source", "cuisine", "region", "question_type"}
+    skip = _SKIPS.get(known)
+    if skip is None:
+        skip = _SKIPS[known] = frozenset(known) | {"id", "source", "cuisine", "region", "question_type"}
+    if skip.issuperset(row):
+        return ()
     found = []
     for key, value in row.items():
         if key in skip or not isinstance(key, str) or isinstance(value, bool):
@@ -157,6 +206,8 @@ def check_turns(raw: list[tuple[str, Any]] | None, picture_count: int,
     if not raw:
         faults.error(Problem("row_conversations_bad", "conversations is missing, empty or not a list"))
         return "", ()
+    if _plain(raw, picture_count):  # the common case, checked in one pass (a big file has 100,000 of them)
+        return "", tuple([Turn(role, text) for role, text in raw])
     system = ""
     turns: list[Turn] = []
     errors_before = len(faults.errors)  # a bad picture is reported beside bad turns, not instead
@@ -167,7 +218,8 @@ def check_turns(raw: list[tuple[str, Any]] | None, picture_count: int,
                                      "conversation started", position=position))
             elif not isinstance(text, str) or not text.strip():
                 faults.warn(ignored(Problem("row_system_empty", "the system prompt is empty")))
-            elif fits(text, Problem("row_turn", "turn {position}", position=position), faults):
+            elif len(text) <= MAX_TEXT_CHARS or fits(text, Problem("row_turn", "turn {position}", position=position),
+                                                     faults):
                 system = text
             continue
         if role not in (HUMAN, GPT):
@@ -182,7 +234,8 @@ def check_turns(raw: list[tuple[str, Any]] | None, picture_count: int,
                 faults.error(Problem("row_turn_question_empty", "turn {position} (the question) is empty",
                                      position=position))
             continue
-        if not fits(text, Problem("row_turn", "turn {position}", position=position), faults):
+        if len(text) > MAX_TEXT_CHARS and not fits(text, Problem("row_turn", "turn {position}", position=position),
+                                                   faults):
             continue
         if role == GPT and IMAGE_PLACEHOLDER in text:
             faults.error(Problem("row_turn_answer_placeholder", "turn {position} is an answer with an <image> "
@@ -204,6 +257,23 @@ def check_turns(raw: list[tuple[str, Any]] | None, picture_count: int,
         faults.error(Problem("row_placeholder_count", "the questions hold {placeholders} <image> placeholders for "
                              "{pictures} pictures", placeholders=placeholders, pictures=picture_count))
     return system, tuple(turns)
+
+
+def _plain(raw: list[tuple[Any, Any]], picture_count: int) -> bool:
+    """Whether a conversation breaks none of check_turns's rules and has no system prompt: questions and
+    answers only, starting with a question, every text non-empty and within the limit, no placeholder in
+    an answer, as many placeholders in the questions as there are pictures."""
+    placeholders, answered = 0, False
+    for role, text in raw:
+        if type(text) is not str or len(text) > MAX_TEXT_CHARS or not text.strip():
+            return False
+        if role == HUMAN:
+            placeholders += text.count(IMAGE_PLACEHOLDER)
+        elif role == GPT and IMAGE_PLACEHOLDER not in text:
+            answered = True
+        else:
+            return False
+    return answered and raw[0][0] == HUMAN and placeholders == picture_count
 
 
 def role_of(value: Any, names: dict[str, str]) -> Any:

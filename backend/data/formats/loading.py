@@ -87,6 +87,13 @@ def _json(path: Path, name: str, text: str) -> Sample:
 
 def _json_lines(path: Path, name: str, text: str) -> Sample:
     """JSON lines: one row per line; a line that is no JSON is a report row, the others are read."""
+    numbered = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    try:  # all lines at once, as one JSON list: one call into the C parser instead of one per line
+        rows = json.loads("[" + ",".join(line for _, line in numbered) + "]")
+        if len(rows) == len(numbered):
+            return Sample(path, name, "jsonl", rows, [number for number, _ in numbered])
+    except (json.JSONDecodeError, RecursionError):
+        pass  # some line is broken (or one holds two values): line by line, to say which
     rows, lines, problems = [], [], []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
