@@ -15,6 +15,7 @@ from backend.data import FOODIEQA_TERMS, MIVQA, SIVQA, TEXTQA, DataError, Record
 from backend.data.formats import EXPORTS
 from backend.data.library import SaveRefused, export_records, save_training_set
 from backend.data.split import columns_to_split_by
+from backend.problems import problem_from_json
 from ui.dataset_views import DatasetSession, grouping_words, sets_table
 from ui.i18n import request_lang, text
 from ui.problems import say
@@ -118,8 +119,9 @@ def build(workdir: Path, i18n: gr.I18n, forced_lang: str | None, session: gr.Sta
         if manifest.get("dropped_ids"):
             sentence += " " + text("ds_dropped", lang, count=len(manifest["dropped_ids"]))
         if manifest.get("left_out"):
+            first = manifest["left_out"][0]
             sentence += " " + text("ds_left_out", lang, count=len(manifest["left_out"]),
-                                   first=f"{manifest['left_out'][0]['id']}: {manifest['left_out'][0]['reason']}")
+                                   first=f"{first['id']}: {say(problem_from_json(first['problem']), lang)}")
         return {saved: sentence, sets: sets_table(workdir, lang)}
 
     def training_sets(request: gr.Request) -> gr.Dataframe:

@@ -40,7 +40,7 @@ from backend.data.own_data import read_llava_json
 from backend.data.picture_hash import photo_groups
 from backend.data.schema import CONVERSATION, GPT, SIVQA, TASK_LABELS, DataError, Record
 from backend.data.terms import require_terms
-from backend.problems import Problem
+from backend.problems import Problem, problem_to_json
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +240,8 @@ def build_training_set(records: Iterable[Record], folder: str | Path, *, heldout
         "seed": seed, "heldout_ratio": heldout_ratio,
         "split_by": f"column:{column}" if grouping == "column" else grouping,
         "holds": holdings(split.train + split.heldout),
-        "left_out": [{"id": key, "reason": str(reason)} for key, reason in (left_out or {}).items()],
+        "left_out": [{"id": key, "reason": str(reason), "problem": problem_to_json(reason)}
+                     for key, reason in (left_out or {}).items()],
         "sources": sorted({r.source for r in chosen}), "tasks": sorted(set(tasks)), "lang": lang,
         "terms_accepted": accept_terms, "image_root": str(image_root),
         "train": {"file": TRAIN_FILE, "questions": TRAIN_QUESTIONS, "samples": len(train),
