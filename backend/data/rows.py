@@ -28,6 +28,8 @@ MAX_TEXT_CHARS = 100_000
 class RowFaults:
     """The errors (which cost the row) and warnings (which do not) found in one row."""
 
+    __slots__ = ("errors", "warnings")
+
     def __init__(self) -> None:
         self.errors: list[Problem] = []
         self.warnings: list[Problem] = []

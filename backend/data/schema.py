@@ -173,6 +173,9 @@ class ReadResult:
         return sentence
 
 
+_PLACEHOLDERS = re.compile(r"\s*<image>\s*")
+
+
 def conversation_record(record_id: str, turns: tuple[Turn, ...], images: tuple[Path, ...], *,
                         source: str, dish_id: str = "", food_name: str = "", cuisine: str = "",
                         region: str = "", question_type: str = "", origin: str = "", system: str = "",
@@ -180,8 +183,9 @@ def conversation_record(record_id: str, turns: tuple[Turn, ...], images: tuple[P
     """A conversation record. Its `question` is the first human turn without the placeholders, so
     the table and the dish-name filter work for conversations too; built in one place so a record
     read back from an export is equal to the one that was written."""
-    first_human = next((t.text for t in turns if t.role == HUMAN), "")
-    question = re.sub(r"\s*<image>\s*", " ", first_human).strip()
+    first_human = turns[0].text if turns and turns[0].role == HUMAN else next(
+        (t.text for t in turns if t.role == HUMAN), "")
+    question = _PLACEHOLDERS.sub(" ", first_human).strip() if IMAGE_PLACEHOLDER in first_human else first_human.strip()
     return Record(id=record_id, task=CONVERSATION, source=source, question=question, images=images,
                   turns=turns, dish_id=dish_id, food_name=food_name, cuisine=cuisine, system=system, facts=facts,
                   region=region, question_type=question_type, origin=origin)

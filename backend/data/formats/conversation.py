@@ -57,7 +57,7 @@ METADATA_KEYS = ("source", "dish_id", "dish", "food_name", "cuisine", "region", 
 _MAX_FACTS, _MAX_FACT_CHARS = 24, 200
 
 
-@dataclass
+@dataclass(slots=True)
 class Draft:
     """One row on its way to becoming a record."""
 
@@ -94,7 +94,7 @@ def no_collection():
 def _build_records(drafts: list[Draft], context: ReadContext, file_name: str, stem: str, format_label: str,
                    problems: Iterable[ReportLine]) -> ReadResult:
     report_lines: list[ReportLine] = list(problems)
-    given = {identifier(d.row.get(d.id_key)) for d in drafts if isinstance(d.row, dict)}
+    given: set[str] | None = None  # every id the file gives, which a rename must not take: made on the first repeat
     taken: set[str] = set()
     renamed: list[tuple[str, str]] = []
     records: list[Record] = []
@@ -106,6 +106,8 @@ def _build_records(drafts: list[Draft], context: ReadContext, file_name: str, st
         if record is None or draft.faults.errors:
             continue
         if record_id in taken:
+            if given is None:
+                given = {identifier(d.row.get(d.id_key)) for d in drafts}
             new_id = _free_id(record_id, given | taken)
             renamed.append((record_id, new_id))
             record = replace(record, id=new_id)
