@@ -27,7 +27,7 @@ from backend.data import (
 )
 from backend.data.library import list_training_sets
 from backend.markdown_text import as_text
-from ui.i18n import STRINGS, question_type_word, task_word, text, value_word
+from ui.i18n import STRINGS, format_label, question_type_word, task_word, text, value_word
 from ui.problems import say
 
 TABLE_KEYS = ("id", "task", "question", "answer", "question_type", "cuisine", "dish")
@@ -63,8 +63,8 @@ def summary_markdown(result: ReadResult, lang: str) -> str:
     """ReadResult.summary(), in the visitor's language, with the format it was read as on a line of its own."""
     sentence = counts_sentence(result, lang)
     if result.format_label:
-        sentence += "\n\n" + text("ds_summary_format", lang, label=result.format_label, count=len(result.records),
-                                   file=result.data_file)
+        sentence += "\n\n" + text("ds_summary_format", lang, label=format_label(result.format_label, lang),
+                                   count=len(result.records), file=result.data_file)
     if result.renamed:
         sentence += " " + text("ds_summary_renamed", lang, count=len(result.renamed), old=result.renamed[0][0],
                                new=result.renamed[0][1])
