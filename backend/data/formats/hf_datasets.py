@@ -12,6 +12,7 @@ Follows the datasets documentation: "Load image data" (the Image feature, decode
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,8 @@ def read_folder(folder: Path, context: ReadContext) -> ReadResult:
 
 
 def _load(datasets, folder: Path, context: ReadContext):
-    cache = str((context.scratch or folder) / "datasets-cache")
+    # the library's own cache of Parquet files as Arrow: beside the pictures it writes, never in the data folder
+    cache = str((context.scratch or Path(tempfile.gettempdir()) / "foodie-studio-pictures") / "datasets-cache")
     try:
         if (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file():
             loaded = datasets.load_from_disk(str(folder))
