@@ -500,3 +500,13 @@ def test_a_bad_row_in_any_format_is_said_in_both_languages_and_the_rest_is_kept(
     assert words.lower() in reported.message.lower() and reported.message.endswith("The row was skipped.")
     chinese = say(reported.message, "zh")
     assert CHINESE.search(chinese) and english_left(chinese, reported.message) == [], chinese
+
+
+def test_json_and_jsonl_alike_the_content_decides(tmp_path):
+    # ms-swift's page: "jsonl (or json)"; a JSON-lines file named .json, and a JSON list named .jsonl
+    lines = internvl_file(tmp_path / "a")
+    as_json = lines.rename(lines.with_suffix(".json"))
+    assert read(as_json).format_label == "InternVL jsonl" and len(read(as_json).records) == 3
+    listed = llava_file(tmp_path / "b")
+    as_jsonl = listed.rename(listed.with_suffix(".jsonl"))
+    assert read(as_jsonl).format_label == "LLaVA/XTuner JSON" and len(read(as_jsonl).records) == 4
