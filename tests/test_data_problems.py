@@ -27,10 +27,11 @@ from ui.problems import ZH, say
 
 # The errors whose message is a Problem, and the files that raise them.
 ERRORS = ("ImageError", "ChatInputError", "DataError", "UnsafePath", "TermsNotAccepted", "ScoringRequestError",
-          "SourceIncomplete", "SaveRefused")
+          "SourceIncomplete", "SaveRefused", "SeveralDataSets")
 SOURCES = [Path(backend.images.__file__), Path(backend.chat.__file__),
-           *sorted(Path(backend.data.__file__).parent.glob("*.py")), Path(backend.training.job_form.__file__),
-           Path(backend.evaluation.score_request.__file__)]
+           *sorted(Path(backend.data.__file__).parent.glob("*.py")),
+           *sorted((Path(backend.data.__file__).parent / "formats").glob("*.py")),  # one reader per format
+           Path(backend.training.job_form.__file__), Path(backend.evaluation.score_request.__file__)]
 BACKEND = Path(backend.data.__file__).parents[1]
 CHINESE = re.compile(r"[\u4e00-\u9fff]")
 DATA_DIR = Path(backend.data.__file__).parent
@@ -46,7 +47,7 @@ def problem_names(tree: ast.Module) -> set[str]:
 
 
 def raised_sentences(sources: list[Path] = SOURCES, errors: tuple[str, ...] = ERRORS,
-                     problems_in: tuple[Path, ...] = (DATA_DIR,)) -> dict[str, str]:
+                     problems_in: tuple[Path, ...] = (DATA_DIR, DATA_DIR / "formats")) -> dict[str, str]:
     """Every key -> its English template, read from the source: SomeError("key", "sentence", ...), and
     in the folders `problems_in` (backend/data/: the report and an upload) Problem("key", "sentence", ...)."""
     sentences: dict[str, str] = {}

@@ -363,7 +363,6 @@ def test_llava_json_multi_turn_and_multi_image(folder: Path) -> None:
     (llava(1, "images/gone.jpg"), "'images/gone.jpg' is missing"),
     (llava(1, "../../etc/passwd"), "climbs out of the data folder"),
     (llava(1, "/etc/passwd"), "absolute path"),
-    (llava(0), "the id own-0 is already used by row 0"),
     ({"id": "own-1", "image": "images/a.jpg"}, "conversations is missing"),
     (llava(1, turns=[{"from": "human", "value": "<image><image>"}, {"from": "gpt", "value": "x"}]),
      "2 <image> placeholders for 1 pictures"),
@@ -374,6 +373,17 @@ def test_bad_llava_rows_are_reported(folder: Path, row: dict, words: str) -> Non
     problem = only_problem(result, "mine.json")
     assert problem.row == 1 and words.lower() in problem.message.lower()
     assert [r.id for r in result.records] == ["own-0", "own-2"]
+
+
+def test_a_repeated_id_is_renamed_and_said_once_and_a_missing_id_is_no_warning(folder: Path) -> None:
+    # issue 27: XTuner's repeat.py writes the same id many times (the rows are kept, renamed), and
+    # LLaVA and XTuner need no id at all (no warning line for each row).
+    rows = [llava(0), llava(0), {k: v for k, v in llava(5).items() if k != "id"}, llava(0), llava(9, id="own-0-2")]
+    result = read_llava_json(write_json(folder / "mine.json", rows))
+    assert result.problems == ()
+    assert [r.id for r in result.records] == ["own-0", "own-0-3", "mine-2", "own-0-4", "own-0-2"]
+    assert result.renamed == (("own-0", "own-0-3"), ("own-0", "own-0-4"))
+    assert "2 repeated ids were renamed, the rows kept (the first: own-0 → own-0-3)." in result.summary()
 
 
 def test_unreadable_own_picture_is_caught_before_training(folder: Path) -> None:
@@ -411,10 +421,13 @@ def test_csv_without_the_columns_is_reported(folder: Path, content: str, words: 
     assert result.records == () and words in result.problems[0].message
 
 
-def test_non_utf8_csv_is_reported(folder: Path) -> None:
+def test_a_gbk_csv_from_excel_on_chinese_windows_is_read(folder: Path) -> None:
+    # issue 27 turned this around: a GBK file (Excel's "CSV" on Chinese Windows) was refused as "not UTF-8"
     (folder / "data.csv").write_bytes("image,question,answer\nimages/a.jpg,这是什么菜？,大盘鸡\n".encode("gbk"))
     result = read_csv_file(folder / "data.csv")
-    assert result.records == () and "not UTF-8" in result.problems[0].message
+    assert result.problems == () and result.records[0].turns[1].text == "大盘鸡"
+    (folder / "data.csv").write_bytes(b"\x81\x30\xff\xfe image,question,answer\n")  # neither UTF-8 nor GBK
+    assert "neither UTF-8 nor GBK" in read_csv_file(folder / "data.csv").problems[0].message
 
 
 def test_own_data_folder_must_hold_exactly_one_data_file(tmp_path: Path) -> None:

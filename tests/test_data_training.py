@@ -260,3 +260,28 @@ def test_each_bundled_quick_example_is_a_question_the_demo_set_teaches() -> None
         image = example.image.relative_to(EXAMPLES_DIR).as_posix()
         assert (image, example.question_zh, example.answer_zh) in taught, example
         assert (image, example.question_en, example.answer_en) in taught, example
+
+
+def test_a_picture_reading_only_glanced_at_is_decoded_when_the_set_is_saved(tmp_path: Path) -> None:
+    """A large data set's pictures are checked by their first bytes past the first 1,000 (image_checks
+    "auto"); saving decodes them, and a record whose picture does not is left out, said in the manifest."""
+    import shutil
+
+    from backend.data import read_data_folder
+    from backend.data.library import save_training_set
+
+    examples = Path(__file__).resolve().parents[1] / "examples" / "images"
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    shutil.copy(examples / "jiaozi-0.jpg", data / "images" / "good.jpg")
+    whole = (examples / "yuebing-0.jpg").read_bytes()
+    (data / "images" / "cut.jpg").write_bytes(whole[: len(whole) // 3])
+    turns = [{"from": "human", "value": "<image>\n这是什么？"}, {"from": "gpt", "value": "点心。"}]
+    rows = [{"id": name, "image": f"images/{name}.jpg", "conversations": turns} for name in ("good", "cut")]
+    (data / "data.json").write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    glanced = read_data_folder(data, image_check="quick")
+    assert len(glanced.records) == 2  # the first bytes of a cut JPEG look like a JPEG's
+    saved = save_training_set(tmp_path / "work", glanced.records, name="decoded", tasks=(), lang="zh",
+                              heldout_share=0.0, seed=0)
+    assert [r.id for r in saved.train] == ["good"]
+    assert [(e["id"], "unreadable" in e["reason"]) for e in saved.manifest["left_out"]] == [("cut", True)]

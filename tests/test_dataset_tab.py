@@ -20,12 +20,16 @@ LOAD = (*BROWSE, "record_id", "pictures", "detail", "sample", "dish", "summary",
 RECORD = ("record_id", "pictures", "detail", "sample")
 NO_FILTER = ("", "", "", "", "", "")
 SAVE_DEFAULTS = dict(tasks=["sivqa"], lang="zh", heldout=0.2, seed=0, only_filtered=False,
-                     filters=NO_FILTER, replace=False, accept=False)
+                     filters=NO_FILTER, replace=False, accept=False, group_by="auto", column=None)
+# dataset_load's later outputs: the data sets to pick from, the columns a split may keep together
+LOAD_MORE = (*LOAD, "pick", "column")
 
 
-def load(client: Client, source: str, path: str = "", files: list[str] = ()) -> dict:
-    out = client.predict(source, path, [handle_file(f) for f in files], api_name="/dataset_load")
-    return dict(zip(LOAD, out))
+def load(client: Client, source: str, path: str = "", files: list[str] = (), *, pick: str | None = None,
+         listing: list[dict] | None = None) -> dict:
+    out = client.predict(source, path, [handle_file(f) for f in files], pick, None,
+                         json.dumps(listing) if listing else "", api_name="/dataset_load")
+    return dict(zip(LOAD_MORE, out))
 
 
 def browse(client: Client, *, task="", question_type="", cuisine="", region="", source="", dish="",
@@ -42,7 +46,7 @@ def save(client: Client, name: str, **changes) -> dict:
     args = {**SAVE_DEFAULTS, **changes}
     out = client.predict(args["tasks"], args["lang"], args["heldout"], args["seed"], name,
                          args["only_filtered"], *args["filters"], args["replace"], args["accept"],
-                         api_name="/dataset_save")
+                         args["group_by"], args["column"], api_name="/dataset_save")
     return {"saved": out[0], "sets": out[1]}
 
 
@@ -303,6 +307,125 @@ def test_a_folder_that_is_not_there_is_said_in_chinese(foodieqa_app, tmp_path):
     nowhere = tmp_path / "nowhere"
     summary = load(client, "folder", str(nowhere))["summary"]
     assert summary.startswith(f"⚠️ 无法读取该数据源：{nowhere} 不存在。")
+
+
+def test_started_with_data_the_tab_opens_on_that_folder(foodieqa_app):
+    """issue 27: the tab opened on the bundled sample, and the person had to find --data and press Load."""
+    client = Client(foodieqa_app.url, verbose=False)
+    opened = browse(client)  # a fresh visitor, nothing loaded
+    assert choices(opened["source"]) == {"": "全部（63）", "foodieqa": "FoodieQA（63）"}
+    assert "(63 in all)" in opened["page_label"] or "共 63" in opened["page_label"]
+
+
+# --- data in other tools' formats, through the app (issue 27) ------------------------------------------------
+
+def test_a_folder_in_internvl_format_is_read_and_said_so(app_server, tmp_path):
+    from tests.test_data_formats import internvl_file
+
+    client = Client(app_server.url, verbose=False)
+    loaded = load(client, "folder", str(internvl_file(tmp_path / "internvl").parent))
+    assert "Read as **InternVL jsonl**: 3 samples (`food_sft.jsonl`)." in loaded["summary"]
+    assert not rows(loaded["report"]) and len(rows(loaded["table"])) == 3
+
+
+def test_dataset_info_json_offers_its_data_sets_to_pick_from(app_server, tmp_path):
+    from tests.test_data_formats import sharegpt_folder
+
+    folder = sharegpt_folder(tmp_path / "data")
+    client = Client(app_server.url, verbose=False)
+    offered = load(client, "folder", str(folder))
+    assert offered["summary"].startswith("👉 dataset_info.json names 3 data sets (mllm_demo, food_sharegpt, "
+                                         "hotpot_renamed); pick one.")
+    assert [value for _, value in offered["pick"]["choices"]] == ["mllm_demo", "food_sharegpt", "hotpot_renamed"]
+    picked = load(client, "folder", str(folder), pick="mllm_demo")
+    assert "LLaMA-Factory dataset_info.json → mllm_demo (ShareGPT)" in picked["summary"]
+    assert len(rows(picked["table"])) == 2
+
+
+def test_loose_files_keep_their_folders_and_a_gbk_zip_its_names(app_server, tmp_path):
+    import zipfile
+
+    client = Client(app_server.url, verbose=False)
+    photo = EXAMPLES / "images" / "peking-duck-0.jpg"
+    data = tmp_path / "loose" / "data.json"
+    data.parent.mkdir()
+    data.write_text(json.dumps([llava_row("duck", "照片/北京烤鸭.jpg")], ensure_ascii=False), encoding="utf-8")
+    named = tmp_path / "loose" / "北京烤鸭.jpg"
+    shutil.copy(photo, named)
+    # several files picked at once: the browser sends base names; the data file says where the photo goes
+    loaded = load(client, "upload", files=[str(data), str(named)])
+    assert "Read 1 records" in loaded["summary"] and not rows(loaded["report"])
+    # a folder picked: the page lists the relative names, which the upload itself does not keep
+    listing = [{"name": "my-dishes/data.json", "size": data.stat().st_size},
+               {"name": "my-dishes/照片/北京烤鸭.jpg", "size": named.stat().st_size}]
+    assert "Read 1 records" in load(client, "upload", files=[str(data), str(named)], listing=listing)["summary"]
+    # a zip made by an older tool: GBK names without the UTF-8 flag (zipfile itself writes UTF-8 names)
+    gbk = tmp_path / "gbk-names.zip"
+    gbk.write_bytes(_gbk_zip({"data.json": data.read_bytes(), "照片/北京烤鸭.jpg": photo.read_bytes()}))
+    with zipfile.ZipFile(gbk) as zf:
+        assert not zf.infolist()[1].flag_bits & 0x800 and zf.namelist()[1] != "照片/北京烤鸭.jpg"  # cp437 mojibake
+    loaded = load(client, "upload", files=[str(gbk)])
+    assert "Read 1 records" in loaded["summary"] and not rows(loaded["report"]), loaded["summary"]
+
+
+def _gbk_zip(members: dict[str, bytes]) -> bytes:
+    """A zip whose names are GBK bytes without the UTF-8 flag, as WinRAR or Windows' own zip wrote them."""
+    import io
+    import struct
+    import zlib
+
+    out, central = io.BytesIO(), []
+    for name, data in members.items():
+        raw, crc, offset = name.encode("gbk"), zlib.crc32(data), out.tell()
+        out.write(struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 0, 0, 0, crc, len(data), len(data), len(raw), 0))
+        out.write(raw + data)
+        central.append(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 0, 0, 0, crc, len(data), len(data),
+                                   len(raw), 0, 0, 0, 0, 0, offset) + raw)
+    start = out.tell()
+    for entry in central:
+        out.write(entry)
+    out.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(central), len(central), out.tell() - start, start, 0))
+    return out.getvalue()
+
+
+def test_a_set_of_photos_without_dishes_is_split_by_photo_and_never_called_dishes(app_server, demo_workdir, tmp_path):
+    folder = tmp_path / "photos"
+    (folder / "images").mkdir(parents=True)
+    names = sorted(p.name for p in (EXAMPLES / "images").glob("*.jpg"))[:12]
+    rows_ = []
+    for n, name in enumerate(names):
+        shutil.copy(EXAMPLES / "images" / name, folder / "images" / name)
+        shutil.copy(EXAMPLES / "images" / name, folder / "images" / f"copy-{name}")  # the same photo twice
+        rows_ += [llava_row(f"a{n}", f"images/{name}"), llava_row(f"b{n}", f"images/copy-{name}")]
+    (folder / "data.json").write_text(json.dumps(rows_, ensure_ascii=False), encoding="utf-8")
+    client = Client(app_server.url, verbose=False)
+    load(client, "folder", str(folder))
+    result = save(client, "photo-set", heldout=0.25, replace=True)
+    assert "Kept together: 9 / 3 groups of identical or near-identical photos." in result["saved"]
+    assert "dishes" not in result["saved"]
+    manifest = json.loads((demo_workdir / "datasets" / "photo-set" / "split.json").read_text(encoding="utf-8"))
+    assert manifest["split_by"] == "picture" and manifest["holds"]["conversation"] == 24
+    train = {row["id"][1:] for row in json.loads((demo_workdir / "datasets" / "photo-set" / "train.json").read_text())}
+    held = {row["id"][1:] for row in json.loads((demo_workdir / "datasets" / "photo-set" / "heldout.json").read_text())}
+    assert not train & held, "a photo and its copy are on one side"
+    listed = {row[0]: row for row in rows(result["sets"])}
+    assert listed["photo-set"][3] == "9 / 3 groups of identical or near-identical photos"
+    assert listed["photo-set"][4] == "24 conversations · 24 single-image"
+    by_answer = save(client, "photo-set", heldout=0.25, replace=True, group_by="answer")
+    # every answer is 北京烤鸭。: one group, which is never held out whole
+    assert "Kept together: 1 / 0 groups with the same answer." in by_answer["saved"]
+
+
+def test_the_loaded_data_exports_as_internvl_jsonl(app_server, demo_workdir, tmp_path):
+    client = Client(app_server.url, verbose=False)
+    load(client, "own_example")
+    said, file = client.predict("internvl", "own-export", False, *NO_FILTER, api_name="/dataset_export")
+    path = demo_workdir.resolve() / "exports" / "own-export" / "own-export.jsonl"
+    assert f"Wrote 36 samples as InternVL jsonl to `{path}`" in said
+    offered = file["value"] if isinstance(file, dict) and "value" in file else file
+    assert Path(offered if isinstance(offered, str) else offered["path"]).read_bytes() == path.read_bytes()
+    again = load(client, "folder", str(path))
+    assert "Read as **InternVL jsonl**: 36 samples" in again["summary"] and not rows(again["report"])
 
 
 # --- the library in the work folder (no app needed) -----------------------------------------------------

@@ -243,3 +243,102 @@ def test_markup_in_chat_and_in_a_dataset_is_shown_as_text_and_never_run(browser,
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "hostile-markup.png"), full_page=True)
     page.close()
+
+
+# --- issue 27: data in any format, hostile all the same -------------------------------------------------------
+
+def test_a_2_gb_data_file_is_refused_with_a_sentence_and_never_read(tmp_path) -> None:
+    folder = tmp_path / "huge"
+    folder.mkdir()
+    with open(folder / "train.jsonl", "wb") as handle:  # sparse: 2 GB on paper, nothing on the disk
+        handle.truncate(2 * 1024 ** 3)
+    started = time.monotonic()
+    result = read_data_folder(folder)
+    assert time.monotonic() - started < 5 and result.records == ()
+    assert "is 2147 MB, over the 268 MB limit for a data file" in result.problems[0].message
+    uploaded = unpack_upload([folder / "train.jsonl", EXAMPLES / "images" / "jiaozi-0.jpg"], tmp_path / "upload")
+    assert not (uploaded.folder / "train.jsonl").exists(), "left out before a byte was copied"
+    assert "a data file of 2.1 GB, more than the 0.3 GB one may be" in uploaded.skipped[0]
+
+
+def test_a_2_gb_file_through_the_app_is_a_sentence_and_the_app_stays_up(app_server, tmp_path) -> None:
+    folder = tmp_path / "huge"
+    folder.mkdir()
+    with open(folder / "data.json", "wb") as handle:
+        handle.truncate(2 * 1024 ** 3)
+    client = Client(app_server.url, verbose=False)
+    loaded = load(client, "folder", str(folder))
+    assert "over the 268 MB limit for a data file" in rows(loaded["report"])[0][3]
+    assert "Read 63 records" in load(client, "sample")["summary"], "the app is still up"
+
+
+def _declared_sizes(raw: bytes, size: int) -> bytes:
+    """A zip whose central directory declares every member `size` bytes long (a bomb's honest header)."""
+    import struct
+
+    out = bytearray(raw)
+    at = out.find(b"PK\x01\x02")
+    while at != -1:
+        struct.pack_into("<I", out, at + 24, size)
+        at = out.find(b"PK\x01\x02", at + 4)
+    return bytes(out)
+
+
+def test_zip_bombs_are_refused_before_anything_is_written(tmp_path) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for n in range(3):
+            zf.writestr(f"layer/{n}.json", b"\0" * 1_000_000)
+    honest = tmp_path / "honest.zip"  # says it unpacks to 3 x 4 GB
+    honest.write_bytes(_declared_sizes(buffer.getvalue(), 0xFFFFFFF0))
+    with pytest.raises(DataError, match=r"unpacks to 12\.9 GB, more than the 4\.3 GB"):
+        unpack_upload([honest], tmp_path / "one")
+    assert not (tmp_path / "one").exists()
+    liar = tmp_path / "liar.zip"  # says 10 bytes, holds a megabyte: zipfile stops at 10 and the CRC fails
+    liar.write_bytes(_declared_sizes(buffer.getvalue(), 10))
+    unpacked = unpack_upload([liar, EXAMPLES / "images" / "jiaozi-0.jpg"], tmp_path / "two")
+    assert all("damaged in the archive" in reason for reason in unpacked.skipped)
+    assert sum(p.stat().st_size for p in unpacked.folder.rglob("*") if p.is_file()) < 100_000
+
+
+def test_relative_names_that_climb_out_of_an_upload_are_left_out(tmp_path) -> None:
+    data = tmp_path / "data.json"
+    data.write_text("[]", encoding="utf-8")
+    photo = EXAMPLES / "images" / "jiaozi-0.jpg"
+    names = {str(data): "../../.bashrc", str(photo): "照片/饺子.jpg"}
+    unpacked = unpack_upload([data, photo], tmp_path / "upload", names=names)
+    assert (unpacked.folder / "照片" / "饺子.jpg").is_file() and not (tmp_path / ".bashrc").exists()
+    assert unpacked.skipped[0] == "../../.bashrc: the path leads outside the folder"
+
+
+def test_symbolic_links_out_of_a_folder_are_refused_in_every_format(tmp_path) -> None:
+    from tests.test_data_formats import internvl_file, qwen_file
+
+    secret = tmp_path / "secret.jpg"
+    secret.write_bytes((EXAMPLES / "images" / "jiaozi-0.jpg").read_bytes())
+    for make, sub in ((internvl_file, "images"), (qwen_file, "assets/mm_tutorial")):
+        path = make(tmp_path / make.__name__)
+        (path.parent / sub / "peking-duck-0.jpg").unlink()
+        (path.parent / sub / "peking-duck-0.jpg").symlink_to(secret)
+        result = read_data_folder(path)
+        refused = [p for p in result.problems if "outside the data folder (through a symbolic link)" in p.message]
+        assert refused and all(secret not in r.images for r in result.records)
+        assert result.records, "the other rows are kept"
+    outside = tmp_path / "outside.jsonl"
+    outside.write_text('{"conversations": [{"from": "human", "value": "?"}, {"from": "gpt", "value": "!"}]}\n')
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "train.jsonl").symlink_to(outside)
+    with pytest.raises(DataError, match="leads outside the data folder"):
+        read_data_folder(linked)
+
+
+def test_deeply_nested_and_garbage_rows_in_any_format_are_report_lines(tmp_path) -> None:
+    folder = tmp_path / "garbage"
+    folder.mkdir()
+    lines = ["[" * 100_000 + "]" * 100_000, "not json", '{"messages": 7}', '"text"',
+             '{"conversations": [{"from": "human", "value": "你好"}, {"from": "gpt", "value": "你好！"}]}']
+    (folder / "train.jsonl").write_text("\n".join(lines), encoding="utf-8")
+    result = read_data_folder(folder)
+    assert [r.turns[1].text for r in result.records] == ["你好！"]
+    assert len([p for p in result.problems if p.skipped]) == 4

@@ -19,6 +19,7 @@ CSS = """
 .notice { border-left: 4px solid #e8a33d; padding-left: 0.6em; }
 footer { display: none !important; }
 .tooltip-text { display: none !important; }
+.ds-hidden { display: none !important; }
 """
 
 # Gradio titles its toasts with their level in English ("Warning") and ignores gr.Warning's title=.
@@ -60,10 +61,25 @@ TOOLTIPS_JS = """
 """
 
 
+# Gradio's File keeps only each file's base name, so a folder picked in the Dataset tab would lose its
+# subfolders ("照片/红烧肉.jpg"). When a folder is picked, this lists each file's path inside it (and its
+# size, to match it to the upload) into a hidden box that the Load button sends along.
+FOLDER_LISTING_JS = """
+() => document.addEventListener("change", event => {
+    const input = event.target;
+    if (!(input instanceof HTMLInputElement) || input.type !== "file" || !input.closest("#ds-upload-folder")) return;
+    const box = document.querySelector("#ds-upload-names textarea, #ds-upload-names input");
+    if (!box) return;
+    box.value = JSON.stringify([...input.files].map(f => ({name: f.webkitRelativePath || f.name, size: f.size})));
+    box.dispatchEvent(new Event("input", {bubbles: true}));
+}, true)
+"""
+
+
 def page_js(forced_lang: str | None) -> str:
     """The page's start-up script, with the language rule's inputs filled in."""
-    return (f"() => {{ ({TOOLTIPS_JS.strip()})(); "
-            f"({TOAST_TITLES_JS.strip()})({json.dumps(forced_lang or '')}, {json.dumps(TOAST_TITLES)}); }}")
+    toasts = f"({TOAST_TITLES_JS.strip()})({json.dumps(forced_lang or '')}, {json.dumps(TOAST_TITLES)})"
+    return f"() => {{ ({TOOLTIPS_JS.strip()})(); {toasts}; ({FOLDER_LISTING_JS.strip()})(); }}"
 
 
 TABS = {"chat": chat, "dataset": dataset, "train": train, "compare": compare}  # id -> module, in page order

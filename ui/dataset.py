@@ -11,38 +11,45 @@ previews), so a folder typed in by path is browsable without being served as it 
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 import gradio as gr
 
 from backend.data import (
     FACETS,
-    FOODIEQA_TERMS,
     MIVQA,
-    SIVQA,
     SOURCE_FOODIEQA,
-    TEXTQA,
     DataError,
     RecordFilter,
-    TermsNotAccepted,
     ThumbnailCache,
     detail_view,
     filter_records,
     find_record,
     gallery_page,
     paginate,
-    read_bundled_sample,
 )
-from backend.data.library import SaveRefused, remove_upload, save_training_set, whole_number
-from backend.data.sources import SOURCE_KINDS, SourceIncomplete, read_source, suggested_name
+from backend.data.formats import SeveralDataSets
+from backend.data.library import remove_upload, whole_number
+from backend.data.sources import (
+    SOURCE_KINDS,
+    SourceIncomplete,
+    first_source,
+    read_source,
+    suggested_name,
+    upload_names,
+)
 from backend.markdown_text import as_text
 from backend.services import Services
+from ui import dataset_save
 from ui.dataset_views import (
     DatasetSession,
     caption,
     detail_markdown,
     facet_choices,
     left_out_sentence,
+    opening_summary,
     page_table,
     placeholder_picture,
     report_table,
@@ -51,32 +58,39 @@ from ui.dataset_views import (
     source_gone,
     summary_markdown,
 )
-from ui.i18n import markdown, request_lang, text
+from ui.i18n import request_lang, text
 from ui.problems import say
 from ui.tab import Handler, Tab
-from ui.toasts import failure, warn
+from ui.toasts import failure, inform, warn
 from ui.upload_guard import foreign_uploads
 
 log = logging.getLogger(__name__)
 
 PREVIEW_SIZE = 768  # longest side of the pictures in the detail view
 PREVIEW_HEIGHT = 400  # pixels the detail view gives one picture (several share "auto")
-TRAINING_TASKS = (SIVQA, MIVQA, TEXTQA)
 
 
 # --- the tab --------------------------------------------------------------------------------------
+
+def remove_uploads_of(workdir: Path, ended: DatasetSession | None) -> None:
+    """A closed tab's uploads: the one its data showed, and one it was picking a data set from."""
+    for folder in {getattr(ended, "upload", None), getattr(ended, "pending_upload", None)}:
+        remove_upload(workdir, folder)
+
 
 def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
     workdir = services.settings.workdir
     data_folder = services.settings.data
     thumbs = ThumbnailCache(workdir / "cache" / "thumbs")
     previews = ThumbnailCache(workdir / "cache" / "previews", size=PREVIEW_SIZE)
-    default_result = read_bundled_sample()
     roots = services.settings.path_roots()  # where a server path may be loaded from (None: anywhere)
+    # Started with --data: the tab opens on that folder (its person chose it), else on the bundled sample.
+    first_kind, first_loaded, first_problem = first_source(workdir, data_folder)
+    default_result = first_loaded.result
     # A visitor's unpacked upload lives as long as their data shows it: until they load something
     # else, or their session ends (the tab closed).
-    session = gr.State(DatasetSession(default_result),
-                       delete_callback=lambda ended: remove_upload(workdir, getattr(ended, "upload", None)))
+    session = gr.State(DatasetSession(default_result, unread=first_problem),
+                       delete_callback=lambda ended: remove_uploads_of(workdir, ended))
     initial_lang = forced_lang or "en"
 
     gr.Markdown(i18n("ds_intro"))
@@ -86,15 +100,22 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
         with gr.Column(scale=2, min_width=320):
             source_choices = [(i18n(f"ds_src_{key}"), key) for key in SOURCE_KINDS
                               if (key != "data" or data_folder is not None) and (key != "folder" or roots != ())]
-            source = gr.Radio(source_choices, value="sample", label=i18n("ds_source"), elem_id="ds-source")
+            source = gr.Radio(source_choices, value=first_kind, label=i18n("ds_source"), elem_id="ds-source")
             folder = gr.Textbox(label=i18n("ds_folder"), placeholder=i18n("ds_folder_hint"),
                                 visible=False, elem_id="ds-folder")
             upload = gr.File(label=i18n("ds_upload"), file_count="multiple", visible=False,
                              elem_id="ds-upload")
+            upload_folder = gr.File(label=i18n("ds_upload_folder"), file_count="directory", visible=False,
+                                    elem_id="ds-upload-folder")
+            # What the page's script lists when a folder is picked (relative names and sizes): the upload
+            # itself keeps base names only. Shown nowhere; read on Load.
+            folder_listing = gr.Textbox(elem_id="ds-upload-names", elem_classes=["ds-hidden"], container=False)
             hub_note = gr.Markdown(i18n("ds_hub_note"), visible=False, elem_classes=["notice"])
+            pick = gr.Dropdown([], label=i18n("ds_pick"), visible=False, elem_id="ds-pick")
             load_button = gr.Button(i18n("ds_load"), variant="primary", elem_id="ds-load")
         with gr.Column(scale=3):
-            summary = gr.Markdown(summary_markdown(default_result, initial_lang), elem_id="ds-summary")
+            summary = gr.Markdown(opening_summary(DatasetSession(default_result, unread=first_problem),
+                                                  initial_lang), elem_id="ds-summary")
             report = gr.Dataframe(label=i18n("ds_report"), interactive=False, wrap=True, visible=False,
                                   max_height=320, column_widths=["16%", "7%", "17%", "48%", "12%"],
                                   elem_id="ds-report")
@@ -129,30 +150,9 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
     table = gr.Dataframe(label=i18n("ds_table"), interactive=False, wrap=True, max_height=520,
                          column_widths=["13%", "10%", "31%", "20%", "12%", "7%", "7%"], elem_id="ds-table")
 
-    # Make training samples.
-    with gr.Accordion(i18n("ds_make"), open=True, elem_id="ds-make"):
-        gr.Markdown(i18n("ds_make_help"))
-        with gr.Row():
-            tasks = gr.CheckboxGroup([(i18n(f"task_{t}"), t) for t in TRAINING_TASKS], value=[SIVQA],
-                                     label=i18n("ds_tasks"), elem_id="ds-tasks")
-            prompt_lang = gr.Radio([("中文", "zh"), ("English", "en")], value="zh", label=i18n("ds_lang"),
-                                   elem_id="ds-lang")
-            heldout = gr.Slider(0.0, 0.5, value=0.2, step=0.05, label=i18n("ds_heldout"), elem_id="ds-heldout")
-            seed = gr.Number(value=0, precision=0, label=i18n("ds_seed"), elem_id="ds-seed")
-        with gr.Row():
-            name = gr.Textbox(value=suggested_name("sample", None), label=i18n("ds_name"), elem_id="ds-name")
-            with gr.Column():
-                only_filtered = gr.Checkbox(False, label=i18n("ds_only_filtered"), elem_id="ds-only-filtered")
-                overwrite = gr.Checkbox(False, label=i18n("ds_overwrite"), elem_id="ds-overwrite")
-        with gr.Group(visible=False, elem_id="ds-terms") as terms_group:
-            gr.Markdown(i18n("ds_terms_intro"), elem_classes=["notice"])
-            gr.Markdown(FOODIEQA_TERMS.replace("\n- ", "\n\n- ").replace("\n\nTerms", "\n\n**Terms**")
-                        .replace("License:", "**License:**"), elem_id="ds-terms-text")
-            accept = gr.Checkbox(False, label=i18n("ds_accept"), elem_id="ds-accept")
-        save_button = gr.Button(i18n("ds_save"), variant="primary", elem_id="ds-save")
-        saved = gr.Markdown(elem_id="ds-saved")
-        sets = gr.Dataframe(label=i18n("ds_sets"), interactive=False, wrap=True, elem_id="ds-sets")
-        refresh_sets = gr.Button(i18n("ds_refresh"), size="sm", elem_id="ds-refresh-sets")
+    filter_inputs = [*filters.values(), dish]
+    save = dataset_save.build(workdir, i18n, forced_lang, session, filter_inputs, suggested_name(first_kind, None))
+    prompt_lang, name, terms_group, accept = save.prompt_lang, save.name, save.terms_group, save.accept
 
     browse_outputs = [session, *filters.values(), gallery, table, page_number, page_label]
     detail_outputs = [record_id, pictures, detail, sample]
@@ -181,21 +181,39 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
                 detail: text("ds_detail_empty", lang), sample: ""}
 
     def load_source(state: DatasetSession, chosen: str, path: str, files: list[str] | None,
-                    request: gr.Request, progress=gr.Progress()) -> dict:
+                    picked: str | None = None, folder_files: list[str] | None = None, listing: str | None = None,
+                    request: gr.Request = None, progress=gr.Progress()) -> dict:
         """Inputs: the source key (sample, own_example, data, folder, upload, hub), a server path
-        (for folder), uploaded files (for upload).
+        (for folder), uploaded files (for upload: loose files or a .zip, or a whole folder with the
+        page's listing of its relative names), the data set picked where the source offers several.
         Outputs: the session, the summary, the problem report, the filters (reset), the first page
-        (gallery, table, page), the detail (cleared), the FoodieQA terms (shown if needed) and a
-        suggested training-set name. A source that cannot be read changes nothing but the summary,
-        which then starts with the reason (and a warning says it too)."""
+        (gallery, table, page), the detail (cleared), the FoodieQA terms (shown if needed), a suggested
+        training-set name, the data sets to pick from and the columns a split may keep together. A
+        source that cannot be read changes nothing but the summary, which then starts with the reason
+        (and a warning says it too); one that holds several data sets offers them to pick from."""
         lang = request_lang(request, forced_lang)
         progress(None, desc="reading")
-        paths = [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in files or []]
+        paths = [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in (files or []) + (folder_files or [])]
         if foreign_uploads(paths, request):  # named by path in an API call: refused, as the files route does
             warn(text("upload_not_yours", lang))
             return {summary: f"⚠️ {text('upload_not_yours', lang)}\n\n{summary_markdown(state.result, lang)}"}
         try:
-            loaded = read_source(chosen, path, paths, workdir, data_folder, request.session_hash, roots)
+            listed = json.loads(listing) if listing else []
+        except ValueError:
+            listed = []
+        names = upload_names(paths, listed if isinstance(listed, list) else [])
+        try:
+            loaded = read_source(chosen, path, paths, workdir, data_folder, request.session_hash, roots,
+                                 pick=picked or "", names=names,
+                                 upload_folder=state.pending_upload if chosen == "upload" and picked else None)
+        except SeveralDataSets as err:
+            if state.pending_upload != getattr(err, "folder", None):
+                remove_upload(workdir, state.pending_upload)
+            state.pending_upload = getattr(err, "folder", None)
+            sentence = say(err, lang)
+            inform(sentence)
+            return {session: state, summary: f"👉 {as_text(sentence)}\n\n{summary_markdown(state.result, lang)}",
+                    pick: gr.Dropdown(choices=list(err.choices), value=None, visible=True)}
         except (DataError, OSError) as err:  # OSError: a full disk, a vanished upload, ...
             detail = say(err, lang)
             sentence = detail if isinstance(err, SourceIncomplete) else text("ds_load_failed", lang, detail=detail)
@@ -204,14 +222,15 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
         if loaded.left_out:
             warn(left_out_sentence(loaded.left_out, lang))
         result = loaded.result
-        if state.upload != loaded.upload_folder:  # the pictures shown until now are no longer needed
-            remove_upload(workdir, state.upload)
+        for shown in {state.upload, state.pending_upload} - {loaded.upload_folder}:
+            remove_upload(workdir, shown)  # the pictures shown (or offered) until now are no longer needed
         state = DatasetSession(result, upload=loaded.upload_folder)
         has_foodieqa = any(r.source == SOURCE_FOODIEQA for r in result.records)
         return {**render(state, empty_filter, 1, lang), **cleared_detail(lang),
                 dish: "", summary: summary_markdown(result, lang), report: report_table(result, lang),
                 terms_group: gr.Group(visible=has_foodieqa), accept: False,
-                name: suggested_name(chosen, path)}
+                name: suggested_name(chosen, path), pick: gr.Dropdown(visible=bool(picked)),
+                save.column: dataset_save.column_choices(state)}
 
     def browse(state: DatasetSession, task: str, question_type: str, cuisine: str, region: str,
                record_source: str, dish_name: str, page: float, request: gr.Request) -> dict:
@@ -226,8 +245,6 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
         if number is None:
             raise failure(text("ds_bad_page", lang))
         return render(state, flt, number, lang)
-
-    filter_inputs = [*filters.values(), dish]
 
     def first_page(state: DatasetSession, task: str, question_type: str, cuisine: str, region: str,
                    record_source: str, dish_name: str, request: gr.Request) -> dict:
@@ -280,47 +297,6 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
         return {sample: sample_markdown(record, prompt_language, request_lang(request, forced_lang))
                 if record else ""}
 
-    def save_set(state: DatasetSession, chosen_tasks: list[str], lang_choice: str,
-                          heldout_share: float, seed_value: float, set_name: str, only_shown: bool,
-                          task: str, question_type: str, cuisine: str, region: str, record_source: str,
-                          dish_name: str, replace_existing: bool, accept_terms: bool,
-                          request: gr.Request) -> dict:
-        """Inputs: tasks (sivqa / mivqa / textqa; conversations always go), prompt language
-        (zh / en), held-out share (0..0.5), seed, name, whether to use only the filtered records,
-        the filters, whether to replace a set of that name, whether FoodieQA's terms are accepted.
-        Outputs: a sentence with the counts and the folder, and the list of saved sets; a refusal
-        (bad name, existing set, terms not accepted, ...) is a "⚠️" sentence and a warning."""
-        lang = request_lang(request, forced_lang)
-        records = state.result.records
-        if only_shown:
-            records = tuple(filter_records(records, RecordFilter(task or "", question_type or "", cuisine or "",
-                                                                 region or "", record_source or "", dish_name or "")))
-        try:
-            made = save_training_set(workdir, records, name=set_name, tasks=chosen_tasks or (), lang=lang_choice,
-                                     heldout_share=heldout_share, seed=seed_value, replace=bool(replace_existing),
-                                     accept_terms=bool(accept_terms))
-        except (DataError, ValueError, OSError) as err:
-            if not isinstance(err, (SaveRefused, TermsNotAccepted)):
-                log.warning("saving a training set failed: %s", err)
-            sentence = say(err, lang)
-            if not isinstance(err, SaveRefused):  # the set could not be made: said as such
-                sentence = text("ds_terms_refused" if isinstance(err, TermsNotAccepted) else "ds_save_failed", lang,
-                                detail=sentence)
-            warn(sentence)
-            return {saved: f"⚠️ {as_text(sentence)}"}
-        manifest = made.manifest
-        sentence = markdown("ds_saved", lang, name=made.folder.name, train=manifest["train"]["samples"],
-                        train_dishes=len(manifest["train"]["dish_ids"]),
-                        heldout=manifest["heldout"]["samples"],
-                        heldout_dishes=len(manifest["heldout"]["dish_ids"]), folder=made.folder)
-        if manifest.get("dropped_ids"):
-            sentence += " " + text("ds_dropped", lang, count=len(manifest["dropped_ids"]))
-        return {saved: sentence, sets: sets_table(workdir, lang)}
-
-    def training_sets(request: gr.Request) -> gr.Dataframe:
-        """Inputs: none. Outputs: the saved training sets under <workdir>/datasets/."""
-        return sets_table(workdir, request_lang(request, forced_lang))
-
     def on_open(state: DatasetSession, task: str, question_type: str, cuisine: str, region: str,
                 record_source: str, dish_name: str, page: float, request: gr.Request) -> dict:
         """The visitor's page as it was (the same data, filters and page), its words in the page's
@@ -329,22 +305,26 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
         flt = RecordFilter(task or "", question_type or "", cuisine or "", region or "", record_source or "",
                            dish_name or "")
         return {**render(state, flt, whole_number(page or 1) or 1, lang),
-                summary: summary_markdown(state.result, lang), sets: sets_table(workdir, lang)}
+                summary: opening_summary(state, lang), save.sets: sets_table(workdir, lang),
+                save.column: dataset_save.column_choices(state)}
 
     def show_source_fields(chosen: str):
         return (gr.Textbox(visible=chosen == "folder"), gr.File(visible=chosen == "upload"),
-                gr.Markdown(visible=chosen == "hub"))
+                gr.File(visible=chosen == "upload"), gr.Markdown(visible=chosen == "hub"),
+                gr.Dropdown(choices=[], value=None, visible=False))
 
     # --- wiring -----------------------------------------------------------------------------------
 
-    source.change(show_source_fields, [source], [folder, upload, hub_note], api_name=False, queue=False)
-    load_button.click(
-        load_source, [session, source, folder, upload],
-        [*browse_outputs, *detail_outputs, dish, summary, report, terms_group, accept, name],
-        api_name="dataset_load", concurrency_limit=2)
-    folder.submit(load_source, [session, source, folder, upload],
-                  [*browse_outputs, *detail_outputs, dish, summary, report, terms_group, accept, name],
-                  api_name=False, concurrency_limit=2)
+    source.change(show_source_fields, [source], [folder, upload, upload_folder, hub_note, pick], api_name=False,
+                  queue=False)
+    for changed in (folder, upload, upload_folder):  # another choice: the data sets offered are another's
+        changed.change(lambda: gr.Dropdown(choices=[], value=None, visible=False), None, [pick], api_name=False,
+                       queue=False)
+    load_inputs = [session, source, folder, upload, pick, upload_folder, folder_listing]
+    load_outputs = [*browse_outputs, *detail_outputs, dish, summary, report, terms_group, accept, name, pick,
+                    save.column]
+    load_button.click(load_source, load_inputs, load_outputs, api_name="dataset_load", concurrency_limit=2)
+    folder.submit(load_source, load_inputs, load_outputs, api_name=False, concurrency_limit=2)
 
     page_number.submit(browse, [session, *filter_inputs, page_number], browse_outputs,
                        api_name="dataset_browse", show_progress="minimal")
@@ -364,13 +344,8 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
     table.select(pick_cell, [session, prompt_lang], detail_outputs, api_name=False)
     prompt_lang.change(resample, [session, record_id, prompt_lang], [sample], api_name=False)
 
-    save_button.click(
-        save_set,
-        [session, tasks, prompt_lang, heldout, seed, name, only_filtered, *filter_inputs, overwrite, accept],
-        [saved, sets], api_name="dataset_save", concurrency_limit=1)
-    refresh_sets.click(training_sets, None, [sets], api_name="dataset_sets")
-
     return Tab(widgets={"session": session, "gallery": gallery, "table": table, "detail": detail},
-               on_open=Handler(on_open, [session, *filter_inputs, page_number], [*browse_outputs, summary, sets]))
+               on_open=Handler(on_open, [session, *filter_inputs, page_number],
+                               [*browse_outputs, summary, save.sets, save.column]))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import gradio as gr
@@ -27,7 +27,7 @@ from backend.data import (
 )
 from backend.data.library import list_training_sets
 from backend.markdown_text import as_text
-from ui.i18n import STRINGS, markdown, question_type_word, task_word, text, value_word
+from ui.i18n import STRINGS, format_label, markdown, question_type_word, task_word, text, value_word
 from ui.problems import say
 
 TABLE_KEYS = ("id", "task", "question", "answer", "question_type", "cuisine", "dish")
@@ -36,26 +36,46 @@ FACT_KEYS = {"id": "ds_fact_id", "dish": "ds_fact_dish", "cuisine": "ds_fact_cui
              "source": "ds_fact_source", "from": "ds_fact_from"}
 FACT_FACETS = {"source": "source", "question type": "question_type"}  # facts whose values are said in words
 REPORT_KEYS = ("file", "row", "id", "message", "skipped")
-SETS_KEYS = ("name", "train", "heldout", "dishes", "tasks", "lang", "sources", "terms", "created")
+SETS_KEYS = ("name", "train", "heldout", "together", "holds", "lang", "sources", "terms", "created")
 assert len(TABLE_KEYS) == len(TABLE_COLUMNS)
 
 
 @dataclass
 class DatasetSession:
     """One visitor's data: what was loaded, and the ids shown on the current page (in gallery and
-    table order, so a click on cell i means page_ids[i])."""
+    table order, so a click on cell i means page_ids[i]). `pending_upload`: an upload unpacked but not
+    read yet, because it holds several data sets and the visitor picks one next."""
 
     result: ReadResult
     page_ids: list[str] = field(default_factory=list)
     upload: Path | None = None  # the unpacked upload whose pictures this data shows (removed with it)
+    pending_upload: Path | None = None  # an upload offering several data sets, while one is picked
+    unread: str | None = None  # why the --data folder was not opened (the sample was instead)
+
+    def __deepcopy__(self, memo: dict) -> DatasetSession:
+        # gr.State copies its first value for each visitor: the records are immutable and shared (a
+        # --data folder of 100,000 samples must not be copied per visitor), the page is each one's own.
+        return DatasetSession(self.result, list(self.page_ids), self.upload, self.pending_upload, self.unread)
 
 
 # --- turning backend values into what the widgets show, in the visitor's language -------------------
 
 def summary_markdown(result: ReadResult, lang: str) -> str:
-    """ReadResult.summary(), in the visitor's language."""
+    """ReadResult.summary(), in the visitor's language, with the format it was read as on a line of its own."""
+    sentence = counts_sentence(result, lang)
+    if result.format_label:
+        sentence += "\n\n" + text("ds_summary_format", lang, label=format_label(result.format_label, lang),
+                                   count=len(result.records), file=result.data_file)
+    if result.renamed:
+        sentence += " " + text("ds_summary_renamed", lang, count=len(result.renamed), old=result.renamed[0][0],
+                               new=result.renamed[0][1])
+    return sentence
+
+
+def counts_sentence(result: ReadResult, lang: str) -> str:
+    """How much was read and whether the report needs a look, in the visitor's language."""
     if lang == "en":
-        return as_text(result.summary())
+        return as_text(replace(result, format_label="", renamed=()).summary())
     counts = result.counts_by_task()
     what = "、".join(f"{task_word(task, lang)} {n}" for task, n in counts.items())
     sentence = markdown("ds_summary_read", lang, count=len(result.records),
@@ -72,6 +92,44 @@ def summary_markdown(result: ReadResult, lang: str) -> str:
             details.append(text("ds_summary_warnings", lang, count=kept))
         sentence += " " + text("ds_summary_see", lang, details="；".join(details))
     return sentence
+
+
+def opening_summary(state: DatasetSession, lang: str) -> str:
+    """The summary, after why the --data folder was not opened when it could not be read."""
+    said = summary_markdown(state.result, lang)
+    if state.unread is None:
+        return said
+    return f"⚠️ {markdown('ds_data_unread', lang, detail=say(state.unread, lang))}\n\n{said}"
+
+
+GROUP_WORDS = {"dish": "ds_together_dish", "picture": "ds_together_picture", "answer": "ds_together_answer"}
+
+
+def grouping_words(manifest: dict, lang: str) -> str:
+    """What a saved set's split kept together, with the groups on each side: "12 / 3 dishes",
+    "29 / 7 groups of identical or near-identical photos". Never "dishes" for a split of pictures."""
+    split_by = str(manifest.get("split_by") or "dish")
+    train, heldout = (manifest.get(side) if isinstance(manifest.get(side), dict) else {}
+                      for side in ("train", "heldout"))
+    counts = dict(train=len(train.get("dish_ids") or []), heldout=len(heldout.get("dish_ids") or []))
+    if split_by.startswith("column:"):
+        return text("ds_together_column", lang, column=split_by.removeprefix("column:"), **counts)
+    return text(GROUP_WORDS.get(split_by, "ds_together_dish"), lang, **counts)
+
+
+HOLDS = (("conversation", "ds_holds_conversation"), ("multi-turn", "ds_holds_multi_turn"),
+         ("single-image", "ds_holds_sivqa"), ("multi-image", "ds_holds_mivqa"), ("text", "ds_holds_textqa"),
+         ("pictures:single-image", "ds_holds_single"), ("pictures:multi-image", "ds_holds_multi"),
+         ("pictures:text", "ds_holds_text"))
+
+
+def holds_words(manifest: dict, lang: str) -> str:
+    """What a saved set holds ("36 conversations (12 multi-turn) · 30 single-image · 6 multi-image"); a
+    set saved before the manifest said so is described by its tasks, as then."""
+    held = manifest.get("holds")
+    if not isinstance(held, dict):
+        return ", ".join(value_label("task", t, lang) for t in manifest.get("tasks") or [])
+    return " · ".join(text(key, lang, count=held[name]) for name, key in HOLDS if held.get(name))
 
 
 def report_table(result: ReadResult, lang: str) -> gr.Dataframe:
@@ -174,9 +232,8 @@ def sets_table(workdir: Path, lang: str) -> gr.Dataframe:
         train, heldout = (manifest.get(side) if isinstance(manifest.get(side), dict) else {}
                           for side in ("train", "heldout"))
         rows.append([
-            name, train.get("samples", ""), heldout.get("samples", ""),
-            f"{len(train.get('dish_ids') or [])} / {len(heldout.get('dish_ids') or [])}",
-            ", ".join(value_label("task", t, lang) for t in manifest.get("tasks") or []),
+            name, train.get("samples", ""), heldout.get("samples", ""), grouping_words(manifest, lang),
+            holds_words(manifest, lang),
             manifest.get("lang", ""),
             ", ".join(value_label("source", s, lang) for s in manifest.get("sources") or []),
             text("ds_accepted" if manifest.get("terms_accepted") else "ds_not_accepted", lang)

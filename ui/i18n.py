@@ -23,7 +23,7 @@ from backend.markdown_text import Markdown, as_text
 LANGS = ("en", "zh")
 LOCALES = Path(__file__).resolve().parent / "locales"
 # Sections of a locale file that are not the page's words: tables the UI looks values up in.
-TABLES = ("problems", "setting_kinds", "question_types")
+TABLES = ("problems", "setting_kinds", "question_types", "format_words")
 
 
 def load_locale(lang: str, folder: Path = LOCALES) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
@@ -46,6 +46,7 @@ STRINGS: dict[str, dict[str, str]] = {lang: words for lang, (words, _) in _LOADE
 PROBLEMS_ZH: dict[str, str] = _LOADED["zh"][1]["problems"]  # Problem key -> its Chinese sentence
 SETTING_KINDS_ZH: dict[str, str] = _LOADED["zh"][1]["setting_kinds"]
 QUESTION_TYPES_ZH: dict[str, str] = _LOADED["zh"][1]["question_types"]
+FORMAT_WORDS_ZH: dict[str, str] = _LOADED["zh"][1]["format_words"]
 
 
 def text(key: str, lang: str, **values: object) -> str:
@@ -125,6 +126,16 @@ def question_type_word(question_type: str, lang: str) -> str:
     if lang == "zh":
         return QUESTION_TYPES_ZH.get(question_type, question_type)
     return re.sub(r"[_-]+", " ", question_type).strip() or question_type
+
+
+def format_label(label: str, lang: str) -> str:
+    """How a data format is named ("InternVL jsonl", "CSV/TSV/Excel table"): a name, said as it is, but
+    for the plain words in it, which zh.toml's [format_words] says in Chinese."""
+    if lang != "zh":
+        return label
+    for english, chinese in FORMAT_WORDS_ZH.items():
+        label = label.replace(english, chinese)
+    return label
 
 
 def value_word(facet: str, value: str, lang: str) -> str:

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import tempfile
 from pathlib import Path
+from typing import Any
 
 from backend.data.safe_paths import UnsafePath, read_regular_file, resolve_inside
 from backend.data.schema import ReportLine
@@ -83,3 +86,34 @@ def json_kind(value: object) -> str:
     if isinstance(value, list):
         return Problem("json_list", "list")
     return type(value).__name__
+
+
+def write_json_atomic(path: Path, data: Any) -> Path:
+    """Write JSON (UTF-8, Chinese kept readable) through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, ensure_ascii=False, indent=1)
+            handle.write("\n")
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_jsonl_atomic(path: Path, rows: list) -> Path:
+    """Write JSON lines (one row a line, UTF-8) through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False))
+                handle.write("\n")
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    return path

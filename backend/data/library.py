@@ -24,9 +24,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from backend.data.conversion import to_training_samples
 from backend.data.foodieqa import FOODIEQA_FILES
+from backend.data.formats import EXPORTS, export
 from backend.data.schema import CONVERSATION, DataError, Record
-from backend.data.split import MANIFEST, TrainingSet, build_training_set
+from backend.data.split import GROUPINGS, MANIFEST, TrainingSet, broken_pictures, build_training_set
+from backend.data.terms import require_terms
 from backend.disk import space_problem
 from backend.problems import Problem
 
@@ -38,7 +41,7 @@ MAX_NAME_LENGTH = 64
 # Letters (any script, so "川菜-练习" is fine), digits, "_", "-" and "."; starting with a letter or
 # a digit, so never "." / ".." / a hidden folder, and never a path separator.
 _NAME_RE = re.compile(r"^[^\W_][\w.-]*$")
-_DATA_SUFFIXES = (".json", ".csv")
+_DATA_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv", ".xlsx")
 
 
 def datasets_root(workdir: str | Path) -> Path:
@@ -173,11 +176,12 @@ class SaveRefused(DataError):
 
 def save_training_set(workdir: str | Path, records: Sequence[Record], *, name: str, tasks: Sequence[str],
                       lang: str, heldout_share: object, seed: object, replace: bool = False,
-                      accept_terms: bool = False) -> TrainingSet:
-    """Split `records` by dish and save them as the training set <workdir>/datasets/<name>: the
-    Dataset tab's "Save training set". `heldout_share` (0..0.5) and `seed` (a whole number) come as
-    a form sends them. SaveRefused for such values and for an existing set not asked to be replaced;
-    DataError (TermsNotAccepted: FoodieQA without its terms accepted) when the set cannot be made."""
+                      accept_terms: bool = False, group_by: str = "auto", column: str = "") -> TrainingSet:
+    """Split `records` by dish (or by `group_by`, split.GROUPINGS) and save them as the training set
+    <workdir>/datasets/<name>: the Dataset tab's "Save training set". `heldout_share` (0..0.5) and
+    `seed` (a whole number) come as a form sends them. SaveRefused for such values and for an existing
+    set not asked to be replaced; DataError (TermsNotAccepted: FoodieQA without its terms accepted) when
+    the set cannot be made. Records whose pictures do not decode are left out (the manifest's left_out)."""
     try:
         share = float(heldout_share)  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -192,16 +196,25 @@ def save_training_set(workdir: str | Path, records: Sequence[Record], *, name: s
     if existed and any(target.iterdir()) and not replace:
         raise SaveRefused("set_exists", "A training set named {name} already exists: choose to replace it, or "
                         "pick another name.", name=target.name)
+    if group_by not in GROUPINGS:
+        raise SaveRefused("split_grouping_unknown", "Keep together one of: {choices}.", choices=", ".join(GROUPINGS))
+    require_terms(records, accept_terms)
     chosen = [r for r in records if r.task == CONVERSATION or r.task in set(tasks)]
+    # Pictures a large data set's reading only glanced at (image_checks "auto") are decoded now: a broken
+    # one costs its record here, not the training run later.
+    broken = broken_pictures(chosen)
+    kept = [r for r in chosen if r.id not in broken]
     try:
-        if any(is_upload(p, workdir) for r in chosen for p in r.images):
-            records = pictures_copied_into(target, records, chosen)
-        return build_training_set(records, target, heldout_ratio=share, seed=seed_number, tasks=tuple(tasks),
-                                  lang=lang or "zh", accept_terms=accept_terms)
+        if any(is_upload(p, workdir) for r in kept for p in r.images):
+            kept = pictures_copied_into(target, kept, kept)
+        return build_training_set(kept, target, heldout_ratio=share, seed=seed_number, tasks=tuple(tasks),
+                                  lang=lang or "zh", accept_terms=accept_terms, group_by=group_by, column=column,
+                                  left_out=broken)
     except BaseException:
         if not existed:  # a set that could not be made leaves nothing behind
             shutil.rmtree(target, ignore_errors=True)
         raise
+
 
 
 def pictures_copied_into(target: Path, records: Sequence[Record], chosen: Sequence[Record]) -> list[Record]:
@@ -244,3 +257,22 @@ def whole_number(value: object) -> int | None:
     except (TypeError, ValueError):
         return None
     return int(number) if number.is_integer() else None
+
+
+EXPORTS_DIR = "exports"
+
+
+def export_records(workdir: str | Path, records: Sequence[Record], key: str, name: str | None) -> tuple[Path, int]:
+    """Write the records as conversations in the format `key` (backend.data.formats.EXPORTS) to
+    <workdir>/exports/<name>/<name><suffix>: the Dataset tab's "Export". Multiple-choice questions go as
+    the training samples a saved set would hold them as; FoodieQA's only with its terms accepted, which an
+    export never assumes (TermsNotAccepted). Pictures are named by their absolute paths on this server."""
+    if key not in EXPORTS:
+        raise SaveRefused("export_format_unknown", "Export to one of: {choices}.", choices=", ".join(EXPORTS))
+    name = check_name(name)
+    samples = to_training_samples(records, tasks=("sivqa", "mivqa", "textqa"))
+    if not samples:
+        raise DataError("export_nothing", "There is nothing to export: load some data first.")
+    folder = (Path(workdir).resolve() / EXPORTS_DIR / name)
+    path = export(samples, key, folder / f"{name}{EXPORTS[key].suffix}", folder)
+    return path, len(samples)

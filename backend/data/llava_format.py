@@ -8,17 +8,15 @@ so a reader never sees half a file.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from backend.data.formats import llava
 from backend.data.safe_paths import UnsafePath, relative_name, resolve_inside
 from backend.data.schema import CONVERSATION, DataError, Record, Turn
 
-# Extra keys on a LLaVA row that trainers ignore and our reader reads back (own_data.py).
+# Extra keys on a LLaVA row that trainers ignore and our reader reads back (formats/llava.py).
 LLAVA_METADATA_KEYS = ("source", "dish_id", "food_name", "cuisine", "region", "question_type")
 
 
@@ -27,25 +25,12 @@ def llava_row(record: Record, image_root: Path) -> dict[str, Any]:
     if record.task != CONVERSATION:
         raise ValueError(f"{record.id} is a {record.task} question; convert it to a training "
                          "sample first (to_training_samples)")
-    row: dict[str, Any] = {"id": record.id}
-    paths = [_relative(image_root, p) for p in record.images]
-    if len(paths) == 1:
-        row["image"] = paths[0]
-    elif paths:
-        row["images"] = paths
-    row["conversations"] = [{"from": t.role, "value": t.text} for t in record.turns]
-    for key in LLAVA_METADATA_KEYS:
-        value = getattr(record, key)
-        if value:
-            row[key] = value
-    return row
+    return llava.row(record, Path(image_root).resolve())
 
 
 def export_llava(records: Iterable[Record], path: str | Path, image_root: str | Path) -> Path:
     """Write conversation records as a LLaVA JSON list, pictures relative to `image_root`."""
-    root = Path(image_root).resolve()
-    rows = [llava_row(r, root) for r in records]
-    return write_json_atomic(Path(path), rows)
+    return llava.write(list(records), Path(path), Path(image_root))
 
 
 def record_to_dict(record: Record, image_root: Path) -> dict[str, Any]:
@@ -58,7 +43,7 @@ def record_to_dict(record: Record, image_root: Path) -> dict[str, Any]:
         "question_type": record.question_type, "cuisine": record.cuisine, "region": record.region,
         "food_name": record.food_name, "dish_id": record.dish_id,
         "related_dish_ids": list(record.related_dish_ids),
-        "turns": [{"from": t.role, "value": t.text} for t in record.turns],
+        "turns": [{"from": t.role, "value": t.text} for t in record.turns], "system": record.system,
         "origin": record.origin,
     }
 
@@ -75,7 +60,7 @@ def record_from_dict(data: dict[str, Any], image_root: Path) -> Record:
             question_type=data.get("question_type", ""), cuisine=data.get("cuisine", ""),
             region=data.get("region", ""), food_name=data.get("food_name", ""),
             dish_id=data.get("dish_id", ""), related_dish_ids=tuple(data.get("related_dish_ids", ())),
-            turns=tuple(Turn(t["from"], t["value"]) for t in data.get("turns", ())),
+            turns=tuple(Turn(t["from"], t["value"]) for t in data.get("turns", ())), system=data.get("system", ""),
             origin=data.get("origin", ""))
     except UnsafePath as err:
         raise DataError("saved_record_outside", "A saved record ({id}) names a picture outside {root}: "
@@ -83,21 +68,6 @@ def record_from_dict(data: dict[str, Any], image_root: Path) -> Record:
     except (KeyError, TypeError, AttributeError) as err:
         raise DataError("saved_record_damaged", "A saved record is damaged ({detail}).",
                         detail=f"{err.__class__.__name__}: {err}") from None
-
-
-def write_json_atomic(path: Path, data: Any) -> Path:
-    """Write JSON (UTF-8, Chinese kept readable) through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, ensure_ascii=False, indent=1)
-            handle.write("\n")
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _relative(image_root: Path, path: Path) -> str:

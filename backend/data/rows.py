@@ -28,6 +28,8 @@ MAX_TEXT_CHARS = 100_000
 class RowFaults:
     """The errors (which cost the row) and warnings (which do not) found in one row."""
 
+    __slots__ = ("errors", "warnings")
+
     def __init__(self) -> None:
         self.errors: list[Problem] = []
         self.warnings: list[Problem] = []
@@ -86,20 +88,20 @@ def report(problems: list[ReportLine], file_name: str, index: int, record_id: st
         problems.append(ReportLine(file_name, index, record_id, skipped(sentence(reason))))
 
 
-def picture_paths(raw: Sequence[Any], paths, checker, faults: RowFaults) -> tuple[Path, ...]:
+def picture_paths(raw: Sequence[Any], paths, checker, faults: RowFaults, first: int = 1) -> tuple[Path, ...]:
     """Confine (`paths`, a ConfinedPaths), then check (`checker`, an ImageChecker), each of a row's
-    pictures; every bad one is an error naming the picture."""
+    pictures; every bad one is an error naming the picture (by its path, or by its place counted from
+    `first` when the path is no text)."""
     found = []
-    for position, value in enumerate(raw):
-        label = picture_label(value, position + 1)
+    for position, value in enumerate(raw, start=first - 1):
         try:
             path = paths.resolve(value)
         except UnsafePath as err:
-            faults.error(picture_refused(label, err.problem))
+            faults.error(picture_refused(picture_label(value, position + 1), err.problem))
             continue
         problem = checker.problem(path)
         if problem:
-            faults.error(picture_unusable(label, problem))
+            faults.error(picture_unusable(picture_label(value, position + 1), problem))
             continue
         found.append(path)
     return tuple(found)

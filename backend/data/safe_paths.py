@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from backend.problems import ProblemError
 
@@ -28,6 +28,7 @@ def resolve_inside(root: Path, relative: object) -> Path:
     """The resolved path of `relative` under the already resolved `root`, or UnsafePath.
 
     Backslashes count as separators, so a Windows-made "images\\a.jpg" works and "..\\x" is caught.
+    Plain string work and one realpath: a data set of 20,000 pictures resolves them all in a blink.
     """
     if not isinstance(relative, str):
         raise UnsafePath("path_not_text", "the path is not text")
@@ -36,19 +37,23 @@ def resolve_inside(root: Path, relative: object) -> Path:
         raise UnsafePath("path_empty", "the path is empty")
     if "\x00" in text:
         raise UnsafePath("path_nul", "the path contains a NUL character")
-    pure = PurePosixPath(text.replace("\\", "/"))
-    if pure.is_absolute():
+    posix = text.replace("\\", "/")
+    if posix.startswith("/"):
         raise UnsafePath("path_absolute", "it is an absolute path; paths must be relative to the data folder")
-    if ".." in pure.parts:
+    if ".." in posix.split("/"):
         raise UnsafePath("path_climbs", "it climbs out of the data folder ('..')")
+    base = os.fspath(root)
     try:
-        resolved = (root / pure).resolve()
-    except (OSError, RuntimeError):
+        resolved = os.path.realpath(os.path.join(base, posix))
+    except (OSError, ValueError):
         raise UnsafePath("path_unresolvable", "it cannot be resolved (a loop of symbolic links, or a name "
                          "too long)") from None
-    if not resolved.is_relative_to(root):
+    if os.path.islink(resolved):  # realpath stops at a loop of links and returns a link
+        raise UnsafePath("path_unresolvable", "it cannot be resolved (a loop of symbolic links, or a name "
+                         "too long)")
+    if resolved != base and not resolved.startswith(base.rstrip(os.sep) + os.sep):
         raise UnsafePath("path_outside", "it leads outside the data folder (through a symbolic link)")
-    return resolved
+    return Path(resolved)
 
 
 class ConfinedPaths:
@@ -58,6 +63,7 @@ class ConfinedPaths:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._known: dict[str, Path | UnsafePath] = {}
+        self._folders: dict[str, str | None] = {}  # "images" -> its resolved path, None when it is refused
 
     def resolve(self, relative: object) -> Path:
         if not isinstance(relative, str):
@@ -65,13 +71,37 @@ class ConfinedPaths:
         answer = self._known.get(relative)
         if answer is None:
             try:
-                answer = resolve_inside(self.root, relative)
+                answer = self._in_known_folder(relative) or resolve_inside(self.root, relative)
             except UnsafePath as err:
                 answer = err
             self._known[relative] = answer
         if isinstance(answer, UnsafePath):
             raise UnsafePath(answer.problem)
         return answer
+
+    def _in_known_folder(self, relative: str) -> Path | None:
+        """20,000 pictures in one folder: its path is resolved once, and each picture costs one lstat
+        (a picture that is itself a symbolic link, or anything unusual, goes the long way: None)."""
+        posix = relative.strip().replace("\\", "/")
+        folder, _, name = posix.rpartition("/")
+        if not name or name in (".", "..") or "\x00" in posix or posix.startswith("/") or ".." in folder.split("/"):
+            return None
+        if folder not in self._folders:
+            try:
+                resolved = resolve_inside(self.root, folder) if folder else Path(self.root)
+                self._folders[folder] = os.fspath(resolved)
+            except UnsafePath:
+                self._folders[folder] = None
+        base = self._folders[folder]
+        if base is None:
+            return None
+        target = os.path.join(base, name)
+        try:
+            if stat.S_ISLNK(os.lstat(target).st_mode):
+                return None
+        except OSError:
+            pass  # missing: the picture check says so
+        return Path(target)
 
 
 def relative_name(root: Path, path: Path) -> str:

@@ -84,9 +84,21 @@ class Record:
     dish_id: str = ""
     related_dish_ids: tuple[str, ...] = ()
     turns: tuple[Turn, ...] = ()
+    # A conversation's system prompt ("" for none): ShareGPT, ms-swift and OpenAI-style messages may
+    # start with one; the LLaVA export writes it as a first "system" turn.
+    system: str = ""
     # Where the record was read from ("sivqa_tidy.json row 12"); provenance for the UI, not
     # identity, so it takes no part in equality (a re-imported record equals the original).
     origin: str = field(default="", compare=False)
+    # The row's other plain fields (column -> text), for a held-out split by a column the person
+    # picks; like origin, no part of the record's identity.
+    facts: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+
+    @property
+    def names_dish(self) -> bool:
+        """Whether the data names this record's dish (dish_id, a dish column, FoodieQA's food_name),
+        rather than the reader standing in a picture for it ("image:...")."""
+        return bool(self.dish_id) and not self.dish_id.startswith(("image:", "record:"))
 
     @property
     def dish_keys(self) -> tuple[str, ...]:
@@ -120,6 +132,12 @@ class ReadResult:
     problems: tuple[ReportLine, ...]
     root: Path
     source: str
+    # How the data was read, said beside the counts: "InternVL jsonl" and the file ("train.jsonl");
+    # "" for FoodieQA's own layout, which needs no saying.
+    format_label: str = ""
+    data_file: str = ""
+    # Ids that repeated and were renamed (old, new), said once in the summary; the rows are kept.
+    renamed: tuple[tuple[str, str], ...] = ()
 
     @property
     def skipped_rows(self) -> int:
@@ -146,19 +164,30 @@ class ReadResult:
             if kept:
                 details.append(f"{kept} warning{'s' if kept != 1 else ''}")
             sentence += " " + "; ".join(details) + ": see the report."
+        if self.format_label:
+            sentence += f" Read as {self.format_label}: {len(self.records):,} samples ({self.data_file})."
+        if self.renamed:
+            old, new = self.renamed[0]
+            sentence += (f" {len(self.renamed)} repeated id{'s were' if len(self.renamed) != 1 else ' was'} "
+                         f"renamed, the rows kept (the first: {old} → {new}).")
         return sentence
+
+
+_PLACEHOLDERS = re.compile(r"\s*<image>\s*")
 
 
 def conversation_record(record_id: str, turns: tuple[Turn, ...], images: tuple[Path, ...], *,
                         source: str, dish_id: str = "", food_name: str = "", cuisine: str = "",
-                        region: str = "", question_type: str = "", origin: str = "") -> Record:
+                        region: str = "", question_type: str = "", origin: str = "", system: str = "",
+                        facts: tuple[tuple[str, str], ...] = ()) -> Record:
     """A conversation record. Its `question` is the first human turn without the placeholders, so
     the table and the dish-name filter work for conversations too; built in one place so a record
     read back from an export is equal to the one that was written."""
-    first_human = next((t.text for t in turns if t.role == HUMAN), "")
-    question = re.sub(r"\s*<image>\s*", " ", first_human).strip()
+    first_human = turns[0].text if turns and turns[0].role == HUMAN else next(
+        (t.text for t in turns if t.role == HUMAN), "")
+    question = _PLACEHOLDERS.sub(" ", first_human).strip() if IMAGE_PLACEHOLDER in first_human else first_human.strip()
     return Record(id=record_id, task=CONVERSATION, source=source, question=question, images=images,
-                  turns=turns, dish_id=dish_id, food_name=food_name, cuisine=cuisine,
+                  turns=turns, dish_id=dish_id, food_name=food_name, cuisine=cuisine, system=system, facts=facts,
                   region=region, question_type=question_type, origin=origin)
 
 
