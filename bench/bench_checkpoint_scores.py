@@ -3,12 +3,13 @@ one process, one after the other, each twice; the job's wall time (the training 
 set-up to the final adapter) compared.
 
     python3 bench/bench_checkpoint_scores.py            # the CPU box: the demo model, bundled sample
+    python3 bench/bench_checkpoint_scores.py --save-every 9   # the same, a checkpoint every 9 steps
     python3 bench/bench_checkpoint_scores.py --gpu      # a GPU: Qwen2-VL-2B's shape, 256 held-out questions
     python3 bench/bench_checkpoint_scores.py --gpu --dry-run   # the --gpu path on a narrow model, on a CPU
 
-CPU: the demo-cpu preset (10 epochs) on a training set saved from the bundled sample's single-image
-questions (held-out share 0.3), a checkpoint every 9 steps; scored: its held-out questions at each
-checkpoint. Bar: scoring adds <= 10%.
+CPU: the demo-cpu preset (10 epochs, 30 steps) on a training set saved from the bundled sample's
+single-image questions (held-out share 0.3), a checkpoint where the preset saves one (the last step;
+--save-every for more); scored: its held-out questions at each checkpoint. Bar: scoring adds <= 10%.
 GPU: the 2b-gpu preset (3 epochs, batch 4 x 4, checkpointing off) on 256 photo questions in
 FoodieQA's sivqa shape, a checkpoint each epoch; scored: 256 other questions in a batch of 64 at each.
 Bar: scoring adds <= 15%.
@@ -44,7 +45,7 @@ def run_job(spec) -> tuple[float, int]:
     return seconds, sum("eval_accuracy" in r for r in read_metrics(files.metrics))
 
 
-def cpu_specs(workdir: Path) -> tuple:
+def cpu_specs(workdir: Path, save_every: int | None) -> tuple:
     from backend.data import build_training_set, read_bundled_sample
     from backend.models.demo import ensure_demo_model
     from backend.training.spec import preset
@@ -53,7 +54,7 @@ def cpu_specs(workdir: Path) -> tuple:
     saved = build_training_set(read_bundled_sample().records, folder, heldout_ratio=0.3, tasks=("sivqa",), seed=3)
     model = ensure_demo_model(workdir)
     base = preset("demo-cpu", model=model.location, data_file=str(folder / "train.json"),
-                  image_root=str(saved.image_root), save_every=9, keep_last=1)
+                  image_root=str(saved.image_root), keep_last=1, **({"save_every": save_every} if save_every else {}))
     return base, base.with_changes(score_set=str(folder)), len(saved.heldout_questions)
 
 
@@ -85,10 +86,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gpu", action="store_true")
     parser.add_argument("--dry-run", action="store_true")
-    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--save-every", type=int, help="CPU: a checkpoint every N steps (default: the preset's)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-checkpoint-scores-"))
-    plain, scored, questions = gpu_specs(workdir, args.dry_run) if args.gpu else cpu_specs(workdir)
+    plain, scored, questions = gpu_specs(workdir, args.dry_run) if args.gpu else cpu_specs(workdir, args.save_every)
     results: dict[str, list[float]] = {"without scoring (baseline)": [], "scoring each checkpoint (ours)": []}
     counted = 0
     run_job(plain.with_changes(output_dir=str(workdir / "warm-up"), epochs=1))  # first-use costs on neither
