@@ -428,6 +428,22 @@ def split_rows(samples: list[PackedSample], max_tokens: int) -> list[list[Packed
     return rows
 
 
+def split_rows_further(rows: list[list[PackedSample]], count: int) -> list[list[PackedSample]]:
+    """`rows` split until there are `count` of them (or each holds one sample): the row of most tokens
+    among those of several samples is cut where its tokens are halved, the samples keeping their
+    order. A sharded job's ranks must all run as many passes as the rank with most rows (sharding.py)."""
+    rows = [list(row) for row in rows]
+    while len(rows) < count:
+        splittable = [i for i, row in enumerate(rows) if len(row) > 1]
+        if not splittable:
+            break
+        i = max(splittable, key=lambda j: sum(sample.length for sample in rows[j]))
+        lengths = [sample.length for sample in rows[i]]
+        cut = min(range(1, len(lengths)), key=lambda k: abs(2 * sum(lengths[:k]) - sum(lengths)))
+        rows[i : i + 1] = [rows[i][:cut], rows[i][cut:]]
+    return rows
+
+
 class PackedLoss(torch.nn.Module):
     """Summed cross-entropy of one packed row's answer tokens. A module of its own so DDP can wrap
     it: the LoRA weights inside get their gradients reduced across GPUs as usual."""
