@@ -6,6 +6,7 @@ the same job runs as two "nodes" meeting through torchrun's rendezvous (docs/tra
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -167,3 +168,30 @@ def test_sharded_lora_on_two_nodes_meeting_by_rendezvous_gives_one_process_loss(
     assert_same_losses(losses(nodes, "eval_loss"), losses(one, "eval_loss"))
     ours, theirs = (load_file(files.adapter / "adapter_model.safetensors") for files in (nodes, one))
     assert ours.keys() == theirs.keys() and all(torch.allclose(ours[k], theirs[k], atol=1e-4) for k in ours)
+
+
+# ---- checkpoints written before the state_dict helpers ------------------------------------------
+
+
+def test_a_checkpoint_with_the_optimizers_numbered_state_still_resumes(job, caplog) -> None:
+    """Checkpoints written before (optimizer.state_dict(): parameters numbered in the optimizer's
+    order, and no full_language_model in the spec) resume with the losses of the run not stopped."""
+    import shutil
+
+    spec = job("numbered", save_every=10)
+    files = in_this_process(spec)
+    first = losses(files)
+    state_file = files.checkpoints / "step-000010" / "trainer_state.pt"
+    state = torch.load(state_file, weights_only=True)
+    names = [name for group in state["optimizer"]["param_groups"] for name in group["params"]]
+    state["optimizer"] = {"state": {names.index(name): value for name, value in state["optimizer"]["state"].items()},
+                          "param_groups": [{**group, "params": [names.index(n) for n in group["params"]]}
+                                           for group in state["optimizer"]["param_groups"]]}
+    del state["spec"]["full_language_model"]
+    torch.save(state, state_file)
+    shutil.rmtree(files.adapter)
+    caplog.set_level(logging.INFO, logger="foodie.train")
+    again = in_this_process(spec)
+    assert "resumed from checkpoint step-000010" in caplog.text
+    resumed = losses(again)
+    assert max(abs(resumed[step] - first[step]) for step in range(11, 21)) <= 1e-6
