@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -62,15 +63,20 @@ def in_this_process(spec: JobSpec) -> JobFiles:
 def torchrun(spec: JobSpec, *launch: str, log_name: str = "torchrun.log") -> subprocess.Popen:
     """The training program under torchrun, with gloo between CPU processes."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="")
-    out = (Path(spec.output_dir) / log_name).open("w")
-    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *launch, "-m", "backend.training.lora",
-                             str(Path(spec.output_dir) / "spec.json")], cwd=ROOT, env=env, stdout=out,
-                            stderr=subprocess.STDOUT)
+    with (Path(spec.output_dir) / log_name).open("w") as out:  # the child keeps its own copy of the file
+        return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *launch, "-m",
+                                 "backend.training.lora", str(Path(spec.output_dir) / "spec.json")],
+                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def finished(runs: list[subprocess.Popen], spec: JobSpec) -> JobFiles:
     files = JobFiles(Path(spec.output_dir))
-    codes = [run.wait(timeout=300) for run in runs]
+    try:
+        codes = [run.wait(timeout=300) for run in runs]
+    finally:  # a launch left waiting for one that failed: it and its ranks
+        for run in runs:
+            if run.poll() is None:
+                os.killpg(run.pid, signal.SIGKILL)
     logs = "\n".join(path.read_text(errors="replace")[-3000:] for path in files.root.glob("*.log"))
     assert codes == [0] * len(runs), logs
     return files
