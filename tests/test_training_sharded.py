@@ -201,3 +201,16 @@ def test_a_checkpoint_with_the_optimizers_numbered_state_still_resumes(job, capl
     assert "resumed from checkpoint step-000010" in caplog.text
     resumed = losses(again)
     assert max(abs(resumed[step] - first[step]) for step in range(11, 21)) <= 1e-6
+
+
+def test_rows_are_split_where_their_tokens_halve_keeping_the_samples_order() -> None:
+    """What a sharded rank with fewer packed rows than another does before it runs an extra pass."""
+    from types import SimpleNamespace
+
+    from backend.training.packed import split_rows_further
+
+    a, b, c, d = (SimpleNamespace(length=n) for n in (10, 10, 30, 5))
+    assert split_rows_further([[a, b, c], [d]], 3) == [[a, b], [c], [d]]  # the longest row, cut nearest half
+    assert split_rows_further([[a, b, c], [d]], 4) == [[a], [b], [c], [d]]
+    assert split_rows_further([[a, b, c], [d]], 9) == [[a], [b], [c], [d]]  # one sample a row at most
+    assert split_rows_further([[a, b, c], [d]], 1) == [[a, b, c], [d]]
