@@ -56,8 +56,12 @@ def test_presets_are_valid_and_differ_where_they_should(data_file: Path) -> None
     ({"target_modules": ["model.*q_proj"]}, "plain module names"),
     ({"device": "tpu"}, "device must be one of"),
     ({"gpus": 2}, "Several GPUs were asked for, but the device is cpu"),
-    ({"deepspeed": "zero3"}, "DeepSpeed is no longer supported: a sharded fine-tune beyond one GPU is planned on "
-                             "torch's FSDP2"),
+    ({"deepspeed": "zero3"}, "DeepSpeed is no longer supported: to split a model across GPUs, remove \"deepspeed\" "
+                             "from the spec and set \"shard\": true (torch's FSDP2)"),
+    ({"shard": True, "score_set": "."}, "scored while training only in LoRA jobs that are not sharded"),
+    ({"full_language_model": True, "merge": True}, "writes a whole model already"),
+    ({"shard": True, "merge": True}, "A sharded job writes its adapter only"),
+    ({"shard": True, "compile_layers": True}, "Compiled layers and sharding cannot be combined"),
     ({"model": ""}, "Choose a model"),
     ({"model": "/no/such/model"}, "model folder /no/such/model does not exist"),
     ({"data_file": "/no/such.json"}, "training data file /no/such.json does not exist"),

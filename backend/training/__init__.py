@@ -1,5 +1,5 @@
-"""LoRA fine-tuning: a typed job spec, a job store in SQLite, a background worker, and the training
-program each job runs as its own process.
+"""Fine-tuning (LoRA, or the whole language model): a typed job spec, a job store in SQLite, a
+background worker, and the training program each job runs as its own process.
 
     spec.py         JobSpec, its checks (problems / validate), presets "demo-cpu" and "2b-gpu"
     jobs.py         JobStore: submit, list, get, cancel, resume, delete, checkpoints, metrics, log_tail
@@ -8,6 +8,7 @@ program each job runs as its own process.
     lora.py         the training program (python -m backend.training.lora spec.json; torchrun for DDP):
                     train() reads top to bottom, set-up, the loop, the final adapter
     steps.py        a step's forward and backward passes, one StepRunner per path (padded, packed)
+    sharding.py     FSDP2: the model split across the job's processes ("shard": true in the spec)
     packed.py       the fast path: packed rows, pictures through the vision tower once, answer-only logits
     lora_forward.py, vision_kernels.py, flash_varlen.py
                     the fast path's LoRA layers, vision-tower kernels and varlen attention
@@ -17,7 +18,7 @@ program each job runs as its own process.
     demo_data.py    the bundled 72-question training set and the demo preset ready to submit
     samples.py      LLaVA / XTuner conversation JSON -> chat-template messages
     encoding.py     messages -> tokens with answer-only labels (IGNORE_INDEX elsewhere), batching
-    checkpoints.py  atomic checkpoints, resume, the final adapter and merged model
+    checkpoints.py  atomic checkpoints gathered from every rank, resume, the final adapter (or model)
     job_folder.py   what a job folder holds, metrics.jsonl written and read back cheaply
     processes.py    torchrun ranks, stop signals, DataLoader workers that ignore them
     schedule.py     learning rate per step, each epoch's sample order per rank

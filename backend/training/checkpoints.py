@@ -1,8 +1,15 @@
 """Checkpoints: written atomically, pruned, resumed with the same schedule; and the final adapter.
 
-A checkpoint is the adapter exactly as peft saves it (so the folder loads as an adapter as is),
-plus trainer_state.pt (optimizer state, step, epoch, random state, the spec) and metrics.json.
-trainer_state.pt holds plain data only, read back with torch.load(weights_only=True).
+A checkpoint is the adapter exactly as peft saves it (so the folder loads as an adapter as is), or
+for a full fine-tune of the language model the whole model as transformers saves it, with its
+processor (so the folder loads as a model as is); plus trainer_state.pt (optimizer state, step,
+epoch, random state, the spec) and metrics.json. trainer_state.pt holds plain data only, read back
+with torch.load(weights_only=True).
+
+One way in and out for every job, one process or several, sharded or not: torch's state_dict
+helpers (torch.distributed.checkpoint.state_dict) gather the weights and the optimizer's state whole
+onto rank 0's CPU, keyed by parameter name, and put them back on resume, rank 0 reading the files
+and sending each rank its part. So a checkpoint is the same files however the job was laid out.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import os
 import pickle
 import random
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,6 +30,7 @@ from backend.disk import RESERVE_BYTES, free_bytes, human_size, space_problem, t
 from backend.problems import Problem
 from backend.training.errors import TrainingError
 from backend.training.job_folder import TRAINER_STATE, JobFiles, checkpoint_name, ready_checkpoints
+from backend.training.model import trains_full_language_model
 from backend.training.processes import Dist
 from backend.training.spec import JobSpec
 
@@ -29,8 +38,9 @@ log = logging.getLogger("foodie.train")
 
 # Spec fields that fix the schedule. Resuming with any of them changed would silently train a
 # different run than the checkpoint belongs to, so it is refused.
-SCHEDULE_FIELDS = ("model", "data_file", "lora_r", "lora_alpha", "target_modules", "learning_rate",
-                   "lr_schedule", "warmup_ratio", "epochs", "batch_size", "grad_accum", "seed", "gpus")
+SCHEDULE_FIELDS = ("model", "data_file", "lora_r", "lora_alpha", "target_modules", "full_language_model",
+                   "learning_rate", "lr_schedule", "warmup_ratio", "epochs", "batch_size", "grad_accum", "seed",
+                   "gpus")
 
 
 def is_disk_full(err: BaseException) -> bool:
@@ -73,14 +83,54 @@ def _fsync_tree(folder: Path) -> None:
         os.close(fd)
 
 
-def checkpoint_bytes(model, files: JobFiles) -> int:
-    """About how much a checkpoint takes: the newest one's size, or before the first, the trainable
-    weights three times (the adapter, and AdamW's two moments of each weight) and a little more."""
+def weights_bytes(model, whole: bool) -> int:
+    """The bytes of the trained weights, or (`whole`) of every weight: what a checkpoint holds of the
+    model. (A sharded weight counts whole: numel() is its full size.)"""
+    return sum(p.numel() * p.element_size() for p in model.parameters() if whole or p.requires_grad)
+
+
+def checkpoint_bytes(model, files: JobFiles, whole: bool) -> int:
+    """About how much a checkpoint takes: the newest one's size, or before the first, its weights
+    and AdamW's two moments of each trained weight, and a little more."""
     ready = ready_checkpoints(files)
     if ready:
         return tree_size(ready[-1][1])
-    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
-    return 3 * trainable + 2**20
+    return weights_bytes(model, whole) + 2 * weights_bytes(model, False) + 2**20
+
+
+@dataclass
+class Gathered:
+    """What a checkpoint keeps of the model and the optimizer, whole and on the CPU, on rank 0 (empty
+    on the other ranks), keyed by parameter name."""
+
+    weights: dict  # the trained weights, or every weight (`whole`)
+    optimizer: dict  # {"state": {name: ...}, "param_groups": [...]}; empty when not asked for
+    whole: bool  # the whole model (a full fine-tune), not only what trains (an adapter)
+
+
+def gather(model, optimizer, spec: JobSpec) -> Gathered:
+    """The weights (and, given an `optimizer`, its state) from every rank's shards onto rank 0's
+    CPU. Every rank must call it (the shards are sent by all); unsharded, it copies to the CPU."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    whole = trains_full_language_model(spec)
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=not whole)
+    weights = get_model_state_dict(model, options=options)
+    state = get_optimizer_state_dict(model, optimizer, options=options) if optimizer is not None else {}
+    return Gathered(weights, state, whole)
+
+
+def write_weights(model, processor, folder: Path, gathered: Gathered) -> None:
+    """The gathered weights as a folder that loads as it is: a whole model (config, weights,
+    processor) for transformers, or an adapter (adapter_config.json + adapter_model.safetensors) for
+    peft. Rank 0 only."""
+    model.save_pretrained(folder, state_dict=gathered.weights)
+    if gathered.whole:
+        processor.save_pretrained(folder)
 
 
 def _disk_full(files: JobFiles, name: str, needed: int, free: int | None) -> TrainingError:
@@ -91,7 +141,7 @@ def _disk_full(files: JobFiles, name: str, needed: int, free: int | None) -> Tra
         free=human_size(free or 0))
 
 
-def save_checkpoint(model, optimizer, files: JobFiles, spec: JobSpec, step: int, epoch: float,
+def save_checkpoint(model, processor, gathered: Gathered, files: JobFiles, spec: JobSpec, step: int, epoch: float,
                     summary: dict, keep_last: int, keep: int | None = None) -> Path:
     """Write checkpoints/step-NNNNNN atomically: into a hidden folder, fsync, rename. The free space
     is checked first; on any failure the hidden folder is removed, so no half checkpoint is ever
@@ -99,7 +149,7 @@ def save_checkpoint(model, optimizer, files: JobFiles, spec: JobSpec, step: int,
     `keep_last`, and the checkpoint of step `keep` (the best so far)."""
     final = files.checkpoints / checkpoint_name(step)
     partial = files.checkpoints / f".{final.name}.partial"
-    needed = checkpoint_bytes(model, files)
+    needed = checkpoint_bytes(model, files, gathered.whole)
     free = free_bytes(files.root)
     if free is not None and needed + RESERVE_BYTES > free:
         raise _disk_full(files, final.name, needed, free)
@@ -107,8 +157,8 @@ def save_checkpoint(model, optimizer, files: JobFiles, spec: JobSpec, step: int,
         files.checkpoints.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir()
-        model.save_pretrained(partial)  # adapter_config.json + adapter_model.safetensors
-        torch.save({"step": step, "epoch": epoch, "optimizer": optimizer.state_dict(),
+        write_weights(model, processor, partial, gathered)
+        torch.save({"step": step, "epoch": epoch, "optimizer": gathered.optimizer,
                     "rng": rng_state(), "spec": spec.to_dict()}, partial / TRAINER_STATE)
         (partial / "metrics.json").write_text(json.dumps({"step": step, "epoch": epoch, **summary}),
                                               encoding="utf-8")
@@ -128,8 +178,19 @@ def save_checkpoint(model, optimizer, files: JobFiles, spec: JobSpec, step: int,
     return final
 
 
-def save_final(model, processor, files: JobFiles, spec: JobSpec, summary: dict) -> None:
-    """adapter/ (peft's standard format) and, when asked, merged/ (a full transformers model)."""
+def save_final(model, processor, files: JobFiles, spec: JobSpec, summary: dict, dist: Dist) -> None:
+    """adapter/ (peft's standard format) and, when asked, merged/ (a full transformers model); for a
+    full fine-tune of the language model, model/ (a full transformers model). Every rank calls it
+    (a sharded model's weights are gathered from all); rank 0 writes while the others wait."""
+    gathered = gather(model, None, spec)
+    if dist.is_main:
+        write_final(model, processor, gathered, files, spec, summary)
+    if dist.world > 1:
+        torch.distributed.barrier()
+
+
+def write_final(model, processor, gathered: Gathered, files: JobFiles, spec: JobSpec, summary: dict) -> None:
+    """save_final's writing, rank 0's part."""
 
     def write_atomically(target: Path, write, needed: int) -> None:
         partial = target.with_name(f".{target.name}.partial")
@@ -150,28 +211,58 @@ def save_final(model, processor, files: JobFiles, spec: JobSpec, summary: dict) 
                                     folder=files.root, name=target.name) from err
             raise
 
-    def write_adapter(folder: Path) -> None:
-        model.save_pretrained(folder)
+    def write_trained(folder: Path) -> None:
+        write_weights(model, processor, folder, gathered)
         (folder / "training.json").write_text(json.dumps({"base_model": spec.model, **summary}), encoding="utf-8")
 
-    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
-    write_atomically(files.adapter, write_adapter, trainable + 2**20)
-    log.info("saved the final adapter to %s", files.adapter)
+    target = files.model if gathered.whole else files.adapter
+    write_atomically(target, write_trained, weights_bytes(model, gathered.whole) + 2**20)
+    log.info("saved the final %s to %s", "model" if gathered.whole else "adapter", target)
     if spec.merge:
         def write_merged(folder: Path) -> None:
             merged = model.merge_and_unload()  # folds B @ A * scale into the base weights
             merged.config.use_cache = True
             merged.save_pretrained(folder)
             processor.save_pretrained(folder)
-        whole = sum(p.numel() * p.element_size() for p in model.parameters())
-        write_atomically(files.merged, write_merged, whole + 2**20)
+        write_atomically(files.merged, write_merged, weights_bytes(model, True) + 2**20)
         log.info("saved the merged model to %s", files.merged)
 
 
-def resume(folder: Path, spec: JobSpec, peft_model, optimizer, device) -> int:
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
+def resume(folder: Path, spec: JobSpec, model, optimizer, dist: Dist) -> int:
+    """The model's trained weights, the optimizer's state and the random state put back as checkpoint
+    `folder` holds them; returns its step. Rank 0 reads the files and sends every rank its part (with
+    several processes every rank must call it)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
 
+    read: dict | TrainingError = {}
+    if dist.is_main:
+        try:
+            read = read_checkpoint(folder, spec, model, optimizer)
+        except TrainingError as err:
+            read = err
+    if torch.distributed.is_initialized():
+        # rank 0's step, random state or failure, for all (the weights go below, tensor by tensor)
+        told = [read if not isinstance(read, dict) else
+                {"step": read["step"], "epoch": read["epoch"], "rng": read["rng"]} if dist.is_main else None]
+        torch.distributed.broadcast_object_list(told)
+        if isinstance(told[0], TrainingError):
+            raise told[0]
+        read = {**read, **told[0]} if dist.is_main else told[0]
+    elif isinstance(read, TrainingError):
+        raise read
+    options = StateDictOptions(full_state_dict=True, strict=False,
+                               broadcast_from_rank0=torch.distributed.is_initialized())
+    set_model_state_dict(model, read.get("weights", {}), options=options)
+    set_optimizer_state_dict(model, optimizer, read.get("optimizer", {}), options=options)
+    set_rng_state(read["rng"])
+    log.info("resumed from checkpoint %s (step %d, epoch %.2f)", folder.name, read["step"], read["epoch"])
+    return int(read["step"])
+
+
+def read_checkpoint(folder: Path, spec: JobSpec, model, optimizer) -> dict:
+    """Checkpoint `folder` as plain data: step, epoch, random state, and the trained weights and the
+    optimizer's state keyed by parameter name. TrainingError when it cannot be read or belongs to a
+    job with other settings."""
     # weights_only: tensors, numbers, strings and containers of them, nothing else. That is all a
     # checkpoint holds (AdamW's state, the step, Python's and torch's random state as a tuple of ints
     # and a byte tensor, the spec as plain JSON values), and a pickle planted in the work folder can
@@ -182,23 +273,60 @@ def resume(folder: Path, spec: JobSpec, peft_model, optimizer, device) -> int:
         raise TrainingError("checkpoint_unsafe", "Checkpoint {name} cannot be read as plain data ({detail}); "
                             "delete that checkpoint folder to resume from an earlier one, or start a new job.",
                             name=folder.name, detail=str(err).splitlines()[0][:200]) from err
-    changed = [name for name in SCHEDULE_FIELDS if state["spec"].get(name) != getattr(spec, name)]
+    defaults = JobSpec()  # a setting newer than the checkpoint had its default then
+    changed = [name for name in SCHEDULE_FIELDS
+               if state["spec"].get(name, getattr(defaults, name)) != getattr(spec, name)]
     if changed:
         raise TrainingError("checkpoint_settings", "Checkpoint {name} was made with different settings "
                             "({settings}), so it cannot be continued with these; start a new job instead.",
                             name=folder.name, settings=", ".join(changed))
-    set_peft_model_state_dict(peft_model, load_file(folder / "adapter_model.safetensors", device=str(device)))
-    optimizer.load_state_dict(state["optimizer"])
-    set_rng_state(state["rng"])
-    log.info("resumed from checkpoint %s (step %d, epoch %.2f)", folder.name, state["step"], state["epoch"])
-    return int(state["step"])
+    weights = (whole_model_weights(folder, model) if trains_full_language_model(spec)
+               else adapter_weights(folder, model))
+    return {"step": state["step"], "epoch": state["epoch"], "rng": state["rng"], "weights": weights,
+            "optimizer": optimizer_state_by_name(state["optimizer"], model, optimizer)}
 
 
-def save(peft_model, optimizer, files, spec, step, epoch, summary, dist: Dist, keep: int | None = None) -> None:
-    """A checkpoint of this step, written by rank 0 while the other ranks wait (`keep`: a step whose
-    checkpoint pruning leaves alone)."""
+def adapter_weights(folder: Path, peft_model) -> dict:
+    """A checkpoint's adapter weights under the model's own parameter names: peft saves them without
+    the adapter's name ("lora_A.weight" for the model's "lora_A.default.weight"), and its own
+    renaming, run on the names, says which is which."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    names = {name: name for name, p in peft_model.named_parameters() if p.requires_grad}
+    saved_as = get_peft_model_state_dict(peft_model, state_dict=names)  # saved name -> the model's
+    return {saved_as[name]: tensor for name, tensor in load_file(folder / "adapter_model.safetensors").items()}
+
+
+def whole_model_weights(folder: Path, model) -> dict:
+    """A full fine-tune's trained weights from its checkpoint, loaded by transformers as any model
+    folder is (its files name the weights the way checkpoints on the hub do, not as the model does),
+    on the CPU, in fp32."""
+    from transformers import AutoModelForImageTextToText
+
+    trained = {name for name, p in model.named_parameters() if p.requires_grad}
+    saved = AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32)
+    return {name: tensor for name, tensor in saved.state_dict().items() if name in trained}
+
+
+def optimizer_state_by_name(saved: dict, model, optimizer) -> dict:
+    """The optimizer's state keyed by parameter name, as gather() saves it. Checkpoints written before
+    (optimizer.state_dict()) number the parameters in the optimizer's order instead."""
+    if not any(isinstance(key, int) for key in saved["state"]) and not any(
+            isinstance(p, int) for group in saved["param_groups"] for p in group["params"]):
+        return saved
+    names = {id(p): name for name, p in model.named_parameters()}
+    order = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
+    return {"state": {order[i]: value for i, value in saved["state"].items()},
+            "param_groups": [{**group, "params": [order[i] for i in group["params"]]}
+                             for group in saved["param_groups"]]}
+
+
+def save(model, processor, optimizer, files, spec, step, epoch, summary, dist: Dist, keep: int | None = None) -> None:
+    """A checkpoint of this step: every rank sends its shards (sharding.py) to rank 0, which writes it
+    while the others wait (`keep`: a step whose checkpoint pruning leaves alone)."""
+    gathered = gather(model, optimizer, spec)
     if dist.is_main:
-        save_checkpoint(peft_model, optimizer, files, spec, step, epoch, summary, spec.keep_last, keep)
+        save_checkpoint(model, processor, gathered, files, spec, step, epoch, summary, spec.keep_last, keep)
     if dist.world > 1:
         torch.distributed.barrier()  # nobody races ahead (or exits) while rank 0 writes
-

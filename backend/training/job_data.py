@@ -19,7 +19,7 @@ from backend.training.errors import TrainingError
 from backend.training.packed import PackedCache, UnpreparedSamples
 from backend.training.processes import Dist, quiet_data_worker, start_loader
 from backend.training.samples import Sample, read_samples
-from backend.training.schedule import epoch_order
+from backend.training.schedule import epoch_order, step_parts
 from backend.training.spec import JobSpec
 
 log = logging.getLogger("foodie.train")
@@ -46,11 +46,16 @@ class JobData:
     warmup_steps: int
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
-        """This rank's micro-batches of `epoch`, as sample indices."""
-        spec = self.spec
+        """This rank's micro-batches of `epoch`, as sample indices: from its own share of the samples,
+        or in a sharded job from its part of each step of the order one process would take."""
+        spec, size = self.spec, self.spec.batch_size
+        if spec.shard:
+            parts = step_parts(epoch_order(len(self.dataset), spec.seed, epoch, Dist()), size * spec.grad_accum,
+                               self.dist)
+            return [part[i : i + size] for part in parts for i in range(0, len(part), size)]
         order = epoch_order(len(self.dataset), spec.seed, epoch, self.dist, self.groups, self.lengths,
-                            spec.batch_size * spec.grad_accum)
-        return [order[i : i + spec.batch_size] for i in range(0, len(order), spec.batch_size)]
+                            size * spec.grad_accum)
+        return [order[i : i + size] for i in range(0, len(order), size)]
 
     def loader_from(self, step: int):
         """The micro-batches of `step`'s epoch from that step on, decoded by the loader's workers as
@@ -121,11 +126,13 @@ def read_job_data(spec: JobSpec, processor, packed: bool, dist: Dist, on_gpu: bo
     # with several ranks, each step's tokens shared out evenly between them
     groups = [tuple(sample.images) or index for index, sample in enumerate(dataset.samples)]
     lengths = ([estimated_tokens(sample, spec.max_image_pixels) for sample in dataset.samples]
-               if dist.world > 1 else None)
+               if dist.world > 1 and not spec.shard else None)
     step_size = spec.batch_size * spec.grad_accum
-    per_rank = len(epoch_order(len(dataset), spec.seed, 0, dist, groups, lengths, step_size))
-    batches_per_epoch = math.ceil(per_rank / spec.batch_size)
-    steps_per_epoch = math.ceil(batches_per_epoch / spec.grad_accum)
+    if spec.shard:  # the ranks take parts of each step of one order (JobData.epoch_batches)
+        steps_per_epoch = math.ceil(len(dataset) / (step_size * dist.world))
+    else:
+        per_rank = len(epoch_order(len(dataset), spec.seed, 0, dist, groups, lengths, step_size))
+        steps_per_epoch = math.ceil(math.ceil(per_rank / spec.batch_size) / spec.grad_accum)
     total_steps = steps_per_epoch * spec.epochs
     log.info("%d training samples, %d held-out; %d epochs x %d steps = %d steps; effective batch %d",
              len(train_samples), len(eval_samples), spec.epochs, steps_per_epoch, total_steps,

@@ -8,9 +8,11 @@ worker (which read), and the UI helpers; imports nothing heavy.
         metrics.jsonl        one JSON object per logged step (and per evaluation)
         result.json          how the last run of the program ended: succeeded / stopped / failed
         checkpoints/step-000040/   adapter_config.json + adapter_model.safetensors (a peft adapter
-                                   as is) + trainer_state.pt (optimizer, step, RNG) + metrics.json
+                                   as is; a full fine-tune's: a whole model folder as transformers
+                                   saves it) + trainer_state.pt (optimizer, step, RNG) + metrics.json
         adapter/             the final adapter, peft's standard format
         merged/              base + adapter in one model folder (when the spec asks for it)
+        model/               a full fine-tune's final model, a whole model folder (instead of adapter/)
 
 A checkpoint is written under a hidden temporary name and renamed when complete, so any folder
 named step-NNNNNN is whole; a folder starting with "." is never offered.
@@ -33,6 +35,7 @@ EXIT_STOPPED = 75  # sysexits' EX_TEMPFAIL, "try again later": stopped by a sign
 
 CHECKPOINT_RE = re.compile(r"^step-(\d{6,})$")
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+MODEL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")  # one file, or an index of several
 TRAINER_STATE = "trainer_state.pt"
 
 
@@ -68,6 +71,10 @@ class JobFiles:
     def merged(self) -> Path:
         return self.root / "merged"
 
+    @property
+    def model(self) -> Path:
+        return self.root / "model"
+
 
 def checkpoint_name(step: int) -> str:
     return f"step-{step:06d}"
@@ -77,13 +84,17 @@ def is_adapter_dir(folder: Path) -> bool:
     return all((folder / name).is_file() for name in ADAPTER_FILES)
 
 
+def is_model_dir(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and any((folder / name).is_file() for name in MODEL_WEIGHTS)
+
+
 def ready_checkpoints(files: JobFiles) -> list[tuple[int, Path]]:
     """(step, folder) of every complete checkpoint, oldest first."""
     found = []
     if files.checkpoints.is_dir():
         for folder in files.checkpoints.iterdir():
             match = CHECKPOINT_RE.match(folder.name)
-            if match and is_adapter_dir(folder) and (folder / TRAINER_STATE).is_file():
+            if match and (is_adapter_dir(folder) or is_model_dir(folder)) and (folder / TRAINER_STATE).is_file():
                 found.append((int(match.group(1)), folder))
     return sorted(found)
 

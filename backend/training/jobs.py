@@ -239,8 +239,9 @@ class JobStore:
     def checkpoints(self, job_id: str) -> list[Checkpoint]:
         """Adapters of this job ready to load: each complete checkpoint, then the final adapter."""
         files = self.get(job_id).files
+        # (a full fine-tune's checkpoints are whole models, which Chat and Compare do not load yet)
         found = [Checkpoint(job_id, step, folder, False, read_json(folder / "metrics.json") or {})
-                 for step, folder in ready_checkpoints(files)]
+                 for step, folder in ready_checkpoints(files) if is_adapter_dir(folder)]
         if is_adapter_dir(files.adapter):
             summary = read_json(files.adapter / "training.json") or {}
             found.append(Checkpoint(job_id, int(summary.get("step", 0)), files.adapter, True, summary))

@@ -4,19 +4,24 @@ Single process (CPU, or one GPU):
 
     python -m backend.training.lora runs/jobs/<job-id>/spec.json
 
-Several GPUs of one machine, data parallel (DDP; one process per GPU, each holds the whole model):
+Several GPUs of one machine, data parallel (DDP; one process per GPU, each holds the whole model;
+or, with "shard": true in the spec, FSDP2: each holds a slice of it, sharding.py):
 
     CUDA_VISIBLE_DEVICES=0,1,2,3 torchrun --standalone --nproc_per_node=4 -m backend.training.lora spec.json
+
+Several machines: the same on each, with torchrun's rendezvous instead of --standalone (the exact
+command is in docs/training.md, "Several machines").
 
 The background worker (backend/training/worker.py) starts this program for each job, with its
 output going to the job's train.log. Everything the program writes is under the spec's output_dir
 (job_folder.py lists it). Run again on the same spec, it resumes from the newest checkpoint there,
 with the same schedule: optimizer state, learning-rate step, data order and random state all restored.
 
-What it trains: LoRA adapters on the linear layers of the LANGUAGE MODEL only. The vision tower and
-the projector stay frozen (they also have q_proj/k_proj/... layers, so the adapter's target modules
-are an explicit list of full names under the language model, never a pattern). The loss counts
-answer tokens only, in every turn (encoding.py).
+What it trains: LoRA adapters on the linear layers of the LANGUAGE MODEL only, or with
+"full_language_model" every weight of the language model. The vision tower and the projector stay
+frozen (they also have q_proj/k_proj/... layers, so the adapter's target modules are an explicit
+list of full names under the language model, never a pattern). The loss counts answer tokens only,
+in every turn (encoding.py).
 
 How: train() below reads top to bottom: set-up, data, model, optimizer, resume, the loop, the final
 adapter. A job trains on one of two paths, chosen once before the model loads (model.packs()):
@@ -63,6 +68,7 @@ from backend.training.model import build_model, model_type_of, packs
 from backend.training.processes import Dist, StopFlag, quiet_data_worker, setup_distributed, start_loader
 from backend.training.samples import Sample, SampleError
 from backend.training.schedule import lr_at
+from backend.training.sharding import shard
 from backend.training.spec import JobSpec, SpecError
 from backend.training.step_totals import StepClock, StepInFlight, StepLog, StepTotals
 from backend.training.steps import answer_loss, step_runner
@@ -82,7 +88,7 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
         raise TrainingError("no_gpu_visible", "This job asks for a GPU, but none is visible to it "
                             "(CUDA_VISIBLE_DEVICES={visible}).",
                             visible=os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
-    dist = setup_distributed(on_gpu)
+    dist = setup_distributed(on_gpu, spec.shard)
     device = torch.device("cuda", dist.local_rank) if on_gpu else torch.device("cpu")
     use_bf16 = on_gpu and spec.bf16 and torch.cuda.is_bf16_supported()
     weights_dtype = torch.bfloat16 if use_bf16 else torch.float32  # LoRA weights stay fp32 either way
@@ -109,8 +115,10 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
     # pictures meanwhile instead of during the first step (a resumed job's starts in the loop).
     early_loader = None if ready_checkpoints(files) else data.loader_from(0)
 
-    # ---- model: frozen base + LoRA on the language model, made ready for the path ----
+    # ---- model: frozen base + LoRA on the language model (or the language model itself), made ready
+    # for the path, and sharded across the processes when asked (then every use goes through `root`) ----
     model, processor, _, _ = build_model(spec, device, weights_dtype, processor, packed)
+    root = shard(model) if spec.shard else None
     trainable = [p for p in model.parameters() if p.requires_grad]
     log.info("%.2f M trainable parameters of %.1f M", sum(p.numel() for p in trainable) / 1e6,
              sum(p.numel() for p in model.parameters()) / 1e6)
@@ -119,7 +127,7 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
     # fused: one kernel for all LoRA tensors instead of one per tensor
     optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, weight_decay=spec.weight_decay,
                                   betas=(0.9, 0.999), fused=on_gpu or None)
-    steps = step_runner(packed, model, data.cache, spec.pack_tokens, dist, device, weights_dtype, autocast)
+    steps = step_runner(packed, model, data.cache, spec.pack_tokens, dist, device, weights_dtype, autocast, root)
     if stop.requested:  # stopped while loading: nothing new to save
         return EXIT_STOPPED
 
@@ -130,7 +138,7 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
     step = 0
     saved = ready_checkpoints(files)
     if saved:
-        step = checkpoints.resume(saved[-1][1], spec, model, optimizer, device)
+        step = checkpoints.resume(saved[-1][1], spec, model, optimizer, dist)
     last_saved = step
 
     # ---- the loop: one optimiser step a turn ----
@@ -192,7 +200,8 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
         # -- evaluate on the held-out samples --
         epoch_float = step / steps_per_epoch
         if evaluating:
-            eval_loss = evaluate(model, data.eval_samples, processor, spec, dist, device, autocast, data.pad_id)
+            eval_loss = evaluate(root or model, data.eval_samples, processor, spec, dist, device, autocast,
+                                 data.pad_id)
             progress.metrics.write({"step": step, "epoch": round(epoch_float, 4), "eval_loss": round(eval_loss, 6),
                                     "time": time.time()})
             log.info("step %d | eval loss %.4f on %d held-out samples", step, eval_loss, len(data.eval_samples))
@@ -201,7 +210,7 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
         # -- checkpoint (scored, when the job names an evaluation set), and stop if asked --
         stopping_early = False
         if (due or stopping) and step > last_saved:
-            checkpoints.save(model, optimizer, files, spec, step, epoch_float,
+            checkpoints.save(model, processor, optimizer, files, spec, step, epoch_float,
                              {"loss": last.loss, "eval_loss": eval_loss}, dist, keep=scorer.keep)
             last_saved = step
             stopping_early = scorer.score(step, epoch_float, files.checkpoints / checkpoint_name(step))
@@ -211,14 +220,11 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
         if stopping_early:
             break
 
-    # ---- done: the final adapter (and merged model) ----
+    # ---- done: the final adapter (and merged model), or the fine-tuned model ----
     steps.log_summary()
     summary = {"step": step, "total_steps": total_steps, "loss": last.loss if last else None, "eval_loss": eval_loss,
                **scorer.use_best(model, files, step, device)}
-    if dist.is_main:
-        checkpoints.save_final(model, processor, files, spec, summary)
-    if dist.world > 1:
-        torch.distributed.barrier()
+    checkpoints.save_final(model, processor, files, spec, summary, dist)
     log.info("done: %d steps in %s", step, clock(time.time() - progress.run_start))
     return EXIT_OK
 
@@ -227,14 +233,22 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
 def evaluate(model, samples: list[Sample], processor, spec: JobSpec, dist: Dist, device, autocast,
              pad_id: int) -> float:
     """Mean answer-token loss over the held-out samples (each rank takes its share), on padded
-    batches whatever the path."""
+    batches whatever the path. `model` is the model, or the FSDP2 root that runs it. Every rank runs
+    as many batches: one whose share is a sample short repeats one, which counts nothing (a sharded
+    model's forward pass needs every rank)."""
     model.eval()
-    dataset = SampleDataset(samples[dist.rank :: dist.world], processor, spec.max_image_pixels, spec.max_length)
+    share = samples[dist.rank :: dist.world]
+    counted = len(share)
+    share += samples[: -(-len(samples) // dist.world) - counted]
+    dataset = SampleDataset(share, processor, spec.max_image_pixels, spec.max_length)
     loader = torch.utils.data.DataLoader(dataset, batch_size=spec.batch_size, num_workers=spec.data_workers,
                                          collate_fn=lambda items: collate(items, pad_id),
                                          worker_init_fn=quiet_data_worker)
     totals = torch.zeros(2, device=device)  # (loss sum, answer tokens)
+    seen = 0
     for batch in start_loader(loader):
+        batch["labels"][max(0, counted - seen) :] = IGNORE_INDEX  # repeated samples: run, not counted
+        seen += len(batch["labels"])
         batch = {k: v.to(device) for k, v in batch.items()}
         labels = batch.pop("labels")
         with autocast:

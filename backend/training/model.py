@@ -1,5 +1,6 @@
-"""The model a job trains: the base model frozen, LoRA on its language model's linear layers, and
-what the job's path needs. Packed rows (packed.py, Qwen2-VL-family models) get attention that keeps
+"""The model a job trains: the base model frozen, LoRA on its language model's linear layers (or,
+for a full fine-tune, the whole language model trained and the rest frozen), and what the job's
+path needs. Packed rows (packed.py, Qwen2-VL-family models) get attention that keeps
 samples apart, a faster vision tower, one-product LoRA layers (lora_forward.py) and, on a GPU,
 Liger's fused kernels; padded batches take the model as transformers and peft make it. Which path
 a job takes is packs(), asked once by the training program (lora.py)."""
@@ -62,11 +63,30 @@ class BuiltModel(NamedTuple):
     packed: bool  # whether it is made ready for packed rows (packs())
 
 
+def trains_full_language_model(spec: JobSpec) -> bool:
+    """Whether every weight of the language model trains instead of LoRA adapters: the one place that
+    asks, so that a "what trains" choice can answer it when there is one."""
+    return spec.full_language_model
+
+
+def train_language_model(model: torch.nn.Module, frozen_dtype: torch.dtype) -> None:
+    """The language model (embeddings, layers, final norm) and its LM head trainable, the rest (vision
+    tower, projector) frozen. The trained weights stay in the dtype they were loaded in (fp32: the
+    optimizer's master weights; bf16 autocast does the products); the frozen ones move to
+    `frozen_dtype`, as in a LoRA job, since nothing updates them."""
+    model.get_decoder().requires_grad_(True)
+    model.get_output_embeddings().requires_grad_(True)
+    for parameter in model.parameters():
+        if not parameter.requires_grad:
+            parameter.data = parameter.data.to(frozen_dtype)
+
+
 def build_model(spec: JobSpec, device: torch.device, dtype: torch.dtype, processor=None,
                 packed: bool | None = None) -> BuiltModel:
-    """Base model (frozen) + LoRA on the language model, made ready for the path it trains on:
-    `packed` rows as train() chose them, or (None) as packs() chooses from the model's config."""
-    from peft import LoraConfig, get_peft_model
+    """Base model (frozen) + LoRA on the language model, or the language model itself trained
+    (trains_full_language_model), made ready for the path it trains on: `packed` rows as train()
+    chose them, or (None) as packs() chooses from the model's config. `dtype` is the frozen weights'
+    (bf16 on a GPU); trained weights are fp32."""
     from transformers import AutoModelForImageTextToText
 
     from backend.models.loading import load_processor, resolve
@@ -76,12 +96,13 @@ def build_model(spec: JobSpec, device: torch.device, dtype: torch.dtype, process
     if packed is None:
         packed = packs(spec, model_type_of(spec))
     compiled = packed and spec.compile_layers and device.type == "cuda"
+    full = trains_full_language_model(spec)
     if packed:
         # The first Triton kernel a process runs costs ~0.4 s (vision_kernels.py): paid beside the
         # weights' loading, not in the first step. train() has opened its first loader by now: a
         # child forked while this thread works could inherit its locks.
         start_triton_early(device)
-    model = AutoModelForImageTextToText.from_pretrained(source.location, dtype=dtype)
+    model = AutoModelForImageTextToText.from_pretrained(source.location, dtype=torch.float32 if full else dtype)
     if packed and model.config.model_type not in PACKED_MODEL_TYPES:  # it was read from config.json before
         raise TrainingError("config_changed", "The config.json of {model} changed while the job was loading it; "
                             "start the job again.", model=spec.model)
@@ -96,11 +117,44 @@ def build_model(spec: JobSpec, device: torch.device, dtype: torch.dtype, process
         use_packed_attention(model)
         speed_up_vision_tower(model, on_cuda=device.type == "cuda")
         # Liger's kernels cannot be traced by torch.compile (dynamo fails on their autograd functions);
-        # compiled layers get inductor's own fused kernels instead
-        if spec.fused_kernels and device.type == "cuda" and not compiled and apply_fused_kernels(model):
+        # compiled layers get inductor's own fused kernels instead. Nor are they used on a full
+        # fine-tune's fp32 weights: its rotary tables are fp32 beside bf16 queries and keys, a mix
+        # their rotary kernel was not checked with (tests/test_gpu_kernels.py checks a bf16 model).
+        if (spec.fused_kernels and device.type == "cuda" and not compiled and not full
+                and apply_fused_kernels(model)):
             log.info("Liger's fused RMSNorm, SwiGLU and rotary kernels are on")
 
-    # -- LoRA on the language model's linear layers --
+    # -- what trains: the whole language model, or LoRA on its linear layers --
+    if full:
+        train_language_model(model, dtype)
+        log.info("full fine-tune of the language model: %.1f M weights train, in fp32",
+                 sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6)
+    else:
+        model = add_lora(model, spec)
+        # the packed path's LoRA layers: one product where peft makes two (lora_forward.py)
+        if packed:
+            keep_lora_inputs_in_model_dtype(model)
+            # compiled layers keep separate operations, which inductor fuses (and its dropout mask is
+            # regenerated in the backward pass instead of stored)
+            fold_lora_scaling(model, fused_backward=not compiled)
+    if compiled:
+        compile_decoder_layers(model)
+        log.info("decoder layers go through torch.compile (the first steps include compiling them)")
+    if spec.gradient_checkpointing:
+        # Non-reentrant checkpointing works with a frozen embedding layer (no input grads needed).
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.to(device)
+    # The joint weights are views of one tensor, which FSDP's shards of each weight cannot be.
+    if packed and not compiled and not full and not spec.shard:
+        join_frozen_and_adapter_weights(model)  # after the move, which makes new weights
+        model.low_precision_adapters = LowPrecisionAdapters(model, dtype)  # used by steps.PackedSteps
+    return BuiltModel(model, processor, source, packed)
+
+
+def add_lora(model: torch.nn.Module, spec: JobSpec) -> torch.nn.Module:
+    """The peft model: LoRA on the language model's linear layers named in the spec."""
+    from peft import LoraConfig, get_peft_model
+
     targets = language_model_targets(model, spec.target_modules)
     config = LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
                         target_modules=targets, bias="none", task_type="CAUSAL_LM")
@@ -109,24 +163,7 @@ def build_model(spec: JobSpec, device: torch.device, dtype: torch.dtype, process
     model = get_peft_model(model, config)  # LoRA weights are created in fp32 even on a bf16 base
     log.info("LoRA r=%d alpha=%d on %d linear layers of the language model", spec.lora_r, spec.lora_alpha,
              len(targets))
-
-    # -- the packed path's LoRA layers: one product where peft makes two (lora_forward.py) --
-    if packed:
-        keep_lora_inputs_in_model_dtype(model)
-        # compiled layers keep separate operations, which inductor fuses (and its dropout mask is
-        # regenerated in the backward pass instead of stored)
-        fold_lora_scaling(model, fused_backward=not compiled)
-    if compiled:
-        compile_decoder_layers(model)
-        log.info("decoder layers go through torch.compile (the first steps include compiling them)")
-    if spec.gradient_checkpointing:
-        # Non-reentrant checkpointing works with a frozen embedding layer (no input grads needed).
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model.to(device)
-    if packed and not compiled:
-        join_frozen_and_adapter_weights(model)  # after the move, which makes new weights
-        model.low_precision_adapters = LowPrecisionAdapters(model, dtype)  # used by steps.PackedSteps
-    return BuiltModel(model, processor, source, packed)
+    return model
 
 
 def packs(spec: JobSpec, model_type: str) -> bool:

@@ -63,7 +63,11 @@ def packed_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0,
                                       scaling=scaling, **kwargs)
     if doc_bounds.cu is not None and flash_varlen.VARLEN_ATTENTION and dropout == 0.0:
         # One flash-attention call over the whole row: no per-length kernel plans, no loop (and no
-        # custom-operator wrapper around it: flash_varlen.py)
+        # custom-operator wrapper around it: flash_varlen.py). A full fine-tune's fp32 residual stream
+        # makes the rotary tables fp32, so query and key come out fp32 beside a bf16 value: the kernel
+        # takes one dtype, autocast's (as SDPA would cast them under autocast).
+        dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else value.dtype
+        query, key, value = (tensor.to(dtype) for tensor in (query, key, value))
         out = flash_varlen.flash_varlen(query[0].transpose(0, 1), key[0].transpose(0, 1), value[0].transpose(0, 1),
                                         doc_bounds.cu, doc_bounds.longest, scaling, causal=True)
         return out[None], None
@@ -425,6 +429,22 @@ def split_rows(samples: list[PackedSample], max_tokens: int) -> list[list[Packed
         else:
             rows.append([sample])
             length = sample.length
+    return rows
+
+
+def split_rows_further(rows: list[list[PackedSample]], count: int) -> list[list[PackedSample]]:
+    """`rows` split until there are `count` of them (or each holds one sample): the row of most tokens
+    among those of several samples is cut where its tokens are halved, the samples keeping their
+    order. A sharded job's ranks must all run as many passes as the rank with most rows (sharding.py)."""
+    rows = [list(row) for row in rows]
+    while len(rows) < count:
+        splittable = [i for i, row in enumerate(rows) if len(row) > 1]
+        if not splittable:
+            break
+        i = max(splittable, key=lambda j: sum(sample.length for sample in rows[j]))
+        lengths = [sample.length for sample in rows[i]]
+        cut = min(range(1, len(lengths)), key=lambda k: abs(2 * sum(lengths[:k]) - sum(lengths)))
+        rows[i : i + 1] = [rows[i][:cut], rows[i][cut:]]
     return rows
 
 

@@ -28,15 +28,22 @@ class Dist:
         return self.rank == 0
 
 
-def setup_distributed(use_cuda: bool) -> Dist:
+def setup_distributed(use_cuda: bool, sharded: bool = False) -> Dist:
+    """This process's place in a torchrun launch, with the process group started when there are
+    several processes, or when the job is `sharded` (FSDP2 needs a group, even of one)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
+    if world == 1 and not sharded:
         return Dist()
-    dist = Dist(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), world)
+    dist = Dist(int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world)
     if use_cuda:
         torch.cuda.set_device(dist.local_rank)
     # nccl between GPUs; gloo lets the same code run as several CPU processes (used by the tests).
-    torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
+    backend = "nccl" if use_cuda else "gloo"
+    if "MASTER_ADDR" in os.environ:  # started by torchrun
+        torch.distributed.init_process_group(backend=backend)
+    else:  # one process started alone: a group of one, with nothing to meet over the network
+        torch.distributed.init_process_group(backend=backend, store=torch.distributed.HashStore(), rank=0,
+                                             world_size=1)
     return dist
 
 

@@ -51,6 +51,23 @@ def epoch_order(n: int, seed: int, epoch: int, dist: Dist, groups: Sequence[Hash
     return order
 
 
+def step_parts(order: list[int], step_size: int, dist: Dist) -> list[list[int]]:
+    """This rank's part of each step when all ranks share one order (a sharded job, whose every pass
+    needs every rank): `order` cut into steps of `step_size` samples per rank, and each step into
+    contiguous parts, one per rank, whose sizes differ by one at most. So the job sees the samples
+    one process would see, in the same steps, however many processes share it. A last step of fewer
+    samples than ranks takes some again from the epoch's start, so that no rank is without one."""
+    whole = step_size * dist.world
+    parts = []
+    for start in range(0, len(order), whole):
+        step = order[start : start + whole]
+        step += order[: max(0, dist.world - len(step))]
+        size, longer = divmod(len(step), dist.world)
+        first = dist.rank * size + min(dist.rank, longer)
+        parts.append(step[first : first + size + (dist.rank < longer)])
+    return parts
+
+
 def _even_steps(order: list[int], lengths: Sequence[int], step_size: int, generator: torch.Generator) -> list[int]:
     """`order` regrouped into steps of `step_size` that each take one sample from every stratum of
     similar lengths (the samples sorted by length, cut into as many strata as there are steps'

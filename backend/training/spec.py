@@ -28,10 +28,9 @@ SCORE_TASKS = ("sivqa", "mivqa", "textqa")  # the multiple-choice tasks a job's 
 # cannot be honoured. Every field is saved in a job's spec.json, so older job folders hold them; at
 # the old default a retired setting asked for nothing and is dropped without a word.
 RETIRED_SETTINGS: dict[str, tuple[Any, Problem]] = {
-    # never run anywhere; sharding beyond one GPU is to come back on torch's own FSDP2
-    "deepspeed": ("", Problem("deepspeed_retired", "DeepSpeed is no longer supported: a sharded fine-tune beyond one "
-                              "GPU is planned on torch's FSDP2; remove \"deepspeed\" from the spec to train with "
-                              "plain PyTorch.")),
+    # never run anywhere; a fine-tune beyond one GPU is sharded by torch's own FSDP2 ("shard")
+    "deepspeed": ("", Problem("deepspeed_retired", "DeepSpeed is no longer supported: to split a model across GPUs, "
+                              "remove \"deepspeed\" from the spec and set \"shard\": true (torch's FSDP2).")),
 }
 
 # Qwen2-VL's smallest picture is 56x56; below that no processor can make patches of it.
@@ -69,6 +68,10 @@ class JobSpec:
     lora_alpha: int = 128  # scale = alpha / r; alpha = 2r is the usual choice
     lora_dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGET_MODULES))
+    # Instead of LoRA: every weight of the language model trains (embeddings, layers, LM head), in
+    # fp32 master weights; the vision tower and projector stay frozen. The "full-lm" of a "what
+    # trains" choice, when there is one (model.trains_full_language_model reads it).
+    full_language_model: bool = False
 
     # --- optimisation ---
     learning_rate: float = 1e-4  # peak learning rate, reached after warmup
@@ -103,7 +106,10 @@ class JobSpec:
 
     # --- hardware ---
     device: str = "auto"  # "auto" (a GPU when there is one), "cpu" or "cuda"
-    gpus: int = 1  # GPUs for this job; more than one runs torchrun with DDP
+    gpus: int = 1  # GPUs for this job; more than one runs torchrun with DDP (or FSDP2 with shard)
+    # FSDP2 (torch's fully_shard): the language model's weights, gradients and optimizer state split
+    # across the job's processes instead of whole on each (sharding.py). For what one GPU cannot hold.
+    shard: bool = False
     bf16: bool = True  # bf16 autocast on GPUs that support it (ignored on CPU, which trains in fp32)
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
     # Qwen2-VL family: micro-batches packed end to end without padding, picture embeddings computed once
@@ -265,6 +271,17 @@ class JobSpec:
         if (self.keep_best or self.early_stop_patience) and not self.score_set:
             add("best_needs_scores", "Keeping the best checkpoint and stopping early need an evaluation set to "
                 "score the checkpoints on.")
+        if self.score_set and (self.shard or self.full_language_model):
+            add("scores_need_lora", "Checkpoints are scored while training only in LoRA jobs that are not sharded; "
+                "score this job's checkpoints in Compare after it ends.")
+        if self.merge and self.full_language_model:
+            add("merge_full", "A full fine-tune of the language model writes a whole model already; there is no "
+                "adapter to merge (turn merge off).")
+        elif self.merge and self.shard:
+            add("merge_sharded", "A sharded job writes its adapter only; merge it into the base after the job "
+                "ends (turn merge off).")
+        if self.shard and self.compile_layers:
+            add("shard_compiled", "Compiled layers and sharding cannot be combined yet; turn one of them off.")
 
         if self.device not in DEVICES:
             add("device", "The device must be one of {choices} (it is {value!r}).",

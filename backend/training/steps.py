@@ -13,7 +13,9 @@ and tests/test_training_reference.py check it):
   only for answer tokens (packed.py). Qwen2-VL-family models.
 
 With several processes, each runner wraps in DDP what its passes go through: the peft model for the
-padded path, PackedLoss (the model and its loss) for the packed one.
+padded path, PackedLoss (the model and its loss) for the packed one. A sharded job (sharding.py)
+runs them through FSDP2's root instead, which reduces the gradients itself; its ranks agree on each
+step's answer tokens and number of passes first.
 """
 
 from __future__ import annotations
@@ -21,14 +23,24 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from contextlib import nullcontext
+from functools import partial
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 from backend.training.encoding import IGNORE_INDEX
-from backend.training.packed import PackedCache, PackedLoss, PackedRow, pack, prepared_samples, split_rows
+from backend.training.packed import (
+    PackedCache,
+    PackedLoss,
+    PackedRow,
+    pack,
+    prepared_samples,
+    split_rows,
+    split_rows_further,
+)
 from backend.training.processes import Dist
+from backend.training.sharding import ShardedModel, StepAgreement
 
 log = logging.getLogger("foodie.train")
 
@@ -47,9 +59,12 @@ class StepRunner(ABC):
     for the step: up to grad_accum of them). The gradients add up in the LoRA weights; the caller
     clips them and steps the optimizer."""
 
-    def __init__(self, module: torch.nn.Module, dist: Dist, device: torch.device, autocast: torch.autocast) -> None:
+    def __init__(self, module: torch.nn.Module, dist: Dist, device: torch.device, autocast: torch.autocast,
+                 root: ShardedModel | None = None) -> None:
         self.dist, self.device, self.autocast = dist, device, autocast
-        self.module = for_ranks(module, dist, device)  # what the passes go through (DDP-wrapped with several)
+        # what the passes go through: DDP-wrapped with several processes, FSDP2's root when sharded
+        self.module = for_ranks(module, dist, device, root)
+        self.agreement = StepAgreement(dist.world) if root is not None else None
 
     @abstractmethod
     def forward_backward(self, micro_batches: list) -> StepSums:
@@ -62,18 +77,35 @@ class StepRunner(ABC):
     def summed_loss(self, one) -> torch.Tensor:
         """The summed answer-token loss of one forward pass (fp32, on the device)."""
 
-    def backward_each(self, passes: list, answer_tokens: int, counts: list[tuple[int, int]]) -> StepSums:
-        """Forward and backward through each of the step's passes. Each loss is divided by the whole
-        step's answer tokens, so every token weighs the same whichever pass it sits in. With several
-        processes, DDP sums the gradients across them after the last pass only."""
+    def step_shape(self, answer_tokens: int, passes: int) -> tuple[float, int]:
+        """What each pass's summed loss is divided by, and how many passes this rank runs.
+
+        One process, or DDP: this rank's answer tokens, and its own passes. Sharded: every rank divides
+        by the mean answer tokens per rank, since FSDP averages the ranks' gradients: so every token of
+        the step weighs the same, as in one process. And every rank runs as many passes as the rank with
+        most, since each pass gathers every layer from all ranks."""
+        if self.agreement is None:
+            return max(1, answer_tokens), passes
+        total, most = self.agreement.agree(answer_tokens, passes)
+        return max(1, total) / self.dist.world, most
+
+    def backward_each(self, passes: list, divisor: float, runs: int, counts: list[tuple[int, int]],
+                      answer_tokens: int) -> StepSums:
+        """Forward and backward through each of the step's passes, each loss divided by `divisor`
+        (step_shape), so every token weighs the same whichever pass it sits in. With DDP, the
+        gradients are summed across processes after the last pass only. Passes beyond this rank's own
+        (`runs` more than `passes`) repeat its last one with a weight of 0: they only keep this rank in
+        step with the others' collectives."""
         loss_sum = None  # on the device: reading it here would wait for the GPU (step_totals.py)
-        for i, one in enumerate(passes):
-            holding_back = self.dist.world > 1 and i < len(passes) - 1
+        for i in range(runs):
+            counted = i < len(passes)
+            holding_back = isinstance(self.module, torch.nn.parallel.DistributedDataParallel) and i < runs - 1
             with self.module.no_sync() if holding_back else nullcontext():
-                loss = self.summed_loss(one) / max(1, answer_tokens)
-                loss.backward()
-            summed = loss.detach() * max(1, answer_tokens)
-            loss_sum = summed if loss_sum is None else loss_sum + summed
+                loss = self.summed_loss(passes[min(i, len(passes) - 1)]) / divisor
+                (loss if counted else loss * 0).backward()
+            if counted:
+                summed = loss.detach() * divisor
+                loss_sum = summed if loss_sum is None else loss_sum + summed
         if loss_sum is None:  # no micro-batch (a rank given none this step)
             loss_sum = torch.zeros((), device=self.device)
         return StepSums(loss_sum, answer_tokens, sum(n for n, _ in counts), sum(t for _, t in counts))
@@ -88,7 +120,8 @@ class PaddedSteps(StepRunner):
         answer_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro_batches)
         # read on the CPU, before the batches are copied to the device
         counts = [(b["labels"].shape[0], int(b["attention_mask"].sum())) for b in micro_batches]
-        return self.backward_each(micro_batches, answer_tokens, counts)
+        divisor, runs = self.step_shape(answer_tokens, len(micro_batches))
+        return self.backward_each(micro_batches, divisor, runs, counts, answer_tokens)
 
     def summed_loss(self, batch: dict) -> torch.Tensor:
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
@@ -104,8 +137,9 @@ class PackedSteps(StepRunner):
     (fewer, larger matrix products) and memory."""
 
     def __init__(self, model: torch.nn.Module, cache: PackedCache, pack_tokens: int, dist: Dist,
-                 device: torch.device, dtype: torch.dtype, autocast: torch.autocast) -> None:
-        super().__init__(PackedLoss(model), dist, device, autocast)
+                 device: torch.device, dtype: torch.dtype, autocast: torch.autocast,
+                 root: ShardedModel | None = None) -> None:
+        super().__init__(PackedLoss(model), dist, device, autocast, root)
         self.model, self.cache, self.pack_tokens, self.dtype = model, cache, pack_tokens, dtype
         # LoRA's A and B in the compute dtype, cast once a step (build_model makes them where they help)
         self.adapters = getattr(model, "low_precision_adapters", None)
@@ -113,12 +147,16 @@ class PackedSteps(StepRunner):
     def forward_backward(self, micro_batches: list[list]) -> StepSums:
         items = [item for batch in micro_batches for item in batch]  # (index, encoded sample or None)
         prepared = prepared_samples(self.cache, items, self.model, self.device, self.dtype)  # new pictures: the tower
-        rows = [pack(row) for row in split_rows(prepared, self.pack_tokens)]
-        answer_tokens = sum(row.answer_tokens for row in rows)
+        grouped = split_rows(prepared, self.pack_tokens)
+        answer_tokens = sum(len(sample.answer_at) for sample in prepared)
+        divisor, runs = self.step_shape(answer_tokens, len(grouped))
+        # Sharded, a rank that has fewer rows than another splits its rows (each sample's own
+        # tokens and loss unchanged) before it runs extra passes that count nothing.
+        rows = [pack(row) for row in split_rows_further(grouped, runs)]
         counts = [(row.samples, row.bounds[-1]) for row in rows]
         # A and B cast for the step's rows once (the optimizer changes them after)
         with self.adapters.step() if self.adapters is not None else nullcontext():
-            return self.backward_each(rows, answer_tokens, counts)
+            return self.backward_each(rows, divisor, runs, counts, answer_tokens)
 
     def summed_loss(self, row: PackedRow) -> torch.Tensor:
         with self.autocast:
@@ -132,20 +170,26 @@ class PackedSteps(StepRunner):
 
 
 def step_runner(packed: bool, model: torch.nn.Module, cache: PackedCache | None, pack_tokens: int, dist: Dist,
-                device: torch.device, dtype: torch.dtype, autocast: torch.autocast) -> StepRunner:
+                device: torch.device, dtype: torch.dtype, autocast: torch.autocast,
+                root: ShardedModel | None = None) -> StepRunner:
     """The passes of the path the job trains on: packed rows (`packed`, with the picture cache
-    `cache`; model.packs() decides) or padded batches. `model` is the peft model, built for that path."""
+    `cache`; model.packs() decides) or padded batches. `model` is the model being trained, built for
+    that path; `root` its FSDP2 root when the job is sharded (sharding.shard)."""
     if packed:
-        return PackedSteps(model, cache, pack_tokens, dist, device, dtype, autocast)
-    return PaddedSteps(model, dist, device, autocast)
+        return PackedSteps(model, cache, pack_tokens, dist, device, dtype, autocast, root)
+    return PaddedSteps(model, dist, device, autocast, root)
 
 
-def for_ranks(module: torch.nn.Module, dist: Dist, device: torch.device) -> torch.nn.Module:
-    """`module` in DDP when there are several processes (each holds the whole model); as it is alone.
+def for_ranks(module: torch.nn.Module, dist: Dist, device: torch.device, root: ShardedModel | None = None):
+    """What a step's passes go through: `module` through FSDP2's `root` when the job is sharded (FSDP
+    reduces the gradients); in DDP when there are several processes (each holds the whole model);
+    as it is alone.
 
     broadcast_buffers off: DDP would walk the whole module tree in Python before every forward pass
     to send buffers (the rotary tables) that never change; 3-4% of a rank's time on 2 H200s (py-spy,
     2026-11-30)."""
+    if root is not None:
+        return partial(root, call=module)
     if dist.world == 1:
         return module
     trainable = [p for p in module.parameters() if p.requires_grad]
