@@ -21,6 +21,7 @@ from backend.training.demo_data import demo_data_file
 from backend.training.job_folder import JobFiles, clock, read_json, read_metrics
 from backend.training.spec import JobSpec
 
+SOURCE_WORDS = {SOURCE_FOODIEQA: "FoodieQA", SOURCE_SAMPLE: "Foodie Studio's bundled sample", SOURCE_OWN: "own data"}
 TERMS = {SOURCE_FOODIEQA: FOODIEQA_TERMS, SOURCE_SAMPLE: SAMPLE_TERMS, SOURCE_OWN: OWN_DATA_TERMS}
 SHOWN_DISHES = 60  # held-out dish ids listed on the card; more are counted
 
@@ -67,8 +68,8 @@ def model_card(files: JobFiles, spec: JobSpec, checkpoint: Path, step: int | Non
                   "(non-commercial, no derivatives shared, research and evaluation).", ""]
     lines += ["## Use", "", "```python", "from peft import PeftModel",
               "from transformers import AutoModelForImageTextToText, AutoProcessor", "",
-              f"base = AutoModelForImageTextToText.from_pretrained({spec.model!r}, dtype=\"bfloat16\")",
-              f"processor = AutoProcessor.from_pretrained({spec.model!r})",
+              f"base = AutoModelForImageTextToText.from_pretrained({json.dumps(spec.model)}, dtype=\"bfloat16\")",
+              f"processor = AutoProcessor.from_pretrained({json.dumps(spec.model)})",
               "model = PeftModel.from_pretrained(base, \"path/to/this/folder\")", "```", ""]
     return "\n".join(lines)
 
@@ -104,7 +105,8 @@ def saved_set(folder: Path) -> TrainingData:
     held_dishes = [str(d) for d in held.get("dish_ids", [])]
     shown = ", ".join(as_text(d) for d in held_dishes[:SHOWN_DISHES])
     more = len(held_dishes) - SHOWN_DISHES
-    lines = [f"- Data set: **{as_text(folder.name)}**, saved from {', '.join(manifest.get('sources', []))} "
+    lines = [f"- Data set: **{as_text(folder.name)}**, saved from "
+             f"{', '.join(SOURCE_WORDS.get(s, as_text(s)) for s in manifest.get('sources', []))} "
              f"({', '.join(manifest.get('tasks', []))} questions, asked in {manifest.get('lang', '?')}).",
              f"- Split by dish ({100 * manifest.get('heldout_ratio', 0):.0f}% of the dishes held out, seed "
              f"{manifest.get('seed')}): {train.get('samples', 0)} training samples of {len(train.get('dish_ids', []))} "
