@@ -64,14 +64,15 @@ def done_words(done: Exported, label: str, lang: str) -> str:
     return "\n".join(lines)
 
 
-def build(services: Services, i18n: gr.I18n, forced_lang: str | None, job: gr.Dropdown,
-          checkpoints: gr.Dataframe) -> None:
-    """The Export panel, below the job's checkpoints; its checkpoint list follows `job` and is
-    refreshed whenever the Train tab's `checkpoints` table changes."""
-    with gr.Accordion(i18n("ex_title"), open=False, elem_id="export-panel"):
+def build(services: Services, i18n: gr.I18n, forced_lang: str | None, job: gr.Dropdown) -> None:
+    """The Export panel; its checkpoints are the watched `job`'s, listed again whenever the job
+    changes, the panel opens or the picker is clicked (a running job saves new ones)."""
+    with gr.Accordion(i18n("ex_title"), open=False, elem_id="export-panel") as panel:
         gr.Markdown(i18n("ex_help"))
         with gr.Row():
-            checkpoint = gr.Dropdown([], label=i18n("ex_checkpoint"), elem_id="export-checkpoint", scale=2)
+            # custom values: an API client names a checkpoint the page has not listed yet
+            checkpoint = gr.Dropdown([], label=i18n("ex_checkpoint"), allow_custom_value=True,
+                                     elem_id="export-checkpoint", scale=2)
             kinds = gr.CheckboxGroup([(i18n(f"ex_{kind}"), kind) for kind in (MERGED, ADAPTER, ZIP)],
                                      value=[ADAPTER, ZIP], label=i18n("ex_what"), elem_id="export-kinds", scale=3)
             name = gr.Textbox(label=i18n("ex_name"), info=i18n("ex_name_info"), elem_id="export-name", scale=2)
@@ -84,7 +85,8 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None, job: gr.Dr
         keys = [key for _, key in choices]
         return gr.Dropdown(choices=choices, value=current if current in keys else (keys[0] if keys else None))
 
-    checkpoints.change(follow_job, [job, checkpoint], [checkpoint], api_name=False, show_progress="hidden")
+    for event in (job.change, panel.expand, checkpoint.focus):
+        event(follow_job, [job, checkpoint], [checkpoint], api_name=False, show_progress="hidden")
 
     def run_export(request: gr.Request, key, what, folder_name):
         """Inputs: checkpoint key, what to write (merged, adapter, zip), folder name under exports/.
