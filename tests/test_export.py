@@ -210,3 +210,15 @@ def test_merging_a_qlora_checkpoint_without_bitsandbytes_is_a_sentence(trained):
         load_base(trained.spec.model, quantized=True)
     assert refused.value.problem.key == "export_needs_bitsandbytes"
     assert "(QLoRA)" in str(refused.value) and "export the adapter alone" in str(refused.value)
+
+
+def test_every_reason_an_export_fails_has_a_chinese_sentence_with_the_same_values():
+    from backend.training import export as export_module
+    from tests.test_data_problems import fields, raised_sentences
+    from ui.problems import ZH
+
+    path = Path(export_module.__file__)
+    sentences = raised_sentences([path], errors=("ExportError",), problems_in=(path.parent,))
+    assert {"export_outside", "disk_full_export", "space_export", "export_needs_bitsandbytes"} <= set(sentences)
+    assert set(sentences) - set(ZH) == set()
+    assert all(fields(ZH[key]) == fields(sentence) for key, sentence in sentences.items())

@@ -100,9 +100,9 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None, job: gr.Dr
         except ProblemError as err:
             warn(say(err, lang))
             return "", gr.File(value=None, visible=False)
-        except OSError as err:  # not the disk's room (that is a sentence above): permissions, a vanished folder
+        except Exception as err:  # not the disk's room (a sentence above): permissions, a vanished folder, memory
             log.exception("export of %s failed", key)
-            warn(text("ex_failed", lang, detail=err.strerror or err))
+            warn(text("ex_failed", lang, detail=getattr(err, "strerror", None) or f"{type(err).__name__}: {err}"))
             return "", gr.File(value=None, visible=False)
         label = next((lbl for lbl, k in checkpoint_choices(services, key.split(":")[0], lang) if k == key), key)
         served = downloadable(done.zip) if done.zip else None
@@ -118,5 +118,8 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None, job: gr.Dr
             return export_checkpoint(services.jobs, services.settings.workdir, key, what, folder).to_json()
         except ProblemError as err:
             raise failure(str(err)) from None
+        except Exception as err:
+            log.exception("export of %s failed", key)
+            raise failure(text("ex_failed", "en", detail=f"{type(err).__name__}: {err}")) from None
 
     gr.api(export_data, api_name="train_export_data", **CONCURRENCY)
