@@ -319,3 +319,25 @@ def test_a_job_scored_at_each_checkpoint_plots_its_accuracy_and_names_the_best(b
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "train-accuracy.png"), full_page=True)
     page.close()
+
+
+def test_export_offers_the_jobs_checkpoints_and_the_zip_to_download(browser, train_app, finished_job):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="en-US")
+    page.goto(train_app.url)
+    page.get_by_role("tab", name="Train").click()
+    page.wait_for_function(
+        f"() => (document.querySelector('#train-job input')?.value || '').includes('{finished_job}')", timeout=30_000)
+    page.get_by_text("📦 Export a checkpoint").click()
+    # the picker follows the watched job: its final adapter first
+    page.wait_for_function("() => (document.querySelector('#export-checkpoint input')?.value || '').includes('final')",
+                           timeout=15_000)
+    page.locator("#export-start").click()
+    page.wait_for_function("() => (document.querySelector('#export-result')?.innerText || '').includes('Exported')",
+                           timeout=60_000)
+    assert f"exports/{finished_job}-final" in page.locator("#export-result").inner_text()
+    with page.expect_download() as download:
+        page.locator("#export-zip [data-testid=download-link]").click()
+    assert download.value.suggested_filename == f"{finished_job}-final-adapter.zip"
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "train-export.png"), full_page=True)
+    page.close()

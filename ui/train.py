@@ -34,6 +34,7 @@ from backend.training.job_form import (
 from backend.training.jobs import JobError
 from backend.training.spec import PRESETS, JobSpec, SpecError
 from backend.training.worker import gpu_shortfall, visible_gpus
+from ui import train_export
 from ui.i18n import markdown, request_lang, task_word, text
 from ui.problems import say, say_all
 from ui.tab import Handler, Tab
@@ -285,6 +286,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
                 chat_with = gr.Button(i18n("tr_chat_with"), size="sm", elem_id="train-chat")
     jobs = gr.Dataframe(label=i18n("tr_jobs"), interactive=False, elem_id="train-jobs")
     checkpoints = gr.Dataframe(label=i18n("tr_checkpoints"), interactive=False, elem_id="train-checkpoints")
+    train_export.build(services, i18n, forced_lang, job)
     # Tall enough for the whole tail: a scrolled box showed its top, not the newest lines.
     log_box = gr.Textbox(label=i18n("tr_log"), lines=12, max_lines=32, autoscroll=True, elem_id="train-log")
     timer = gr.Timer(2.0, active=False)

@@ -49,3 +49,16 @@ def require_terms(records: Iterable[Record], accept_terms: bool) -> None:
             "{license} and meant for research and evaluation only, not for training. Read its terms and "
             "confirm that you accept them to use it as training data; or train on your own data "
             "or the bundled sample.", count=count, license=FOODIEQA_LICENSE)
+
+
+# The bundled sample's terms (examples/LICENSE.md), for the model card of an adapter trained on it.
+SAMPLE_TERMS = """\
+Foodie Studio's bundled sample (examples/ in Foodie Studio; see examples/LICENSE.md there): pictures \
+drawn with Pillow from glyphs of the Noto Color Emoji font, whose images are licensed under the \
+Apache License 2.0 and whose font files under the SIL Open Font License 1.1 (the pictures are \
+offered under the same terms); questions, choices and answers written by the Foodie Studio \
+developers, under the license of Foodie Studio's code. Nothing in it comes from FoodieQA."""
+
+OWN_DATA_TERMS = """\
+Own data (files a person brought, or taste notes corrected in Chat): its terms are those of \
+whoever made it. Foodie Studio does not know them: state them here before sharing this adapter."""

@@ -19,6 +19,7 @@ background worker, and the training program each job runs as its own process.
     samples.py      LLaVA / XTuner conversation JSON -> chat-template messages
     encoding.py     messages -> tokens with answer-only labels (IGNORE_INDEX elsewhere), batching
     checkpoints.py  atomic checkpoints gathered from every rank, resume, the final adapter (or model)
+    export.py       a checkpoint exported: merged model, adapter with its card (model_card.py), zip
     job_folder.py   what a job folder holds, metrics.jsonl written and read back cheaply
     processes.py    torchrun ranks, stop signals, DataLoader workers that ignore them
     schedule.py     learning rate per step, each epoch's sample order per rank

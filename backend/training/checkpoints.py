@@ -74,6 +74,9 @@ def _fsync_tree(folder: Path) -> None:
     """Make a checkpoint durable before it is renamed into view (a power cut must not leave a
     complete-looking folder of empty files)."""
     for path in folder.iterdir():
+        if path.is_dir():
+            _fsync_tree(path)
+            continue
         with path.open("rb") as handle:
             os.fsync(handle.fileno())
     fd = os.open(folder, os.O_RDONLY)
@@ -178,6 +181,40 @@ def save_checkpoint(model, processor, gathered: Gathered, files: JobFiles, spec:
     return final
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def write_atomically(target: Path, write, needed: int, room: Path, what: Problem, full: Problem) -> None:
+    """`write(partial)` makes a folder (or a file) at a hidden name beside `target`, which is made
+    durable and renamed to `target` (replacing one there) once whole. Refused first with a sentence
+    when the disk holding `room` lacks `needed` bytes (`what` names the write in it); on any failure
+    the partial is removed, and a full disk met midway is `full`. Either raises TrainingError."""
+    partial = target.with_name(f".{target.name}.partial")
+    _remove(partial)
+    short = space_problem(room, needed, what)
+    if short:
+        raise TrainingError(short)
+    try:
+        write(partial)
+        if partial.is_dir():
+            _fsync_tree(partial)
+        else:
+            with partial.open("rb") as handle:
+                os.fsync(handle.fileno())
+        if target.exists():
+            _remove(target)
+        os.rename(partial, target)
+    except BaseException as err:
+        _remove(partial)
+        if is_disk_full(err):
+            raise TrainingError(full) from err
+        raise
+
+
 def save_final(model, processor, files: JobFiles, spec: JobSpec, summary: dict, dist: Dist) -> None:
     """adapter/ (peft's standard format) and, when asked, merged/ (a full transformers model); for a
     full fine-tune of the language model, model/ (a full transformers model). Every rank calls it
@@ -192,31 +229,18 @@ def save_final(model, processor, files: JobFiles, spec: JobSpec, summary: dict, 
 def write_final(model, processor, gathered: Gathered, files: JobFiles, spec: JobSpec, summary: dict) -> None:
     """save_final's writing, rank 0's part."""
 
-    def write_atomically(target: Path, write, needed: int) -> None:
-        partial = target.with_name(f".{target.name}.partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        short = space_problem(files.root, needed, Problem("space_final", "The final {name}", name=target.name))
-        if short:
-            raise TrainingError(short)
-        try:
-            write(partial)
-            if target.exists():
-                shutil.rmtree(target)
-            os.rename(partial, target)
-        except BaseException as err:
-            shutil.rmtree(partial, ignore_errors=True)
-            if is_disk_full(err):
-                raise TrainingError("disk_full_final", "The disk holding {folder} is full: the final {name} "
-                                    "could not be saved. Free some space, then resume the job.",
-                                    folder=files.root, name=target.name) from err
-            raise
+    def write_part(target: Path, write, needed: int) -> None:
+        write_atomically(target, write, needed, files.root,
+                         Problem("space_final", "The final {name}", name=target.name),
+                         Problem("disk_full_final", "The disk holding {folder} is full: the final {name} could not be "
+                                 "saved. Free some space, then resume the job.", folder=files.root, name=target.name))
 
     def write_trained(folder: Path) -> None:
         write_weights(model, processor, folder, gathered)
         (folder / "training.json").write_text(json.dumps({"base_model": spec.model, **summary}), encoding="utf-8")
 
     target = files.model if gathered.whole else files.adapter
-    write_atomically(target, write_trained, weights_bytes(model, gathered.whole) + 2**20)
+    write_part(target, write_trained, weights_bytes(model, gathered.whole) + 2**20)
     log.info("saved the final %s to %s", "model" if gathered.whole else "adapter", target)
     if spec.merge:
         def write_merged(folder: Path) -> None:
@@ -224,7 +248,7 @@ def write_final(model, processor, gathered: Gathered, files: JobFiles, spec: Job
             merged.config.use_cache = True
             merged.save_pretrained(folder)
             processor.save_pretrained(folder)
-        write_atomically(files.merged, write_merged, weights_bytes(model, True) + 2**20)
+        write_part(files.merged, write_merged, weights_bytes(model, True) + 2**20)
         log.info("saved the merged model to %s", files.merged)
 
 

@@ -14,6 +14,8 @@ worker (which read), and the UI helpers; imports nothing heavy.
         merged/              base + adapter in one model folder (when the spec asks for it)
         model/               a full fine-tune's final model, a whole model folder (instead of adapter/)
 
+Exports of a job's checkpoints go to <work folder>/exports/ (export.py), outside the job folder.
+
 A checkpoint is written under a hidden temporary name and renamed when complete, so any folder
 named step-NNNNNN is whole; a folder starting with "." is never offered.
 """
