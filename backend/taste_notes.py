@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from backend.chat import MAX_MESSAGE_CHARS
+from backend.data.data_files import write_json_atomic
 from backend.data.library import datasets_root
-from backend.data.llava_format import write_json_atomic
 from backend.data.schema import GPT, HUMAN, IMAGE_PLACEHOLDER, SOURCE_OWN, Record, Turn, conversation_record
 from backend.data.split import MANIFEST, build_training_set
 from backend.images import open_image

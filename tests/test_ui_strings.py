@@ -52,3 +52,25 @@ def test_a_chinese_page_names_tasks_and_question_types_in_the_score_tables():
     # an English page says a label in words
     assert [row[0] for row in breakdown_rows([run], "question_type", words, "en")][:2] == ["a new type",
                                                                                           "main ingredient"]
+
+
+def test_a_reason_key_means_one_sentence_across_the_backend() -> None:
+    """Two reasons under one key would share one Chinese sentence, so one of them would be said wrong."""
+    import ast
+    from collections import defaultdict
+
+    import backend
+
+    sentences: dict[str, set[str]] = defaultdict(set)
+    for path in Path(backend.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Call) and len(node.args) >= 2):
+                continue
+            name = getattr(node.func, "id", getattr(node.func, "attr", ""))
+            key, english = node.args[0], node.args[1]
+            if (name.endswith(("Error", "Problem", "Refused", "Incomplete", "DataSets")) or name == "Problem") \
+                    and isinstance(key, ast.Constant) and isinstance(key.value, str) and key.value.isidentifier() \
+                    and isinstance(english, ast.Constant) and isinstance(english.value, str) and " " in english.value:
+                sentences[key.value].add(english.value)
+    assert len(sentences) > 100  # the scan finds the backend's reasons
+    assert {k: v for k, v in sentences.items() if len(v) > 1} == {}

@@ -272,7 +272,7 @@ def export_records(workdir: str | Path, records: Sequence[Record], key: str, nam
     name = check_name(name)
     samples = to_training_samples(records, tasks=("sivqa", "mivqa", "textqa"))
     if not samples:
-        raise DataError("export_nothing", "There is nothing to export: load some data first.")
+        raise DataError("data_export_nothing", "There is nothing to export: load some data first.")
     folder = (Path(workdir).resolve() / EXPORTS_DIR / name)
     path = export(samples, key, folder / f"{name}{EXPORTS[key].suffix}", folder)
     return path, len(samples)
