@@ -30,14 +30,18 @@ class Settings:
     queue_size: int = 64  # requests that may wait in Gradio's queue; more are told the app is busy
 
 
+# The families the registry knows (backend/models/families.py), as the help names them.
+FAMILY_LIST = "Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5, InternVL, Gemma 3, SmolVLM2, BLIP-2, LLaVA"
+
+
 def parser() -> argparse.ArgumentParser:
     # Named as it was started: `python app.py`, or the foodie-studio command that pip install makes
     started_as = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
     p = argparse.ArgumentParser(
         prog="foodie-studio" if started_as == "foodie-studio" else "python app.py",
         description="Foodie Studio: taste and fine-tune food vision-language models in the browser.")
-    p.add_argument("--model", help="a local model folder or a hub id (Qwen2-VL, Qwen2.5-VL, InternVL, "
-                   "LLaVA); default: the built-in demo model, tiny and untrained")
+    p.add_argument("--model", help=f"a local model folder or a hub id ({FAMILY_LIST}); default: the built-in "
+                   "demo model, tiny and untrained")
     p.add_argument("--engine", choices=["auto", "transformers", "lmdeploy"], default="auto",
                    help="inference engine; auto picks LMDeploy when a GPU and `make gpu-extras` are "
                    "there, transformers otherwise")

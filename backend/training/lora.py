@@ -57,7 +57,7 @@ from backend.training.job_folder import (
     ready_checkpoints,
     write_json_atomic,
 )
-from backend.training.model import build_model, model_type_of, packs
+from backend.training.model import build_model, model_type_of, packs, why_padded
 from backend.training.processes import Dist, StopFlag, quiet_data_worker, setup_distributed, start_loader
 from backend.training.samples import Sample, SampleError
 from backend.training.schedule import lr_at
@@ -101,7 +101,10 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
     from backend.models.loading import load_processor, resolve
 
     processor = load_processor(resolve(spec.model))
-    packed = packs(spec, model_type_of(spec))
+    model_type = model_type_of(spec)
+    packed = packs(spec, model_type)
+    if why_padded(spec, model_type):
+        log.info("padded batches, not packed rows: %s", why_padded(spec, model_type))
     data = read_job_data(spec, processor, packed, dist, on_gpu, weights_dtype)
     # A new job's first loader starts before the model loads, so its workers decode the first
     # pictures meanwhile instead of during the first step (a resumed job's starts in the loop).

@@ -41,7 +41,13 @@ from backend.training.vision_kernels import use_fused_vision_kernels
 
 log = logging.getLogger("foodie.train")
 
-PACKED_MODEL_TYPES = {"qwen2_vl", "qwen2_5_vl"}
+def _packed_model_types() -> set[str]:
+    from backend.models.families import FAMILIES
+
+    return {f.model_type for f in FAMILIES.values() if f.fast_path}
+
+
+PACKED_MODEL_TYPES = _packed_model_types()  # the families whose Family.fast_path says so
 PACKED_ATTENTION = "foodie_packed_sdpa"
 
 

@@ -15,9 +15,12 @@ from typing import Any
 
 from backend.problems import Problem
 
-# LoRA goes on these linear layers of the language model (attention and MLP). The vision tower has
-# modules with the same short names; the training program only matches them under the language model.
-DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# LoRA goes on every linear layer of the language model's decoder layers, whatever the family calls
+# them (attention, linear attention, MLP: targets.py reads them off the model). A list of short names
+# (q_proj, v_proj, ...) is checked against the model before training starts. The vision tower has
+# modules with the same short names; they are only matched under the language model.
+ALL_LINEAR = "all-linear"
+DEFAULT_TARGET_MODULES = (ALL_LINEAR,)
 
 DEVICES = ("auto", "cpu", "cuda")
 SCHEDULES = ("cosine", "constant")
@@ -66,6 +69,7 @@ class JobSpec:
     lora_alpha: int = 128  # scale = alpha / r; alpha = 2r is the usual choice
     lora_dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGET_MODULES))
+    lora_vision: bool = False  # also LoRA on the vision tower's and projector's linear layers (padded batches then)
 
     # --- optimisation ---
     learning_rate: float = 1e-4  # peak learning rate, reached after warmup
@@ -197,7 +201,7 @@ class JobSpec:
             add("lora_dropout", "LoRA dropout must be at least 0 and below 1 (it is {value}).", value=self.lora_dropout)
         if not self.target_modules:
             add("no_targets", "Name at least one target module for LoRA (for example q_proj, v_proj).")
-        elif not all(isinstance(m, str) and m.isidentifier() for m in self.target_modules):
+        elif not all(isinstance(m, str) and (m.isidentifier() or m == ALL_LINEAR) for m in self.target_modules):
             add("bad_targets", "Target modules must be plain module names such as q_proj (no patterns or dots).")
 
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
