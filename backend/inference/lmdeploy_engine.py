@@ -21,7 +21,14 @@ import httpx
 from PIL import Image
 
 from backend.images import has_orientation, open_image
-from backend.inference.engine import Cancel, GenerationSettings, Turn, check_adapter_folder
+from backend.inference.engine import (
+    Cancel,
+    GenerationSettings,
+    Turn,
+    check_adapter_fits,
+    check_adapter_folder,
+    layers_of_folder,
+)
 from backend.inference.lmdeploy_server import LMDeployServer, model_config
 
 log = logging.getLogger(__name__)
@@ -162,6 +169,7 @@ class LMDeployEngine:
         model_type = model_config(server.options.model).get("model_type")
         self.patch_multiple = PATCH_GRIDS.get(model_type, 0)
         self.send_paths = True  # pictures the server can read as they are go as file URLs
+        self._served_layers: dict[str, tuple[int, int]] | None = None  # the model's linear layers, read once
         self._restart_lock = threading.Lock()
         self._restarting: threading.Thread | None = None
         self._closed = False
@@ -174,6 +182,9 @@ class LMDeployEngine:
         if name in self.server.adapters:
             return
         check_adapter_folder(folder)  # refuse a damaged checkpoint before restarting the server
+        if self._served_layers is None:
+            self._served_layers = layers_of_folder(self.server.options.model)
+        check_adapter_fits(folder, self._served_layers, self.server.options.model)  # another base: refused
         self.server.add_adapter(name, Path(folder))
 
     def _model(self, adapter: str | None) -> str:

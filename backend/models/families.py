@@ -181,6 +181,11 @@ class Family:
     chat_template: str | None = None  # for checkpoints that ship none (BLIP-2)
     no_fast_path_why: str = ""
     image_only: Callable[[], type] | None = None  # a custom image-only processor class (SmolVLM)
+    # One batch may mix adapters row by row (peft routes rows; OPT, BLIP-2's LM, flattens them first)
+    mixed_adapter_batches: bool = True
+    # One batch may mix prompts with and without pictures (BLIP-2's processor puts the picture's query
+    # tokens in front of every prompt of a batch that has pictures)
+    mixed_picture_batches: bool = True
 
     def model_cls(self) -> type:
         import transformers
@@ -621,7 +626,7 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
                   PublishedSize("HuggingFaceTB/SmolVLM2-500M-Video-Instruct", 0.51),
                   PublishedSize("HuggingFaceTB/SmolVLM2-2.2B-Instruct", 2.25))),
     Family("blip-2", "BLIP-2", "Blip2ForConditionalGeneration", "Blip2Processor", fast_path="", lmdeploy=False,
-           chat_template=QUESTION_ANSWER_TEMPLATE,
+           chat_template=QUESTION_ANSWER_TEMPLATE, mixed_adapter_batches=False, mixed_picture_batches=False,
            no_fast_path_why="its picture goes through a Q-Former into a fixed 32 query tokens; not ported",
            sizes=(PublishedSize("Salesforce/blip2-opt-2.7b", 3.74),)),
     Family("llava", "LLaVA", "LlavaForConditionalGeneration", "LlavaProcessor", fast_path="", lmdeploy=True,
