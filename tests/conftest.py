@@ -20,8 +20,9 @@ ARTIFACTS = ROOT / "test-artifacts"  # screenshots and logs a person can look at
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "internvl", "llava")
 # Every tiny model of the registry (backend/models/families.py TINY): the four above, the late-2026
 # families, and variants (internvl3_5: InternVL3.5's Qwen3 text and tiled photos).
+# internvl2: InternVL2 written in its original remote-code layout, then converted (convert_internvl.py).
 TINY_MODELS = ("qwen2_vl", "qwen2_5_vl", "internvl", "llava", "qwen3_vl", "qwen3_5", "internvl3_5", "gemma3",
-               "smolvlm", "blip_2")
+               "smolvlm", "blip_2", "internvl2")
 
 
 class TinyModels(Mapping):
@@ -37,7 +38,15 @@ class TinyModels(Mapping):
 
             if name not in TINY_MODELS:
                 raise KeyError(name)
-            self.built[name] = build_tiny_model(name, self.root / name)
+            if name == "internvl2":
+                from backend.models.convert_internvl import convert
+                from tests.internvl2_original import build_reference, write_original
+
+                original = write_original(build_reference(self.root / "internvl2-reference"),
+                                          self.root / "internvl2-original")
+                self.built[name] = convert(original, self.root / name)
+            else:
+                self.built[name] = build_tiny_model(name, self.root / name)
         return self.built[name]
 
     def __iter__(self):

@@ -66,7 +66,8 @@ def engine(trained) -> TransformersEngine:
 
 
 def test_it_loads_and_answers_about_a_photo_in_pieces(trained, engine):
-    assert engine.loaded.source.family == TINY[trained.name].family and engine.loaded.source.is_tiny
+    # internvl2: the original InternVL2 layout, converted (the converted folder is no tiny model of ours)
+    assert engine.loaded.source.family == TINY.get(trained.name, TINY["internvl"]).family
     turns = [Turn("user", "这是什么菜？", (PHOTO,))]
     pieces = list(engine.stream(turns, QUICK))
     assert len(pieces) > 1 and "".join(pieces).strip()

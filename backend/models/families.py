@@ -361,7 +361,8 @@ def _internvl_processor(crop: bool):
 
         from backend.models.processors import image_only
 
-        # InternVL3.5 tiles a photo into up to 12 squares plus a thumbnail; two tiles here.
+        # InternVL tiles a photo into up to 12 squares plus a thumbnail (InternVLProcessor crops unless told
+        # not to, whatever the image processor's own setting); the InternVL3.5 recipe keeps two.
         tiles = dict(crop_to_patches=True, min_patches=1, max_patches=2) if crop else dict(crop_to_patches=False)
         images = GotOcr2ImageProcessorPil(size={"height": 56, "width": 56}, **tiles)
         return image_only(InternVLProcessor)(image_processor=images, tokenizer=tokenizer, image_seq_length=4,
@@ -654,7 +655,7 @@ TINY: dict[str, TinyRecipe] = {
     "qwen2_vl": TinyRecipe("qwen2_vl", QWEN_TOKENS, _qwen2_vl_config, _qwen_processor("Qwen2VLProcessor", 14)),
     "qwen2_5_vl": TinyRecipe("qwen2_5_vl", QWEN_TOKENS, _qwen2_5_vl_config, _qwen_processor("Qwen2_5_VLProcessor", 14)),
     "internvl": TinyRecipe("internvl", INTERNVL_TOKENS, _internvl_config("qwen2"), _internvl_processor(crop=False),
-                           note="InternVL3-hf: Qwen2 text, one tile a picture"),
+                           note="InternVL3-hf: Qwen2 text, photos tiled (InternVLProcessor crops by default)"),
     "llava": TinyRecipe("llava", Tokens(("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>"),
                                         QWEN_STYLE_TEMPLATE.replace("{{ IMAGE }}", "<image>\n"),
                                         named={"image_token": "<image>"}),
@@ -664,7 +665,7 @@ TINY: dict[str, TinyRecipe] = {
     "qwen3_5": TinyRecipe("qwen3_5", QWEN_TOKENS, _qwen3_5_config, _qwen_processor("Qwen3VLProcessor", 16, 0.5),
                           TinySize(tie_embeddings=True), note="Qwen3.5-2B"),
     "internvl3_5": TinyRecipe("internvl", INTERNVL_TOKENS, _internvl_config("qwen3"), _internvl_processor(crop=True),
-                              note="InternVL3_5-2B-HF: Qwen3 text, photos tiled"),
+                              note="InternVL3_5-2B-HF: Qwen3 text, up to two tiles and a thumbnail"),
     "gemma3": TinyRecipe("gemma3", GEMMA_TOKENS, _gemma3_config, _gemma3_processor, note="gemma-3-4b-it"),
     "smolvlm": TinyRecipe("smolvlm", SMOLVLM_TOKENS, _smolvlm_config, _smolvlm_processor,
                           note="SmolVLM2-256M-Video-Instruct"),
