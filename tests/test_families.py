@@ -95,8 +95,13 @@ def test_lora_trains_on_every_linear_layer_of_the_language_model(trained):
     wanted = {name.rsplit(".", 1)[-1] for name, module in decoder.named_modules()
               if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] != "lm_head"}
     assert {name.rsplit(".", 1)[-1] for name in config["target_modules"]} == wanted
+    log = (trained.job / "train.log").read_text()
     if trained.name == "qwen3_5":  # the linear-attention layers' own projections are there
         assert {"in_proj_qkv", "in_proj_z", "in_proj_b", "in_proj_a", "out_proj"} <= wanted
+        # no varlen kernel for its linear attention here: padded batches, and the log says why
+        assert "padded batches, not packed rows: Qwen3.5: three of its four layers are Gated DeltaNet" in log
+    packed = FAMILIES[TINY.get(trained.name, TINY["internvl"]).family].fast_path != ""
+    assert ("packed batches: samples prepared" in log) == packed, log[-2000:]
 
 
 def test_base_and_checkpoint_answer_side_by_side(trained, engine):

@@ -1,5 +1,5 @@
 """The model a job trains: the base model frozen, LoRA on its language model's linear layers, and
-what the job's path needs. Packed rows (packed.py, Qwen2-VL-family models) get attention that keeps
+what the job's path needs. Packed rows (packed.py: Qwen2-VL, Qwen2.5-VL, Qwen3-VL, InternVL) get attention that keeps
 samples apart, a faster vision tower, one-product LoRA layers (lora_forward.py) and, on a GPU,
 Liger's fused kernels; padded batches take the model as transformers and peft make it. Which path
 a job takes is packs(), asked once by the training program (lora.py)."""

@@ -98,8 +98,9 @@ class JobSpec:
     gpus: int = 1  # GPUs for this job; more than one runs torchrun with DDP
     bf16: bool = True  # bf16 autocast on GPUs that support it (ignored on CPU, which trains in fp32)
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
-    # Qwen2-VL family: micro-batches packed end to end without padding, picture embeddings computed once
-    # and reused across epochs, logits only for answer tokens (packed.py). Off = padded batches.
+    # Qwen2-VL, Qwen2.5-VL, Qwen3-VL, InternVL (families.py: fast_path): micro-batches packed end to end
+    # without padding, picture embeddings computed once and reused across epochs, logits only for answer
+    # tokens (packed.py). Off = padded batches.
     packed: bool = True
     vision_cache_gb: float = 4.0  # memory on the training device for those picture embeddings
     pack_tokens: int = 16384  # tokens per packed row: a step's samples go through in rows this long
@@ -326,7 +327,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         epochs=3, batch_size=4, grad_accum=4,
         max_image_pixels=1024 * 768, max_length=2048,
         save_every=100, keep_last=3, eval_every=0,
-        # Checkpointing on, so the 2B recipe fits a 16-24 GB card: with packed rows (Qwen2-VL family)
+        # Checkpointing on, so the 2B recipe fits a 16-24 GB card: with packed rows (Qwen2-VL)
         # 9.9 GB peak at 4.2x the plain recipe's speed; off, 1.5x faster again at 44 GB (H100,
         # 2026-12-07, bench/README.md "The training fast path against the plain recipe").
         device="cuda", gpus=1, bf16=True, gradient_checkpointing=True, data_workers=4,
