@@ -30,8 +30,17 @@ class Settings:
     queue_size: int = 64  # requests that may wait in Gradio's queue; more are told the app is busy
 
 
-# The families the registry knows (backend/models/families.py), as the help names them.
-FAMILY_LIST = "Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Qwen3.5, InternVL, Gemma 3, SmolVLM2, BLIP-2, LLaVA"
+class _Help(argparse.HelpFormatter):
+    """--model's help lists the families, their sizes and the memory a LoRA job on each needs
+    (backend/training/memory.py: picker_text), worked out only when the help is shown: it builds the
+    models on the meta device, which needs transformers, and app.py should start without that wait."""
+
+    def _expand_help(self, action):
+        if action.dest == "model":
+            from backend.training.memory import picker_text
+
+            return action.help.replace("{families}", picker_text())
+        return super()._expand_help(action)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -39,9 +48,10 @@ def parser() -> argparse.ArgumentParser:
     started_as = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
     p = argparse.ArgumentParser(
         prog="foodie-studio" if started_as == "foodie-studio" else "python app.py",
-        description="Foodie Studio: taste and fine-tune food vision-language models in the browser.")
-    p.add_argument("--model", help=f"a local model folder or a hub id ({FAMILY_LIST}); default: the built-in "
-                   "demo model, tiny and untrained")
+        description="Foodie Studio: taste and fine-tune food vision-language models in the browser.",
+        formatter_class=_Help)
+    p.add_argument("--model", help="a local model folder or a hub id; default: the built-in demo model, tiny and "
+                   "untrained. Families and sizes: {families}")
     p.add_argument("--engine", choices=["auto", "transformers", "lmdeploy"], default="auto",
                    help="inference engine; auto picks LMDeploy when a GPU and `make gpu-extras` are "
                    "there, transformers otherwise")

@@ -186,6 +186,9 @@ class Family:
     # One batch may mix prompts with and without pictures (BLIP-2's processor puts the picture's query
     # tokens in front of every prompt of a batch that has pictures)
     mixed_picture_batches: bool = True
+    # Tokens one photo of `pixels` pixels becomes in the language model (config: the model's), for the
+    # memory estimate (memory.py): at most, for a photo-shaped picture
+    picture_tokens: Callable[[Any, int], int] = field(default=lambda config, pixels: 576)
 
     def model_cls(self) -> type:
         import transformers
@@ -525,6 +528,20 @@ def _blip_2_processor(tokenizer, size: TinySize):
 # Published configs the GPU benchmark builds with random weights (values as published)
 
 
+def qwen2_vl_2b_config() -> dict:
+    """Qwen/Qwen2-VL-2B-Instruct's config.json (shared/GPU.md, bench_training.SHAPE_2B)."""
+    return {"model_type": "qwen2_vl", "architectures": ["Qwen2VLForConditionalGeneration"],
+            "image_token_id": 151655, "video_token_id": 151656, "vision_start_token_id": 151652,
+            "vision_end_token_id": 151653, "tie_word_embeddings": True, "dtype": "bfloat16",
+            "text_config": {"vocab_size": 151936, "hidden_size": 1536, "intermediate_size": 8960,
+                            "num_hidden_layers": 28, "num_attention_heads": 12, "num_key_value_heads": 2,
+                            "max_position_embeddings": 32768, "tie_word_embeddings": True,
+                            "rope_parameters": {"rope_type": "default", "rope_theta": 1_000_000.0,
+                                                "mrope_section": [16, 24, 24]}},
+            "vision_config": {"depth": 32, "embed_dim": 1280, "hidden_size": 1536, "num_heads": 16, "mlp_ratio": 4,
+                              "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2}}
+
+
 def qwen3_vl_2b_config() -> dict:
     """Qwen/Qwen3-VL-2B-Instruct's config.json."""
     return {"model_type": "qwen3_vl", "architectures": ["Qwen3VLForConditionalGeneration"],
@@ -588,49 +605,79 @@ def internvl3_5_2b_config() -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
+# Picture tokens, for the memory estimate
+
+
+def _merged_patches(config, pixels: int) -> int:
+    """Qwen-VL: one token per (patch x merge)^2 pixels (28x28 for Qwen2-VL, 32x32 for Qwen3-VL)."""
+    vision = config.vision_config
+    side = vision.patch_size * vision.spatial_merge_size
+    return max(4, pixels // (side * side))
+
+
+def _internvl_tiles(config, pixels: int) -> int:
+    """InternVL tiles a photo into up to 12 squares and a thumbnail (its processor's default), each
+    image_seq_length tokens: a photo larger than one tile is 13 tiles of a 4:3 grid."""
+    side = config.vision_config.image_size[0]
+    return config.image_seq_length * (1 if pixels <= side * side else 13)
+
+
+def _smolvlm_tiles(config, pixels: int) -> int:
+    """SmolVLM splits a photo into tiles of its tower's size plus a global view: 4 x 3 + 1 for a 4:3 photo
+    at its default size, each (image_size / patch)^2 / scale^2 tokens."""
+    vision = config.vision_config
+    per_tile = (vision.image_size // vision.patch_size) ** 2 // config.scale_factor ** 2
+    return per_tile * (1 if pixels <= vision.image_size ** 2 else 13)
+
+
+# ----------------------------------------------------------------------------------------------
 # The registry
 
 
 FAMILIES: dict[str, Family] = {f.model_type: f for f in (
     Family("qwen2_vl", "Qwen2-VL", "Qwen2VLForConditionalGeneration", "Qwen2VLProcessor", fast_path="mrope",
-           lmdeploy=True, processor_has_video=True,
-           sizes=(PublishedSize("Qwen/Qwen2-VL-2B-Instruct", 2.21), PublishedSize("Qwen/Qwen2-VL-7B-Instruct", 8.29))),
+           lmdeploy=True, processor_has_video=True, picture_tokens=_merged_patches,
+           sizes=(PublishedSize("Qwen/Qwen2-VL-2B-Instruct", 2.21, qwen2_vl_2b_config),
+                  PublishedSize("Qwen/Qwen2-VL-7B-Instruct", 8.29))),
     Family("qwen2_5_vl", "Qwen2.5-VL", "Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLProcessor",
-           fast_path="mrope", lmdeploy=True, processor_has_video=True,
+           fast_path="mrope", lmdeploy=True, processor_has_video=True, picture_tokens=_merged_patches,
            sizes=(PublishedSize("Qwen/Qwen2.5-VL-3B-Instruct", 3.75),
                   PublishedSize("Qwen/Qwen2.5-VL-7B-Instruct", 8.29))),
     Family("qwen3_vl", "Qwen3-VL", "Qwen3VLForConditionalGeneration", "Qwen3VLProcessor", fast_path="mrope",
-           lmdeploy=True, processor_has_video=True,
+           lmdeploy=True, processor_has_video=True, picture_tokens=_merged_patches,
            sizes=(PublishedSize("Qwen/Qwen3-VL-2B-Instruct", 2.13, qwen3_vl_2b_config),
                   PublishedSize("Qwen/Qwen3-VL-4B-Instruct", 4.44), PublishedSize("Qwen/Qwen3-VL-8B-Instruct", 8.77))),
     Family("qwen3_5", "Qwen3.5", "Qwen3_5ForConditionalGeneration", "Qwen3VLProcessor", fast_path="",
-           lmdeploy=True, processor_has_video=True,
+           lmdeploy=True, processor_has_video=True, picture_tokens=_merged_patches,
            no_fast_path_why="three of its four layers are Gated DeltaNet (linear attention), whose recurrence and "
                             "short convolution would run across packed samples without a varlen kernel "
                             "(flash-linear-attention with cu_seqlens), which this machine does not have",
            sizes=(PublishedSize("Qwen/Qwen3.5-0.8B", 0.87), PublishedSize("Qwen/Qwen3.5-2B", 2.27, qwen3_5_2b_config),
                   PublishedSize("Qwen/Qwen3.5-4B", 4.66), PublishedSize("Qwen/Qwen3.5-9B", 9.65))),
     Family("internvl", "InternVL", "InternVLForConditionalGeneration", "InternVLProcessor", fast_path="1d",
-           lmdeploy=True, processor_has_video=True,
+           lmdeploy=True, processor_has_video=True, picture_tokens=_internvl_tiles,
            sizes=(PublishedSize("OpenGVLab/InternVL3_5-1B-HF", 1.06),
                   PublishedSize("OpenGVLab/InternVL3_5-2B-HF", 2.35, internvl3_5_2b_config),
                   PublishedSize("OpenGVLab/InternVL3_5-4B-HF", 4.73),
                   PublishedSize("OpenGVLab/InternVL3-2B-hf", 2.09))),
     Family("gemma3", "Gemma 3", "Gemma3ForConditionalGeneration", "Gemma3Processor", fast_path="", lmdeploy=True,
+           picture_tokens=lambda config, pixels: config.mm_tokens_per_image,
            no_fast_path_why="its picture tokens attend to each other both ways and half its layers use sliding "
                             "windows; packed rows would need both masks per sample",
            sizes=(PublishedSize("google/gemma-3-4b-it", 4.30),)),
     Family("smolvlm", "SmolVLM2", "SmolVLMForConditionalGeneration", "SmolVLMProcessor", fast_path="",
-           lmdeploy=False, processor_has_video=True, image_only=smolvlm_image_only,
+           lmdeploy=False, processor_has_video=True, image_only=smolvlm_image_only, picture_tokens=_smolvlm_tiles,
            no_fast_path_why="small enough that padded batches are not the bottleneck; not ported",
            sizes=(PublishedSize("HuggingFaceTB/SmolVLM2-256M-Video-Instruct", 0.26),
                   PublishedSize("HuggingFaceTB/SmolVLM2-500M-Video-Instruct", 0.51),
                   PublishedSize("HuggingFaceTB/SmolVLM2-2.2B-Instruct", 2.25))),
     Family("blip-2", "BLIP-2", "Blip2ForConditionalGeneration", "Blip2Processor", fast_path="", lmdeploy=False,
            chat_template=QUESTION_ANSWER_TEMPLATE, mixed_adapter_batches=False, mixed_picture_batches=False,
+           picture_tokens=lambda config, pixels: config.num_query_tokens,
            no_fast_path_why="its picture goes through a Q-Former into a fixed 32 query tokens; not ported",
            sizes=(PublishedSize("Salesforce/blip2-opt-2.7b", 3.74),)),
     Family("llava", "LLaVA", "LlavaForConditionalGeneration", "LlavaProcessor", fast_path="", lmdeploy=True,
+           picture_tokens=lambda config, pixels: config.image_seq_length,
            no_fast_path_why="not ported (1-D positions like InternVL; its tower is CLIP)",
            sizes=(PublishedSize("llava-hf/llava-1.5-7b-hf", 7.06),)),
 )}
