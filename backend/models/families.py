@@ -590,7 +590,7 @@ def internvl3_5_2b_config() -> dict:
     0.5: 256 tokens a tile) and Qwen3-1.7B."""
     return {"model_type": "internvl", "architectures": ["InternVLForConditionalGeneration"],
             "image_token_id": 151671, "image_seq_length": 256, "downsample_ratio": 0.5,
-            "projector_hidden_act": "gelu", "vision_feature_layer": -1,
+            "projector_hidden_act": "gelu", "vision_feature_layer": -1, "tie_word_embeddings": False,
             "vision_feature_select_strategy": "default", "dtype": "bfloat16",
             "text_config": {"model_type": "qwen3", "vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 6144,
                             "num_hidden_layers": 28, "num_attention_heads": 16, "num_key_value_heads": 8,
