@@ -203,3 +203,21 @@ def test_targets_that_match_nothing_or_miss_a_layer_type_are_refused_before_trai
         if key == "targets_miss_layers":
             assert "linear attention layers (3 of 4 layers: 0, 1, 2)" in str(refused.value)
         assert not JobFiles(job).metrics.exists() or "loss" not in JobFiles(job).metrics.read_text()
+
+
+def test_lmdeploy_serves_only_the_families_it_can(monkeypatch, tmp_path):
+    """On a GPU with LMDeploy installed, auto picks it for Qwen3-VL; SmolVLM2 and BLIP-2, which LMDeploy
+    0.18 does not serve, stay on transformers, and --engine lmdeploy for them is a sentence."""
+    from backend.inference import lmdeploy_server
+    from backend.models.loading import ModelSource
+    from backend.services import choose_engine
+    from backend.settings import Settings
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(lmdeploy_server, "default_command", lambda workdir: ("lmdeploy",))
+    assert choose_engine(Settings(workdir=tmp_path), ModelSource("m", "qwen3_vl"))[0] == "lmdeploy"
+    for family in ("smolvlm", "blip-2"):
+        name, why = choose_engine(Settings(workdir=tmp_path), ModelSource("m", family))
+        assert name == "transformers" and f"LMDeploy does not serve {FAMILIES[family].label}" in why
+        with pytest.raises(ModelLoadError, match="--engine transformers"):
+            choose_engine(Settings(workdir=tmp_path, engine="lmdeploy"), ModelSource("m", family))
