@@ -221,3 +221,19 @@ def test_lmdeploy_serves_only_the_families_it_can(monkeypatch, tmp_path):
         assert name == "transformers" and f"LMDeploy does not serve {FAMILIES[family].label}" in why
         with pytest.raises(ModelLoadError, match="--engine transformers"):
             choose_engine(Settings(workdir=tmp_path, engine="lmdeploy"), ModelSource("m", family))
+
+
+def test_lora_on_the_vision_tower_is_asked_for_and_trains_on_padded_batches(tiny_models):
+    from transformers import AutoModelForImageTextToText
+
+    from backend.training.model import model_type_of, packs, why_padded
+    from backend.training.targets import lora_targets
+
+    model = AutoModelForImageTextToText.from_pretrained(str(tiny_models["qwen3_vl"]))
+    language = lora_targets(model, ["all-linear"])
+    both = lora_targets(model, ["all-linear"], vision=True)
+    tower = set(both) - set(language)
+    assert tower and all(".visual." in name for name in tower) and not any("lm_head" in name for name in both)
+    spec = preset("demo-cpu", model=str(tiny_models["qwen3_vl"]), data_file="x.json", lora_vision=True)
+    assert packs(spec.with_changes(lora_vision=False), model_type_of(spec)) and not packs(spec, model_type_of(spec))
+    assert "vision tower" in why_padded(spec, model_type_of(spec))

@@ -113,6 +113,7 @@ def test_targets_that_match_nothing_are_a_sentence_at_start(tiny_models, tmp_pat
 
     spec = preset("2b-gpu", model=str(tiny_models["qwen2_vl"]), data_file=str(tmp_path / "x.json"),
                   target_modules=["qkv_proj"])
-    with pytest.raises(TrainingError) as refused:
-        start_shortfall(spec, ["0"], {"0": 80_000})
-    assert refused.value.problem.key == "targets_not_linear" and "qkv_proj" in str(refused.value)
+    for device in ("cuda", "cpu"):
+        with pytest.raises(TrainingError) as refused:
+            start_shortfall(spec.with_changes(device=device), ["0"], {"0": 80_000})
+        assert refused.value.problem.key == "targets_not_linear" and "qkv_proj" in str(refused.value)

@@ -215,10 +215,11 @@ def memory_shortfall(spec: JobSpec, gpu_bytes: float) -> Problem | None:
 def start_shortfall(spec: JobSpec, gpus: list[str], totals_mb: dict[str, int] | None = None) -> Problem | None:
     """At Start (the Train tab, beside worker.gpu_shortfall): the job's estimate against the smallest GPU
     the worker may give it, or None (a CPU job, or no GPU seen). `totals_mb`: GPU id -> MiB (default:
-    nvidia-smi's). TrainingError for LoRA targets that do not fit the model."""
+    nvidia-smi's). TrainingError for LoRA targets that do not fit the model, whatever the device."""
     from backend.training.views import gpu_memory
     from backend.training.worker import wants_gpu
 
+    job_shape(spec)  # LoRA targets that match nothing, or miss a layer type: said now, for CPU jobs too
     if not wants_gpu(spec, gpus):
         return None
     if totals_mb is None:
