@@ -93,6 +93,9 @@ def test_a_job_that_cannot_fit_is_refused_at_start_with_what_to_change(tiny_mode
     spec = preset("2b-gpu", model=str(tiny_models["qwen3_vl"]), data_file=str(data), gradient_checkpointing=False)
     assert start_shortfall(spec.with_changes(device="cpu"), ["0"], {"0": 1}) is None  # a CPU job: no GPU to fit
     assert start_shortfall(spec, [], {}) is None  # no GPU seen: gpu_shortfall says so, not this
+    # a spec with its own problems is the job store's to refuse; a hub id is read when its job starts
+    assert start_shortfall(spec.with_changes(data_file=str(tmp_path / "none.json")), ["0"], {"0": 1}) is None
+    assert start_shortfall(spec.with_changes(model="Qwen/Qwen3-VL-2B-Instruct"), ["0"], {"0": 1}) is None
     assert start_shortfall(spec, ["0"], {"0": 80_000}) is None  # a tiny model fits an 80 GB card
     from backend.training.memory import job_estimate
 
@@ -111,6 +114,7 @@ def test_a_job_that_cannot_fit_is_refused_at_start_with_what_to_change(tiny_mode
 def test_targets_that_match_nothing_are_a_sentence_at_start(tiny_models, tmp_path):
     from backend.training.errors import TrainingError
 
+    (tmp_path / "x.json").write_text("[]")
     spec = preset("2b-gpu", model=str(tiny_models["qwen2_vl"]), data_file=str(tmp_path / "x.json"),
                   target_modules=["qkv_proj"])
     for device in ("cuda", "cpu"):

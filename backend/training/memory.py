@@ -216,9 +216,12 @@ def start_shortfall(spec: JobSpec, gpus: list[str], totals_mb: dict[str, int] | 
     """At Start (the Train tab, beside worker.gpu_shortfall): the job's estimate against the smallest GPU
     the worker may give it, or None (a CPU job, or no GPU seen). `totals_mb`: GPU id -> MiB (default:
     nvidia-smi's). TrainingError for LoRA targets that do not fit the model, whatever the device."""
+    from backend.models.loading import looks_like_path
     from backend.training.views import gpu_memory
     from backend.training.worker import wants_gpu
 
+    if spec.problems() or not looks_like_path(spec.model):
+        return None  # the job store says what is wrong with the spec; a hub id is read when its job starts
     job_shape(spec)  # LoRA targets that match nothing, or miss a layer type: said now, for CPU jobs too
     if not wants_gpu(spec, gpus):
         return None
