@@ -39,11 +39,18 @@ def choose_engine(settings: Settings, source: loading.ModelSource) -> tuple[str,
     import torch
 
     from backend.inference.lmdeploy_server import default_command
+    from backend.models.families import FAMILIES
 
     has_gpu = torch.cuda.is_available() and settings.device != "cpu"
     has_lmdeploy = default_command(settings.workdir) is not None
+    family = FAMILIES.get(getattr(source, "family", None))
     if settings.engine == "transformers":
         return "transformers", "asked for with --engine transformers"
+    if family is not None and not family.lmdeploy:  # the registry: LMDeploy 0.18 does not serve it
+        if settings.engine == "lmdeploy":
+            raise loading.ModelLoadError(f"--engine lmdeploy: LMDeploy does not serve {family.label} models; "
+                                         "use --engine transformers (or auto).")
+        return "transformers", f"auto: LMDeploy does not serve {family.label} models"
     if settings.engine == "lmdeploy":
         if not has_gpu:
             raise loading.ModelLoadError("--engine lmdeploy needs a GPU (LMDeploy has no CPU device); "

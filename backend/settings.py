@@ -64,14 +64,28 @@ class Settings:
         return frozenset(names)
 
 
+class _Help(argparse.HelpFormatter):
+    """--model's help lists the families, their sizes and the memory a LoRA job on each needs
+    (backend/training/memory.py: picker_text), worked out only when the help is shown: it builds the
+    models on the meta device, which needs transformers, and app.py should start without that wait."""
+
+    def _expand_help(self, action):
+        if action.dest == "model":
+            from backend.training.memory import picker_text
+
+            return action.help.replace("{families}", picker_text())
+        return super()._expand_help(action)
+
+
 def parser() -> argparse.ArgumentParser:
     # Named as it was started: `python app.py`, or the foodie-studio command that pip install makes
     started_as = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
     p = argparse.ArgumentParser(
         prog="foodie-studio" if started_as == "foodie-studio" else "python app.py",
-        description="Foodie Studio: taste and fine-tune food vision-language models in the browser.")
-    p.add_argument("--model", help="a local model folder or a hub id (Qwen2-VL, Qwen2.5-VL, InternVL, "
-                   "LLaVA); default: the built-in demo model, tiny and untrained")
+        description="Foodie Studio: taste and fine-tune food vision-language models in the browser.",
+        formatter_class=_Help)
+    p.add_argument("--model", help="a local model folder or a hub id; default: the built-in demo model, tiny and "
+                   "untrained. Families and sizes: {families}")
     p.add_argument("--engine", choices=["auto", "transformers", "lmdeploy"], default="auto",
                    help="inference engine; auto picks LMDeploy when a GPU and `make gpu-extras` are "
                    "there, transformers otherwise")

@@ -135,7 +135,7 @@ def build_2b_shape(folder: Path, shape: dict = SHAPE_2B) -> Path:
     import torch
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessorPil
 
-    from backend.models.processors import no_video_processor_class
+    from backend.models.families import no_video_processor_class
     from backend.models.tiny import FAMILIES, train_tokenizer
 
     if (folder / "config.json").is_file():

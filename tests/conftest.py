@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -17,14 +18,47 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 ARTIFACTS = ROOT / "test-artifacts"  # screenshots and logs a person can look at after a run
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "internvl", "llava")
+# Every tiny model of the registry (backend/models/families.py TINY): the four above, the late-2026
+# families, and variants (internvl3_5: InternVL3.5's Qwen3 text and tiled photos).
+# internvl2: InternVL2 written in its original remote-code layout, then converted (convert_internvl.py).
+TINY_MODELS = ("qwen2_vl", "qwen2_5_vl", "internvl", "llava", "qwen3_vl", "qwen3_5", "internvl3_5", "gemma3",
+               "smolvlm", "blip_2", "internvl2")
+
+
+class TinyModels(Mapping):
+    """Tiny model folders by name, each built the first time a test asks for it (a test session that
+    needs two of them does not pay for ten)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.built = root, {}
+
+    def __getitem__(self, name: str) -> Path:
+        if name not in self.built:
+            from backend.models.tiny import build_tiny_model
+
+            if name not in TINY_MODELS:
+                raise KeyError(name)
+            if name == "internvl2":
+                from backend.models.convert_internvl import convert
+                from tests.internvl2_original import build_reference, write_original
+
+                original = write_original(build_reference(self.root / "internvl2-reference"),
+                                          self.root / "internvl2-original")
+                self.built[name] = convert(original, self.root / name)
+            else:
+                self.built[name] = build_tiny_model(name, self.root / name)
+        return self.built[name]
+
+    def __iter__(self):
+        return iter(FAMILIES)  # what tests that walk every model meant before the registry grew
+
+    def __len__(self) -> int:
+        return len(FAMILIES)
 
 
 @pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    from backend.models.tiny import build_tiny_model
-
-    root = tmp_path_factory.mktemp("tiny-models")
-    return {family: build_tiny_model(family, root / family) for family in FAMILIES}
+def tiny_models(tmp_path_factory) -> TinyModels:
+    return TinyModels(tmp_path_factory.mktemp("tiny-models"))
 
 
 @pytest.fixture(scope="session")

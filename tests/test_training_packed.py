@@ -57,7 +57,8 @@ def lora_grads(model) -> list[torch.Tensor]:
     return grads
 
 
-@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl"])
+# qwen3_vl: interleaved M-RoPE and DeepStack; internvl, internvl3_5 (tiles), internvl2 (converted): 1-D positions
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "internvl", "internvl3_5", "internvl2"])
 def test_packed_and_padded_paths_give_the_same_loss_and_gradients(tiny_models, family: str) -> None:
     model, processor = lora_model(tiny_models[family])
     samples = [sample_from_record(record, EXAMPLES) for record in RECORDS]
@@ -399,6 +400,33 @@ def test_a_picture_shown_by_several_samples_goes_through_the_tower_once(tiny_mod
     first, second = prepare(model, [dataset[0], dataset[1]], torch.device("cpu"), torch.float32, tiny)
     assert second.pictures[0] is first.pictures[0] and not tiny.pictures and tiny.over_budget
     hook.remove()
+    with torch.no_grad():
+        loss = PackedLoss(model)
+        assert torch.isclose(loss(pack([same_picture])), loss(pack([alone])), rtol=1e-4)
+
+
+def test_internvl_tiles_of_a_photo_shown_by_two_samples_go_through_the_tower_once(tiny_models) -> None:
+    """InternVL's pictures are tiles (up to 12 and a thumbnail), found as runs of image tokens: a photo
+    two samples show is tiled and embedded once, and gives the loss it gives alone."""
+    from backend.training.packed import PackedCache, _inner
+
+    model, processor = lora_model(tiny_models["internvl"])
+    again = {"id": "again", "image": "images/jiaozi-1.jpg", "conversations": [
+        {"from": "human", "value": "<image>\nWhat is this?"}, {"from": "gpt", "value": "Jiaozi."}]}
+    samples = [sample_from_record(record, EXAMPLES) for record in (RECORDS[2], again)]
+    dataset = SampleDataset(samples, processor, PIXELS, MAX_LENGTH)
+    assert len(dataset[1].inputs["pixel_values"]) > 1  # the photo is several tiles
+    tiles = []
+    hook = _inner(model).vision_tower.register_forward_hook(
+        lambda module, args, kwargs, out: tiles.append(len(kwargs.get("pixel_values", args[0] if args else []))),
+        with_kwargs=True)
+    cache = PackedCache(2**30)
+    two_pictures, same_picture = prepare(model, [dataset[0], dataset[1]], torch.device("cpu"), torch.float32, cache)
+    hook.remove()
+    assert tiles == [len(dataset[0].inputs["pixel_values"])]  # jiaozi-1 and peking-duck-0, once each
+    assert same_picture.pictures[0] is two_pictures.pictures[0]
+    assert (cache.pictures_computed, cache.pictures_reused) == (2, 0)
+    alone = prepare(model, [dataset[1]], torch.device("cpu"), torch.float32)[0]
     with torch.no_grad():
         loss = PackedLoss(model)
         assert torch.isclose(loss(pack([same_picture])), loss(pack([alone])), rtol=1e-4)

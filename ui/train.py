@@ -19,8 +19,10 @@ from backend.data import DataError
 from backend.data.library import list_training_sets
 from backend.disk import FolderSize, free_bytes, human_size
 from backend.markdown_text import as_text
+from backend.models.loading import ModelLoadError
 from backend.services import Services
 from backend.training import views
+from backend.training.errors import TrainingError
 from backend.training.job_folder import clock
 from backend.training.job_form import (
     DEMO_SOURCE,
@@ -32,6 +34,7 @@ from backend.training.job_form import (
     score_choices,
 )
 from backend.training.jobs import JobError
+from backend.training.memory import picker_rows, start_shortfall
 from backend.training.spec import PRESETS, JobSpec, SpecError
 from backend.training.worker import gpu_shortfall, visible_gpus
 from ui import train_export
@@ -192,6 +195,18 @@ def worker_line(services: Services, lang: str) -> tuple[str, bool]:
     return line, watch_it
 
 
+def models_table(lang: str) -> pd.DataFrame:
+    """The model picker: every family's published sizes with the memory a LoRA job on each needs
+    (backend.training.memory.picker_rows)."""
+    def gb(value: float | None) -> str:
+        return f"{value:.0f}" if value is not None else text("tr_models_at_start", lang)
+
+    return pd.DataFrame([[r.family, r.hub_id, r.params_b, gb(r.with_checkpointing_gb), gb(r.without_checkpointing_gb)]
+                         for r in picker_rows()],
+                        columns=[text(f"tr_models_{name}", lang)
+                                 for name in ("family", "checkpoint", "params", "with_gc", "without_gc")])
+
+
 def watch(services: Services, job_id: str | None, lang: str = "en") -> tuple:
     """Outputs: jobs table, job picker, progress markdown, loss plot, accuracy plot, log, checkpoints,
     timer, and the worker's line (worker_line)."""
@@ -255,7 +270,9 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
             with gr.Row():
                 preset_name = gr.Radio(list(PRESETS), value=default_preset, label=i18n("tr_preset"))
                 name = gr.Textbox(label=i18n("tr_name"), placeholder="my-first-lora")
-            model = gr.Textbox(label=i18n("tr_model"), placeholder=services.source.location)
+            model = gr.Textbox(label=i18n("tr_model"), placeholder=services.source.location, info=i18n("tr_model_info"))
+            with gr.Accordion(i18n("tr_models"), open=False):
+                models = gr.Dataframe(interactive=False, elem_id="train-models")
             shown = dict(zip(FIELDS, preset_values(default_preset)))
             # No minimum= on these numbers: Gradio's own range check turns every output of the click
             # into an error badge with an English message. The spec's checks answer instead, with a
@@ -306,8 +323,9 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
             spec = build_spec(services.settings.workdir, services.source.location, source_key, preset_key,
                               job_name or "", model_spec or "", dict(zip(FIELDS, field_values)), lang,
                               scoring_key or "", services.settings.data)
-            shortfall = gpu_shortfall(spec, worker_gpus)
-            if shortfall:  # refused now, not queued to fail a moment later
+            # refused now, not queued to fail a moment later: no such GPU, or one too small for the job
+            shortfall = gpu_shortfall(spec, worker_gpus) or start_shortfall(spec, worker_gpus)
+            if shortfall:
                 raise JobError(shortfall)
             queued = services.jobs.submit(spec)
         except SpecError as err:
@@ -316,7 +334,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
         except JobError as err:
             warn(say(err.args[0], lang))
             return watch(services, None, lang)
-        except (DataError, ValueError) as err:
+        except (DataError, ValueError, TrainingError, ModelLoadError) as err:  # a model or targets that cannot work
             warn(say(err, lang))
             return watch(services, None, lang)
         inform(text("tr_queued", lang, job=queued.id))
@@ -389,8 +407,9 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
         sets = scoring_choices(services, lang)
         return (*watch(services, job_id, lang),
                 gr.Dropdown(choices=options, value=current_source if current_source in offered else DEMO_SOURCE),
-                gr.Dropdown(choices=sets, value=current_scoring if current_scoring in {k for _, k in sets} else ""))
+                gr.Dropdown(choices=sets, value=current_scoring if current_scoring in {k for _, k in sets} else ""),
+                models_table(lang))
 
     return Tab(widgets={"job": job, "source": source},
-               on_open=Handler(on_open, [job, source, scoring], [*watch_outputs, source, scoring]),
+               on_open=Handler(on_open, [job, source, scoring], [*watch_outputs, source, scoring, models]),
                events={"chat_with": chat_with.click})

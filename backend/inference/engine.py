@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from backend.problems import ProblemError
+
 
 @dataclass(frozen=True)
 class Turn:
@@ -70,6 +72,92 @@ def check_adapter_folder(folder: str) -> None:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise AdapterError(f"The checkpoint in {folder} cannot be loaded ({reason}); it may be "
                            "incomplete or damaged. Pick another checkpoint.") from None
+
+
+class AdapterMismatch(ProblemError, AdapterError):
+    """A checkpoint trained on another base model than the one this app serves."""
+
+
+def adapter_layers(folder: str) -> dict[str, tuple[int, int]]:
+    """{module name in the base model: (in_features, out_features)} of a LoRA adapter, from its
+    tensors' headers (peft saves lora_A as (r, in) and lora_B as (out, r) under base_model.model.)."""
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    shapes: dict[str, dict[str, list[int]]] = {}
+    with safe_open(str(Path(folder) / "adapter_model.safetensors"), "pt") as weights:
+        names = weights.keys()  # safe_open has no __iter__
+        for key in names:
+            for part in ("lora_A", "lora_B"):
+                marker = f".{part}."
+                if marker in key:
+                    module = key.split(marker)[0].removeprefix("base_model.model.")
+                    shapes.setdefault(module, {})[part] = list(weights.get_slice(key).get_shape())
+    return {module: (parts["lora_A"][1], parts["lora_B"][0]) for module, parts in shapes.items()
+            if "lora_A" in parts and "lora_B" in parts}
+
+
+def check_adapter_fits(folder: str, served_layers: dict[str, tuple[int, int]], served: str) -> None:
+    """AdapterMismatch unless the adapter belongs on the served model: the base it names (when that folder
+    is here to read) is of the same model_type, and every layer it changes is a layer of the served model
+    with the same widths. A checkpoint of another family or size is refused before the one shared model
+    is touched. `served_layers`: {name: (in, out)} of the served model's linear layers."""
+    import json
+    from pathlib import Path
+
+    try:
+        base = json.loads((Path(folder) / "adapter_config.json").read_text(encoding="utf-8")).get(
+            "base_model_name_or_path") or ""
+    except (OSError, ValueError):
+        base = ""
+    adapter = adapter_layers(folder)
+    wrong = [name for name, widths in adapter.items() if served_layers.get(name) != widths]
+    if not wrong and not _other_model_type(base, served):
+        return
+    raise AdapterMismatch("adapter_other_base", "The checkpoint in {folder} was trained on {base}, not on the "
+                          "model this app serves ({served}): {count} of its {total} layers do not fit. Pick a "
+                          "checkpoint trained on this model.", folder=folder, base=base or "another model",
+                          served=served, count=len(wrong) if wrong else len(adapter), total=len(adapter))
+
+
+def _other_model_type(base: str, served: str) -> bool:
+    """Whether the adapter's base folder (where it can be read here) is of another model_type than the
+    served model (same widths do not make a Qwen2-VL adapter a LLaVA one)."""
+    import json
+    from pathlib import Path
+
+    def model_type(location: str) -> str | None:
+        try:
+            return json.loads((Path(location) / "config.json").read_text(encoding="utf-8")).get("model_type")
+        except (OSError, ValueError, AttributeError):
+            return None
+
+    theirs, ours = model_type(base) if base else None, model_type(served)
+    return theirs is not None and ours is not None and theirs != ours
+
+
+def linear_layers(model) -> dict[str, tuple[int, int]]:
+    """{name: (in_features, out_features)} of a model's linear layers (peft's wrapped ones too)."""
+    import torch
+
+    found = {}
+    for name, module in model.named_modules():
+        base = getattr(module, "base_layer", module)
+        if isinstance(base, torch.nn.Linear):
+            found[name.removeprefix("base_model.model.")] = (base.in_features, base.out_features)
+    return found
+
+
+def layers_of_folder(folder: str) -> dict[str, tuple[int, int]]:
+    """linear_layers of the model in `folder`, built on the meta device from its config (no weights
+    read: an engine that does not hold the model in this process, LMDeploy's, checks adapters this way)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(folder))
+    return linear_layers(model)
 
 
 class Engine(Protocol):

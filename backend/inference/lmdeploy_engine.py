@@ -21,7 +21,14 @@ import httpx
 from PIL import Image
 
 from backend.images import has_orientation, open_image
-from backend.inference.engine import Cancel, GenerationSettings, Turn, check_adapter_folder
+from backend.inference.engine import (
+    Cancel,
+    GenerationSettings,
+    Turn,
+    check_adapter_fits,
+    check_adapter_folder,
+    layers_of_folder,
+)
 from backend.inference.lmdeploy_server import LMDeployServer, model_config
 
 log = logging.getLogger(__name__)
@@ -29,6 +36,8 @@ log = logging.getLogger(__name__)
 _DONE = object()
 PATCH_GRID = 28  # pixels: a 14-pixel patch, merged 2 x 2
 PATCH_GRID_MODEL_TYPES = {"qwen2_vl", "qwen2_5_vl"}
+# Qwen3-VL and Qwen3.5: a 16-pixel patch, merged 2 x 2
+PATCH_GRIDS = {**dict.fromkeys(PATCH_GRID_MODEL_TYPES, PATCH_GRID), "qwen3_vl": 32, "qwen3_5": 32}
 
 
 def patch_grid_size(width: int, height: int, max_pixels: int, multiple: int) -> tuple[int, int]:
@@ -158,8 +167,9 @@ class LMDeployEngine:
         # Qwen2-VL-family pictures that must be made ready here (too large, rotated) are resized to
         # the patch grid LMDeploy's processor would choose, so that its resize has nothing to do.
         model_type = model_config(server.options.model).get("model_type")
-        self.patch_multiple = PATCH_GRID if model_type in PATCH_GRID_MODEL_TYPES else 0
+        self.patch_multiple = PATCH_GRIDS.get(model_type, 0)
         self.send_paths = True  # pictures the server can read as they are go as file URLs
+        self._served_layers: dict[str, tuple[int, int]] | None = None  # the model's linear layers, read once
         self._restart_lock = threading.Lock()
         self._restarting: threading.Thread | None = None
         self._closed = False
@@ -172,6 +182,9 @@ class LMDeployEngine:
         if name in self.server.adapters:
             return
         check_adapter_folder(folder)  # refuse a damaged checkpoint before restarting the server
+        if self._served_layers is None:
+            self._served_layers = layers_of_folder(self.server.options.model)
+        check_adapter_fits(folder, self._served_layers, self.server.options.model)  # another base: refused
         self.server.add_adapter(name, Path(folder))
 
     def _model(self, adapter: str | None) -> str:

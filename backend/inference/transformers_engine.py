@@ -23,7 +23,15 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from backend.images import open_image
-from backend.inference.engine import Cancel, GenerationSettings, Turn, check_adapter_folder
+from backend.inference.engine import (
+    Cancel,
+    GenerationSettings,
+    Turn,
+    check_adapter_fits,
+    check_adapter_folder,
+    linear_layers,
+)
+from backend.models.families import FAMILIES
 from backend.models.loading import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -93,6 +101,7 @@ class TransformersEngine:
         self._lock = threading.Lock()
         self._adapters: dict[str, str] = {}  # name -> folder, in load order
         self._peft = None  # the PeftModel around the base, once an adapter is loaded
+        self._served_layers: dict[str, tuple[int, int]] | None = None  # the base's linear layers, read once
 
     # -- adapters ------------------------------------------------------------------------------
 
@@ -109,6 +118,9 @@ class TransformersEngine:
         if self._adapters.get(name) == folder:
             return
         check_adapter_folder(folder)  # before the model is touched: a bad folder changes nothing
+        if self._served_layers is None:
+            self._served_layers = linear_layers(self.loaded.model)
+        check_adapter_fits(folder, self._served_layers, self.loaded.source.location)  # another base model: refused
         from peft import PeftModel
 
         with self._lock:
@@ -122,16 +134,33 @@ class TransformersEngine:
             self._adapters[name] = folder
         log.info("loaded adapter %s from %r", name, str(folder))
 
-    def _routing(self, adapters: Sequence[str | None]):
-        """A context in which each batch row runs through its own adapter (None: the base)."""
+    def _check_adapters(self, adapters: Sequence[str | None]) -> None:
         unknown = [a for a in adapters if a is not None and a not in self._adapters]
         if unknown:
             raise ValueError(f"no adapter named {unknown[0]!r} is loaded")
+
+    def _routing(self, adapters: Sequence[str | None]):
+        """A context in which each batch row runs through its own adapter (None: the base)."""
+        self._check_adapters(adapters)
         if self._peft is None:
             return contextlib.nullcontext()
+        if len(set(adapters)) == 1:  # one adapter (or the base) for the whole batch: no routing per row
+            return self._peft.disable_adapter() if adapters[0] is None else self._only(adapters[0])
         # peft's own generate() routes mixed batches through this context; calling it directly
         # lets us keep the base model's generate (and its processor-specific inputs) unchanged.
         return self._peft._enable_peft_forward_hooks(adapter_names=[a or BASE for a in adapters])
+
+    @contextlib.contextmanager
+    def _only(self, name: str):
+        self._peft.set_adapter(name)
+        yield
+
+    @property
+    def _routes_rows(self) -> bool:
+        """Whether one batch can mix adapters row by row. peft routes each row of a layer's input to its
+        adapter, which needs the rows in the first dimension: OPT (BLIP-2's language model) flattens
+        the batch before its MLP, so there each request answers in its own call."""
+        return FAMILIES[self.loaded.source.family].mixed_adapter_batches
 
     # -- prompts -------------------------------------------------------------------------------
 
@@ -153,8 +182,10 @@ class TransformersEngine:
         for turns in conversations:
             prompt, pictures = self._prompt_and_images(turns)
             prompts.append(prompt)
-            images.extend(pictures)
-        inputs = self.loaded.processor(text=prompts, images=images or None, return_tensors="pt",
+            images.append(pictures)
+        # Pictures as one list per conversation: Gemma 3's and SmolVLM's processors count them per
+        # prompt; the others flatten the lists.
+        inputs = self.loaded.processor(text=prompts, images=images if any(images) else None, return_tensors="pt",
                                        padding=True, padding_side="left")
         return {k: (v.to(self.loaded.device) if hasattr(v, "to") else v) for k, v in inputs.items()}
 
@@ -175,6 +206,16 @@ class TransformersEngine:
     def generate_batch(self, conversations: list[list[Turn]], settings: GenerationSettings,
                        adapter: str | None = None) -> list[str]:
         """Answer several conversations in one batched generate call (for scoring)."""
+        if not FAMILIES[self.loaded.source.family].mixed_picture_batches:
+            groups: dict[int, list[int]] = {}
+            for i, turns in enumerate(conversations):
+                groups.setdefault(sum(len(t.images) for t in turns), []).append(i)
+            if len(groups) > 1:  # answered in groups of equal picture counts, in the original order
+                answers: dict[int, str] = {}
+                for rows in groups.values():
+                    for i, text in zip(rows, self.generate_batch([conversations[i] for i in rows], settings, adapter)):
+                        answers[i] = text
+                return [answers[i] for i in range(len(conversations))]
         inputs = self.prepare_batch(conversations)
         with self._lock, torch.inference_mode(), self._routing([adapter] * len(conversations)):
             output = self.loaded.model.generate(**inputs, **self._generate_kwargs(settings))
@@ -186,10 +227,23 @@ class TransformersEngine:
         """Answer several (conversation, adapter) pairs in one batch; yield (row, text piece) as
         the tokens come, so side-by-side answers grow together."""
         cancel = cancel or Cancel()
+        adapters = [adapter for _, adapter in requests]
+        self._check_adapters(adapters)  # an unknown adapter fails here, not inside the thread
+        if len(requests) > 1 and ((len(set(adapters)) > 1 and not self._routes_rows)
+                                  or not FAMILIES[self.loaded.source.family].mixed_picture_batches):
+            for row, request in enumerate(requests):  # one after the other (see _routes_rows)
+                for _, piece in self._stream_batch([request], settings, cancel, last=row == len(requests) - 1):
+                    yield row, piece
+            return
+        yield from self._stream_batch(requests, settings, cancel)
+
+    def _stream_batch(self, requests: Sequence[tuple[list[Turn], str | None]], settings: GenerationSettings,
+                      cancel: Cancel, last: bool = True) -> Iterator[tuple[int, str]]:
+        """stream_many's one batched generate call. `cancel` is set when the reader goes away, and at the
+        end of the `last` call (a request answered after this one keeps it unset)."""
         conversations = [turns for turns, _ in requests]
         adapters = [adapter for _, adapter in requests]
         inputs = self.prepare_batch(conversations)  # bad pictures fail here, before any waiting
-        self._routing(adapters)  # an unknown adapter fails here too, not inside the thread
         streamer = _BatchTextStreamer(self.loaded.processor.tokenizer, len(requests))
         failure: list[BaseException] = []
 
@@ -210,12 +264,15 @@ class TransformersEngine:
 
         worker = threading.Thread(target=run, name="generate", daemon=True)
         worker.start()
+        read_all = False
         try:
             while (item := streamer.queue.get()) is not _DONE:
                 yield item
+            read_all = True
         finally:
             # The reader may have gone (browser closed, Stop pressed): let generate end early.
-            cancel.set()
+            if last or not read_all:
+                cancel.set()
         worker.join()
         if failure:
             raise failure[0]

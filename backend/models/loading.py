@@ -14,20 +14,17 @@ from pathlib import Path
 
 import torch
 
+from backend.models.families import FAMILIES, supported_labels
 from backend.problems import ProblemError
 
 log = logging.getLogger(__name__)
 
-# model_type in config.json -> what we call the family. Only families whose chat and training
-# paths are tested (on tiny models of the same classes) are listed.
-SUPPORTED_MODEL_TYPES = {
-    "qwen2_vl": "qwen2_vl",
-    "qwen2_5_vl": "qwen2_5_vl",
-    "internvl": "internvl",
-    "llava": "llava",
-}
-FAMILY_LABELS = {"qwen2_vl": "Qwen2-VL", "qwen2_5_vl": "Qwen2.5-VL", "internvl": "InternVL",
-                 "llava": "LLaVA"}
+# model_type in config.json -> what we call the family, from the registry (families.py). Only
+# families whose chat and training paths are tested (on tiny models of the same classes) are there.
+SUPPORTED_MODEL_TYPES = {model_type: model_type for model_type in FAMILIES}
+FAMILY_LABELS = {model_type: family.label for model_type, family in FAMILIES.items()}
+# The original InternVL2 layout (remote code): converted once to the -hf layout (convert_internvl.py).
+ORIGINAL_INTERNVL = "internvl_chat"
 
 # For processors that resize to a fixed square anyway, anything above this only costs memory.
 DEFAULT_MAX_PIXELS = 1024 * 1024
@@ -85,6 +82,7 @@ def resolve(spec: str) -> ModelSource:
             raise ModelLoadError("model_no_config", "{folder} has no config.json, so it is not a transformers "
                                  "model folder.", folder=str(folder))
         spec = str(folder.resolve())
+        refuse_original_internvl(folder)
     try:
         config = AutoConfig.from_pretrained(spec)
     except OSError as err:
@@ -100,10 +98,24 @@ def resolve(spec: str) -> ModelSource:
         raise ModelLoadError(
             "model_not_supported", "{model} is a '{model_type}' model, not a vision-language model Foodie "
             "Studio supports ({supported}).", model=spec, model_type=config.model_type,
-            supported=", ".join(FAMILY_LABELS.values()))
+            supported=supported_labels())
     marker = Path(spec) / "foodie_studio.json"
-    is_tiny = marker.is_file() and json.loads(marker.read_text(encoding="utf-8")).get("tiny", False)
+    is_tiny = marker.is_file() and bool(json.loads(marker.read_text(encoding="utf-8")).get("tiny", False))
     return ModelSource(spec, family, is_tiny=is_tiny)
+
+
+def refuse_original_internvl(folder: Path) -> None:
+    """InternVL2 as OpenGVLab published it (model_type internvl_chat, remote code): one sentence on
+    converting it, instead of transformers' question about running the folder's code."""
+    try:
+        model_type = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return  # AutoConfig says what is wrong with it
+    if model_type == ORIGINAL_INTERNVL:
+        raise ModelLoadError(
+            "model_original_internvl", "{folder} holds InternVL in its original remote-code layout. Convert it "
+            "once to the transformers layout: python -m backend.models.convert_internvl {folder} {folder}-hf, then "
+            "give the new folder.", folder=str(folder))
 
 
 def first_line(err: BaseException) -> str:
@@ -137,19 +149,23 @@ def load_processor(source: ModelSource):
     """The model's own processor; without torchvision, the same class minus its video part."""
     from transformers import AutoProcessor
 
+    family = FAMILIES[source.family]
     try:
-        return AutoProcessor.from_pretrained(source.location)
+        processor = AutoProcessor.from_pretrained(source.location)
     except Exception as err:  # transformers raises many kinds when torchvision is missing
-        if source.family not in ("qwen2_vl", "qwen2_5_vl", "internvl"):
+        if not (family.processor_has_video or family.image_only):
             raise processor_error(source, err) from None
-        # Usually torchvision missing for the video part; the image part is all we use.
+        # Usually torchvision missing for the video part (or num2words, SmolVLM's, for video
+        # prompts); the image part is all we use.
         log.info("using the image-only processor (AutoProcessor: %s)", first_line(err)[:120])
-    from backend.models.processors import no_video_processor_class
-
-    try:
-        return no_video_processor_class(source.family).from_pretrained(source.location)
-    except Exception as err:
-        raise processor_error(source, err) from None
+        try:
+            processor = family.image_only_processor_class().from_pretrained(source.location)
+        except Exception as err:
+            raise processor_error(source, err) from None
+    if not getattr(processor, "chat_template", None) and family.chat_template:
+        # BLIP-2 ships no chat template: it was trained on "Question: ... Answer: ..."
+        processor.chat_template = family.chat_template
+    return processor
 
 
 def processor_error(source: ModelSource, err: BaseException) -> ModelLoadError:

@@ -1,48 +1,41 @@
 """Processors that work without torchvision.
 
-Qwen2-VL's and InternVL's processors carry a video processor, and transformers' video processors
-need torchvision, which does not import beside every torch build (it does not beside the CPU
-torch our CI uses). We never feed video, so subclasses that take no video processor serve
-images through the family's own, unmodified logic.
+Qwen2-VL's, Qwen3-VL's, InternVL's and SmolVLM's processors carry a video processor, and
+transformers' video processors need torchvision, which does not import beside every torch build (it
+does not beside the CPU torch our CI uses). We never feed video, so a subclass that takes no video
+processor serves images through the family's own, unmodified logic.
 
-transformers reads a processor's parts and saved settings off the parameter list of its
-`__init__` (`get_attributes`, `from_args_and_dict`), so each subclass spells its parameters out:
-leaving `video_processor` out is what makes it image-only.
+transformers reads a processor's parts and saved settings off the parameter list of its `__init__`
+(`get_attributes`, `from_args_and_dict`), so each subclass's `__init__` must show the family's own
+parameters minus `video_processor`: `image_only` builds such a subclass for any processor class,
+with that signature. Which families need one is said in the registry (families.py).
 """
 
 from __future__ import annotations
 
-from transformers import InternVLProcessor, Qwen2_5_VLProcessor, Qwen2VLProcessor
+import functools
+import inspect
 
 
-class _ImageOnlyQwen2VL(Qwen2VLProcessor):
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
-        self.video_processor = None
+@functools.cache
+def image_only(processor_class: type) -> type:
+    """`processor_class` without its video part: the same parameters minus `video_processor`.
 
-
-class _ImageOnlyQwen2_5_VL(Qwen2_5_VLProcessor):
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
-        self.video_processor = None
-
-
-class _ImageOnlyInternVL(InternVLProcessor):
-    def __init__(self, image_processor=None, tokenizer=None, image_seq_length: int = 256,
-                 chat_template=None, **kwargs):
-        super().__init__(image_processor, tokenizer, None, image_seq_length=image_seq_length,
-                         chat_template=chat_template, **kwargs)
-        self.video_processor = None
-
-
-_IMAGE_ONLY = {"qwen2_vl": _ImageOnlyQwen2VL, "qwen2_5_vl": _ImageOnlyQwen2_5_VL,
-               "internvl": _ImageOnlyInternVL}
-
-# transformers saves `type(processor).__name__` as processor_class: giving each subclass its
-# family's own name makes a saved folder load with plain AutoProcessor wherever torchvision is.
-for _cls in _IMAGE_ONLY.values():
-    _cls.__name__ = _cls.__mro__[1].__name__
-
-
-def no_video_processor_class(family: str) -> type:
-    return _IMAGE_ONLY[family]
+    transformers checks a saved processor's settings against the names of its `__init__`'s code
+    object (`co_varnames`), not just its signature, so the subclass's `__init__` is written out with
+    those names (exec on a generated line, the parameter list of the family's own class). It keeps
+    the family's class name, which transformers saves as processor_class: a saved folder loads with
+    plain AutoProcessor wherever torchvision is."""
+    signature = inspect.signature(processor_class.__init__)
+    names = [name for name, p in signature.parameters.items()
+             if name not in ("self", "video_processor") and p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+    defaults = {name: (None if signature.parameters[name].default is inspect.Parameter.empty
+                       else signature.parameters[name].default) for name in names}
+    source = (f"def __init__(self, {', '.join(f'{n}=_defaults[{n!r}]' for n in names)}, **kwargs):\n"
+              f"    _base.__init__(self, {', '.join(f'{n}={n}' for n in names)}, video_processor=None, **kwargs)\n"
+              "    self.video_processor = None\n")
+    namespace = {"_defaults": defaults, "_base": processor_class}
+    exec(source, namespace)
+    return type(processor_class.__name__, (processor_class,), {"__init__": namespace["__init__"],
+                                                                "__module__": __name__,
+                                                                "__qualname__": processor_class.__name__})

@@ -110,8 +110,6 @@ def read_job_data(spec: JobSpec, processor, packed: bool, dist: Dist, on_gpu: bo
         eval_samples, eval_problems = read_samples(Path(spec.eval_file), spec.images_dir)
         for problem in eval_problems:
             log.warning("held-out sample skipped: %s", problem)
-    if spec.packed and not packed:
-        log.info("packed batches need a Qwen2-VL-family model; training on padded batches")
     # Keep encoded samples in memory when they are few and small and decoded in this process
     # (Qwen2-VL patches cost ~24 bytes per pixel); otherwise decode each time, in DataLoader workers.
     small = len(train_samples) * spec.max_image_pixels * 24 < CACHE_BYTES

@@ -25,7 +25,8 @@ in every turn (encoding.py).
 
 How: train() below reads top to bottom: set-up, data, model, optimizer, resume, the loop, the final
 adapter. A job trains on one of two paths, chosen once before the model loads (model.packs()):
-packed rows for Qwen2-VL-family models (packed.py), padded batches for the others. model.py makes
+packed rows for the families the fast path serves (families.py: Qwen2-VL, Qwen2.5-VL, Qwen3-VL,
+InternVL), padded batches for the others (the log says why). model.py makes
 the model ready for its path; the loop hands each step to the path's StepRunner (steps.py) and
 never asks which it is. plain_loop.py is the plain recipe both are measured and tested against.
 
@@ -64,7 +65,7 @@ from backend.training.job_folder import (
     ready_checkpoints,
     write_json_atomic,
 )
-from backend.training.model import build_model, model_type_of, packs
+from backend.training.model import build_model, model_type_of, packs, why_padded
 from backend.training.processes import Dist, StopFlag, quiet_data_worker, setup_distributed, start_loader
 from backend.training.samples import Sample, SampleError
 from backend.training.schedule import lr_at
@@ -109,7 +110,10 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
     from backend.models.loading import load_processor, resolve
 
     processor = load_processor(resolve(spec.model))
-    packed = packs(spec, model_type_of(spec))
+    model_type = model_type_of(spec)
+    packed = packs(spec, model_type)
+    if why_padded(spec, model_type):
+        log.info("padded batches, not packed rows: %s", why_padded(spec, model_type))
     data = read_job_data(spec, processor, packed, dist, on_gpu, weights_dtype)
     # A new job's first loader starts before the model loads, so its workers decode the first
     # pictures meanwhile instead of during the first step (a resumed job's starts in the loop).
@@ -269,8 +273,8 @@ def out_of_memory_sentence(spec: JobSpec, packed: bool) -> Problem:
                        "gradient accumulation to keep the effective batch).",
                        batch=spec.batch_size, pixels=spec.max_image_pixels)
     return Problem("out_of_memory_packed", "The GPU ran out of memory (batch size {batch}, pictures up to {pixels} "
-                   "pixels). Try gradient checkpointing, smaller pictures, or a smaller batch size. Qwen2-VL-family "
-                   "models train on packed rows of up to {tokens} tokens: a smaller pack_tokens in the spec also "
+                   "pixels). Try gradient checkpointing, smaller pictures, or a smaller batch size. This model trains "
+                   "on packed rows of up to {tokens} tokens: a smaller pack_tokens in the spec also "
                    "helps, a larger gradient accumulation does not.",
                    batch=spec.batch_size, pixels=spec.max_image_pixels, tokens=spec.pack_tokens)
 

@@ -1,6 +1,6 @@
 """The model a job trains: the base model frozen, LoRA on its language model's linear layers (or,
 for a full fine-tune, the whole language model trained and the rest frozen), and what the job's
-path needs. Packed rows (packed.py, Qwen2-VL-family models) get attention that keeps
+path needs. Packed rows (packed.py: Qwen2-VL, Qwen2.5-VL, Qwen3-VL, InternVL) get attention that keeps
 samples apart, a faster vision tower, one-product LoRA layers (lora_forward.py) and, on a GPU,
 Liger's fused kernels; padded batches take the model as transformers and peft make it. Which path
 a job takes is packs(), asked once by the training program (lora.py)."""
@@ -27,33 +27,17 @@ from backend.training.packed import (
     use_packed_attention,
 )
 from backend.training.spec import JobSpec
+from backend.training.targets import lora_targets
 from backend.training.vision_kernels import start_triton_early
 
 log = logging.getLogger("foodie.train")
 
 
-def language_model_targets(model: torch.nn.Module, short_names: list[str]) -> list[str]:
-    """Full names of the linear layers called `short_names` inside the language model.
-
-    Vision towers have q_proj/k_proj/v_proj too; matching by short name alone would put LoRA on
-    them. The list is saved as the adapter's target_modules: explicit names load everywhere (LMDeploy
-    cannot read a pattern)."""
-    decoder = model.get_decoder()
-    prefix = next((name for name, module in model.named_modules() if module is decoder), None)
-    if prefix is None:
-        raise TrainingError("no_language_model", "Could not find the language model inside this model, so "
-                            "LoRA cannot be placed on it.")
-    wanted = set(short_names)
-    targets = [name for name, module in model.named_modules()
-               if name.startswith(prefix + ".") and name.rsplit(".", 1)[-1] in wanted
-               and isinstance(module, torch.nn.Linear)]
-    if not targets:
-        linear = sorted({name.rsplit(".", 1)[-1] for name, module in decoder.named_modules()
-                         if isinstance(module, torch.nn.Linear)})
-        raise TrainingError("targets_not_linear", "None of the target modules ({targets}) is a linear layer of "
-                            "the language model; its linear layers are called {linear}.",
-                            targets=", ".join(short_names), linear=", ".join(linear))
-    return targets
+def language_model_targets(model: torch.nn.Module, short_names: list[str], vision: bool = False) -> list[str]:
+    """Full names of the linear layers LoRA goes on: the language model's, by short name or all of them
+    ("all-linear"), and the vision tower's with `vision` (targets.py checks the choice against the
+    model's layers)."""
+    return lora_targets(model, short_names, vision)
 
 
 class BuiltModel(NamedTuple):
@@ -155,20 +139,36 @@ def add_lora(model: torch.nn.Module, spec: JobSpec) -> torch.nn.Module:
     """The peft model: LoRA on the language model's linear layers named in the spec."""
     from peft import LoraConfig, get_peft_model
 
-    targets = language_model_targets(model, spec.target_modules)
+    targets = language_model_targets(model, spec.target_modules, spec.lora_vision)
     config = LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
                         target_modules=targets, bias="none", task_type="CAUSAL_LM")
     # peft saves target_modules condensed to the shortest name suffixes that still match only these
     # layers (e.g. "q_proj" when the vision tower has none): still explicit names, never a pattern.
     model = get_peft_model(model, config)  # LoRA weights are created in fp32 even on a bf16 base
-    log.info("LoRA r=%d alpha=%d on %d linear layers of the language model", spec.lora_r, spec.lora_alpha,
-             len(targets))
+    log.info("LoRA r=%d alpha=%d on %d linear layers (%s)%s", spec.lora_r, spec.lora_alpha, len(targets),
+             ", ".join(sorted({name.rsplit(".", 1)[-1] for name in targets})),
+             " of the language model and the vision tower" if spec.lora_vision else " of the language model")
     return model
 
 
 def packs(spec: JobSpec, model_type: str) -> bool:
-    """Whether this job trains on packed rows (packed.py): asked for, and a Qwen2-VL-family model."""
-    return spec.packed and model_type in PACKED_MODEL_TYPES
+    """Whether this job trains on packed rows (packed.py): asked for, a family the fast path serves
+    (families.py: Family.fast_path), and a frozen vision tower (its embeddings are computed once)."""
+    return spec.packed and model_type in PACKED_MODEL_TYPES and not spec.lora_vision
+
+
+def why_padded(spec: JobSpec, model_type: str) -> str | None:
+    """Why a job that asked for packed rows trains on padded batches (a line for its log), or None."""
+    from backend.models.families import FAMILIES
+
+    if not spec.packed or packs(spec, model_type):
+        return None
+    if spec.lora_vision:
+        return "LoRA on the vision tower changes its embeddings every step, so they cannot be computed once"
+    found = FAMILIES.get(model_type)
+    if found is None:
+        return f"the fast path does not know the model type {model_type or '(unreadable)'}"
+    return f"{found.label}: {found.no_fast_path_why}"
 
 
 def model_type_of(spec: JobSpec) -> str:

@@ -1,4 +1,5 @@
-"""Packed training for Qwen2-VL-family models: the fast path of the training program.
+"""Packed training: the fast path of the training program, for the families whose Family.fast_path
+says so (families.py): "mrope" (Qwen2-VL, Qwen2.5-VL, Qwen3-VL) and "1d" (InternVL).
 
 The plain recipe pads every batch to its longest sample, runs the frozen vision tower on every
 picture at every step, and computes logits over the whole vocabulary for every position. On
@@ -19,8 +20,13 @@ the same steps, the same loss on the same answer tokens) and drops the waste:
 
 Measured against the plain recipe in bench/README.md (bench/bench_train_speed.py).
 
-Supported: model types whose language model takes M-RoPE positions and image embeddings scattered
-into image-token places (Qwen2-VL, Qwen2.5-VL). Other families train on the padded path.
+Supported: language models that take image embeddings scattered into image-token places, with
+- M-RoPE positions (3, T) worked out by the model's get_rope_index ("mrope": Qwen2-VL, Qwen2.5-VL,
+  Qwen3-VL; Qwen3-VL's DeepStack features of each picture ride beside its embeddings, concatenated
+  along the hidden dimension, and are added to the first layers' hidden states at the same places);
+- or plain positions 0..T-1 per sample ("1d": InternVL, whose pictures are tiles of a fixed number
+  of tokens each, found as runs of the image token).
+Other families train on the padded path (model.why_padded says why in the job's log).
 """
 
 from __future__ import annotations
@@ -41,7 +47,13 @@ from backend.training.vision_kernels import use_fused_vision_kernels
 
 log = logging.getLogger("foodie.train")
 
-PACKED_MODEL_TYPES = {"qwen2_vl", "qwen2_5_vl"}
+def _packed_model_types() -> set[str]:
+    from backend.models.families import FAMILIES
+
+    return {f.model_type for f in FAMILIES.values() if f.fast_path}
+
+
+PACKED_MODEL_TYPES = _packed_model_types()  # the families whose Family.fast_path says so
 PACKED_ATTENTION = "foodie_packed_sdpa"
 
 
@@ -136,15 +148,21 @@ def speed_up_vision_tower(model: torch.nn.Module, on_cuda: bool) -> None:
       bench/profile_vision_tower.py.)"""
     from transformers import AttentionInterface
 
-    visual = _inner(model).visual
+    visual = getattr(_inner(model), "visual", None)
+    if visual is None:  # InternVL's tower: runs once per picture as transformers writes it
+        return
     embed = visual.patch_embed
     if isinstance(getattr(embed, "proj", None), torch.nn.Conv3d) and embed.proj.kernel_size == embed.proj.stride:
         embed.forward = types.MethodType(_patch_embed_as_product, embed)
     if on_cuda and flash_varlen.VARLEN_ATTENTION:
         AttentionInterface.register(PACKED_VISION_ATTENTION, vision_varlen)
         visual.config._attn_implementation = PACKED_VISION_ATTENTION
-        if use_fused_vision_kernels(visual):
+        # our Triton kernels are written for Qwen2-VL's and Qwen2.5-VL's tower blocks
+        if type(visual).__name__ in QWEN2_TOWERS and use_fused_vision_kernels(visual):
             log.info("the vision tower's rotary embedding and QuickGELU run as fused Triton kernels")
+
+
+QWEN2_TOWERS = ("Qwen2VisionTransformerPretrainedModel", "Qwen2_5_VisionTransformerPretrainedModel")
 
 
 def _patch_embed_as_product(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -159,8 +177,15 @@ def _head(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _inner(model: torch.nn.Module) -> torch.nn.Module:
-    """The Qwen2VLModel inside (the LM head removed too)."""
+    """The Qwen2VLModel (InternVLModel, ...) inside (the LM head removed too)."""
     return _head(model).model
+
+
+def positions_kind(model: torch.nn.Module) -> str:
+    """"mrope" or "1d": how the model's language model takes positions (families.py: Family.fast_path)."""
+    from backend.models.families import FAMILIES
+
+    return FAMILIES[_head(model).config.model_type].fast_path
 
 
 # ----------------------------------------------------------------------------------------------
@@ -171,9 +196,10 @@ def _inner(model: torch.nn.Module) -> torch.nn.Module:
 class PackedSample:
     input_ids: torch.Tensor  # (T,)
     targets: torch.Tensor  # (T,) the token each position must predict; IGNORE_INDEX where it is no answer
-    positions: torch.Tensor  # (3, T) M-RoPE positions (temporal, height, width), from 0 for each sample
-    # The frozen vision tower's output for each picture, in order, (picture tokens, hidden) each: the
-    # same tensor for every sample that shows the same picture.
+    positions: torch.Tensor  # (3, T) M-RoPE positions (temporal, height, width), or (T,): from 0 for each sample
+    # The frozen vision tower's output for each picture, in order, (picture tokens, hidden) each (hidden
+    # x 4 for Qwen3-VL: its embeddings and three DeepStack levels side by side): the same tensor for
+    # every sample that shows the same picture.
     pictures: tuple[torch.Tensor, ...]
     answer_at: torch.Tensor  # positions whose target counts, on the CPU: packing reads them without a GPU sync
 
@@ -192,37 +218,39 @@ def prepare(model: torch.nn.Module, encoded: list[Encoded], device: torch.device
             cache: PackedCache | None = None) -> list[PackedSample]:
     """Run the frozen parts once for these samples: the vision tower and projector on all their
     pictures that are not done yet (in `cache`, or earlier in this list: FoodieQA asks several
-    questions about one photo), in one batch, and the M-RoPE positions (on the CPU, where the index
+    questions about one photo), in one batch, and the positions (M-RoPE's on the CPU, where the index
     arithmetic is cheap, instead of as hundreds of tiny GPU kernels)."""
     image_token = _head(model).config.image_token_id
-    merge = _inner(model).visual.spatial_merge_size ** 2  # patches per picture token
+    kind = positions_kind(model)
     done: dict = {}  # picture -> its embeddings, for this call
-    todo: dict = {}  # picture -> (its patches, its grid row), in the order first met
+    todo: dict = {}  # picture -> (its pixels, its grid row or tile count), in the order first met
     keys_of = []
     for e in encoded:
-        grid = e.inputs.get("image_grid_thw")
-        if grid is None:
-            keys_of.append([])
-            continue
+        parts = _picture_parts(model, kind, e, image_token)
         # A sample whose pictures are not named one by one keeps them to itself.
-        keys = list(e.pictures) if len(e.pictures) == len(grid) else [(id(e), i) for i in range(len(grid))]
+        keys = list(e.pictures) if len(e.pictures) == len(parts) else [(id(e), i) for i in range(len(parts))]
         keys_of.append(keys)
-        patches = e.inputs["pixel_values"].split(grid.prod(-1).tolist())
-        for key, part, row in zip(keys, patches, grid):
+        for key, (part, shape) in zip(keys, parts):
             if key in done or key in todo:
                 continue
             found = cache.picture(key) if cache is not None and isinstance(key, str) else None
             if found is not None:
                 done[key] = found
             else:
-                todo[key] = (part, row)
+                todo[key] = (part, shape)
     if todo:
         # Each picture copied on its own and joined on the GPU: from the loader's page-locked memory
         # the copies run in the background; a join on the CPU would be one more pass over ~10 MB each.
         pixels = torch.cat([part.to(device, dtype, non_blocking=True) for part, _ in todo.values()])
-        grids = torch.stack([row for _, row in todo.values()])
-        counts = (grids.prod(-1) // merge).tolist()
-        features = _image_features(_inner(model), pixels, grids, device)
+        shapes = [shape for _, shape in todo.values()]
+        if kind == "mrope":
+            grids = torch.stack(shapes)
+            counts = (grids.prod(-1) // _inner(model).visual.spatial_merge_size ** 2).tolist()
+            features = _image_features(_inner(model), pixels, grids, device)
+        else:
+            per_tile = _head(model).config.image_seq_length
+            counts = [tiles * per_tile for tiles in shapes]
+            features = _tile_features(_inner(model), pixels)
         if features.shape[0] != sum(counts):
             raise ValueError(f"the vision tower gave {features.shape[0]} picture embeddings for {sum(counts)} "
                              "picture tokens")
@@ -239,22 +267,64 @@ def prepare(model: torch.nn.Module, encoded: list[Encoded], device: torch.device
                              f"{sum(p.shape[0] for p in pictures)} picture embeddings")
         targets = torch.cat([labels[1:], labels.new_full((1,), IGNORE_INDEX)])
         grid = e.inputs.get("image_grid_thw")
-        positions = (torch.arange(len(ids)).expand(3, -1) if grid is None
-                     else _rope_positions(model, e, ids, grid))
+        if kind != "mrope":
+            positions = torch.arange(len(ids))  # (T,): each sample from 0
+        elif grid is None:
+            positions = torch.arange(len(ids)).expand(3, -1)
+        else:
+            positions = _rope_positions(model, e, ids, grid)
         samples.append(PackedSample(ids.to(device, non_blocking=True), targets.to(device, non_blocking=True),
                                     positions.to(device, non_blocking=True), pictures,
                                     (targets != IGNORE_INDEX).nonzero()[:, 0]))
     return samples
 
 
+def _picture_parts(model, kind: str, e: Encoded, image_token: int) -> list[tuple[torch.Tensor, object]]:
+    """Each picture of a sample: (its pixels, its shape), in order. M-RoPE families: its patches and its
+    grid row (t, h, w). InternVL: its tiles and their count, read off the runs of image tokens (one run
+    of image_seq_length tokens a tile per picture: the processor does not return the counts)."""
+    pixels = e.inputs.get("pixel_values")
+    if pixels is None:
+        return []
+    if kind == "mrope":
+        grid = e.inputs["image_grid_thw"]
+        return list(zip(pixels.split(grid.prod(-1).tolist()), grid))
+    per_tile = _head(model).config.image_seq_length
+    is_image = (e.inputs["input_ids"] == image_token).int()
+    starts = (is_image[1:] > is_image[:-1]).nonzero()[:, 0] + 1
+    ends = (is_image[1:] < is_image[:-1]).nonzero()[:, 0] + 1
+    starts = ([0] if is_image[0] else []) + starts.tolist()
+    ends = ends.tolist() + ([len(is_image)] if is_image[-1] else [])
+    tiles = [(end - start) // per_tile for start, end in zip(starts, ends)]
+    if sum(tiles) != len(pixels):
+        raise ValueError(f"a sample's picture tokens make {sum(tiles)} tiles of {per_tile} tokens, and its pixels "
+                         f"{len(pixels)}")
+    return list(zip(pixels.split(tiles), tiles))
+
+
+def _tile_features(inner, pixels: torch.Tensor) -> torch.Tensor:
+    """InternVL's tower, pixel shuffle and projector on tiles (tiles, 3, H, W) -> (tiles x tokens, hidden)."""
+    config = inner.config
+    out = inner.get_image_features(pixel_values=pixels, vision_feature_layer=config.vision_feature_layer,
+                                   vision_feature_select_strategy=config.vision_feature_select_strategy)
+    features = getattr(out, "pooler_output", out)
+    return features.reshape(-1, features.shape[-1])
+
+
 def _image_features(inner, pixels: torch.Tensor, grid: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """The vision tower and projector on these pictures' patches; `grid` (pictures x 3) on the CPU."""
+    """The vision tower and projector on these pictures' patches; `grid` (pictures x 3) on the CPU.
+    Qwen3-VL's DeepStack features (one per level, each the width of the embeddings) come beside
+    each token's embedding: (tokens, hidden x (1 + levels))."""
     known = _tower_inputs(inner, grid, device)
     # transformers 5 returned a tuple of per-picture tensors at first, an output object later.
     out = inner.get_image_features(pixel_values=pixels, image_grid_thw=grid if known else grid.to(device), **known)
     features = getattr(out, "pooler_output", out)
     if isinstance(features, (list, tuple)):
         features = torch.cat(list(features), dim=0)
+    levels = getattr(out, "deepstack_features", None)
+    if levels:
+        features = torch.cat([features] + [torch.cat(list(level), dim=0) if isinstance(level, (list, tuple))
+                                           else level for level in levels], dim=-1)
     return features
 
 
@@ -381,7 +451,7 @@ def prepared_samples(cache: PackedCache, items: list, model, device, dtype) -> l
 class PackedRow:
     input_ids: torch.Tensor  # (T,) all samples end to end
     targets: torch.Tensor  # (T,)
-    positions: torch.Tensor  # (3, T)
+    positions: torch.Tensor  # (3, T) M-RoPE, or (T,)
     image_embeds: torch.Tensor | None
     answer_at: torch.Tensor  # positions whose target counts, on the row's device
     answer_tokens: int
@@ -405,7 +475,7 @@ def pack(samples: list[PackedSample]) -> PackedRow:
     device = samples[0].input_ids.device
     answer_at = torch.cat([s.answer_at + start for s, start in zip(samples, bounds)])
     return PackedRow(torch.cat([s.input_ids for s in samples]), torch.cat([s.targets for s in samples]),
-                     torch.cat([s.positions for s in samples], dim=1), torch.cat(pictures) if pictures else None,
+                     torch.cat([s.positions for s in samples], dim=-1), torch.cat(pictures) if pictures else None,
                      to_device(answer_at, device), len(answer_at), RowBounds.of(bounds, device))
 
 
@@ -459,14 +529,19 @@ class PackedLoss(torch.nn.Module):
     def forward(self, row: PackedRow) -> torch.Tensor:
         inner, head = _inner(self.model), _head(self.model)
         embeds = inner.get_input_embeddings()(row.input_ids)[None]  # (1, T, hidden)
+        more = {}
         if row.image_embeds is not None:
             where = (row.input_ids == head.config.image_token_id)[None, :, None]
-            embeds = embeds.masked_scatter(where, row.image_embeds.to(embeds.dtype))
+            pictures = row.image_embeds.to(embeds.dtype)
+            if pictures.shape[-1] > embeds.shape[-1]:  # Qwen3-VL: the embeddings, then each DeepStack level
+                pictures, *levels = pictures.split(embeds.shape[-1], dim=-1)
+                more = {"visual_pos_masks": where[..., 0], "deepstack_visual_embeds": levels}
+            embeds = embeds.masked_scatter(where, pictures)
         # use_cache=False: the text config's own default (True) has every layer append its keys and
         # values to a cache nobody reads, which made a row's passes 15% slower (9,041 tokens, no
         # Liger: 278 ms with it, 241 ms without; H200, 2026-11, bench/profile_step_parts.py)
-        hidden = inner.language_model(inputs_embeds=embeds, position_ids=row.positions[:, None], use_cache=False,
-                                      doc_bounds=row.attention).last_hidden_state[0]  # (T, hidden)
+        hidden = inner.language_model(inputs_embeds=embeds, position_ids=row.positions.unsqueeze(-2), use_cache=False,
+                                      doc_bounds=row.attention, **more).last_hidden_state[0]  # (T, hidden)
         # Index by known positions, not by a mask: a mask's count would be read back from the GPU.
         logits = head.lm_head(hidden.index_select(0, row.answer_at)).float()  # (answers, vocab), fp32 loss
         return F.cross_entropy(logits, row.targets.index_select(0, row.answer_at), reduction="sum")

@@ -55,7 +55,7 @@ def train_plain(spec: JobSpec, device: torch.device) -> PlainRun:
     model.requires_grad_(False)
     model.config.use_cache = False  # a KV cache only helps generation
     # explicit names under the language model: the vision tower has q_proj/k_proj/v_proj too
-    targets = language_model_targets(model, spec.target_modules)
+    targets = language_model_targets(model, spec.target_modules, spec.lora_vision)
     model = get_peft_model(model, LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha,
                                              lora_dropout=spec.lora_dropout, target_modules=targets,
                                              bias="none", task_type="CAUSAL_LM"))

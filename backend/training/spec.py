@@ -16,9 +16,12 @@ from typing import Any
 
 from backend.problems import Problem
 
-# LoRA goes on these linear layers of the language model (attention and MLP). The vision tower has
-# modules with the same short names; the training program only matches them under the language model.
-DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# LoRA goes on every linear layer of the language model's decoder layers, whatever the family calls
+# them (attention, linear attention, MLP: targets.py reads them off the model). A list of short names
+# (q_proj, v_proj, ...) is checked against the model before training starts. The vision tower has
+# modules with the same short names; they are only matched under the language model.
+ALL_LINEAR = "all-linear"
+DEFAULT_TARGET_MODULES = (ALL_LINEAR,)
 
 DEVICES = ("auto", "cpu", "cuda")
 SCHEDULES = ("cosine", "constant")
@@ -68,6 +71,7 @@ class JobSpec:
     lora_alpha: int = 128  # scale = alpha / r; alpha = 2r is the usual choice
     lora_dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGET_MODULES))
+    lora_vision: bool = False  # also LoRA on the vision tower's and projector's linear layers (padded batches then)
     # Instead of LoRA: every weight of the language model trains (embeddings, layers, LM head), in
     # fp32 master weights; the vision tower and projector stay frozen. The "full-lm" of a "what
     # trains" choice, when there is one (model.trains_full_language_model reads it).
@@ -112,8 +116,9 @@ class JobSpec:
     shard: bool = False
     bf16: bool = True  # bf16 autocast on GPUs that support it (ignored on CPU, which trains in fp32)
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
-    # Qwen2-VL family: micro-batches packed end to end without padding, picture embeddings computed once
-    # and reused across epochs, logits only for answer tokens (packed.py). Off = padded batches.
+    # Qwen2-VL, Qwen2.5-VL, Qwen3-VL, InternVL (families.py: fast_path): micro-batches packed end to end
+    # without padding, picture embeddings computed once and reused across epochs, logits only for answer
+    # tokens (packed.py). Off = padded batches.
     packed: bool = True
     vision_cache_gb: float = 4.0  # memory on the training device for those picture embeddings
     pack_tokens: int = 16384  # tokens per packed row: a step's samples go through in rows this long
@@ -218,7 +223,7 @@ class JobSpec:
             add("lora_dropout", "LoRA dropout must be at least 0 and below 1 (it is {value}).", value=self.lora_dropout)
         if not self.target_modules:
             add("no_targets", "Name at least one target module for LoRA (for example q_proj, v_proj).")
-        elif not all(isinstance(m, str) and m.isidentifier() for m in self.target_modules):
+        elif not all(isinstance(m, str) and (m.isidentifier() or m == ALL_LINEAR) for m in self.target_modules):
             add("bad_targets", "Target modules must be plain module names such as q_proj (no patterns or dots).")
 
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
@@ -367,7 +372,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         epochs=3, batch_size=4, grad_accum=4,
         max_image_pixels=1024 * 768, max_length=2048,
         save_every=100, keep_last=3, eval_every=0,
-        # Checkpointing on, so the 2B recipe fits a 16-24 GB card: with packed rows (Qwen2-VL family)
+        # Checkpointing on, so the 2B recipe fits a 16-24 GB card: with packed rows (Qwen2-VL)
         # 9.9 GB peak at 4.2x the plain recipe's speed; off, 1.5x faster again at 44 GB (H100,
         # 2026-12-07, bench/README.md "The training fast path against the plain recipe").
         device="cuda", gpus=1, bf16=True, gradient_checkpointing=True, data_workers=4,

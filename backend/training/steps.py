@@ -10,7 +10,7 @@ and tests/test_training_reference.py check it):
   forward pass. Any model family.
 - PackedSteps: the step's samples regrouped into rows of up to pack_tokens tokens with no padding,
   each picture through the frozen vision tower once per run (within the cache's budget), logits
-  only for answer tokens (packed.py). Qwen2-VL-family models.
+  only for answer tokens (packed.py). The families whose Family.fast_path says so.
 
 With several processes, each runner wraps in DDP what its passes go through: the peft model for the
 padded path, PackedLoss (the model and its loss) for the packed one. A sharded job (sharding.py)

@@ -1,0 +1,284 @@
+"""How much GPU memory a LoRA job needs, estimated before it starts; a job that cannot fit is refused at
+Start with what to change.
+
+The model is built on the meta device from its config (no weights read, ~0.1 s for a 2B model), so
+the counts are the model's own: its parameters, the layers LoRA goes on (targets.py, which also
+refuses a target list that matches nothing), the widths of each decoder layer. In bytes:
+
+    weights      = parameters x 2                        (bf16)
+    LoRA + Adam  = LoRA parameters x 16                  (fp32 weight, gradient, Adam's two moments)
+    activations  = tokens x layers x (2 x out + k x in)  (every linear layer's output in bf16, and what
+                   LoRA keeps of each input: packed rows, in the model's dtype (keep_lora_inputs_in_model_dtype):
+                   a dropout copy and its mask, k = 3 (2 without dropout); padded batches, peft's way: an
+                   fp32 copy, the mask, the bf16 copy autocast makes, k = 7 (6 without dropout))
+      with checkpointing: tokens x layers x 2 x hidden (each layer's input) + one layer's activations
+    logits       = tokens x vocab x 4                    (padded batches: bf16 logits and their gradient
+                                                          at every position; packed rows: answers only)
+    pictures     = the packed path's picture cache: pictures x picture tokens x hidden x 2 x (1 + DeepStack
+                   levels), up to vision_cache_gb
+
+`out` and `in` are the sums of out_features and in_features of a decoder layer's linear layers (the
+mean over layers: Qwen3.5's linear-attention and full-attention layers differ). `tokens` is what one
+forward pass holds: a packed row (a step's samples, up to pack_tokens) or a padded micro-batch (batch
+x the longest sample), each sample a photo at the pixel budget plus ~100 text tokens. The vision
+tower runs without gradients; its transient memory is smaller than the language model's.
+
+Checked against the recorded measurements (Qwen2-VL-2B shape, H100, 2026-12-07,
+bench/results-train-speed-h100.json, at the data's mean sample length): the fast path 10.4 GB estimated
+for 9.9 measured with checkpointing, 39.3 for 43.9 without; the plain recipe (padded, and transformers'
+fp32 logits on top) 30.7 measured. tests/test_memory.py keeps these within 25%.
+bench/bench_train_speed.py --family prints the estimate beside the measured peak for Qwen3-VL,
+InternVL3.5 and Qwen3.5.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from backend.problems import Problem
+from backend.training.spec import JobSpec
+
+GB = 1e9
+TEXT_TOKENS = 100  # a question and an answer, around the picture
+HEADROOM = 1.1  # the CUDA context and the allocator's fragmentation, beyond what is allocated
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the estimate needs of a model, read off it on the meta device."""
+
+    model_type: str
+    params: int  # every weight of the base model
+    layers: int  # decoder layers
+    hidden: int
+    vocab: int
+    linear_out: float  # per decoder layer: summed out_features of its linear layers (mean over layers)
+    linear_in: float  # per decoder layer: summed in_features of its linear layers the targets reach
+    lora_per_rank: int  # sum of (in + out) over the layers LoRA goes on: x rank = LoRA parameters
+    picture_width: int  # hidden x (1 + DeepStack levels): what the picture cache keeps a token as
+    config: object
+
+
+def shape_of(config, target_modules: list[str], lora_vision: bool = False) -> Shape:
+    """Build the model on the meta device and count (TrainingError for a target list that does not fit)."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from backend.training.targets import decoder_layers, decoder_of, lora_targets
+
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(config)
+    targets = set(lora_targets(model, target_modules, lora_vision))
+    modules = dict(model.named_modules())
+    prefix, decoder = decoder_of(model)
+    stack, layers = decoder_layers(decoder)
+    base = f"{prefix}.{stack}" if stack else prefix
+    outs, ins = 0, 0
+    for i, layer in enumerate(layers):
+        for name, module in layer.named_modules():
+            if isinstance(module, torch.nn.Linear):
+                outs += module.out_features
+                ins += module.in_features if f"{base}.{i}.{name}" in targets else 0
+    text = config.get_text_config()
+    levels = len(getattr(getattr(config, "vision_config", None), "deepstack_visual_indexes", None) or [])
+    return Shape(config.model_type, sum(p.numel() for p in model.parameters()), len(layers), text.hidden_size,
+                 text.vocab_size, outs / len(layers), ins / len(layers),
+                 sum(modules[name].in_features + modules[name].out_features for name in targets),
+                 text.hidden_size * (1 + levels), config)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """GPU memory of one job, in bytes, by part."""
+
+    weights: float
+    lora: float
+    activations: float
+    logits: float
+    pictures: float
+    tokens: int  # in one forward pass
+    checkpointing: bool
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.lora + self.activations + self.logits + self.pictures
+
+    def parts(self) -> str:
+        return (f"weights {self.weights / GB:.1f}, LoRA and optimizer {self.lora / GB:.1f}, activations "
+                f"{(self.activations + self.logits) / GB:.1f}, pictures {self.pictures / GB:.1f} GB")
+
+
+def estimate(shape: Shape, spec: JobSpec, packed: bool, samples: int | None = None,
+             per_sample: int | None = None) -> Estimate:
+    """The job's peak, as the module's docstring counts it. `samples`: how many the data holds (the
+    picture cache holds at most one picture each; unknown: as many as the cache budget takes).
+    `per_sample`: tokens a sample holds (default: a photo at the pixel budget and TEXT_TOKENS)."""
+    from backend.models.families import FAMILIES
+
+    picture = FAMILIES[shape.model_type].picture_tokens(shape.config, spec.max_image_pixels)
+    per_sample = per_sample or picture + TEXT_TOKENS
+    if packed:  # a row holds the step's samples, up to pack_tokens (a longer sample has a row of its own)
+        tokens = min(max(spec.pack_tokens, per_sample), spec.batch_size * spec.grad_accum * per_sample)
+    else:
+        tokens = spec.batch_size * per_sample
+    kept = (3 if packed else 7) - (0 if spec.lora_dropout > 0 else 1)  # bytes of each LoRA input kept
+    per_token_layer = 2 * shape.linear_out + kept * shape.linear_in
+    if spec.gradient_checkpointing:
+        activations = tokens * (shape.layers * 2 * shape.hidden + per_token_layer)
+    else:
+        activations = tokens * shape.layers * per_token_layer
+    if packed:  # the LM head on answer tokens only (up to 40 a sample), fp32 logits and their gradient
+        logits = spec.batch_size * spec.grad_accum * 40 * shape.vocab * 8
+    else:
+        logits = tokens * shape.vocab * 4
+    pictures = 0.0
+    if packed:
+        one = picture * shape.picture_width * 2
+        pictures = min(spec.vision_cache_gb * 2**30, one * (samples if samples is not None else 10**9))
+    return Estimate(shape.params * 2, shape.lora_per_rank * spec.lora_r * 16, activations, logits, pictures, tokens,
+                    spec.gradient_checkpointing)
+
+
+@functools.lru_cache(maxsize=16)
+def _shape_of_folder(location: str, targets: tuple[str, ...], vision: bool) -> Shape:
+    from transformers import AutoConfig
+
+    return shape_of(AutoConfig.from_pretrained(location), list(targets), vision)
+
+
+def job_shape(spec: JobSpec) -> tuple[Shape, int | None]:
+    """The job's model, counted (TrainingError for targets that do not fit it), and its sample count."""
+    from backend.models.loading import resolve
+
+    shape = _shape_of_folder(resolve(spec.model).location, tuple(spec.target_modules), spec.lora_vision)
+    try:
+        samples = len(json.loads(Path(spec.data_file).read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        samples = None
+    return shape, samples
+
+
+def job_estimate(spec: JobSpec) -> Estimate:
+    """The estimate for a job as specified (its model folder's config, its data's sample count)."""
+    from backend.training.model import packs
+
+    shape, samples = job_shape(spec)
+    return estimate(shape, spec, packs(spec, shape.model_type), samples)
+
+
+# The changes memory_shortfall tries, cheapest first: each adds to the one before.
+def _changes(spec: JobSpec) -> list[tuple[str, str, dict]]:
+    tries = []
+    if not spec.gradient_checkpointing:
+        tries.append(("memory_change_checkpointing", "turn gradient checkpointing on (about {gb} GB)",
+                      {"gradient_checkpointing": True}))
+    for batch in sorted({spec.batch_size // 2, spec.batch_size // 4, 1}, reverse=True):
+        if 1 <= batch < spec.batch_size:
+            tries.append(("memory_change_batch", "turn gradient checkpointing on and set the batch size to {batch} and "
+                          "gradient accumulation to {accum}, the same effective batch (about {gb} GB)",
+                          {"gradient_checkpointing": True, "batch_size": batch,
+                           "grad_accum": spec.grad_accum * spec.batch_size // batch}))
+    if spec.max_image_pixels > 448 * 448:
+        tries.append(("memory_change_pictures", "turn gradient checkpointing on, set the batch size to 1 and lower "
+                      "the pictures to 448x448 pixels (about {gb} GB)",
+                      {"gradient_checkpointing": True, "batch_size": 1, "grad_accum": spec.grad_accum * spec.batch_size,
+                       "max_image_pixels": 448 * 448}))
+    return tries
+
+
+def memory_shortfall(spec: JobSpec, gpu_bytes: float) -> Problem | None:
+    """Why a job would run out of the memory of a GPU of `gpu_bytes`, and what to change, or None.
+    (TrainingError for LoRA targets that do not fit the model: said before anything is queued.)"""
+    from backend.training.model import packs
+
+    shape, samples = job_shape(spec)
+    needed = estimate(shape, spec, packs(spec, shape.model_type), samples)
+    if needed.total * HEADROOM <= gpu_bytes:
+        return None
+    change = Problem("memory_change_model", "pick a smaller model or a GPU with more memory")
+    for key, sentence, changes in _changes(spec):
+        changed = spec.with_changes(**changes)
+        fits = estimate(shape, changed, packs(changed, shape.model_type), samples)
+        if fits.total * HEADROOM <= gpu_bytes:
+            values = {"batch": changes.get("batch_size"), "accum": changes.get("grad_accum")} if "{batch}" in sentence \
+                else {}
+            change = Problem(key, sentence, **values, gb=f"{fits.total * HEADROOM / GB:.0f}")
+            break
+    return Problem("memory_shortfall", "This job needs about {need} GB of GPU memory ({parts}), more than the "
+                   "{have} GB the GPU has. To fit: {change}.", need=f"{needed.total * HEADROOM / GB:.0f}",
+                   parts=needed.parts(), have=f"{gpu_bytes / GB:.0f}", change=change)
+
+
+def start_shortfall(spec: JobSpec, gpus: list[str], totals_mb: dict[str, int] | None = None) -> Problem | None:
+    """At Start (the Train tab, beside worker.gpu_shortfall): the job's estimate against the smallest GPU
+    the worker may give it, or None (a CPU job, or no GPU seen). `totals_mb`: GPU id -> MiB (default:
+    nvidia-smi's). TrainingError for LoRA targets that do not fit the model, whatever the device."""
+    from backend.models.loading import looks_like_path
+    from backend.training.views import gpu_memory
+    from backend.training.worker import wants_gpu
+
+    if spec.problems() or not looks_like_path(spec.model):
+        return None  # the job store says what is wrong with the spec; a hub id is read when its job starts
+    job_shape(spec)  # LoRA targets that match nothing, or miss a layer type: said now, for CPU jobs too
+    if not wants_gpu(spec, gpus):
+        return None
+    if totals_mb is None:
+        totals_mb = {str(gpu.index): gpu.total_mb for gpu in gpu_memory()}
+    sizes = [mb for gpu, mb in totals_mb.items() if gpu in gpus]
+    return memory_shortfall(spec, min(sizes) * 2**20) if sizes else None
+
+
+# ---- the model picker: families, sizes, and what a LoRA job on each needs ----------------------
+
+
+@dataclass(frozen=True)
+class PickerRow:
+    family: str  # its label
+    name: str  # the checkpoint's name
+    hub_id: str
+    params_b: float
+    with_checkpointing_gb: float | None  # the 2b-gpu preset; None where no config is at hand
+    without_checkpointing_gb: float | None
+
+
+@functools.lru_cache(maxsize=1)
+def picker_rows() -> tuple[PickerRow, ...]:
+    """Every published size the registry lists, with the 2b-gpu preset's estimate (batch 4 x 4,
+    1024x768 pictures, LoRA r=128 on every linear layer of the language model) where its config is
+    in the registry; the Train tab estimates any model folder at Start."""
+    from transformers import AutoConfig
+
+    from backend.models.families import FAMILIES
+    from backend.training.model import PACKED_MODEL_TYPES
+    from backend.training.spec import preset
+
+    spec = preset("2b-gpu", model="-", data_file="-")
+    rows = []
+    for family in FAMILIES.values():
+        for size in family.sizes:
+            gb = (None, None)
+            if size.config is not None:
+                values = size.config()
+                config = AutoConfig.for_model(values.pop("model_type"), **values)
+                shape = shape_of(config, spec.target_modules)
+                packed = spec.packed and family.model_type in PACKED_MODEL_TYPES
+                gb = tuple(estimate(shape, spec.with_changes(gradient_checkpointing=ckpt), packed, 256).total
+                           * HEADROOM / GB for ckpt in (True, False))
+            rows.append(PickerRow(family.label, size.name, size.hub_id, size.params_b, *gb))
+    return tuple(rows)
+
+
+def picker_text() -> str:
+    """The picker as text, for --model's help: each family's sizes, with the GPU memory a LoRA job on
+    it needs with and without gradient checkpointing where the registry has its config."""
+    families: dict[str, list[str]] = {}
+    for row in picker_rows():
+        memory = (f" ~{row.with_checkpointing_gb:.0f}/~{row.without_checkpointing_gb:.0f} GB"
+                  if row.with_checkpointing_gb else "")
+        families.setdefault(row.family, []).append(f"{row.hub_id} {row.params_b:.1f}B{memory}")
+    return ("; ".join(f"{family}: {', '.join(sizes)}" for family, sizes in families.items())
+            + ". GB: a LoRA job with/without gradient checkpointing at the 2b-gpu preset (batch 4 x 4, 1024x768 "
+            "photos, r=128); any model is estimated when its job starts")

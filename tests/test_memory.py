@@ -1,0 +1,123 @@
+"""The GPU memory a LoRA job needs, estimated before it starts (backend/training/memory.py), and the
+refusal at Start of a job that cannot fit, with what to change."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from backend.models import families
+from backend.training.memory import (
+    GB,
+    HEADROOM,
+    estimate,
+    memory_shortfall,
+    picker_rows,
+    shape_of,
+    start_shortfall,
+)
+from backend.training.spec import preset
+
+RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results-train-speed-h100.json"
+
+
+def published(config) -> object:
+    from transformers import AutoConfig
+
+    values = config()
+    return AutoConfig.for_model(values.pop("model_type"), **values)
+
+
+def test_the_estimate_is_within_25_percent_of_the_recorded_qwen2_vl_2b_peaks():
+    """bench/results-train-speed-h100.json (H100, 2026-12-07): the fast path with and without gradient
+    checkpointing, at the bench data's mean sample length."""
+    recorded = json.loads(RESULTS.read_text())
+    counts, results = recorded["counts"], recorded["results"]
+    per_sample = round(counts["tokens"] / counts["samples"])
+    spec = preset("2b-gpu", model="-", data_file="-", lora_dropout=0.05)
+    shape = shape_of(published(families.qwen2_vl_2b_config), spec.target_modules)
+    assert shape.lora_per_rank * spec.lora_r == recorded["params"]["lora"]  # the same 147.7 M LoRA weights
+    for label, checkpointing in (("ours, rows of 16384 tokens, gradient checkpointing", True),
+                                 ("ours, rows of 16384 tokens", False)):
+        measured = results[label]["peak_gb"]
+        got = estimate(shape, spec.with_changes(gradient_checkpointing=checkpointing), True, counts["samples"],
+                       per_sample).total / GB
+        assert abs(got - measured) <= 0.25 * measured, (label, got, measured)
+
+
+def test_qwen3_5s_linear_attention_layers_count_in_the_lora_weights():
+    """Qwen3.5-2B: all-linear reaches in_proj_qkv/z/b/a and out_proj of 18 linear-attention layers; the
+    Llama-shaped list would be refused before anything is counted."""
+    from backend.training.errors import TrainingError
+
+    config = published(families.qwen3_5_2b_config)
+    every = shape_of(config, ["all-linear"])
+    mlp_only = shape_of(config, ["gate_proj", "up_proj", "down_proj"])
+    text = config.text_config
+    linear_attention = (2 * 16 * 128 + 16 * 128) + 16 * 128 + 2 * 16 + 16 * 128  # in_proj_qkv, z, b, a; out_proj
+    assert every.lora_per_rank - mlp_only.lora_per_rank > 18 * (text.hidden_size * 4 + linear_attention)
+    with pytest.raises(TrainingError) as refused:
+        shape_of(config, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    assert refused.value.problem.key == "targets_miss_layers" and "in_proj_qkv" in str(refused.value)
+
+
+def test_checkpointing_batch_and_picture_size_move_the_estimate_the_way_they_should():
+    shape = shape_of(published(families.qwen3_vl_2b_config), ["all-linear"])
+    spec = preset("2b-gpu", model="-", data_file="-", gradient_checkpointing=False, pack_tokens=10**6)
+    base = estimate(shape, spec, packed=True, samples=256)
+    assert estimate(shape, spec.with_changes(gradient_checkpointing=True), True, 256).activations < base.activations / 5
+    assert estimate(shape, spec.with_changes(batch_size=2), True, 256).activations < base.activations
+    assert estimate(shape, spec.with_changes(max_image_pixels=448 * 448), True, 256).tokens < base.tokens
+    assert base.weights == shape.params * 2 and base.lora == shape.lora_per_rank * spec.lora_r * 16
+    # padded batches compute logits over the whole vocabulary at every position; packed rows for answers only
+    per_sample_padded = estimate(shape, spec, packed=False).logits / spec.batch_size
+    assert per_sample_padded > 5 * base.logits / (spec.batch_size * spec.grad_accum)
+
+
+def test_the_picker_lists_every_family_with_the_estimates_of_the_benchmarked_sizes():
+    rows = picker_rows()
+    assert {row.family for row in rows} == {f.label for f in families.FAMILIES.values()}
+    estimated = {row.hub_id: row for row in rows if row.with_checkpointing_gb}
+    assert {"Qwen/Qwen3-VL-2B-Instruct", "OpenGVLab/InternVL3_5-2B-HF", "Qwen/Qwen3.5-2B"} <= set(estimated)
+    for row in estimated.values():
+        assert 4 < row.with_checkpointing_gb < row.without_checkpointing_gb < 120, row
+
+
+def test_a_job_that_cannot_fit_is_refused_at_start_with_what_to_change(tiny_models, tmp_path):
+    from ui.problems import say
+
+    data = tmp_path / "samples.json"
+    data.write_text(json.dumps([{"id": str(i)} for i in range(8)]))
+    spec = preset("2b-gpu", model=str(tiny_models["qwen3_vl"]), data_file=str(data), gradient_checkpointing=False)
+    assert start_shortfall(spec.with_changes(device="cpu"), ["0"], {"0": 1}) is None  # a CPU job: no GPU to fit
+    assert start_shortfall(spec, [], {}) is None  # no GPU seen: gpu_shortfall says so, not this
+    # a spec with its own problems is the job store's to refuse; a hub id is read when its job starts
+    assert start_shortfall(spec.with_changes(data_file=str(tmp_path / "none.json")), ["0"], {"0": 1}) is None
+    assert start_shortfall(spec.with_changes(model="Qwen/Qwen3-VL-2B-Instruct"), ["0"], {"0": 1}) is None
+    assert start_shortfall(spec, ["0"], {"0": 80_000}) is None  # a tiny model fits an 80 GB card
+    from backend.training.memory import job_estimate
+
+    needed = job_estimate(spec).total * HEADROOM
+    with_checkpointing = job_estimate(spec.with_changes(gradient_checkpointing=True)).total * HEADROOM
+    assert with_checkpointing < needed
+    between = (needed + with_checkpointing) / 2
+    refused = memory_shortfall(spec, between)
+    assert refused.key == "memory_shortfall" and refused.values["change"].key == "memory_change_checkpointing"
+    assert "turn gradient checkpointing on" in refused and "more than the" in refused
+    assert "梯度检查点" in say(refused, "zh")
+    nothing_fits = memory_shortfall(spec, 1)
+    assert nothing_fits.values["change"].key == "memory_change_model"
+
+
+def test_targets_that_match_nothing_are_a_sentence_at_start(tiny_models, tmp_path):
+    from backend.training.errors import TrainingError
+
+    (tmp_path / "x.json").write_text("[]")
+    spec = preset("2b-gpu", model=str(tiny_models["qwen2_vl"]), data_file=str(tmp_path / "x.json"),
+                  target_modules=["qkv_proj"])
+    for device in ("cuda", "cpu"):
+        with pytest.raises(TrainingError) as refused:
+            start_shortfall(spec.with_changes(device=device), ["0"], {"0": 80_000})
+        assert refused.value.problem.key == "targets_not_linear" and "qkv_proj" in str(refused.value)
