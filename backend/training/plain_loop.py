@@ -24,11 +24,11 @@ from pathlib import Path
 import torch
 
 from backend.training.encoding import IGNORE_INDEX, SampleDataset, collate
-from backend.training.model import language_model_targets
 from backend.training.processes import Dist
 from backend.training.samples import read_samples
 from backend.training.schedule import epoch_order, lr_at
 from backend.training.spec import JobSpec
+from backend.training.trained_parts import place, train_whole_in_fp32
 
 
 @dataclass
@@ -51,15 +51,30 @@ def train_plain(spec: JobSpec, device: torch.device) -> PlainRun:
     source = resolve(spec.model)
     processor = load_processor(source)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    model = AutoModelForImageTextToText.from_pretrained(source.location, dtype=dtype)
+    if spec.qlora:  # the plain peft + bitsandbytes recipe: transformers' 4-bit loading with its defaults
+        from peft import prepare_model_for_kbit_training
+        from transformers import BitsAndBytesConfig
+
+        four_bit = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                      bnb_4bit_compute_dtype=torch.bfloat16)
+        model = AutoModelForImageTextToText.from_pretrained(source.location, dtype=dtype, device_map={"": device},
+                                                            quantization_config=four_bit)
+        # as peft's guides do: the other weights to fp32, checkpointing with inputs that ask for gradients
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=spec.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model = AutoModelForImageTextToText.from_pretrained(source.location, dtype=dtype)
     model.requires_grad_(False)
     model.config.use_cache = False  # a KV cache only helps generation
-    # explicit names under the language model: the vision tower has q_proj/k_proj/v_proj too
-    targets = language_model_targets(model, spec.target_modules, spec.lora_vision)
+    # explicit names under the language model: the vision tower has q_proj/k_proj/v_proj too (and
+    # whatever else the spec's `trains` asks for: trained_parts.py)
+    placement = place(model, spec)
     model = get_peft_model(model, LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha,
-                                             lora_dropout=spec.lora_dropout, target_modules=targets,
-                                             bias="none", task_type="CAUSAL_LM"))
-    if spec.gradient_checkpointing:
+                                             lora_dropout=spec.lora_dropout, target_modules=placement.peft_targets(),
+                                             modules_to_save=placement.whole or None, bias="none",
+                                             task_type="CAUSAL_LM"))
+    train_whole_in_fp32(model)
+    if spec.gradient_checkpointing and not spec.qlora:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]  # LoRA's A and B, fp32
