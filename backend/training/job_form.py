@@ -13,12 +13,14 @@ from backend.bundled import EXAMPLES_DIR
 from backend.data import DataError, load_training_set, samples_file
 from backend.data.library import datasets_root, list_training_sets
 from backend.training.demo_data import DEMO_JOB_NAMES, demo_data_file, write_demo_dataset
-from backend.training.spec import PRESETS, JobSpec, preset
+from backend.training.jobs import Job, JobStore
+from backend.training.spec import PRESETS, TWO_STAGE_PRESETS, JobSpec, preset
 
 DEMO_SOURCE = "demo"  # the training-data choice of the bundled dishes as chat samples (demo_data.py)
 # The settings a person edits, in the form's order; every other spec field keeps its preset value.
 FIELDS = ("lora_r", "lora_alpha", "learning_rate", "epochs", "batch_size", "grad_accum",
-          "max_image_pixels", "save_every", "gradient_checkpointing", "device", "gpus", "pack_tokens")
+          "max_image_pixels", "save_every", "gradient_checkpointing", "device", "gpus", "pack_tokens",
+          "trains", "qlora")
 # Spec fields the form sets from its other widgets, or the job store from where the job lives.
 FORM_FILLED = ("model", "data_file", "image_root", "eval_file", "output_dir", "name")
 
@@ -42,6 +44,15 @@ def build_spec(workdir: Path, app_model: str, source: str, preset_name: str, nam
         overrides["model"] = model.strip()
     files = demo_files(workdir, lang) if source == DEMO_SOURCE else training_set_files(workdir, source)
     return preset(preset_name, **{"model": app_model, **files, **overrides})
+
+
+def queue_jobs(store: JobStore, spec: JobSpec, preset_name: str) -> list[Job]:
+    """Queue what the form asked for: one job, or a two-stage preset's two (two_stage.py)."""
+    if preset_name in TWO_STAGE_PRESETS:
+        from backend.training.two_stage import submit_two_stage
+
+        return list(submit_two_stage(store, spec))
+    return [store.submit(spec)]
 
 
 def demo_files(workdir: Path, lang: str = "en") -> dict:

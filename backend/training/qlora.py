@@ -45,13 +45,10 @@ def qlora_shortfall(spec: JobSpec, gpus: list[str]) -> Problem | None:
         return Problem("qlora_no_gpu", "QLoRA needs a GPU (bitsandbytes' 4-bit kernels run on CUDA), and the "
                        "training worker sees none on this machine; turn QLoRA off to train in full precision.")
     if not bitsandbytes_installed():
-        return QLORA_NO_BITSANDBYTES
+        return Problem("qlora_no_bitsandbytes", "QLoRA needs the bitsandbytes package, which is not installed here: "
+                       "pip install bitsandbytes (on a machine without internet, from a wheel downloaded elsewhere), "
+                       "or turn QLoRA off.")
     return None
-
-
-QLORA_NO_BITSANDBYTES = Problem(
-    "qlora_no_bitsandbytes", "QLoRA needs the bitsandbytes package, which is not installed here: pip install "
-    "bitsandbytes (on a machine without internet, from a wheel downloaded elsewhere), or turn QLoRA off.")
 
 
 def why_not_offered(gpus: list[str]) -> Problem | None:
@@ -62,10 +59,12 @@ def why_not_offered(gpus: list[str]) -> Problem | None:
 def check_runnable(device: torch.device) -> None:
     """The training program's own check, for a job queued some other way than the Train tab."""
     if device.type != "cuda":
-        raise TrainingError("qlora_no_gpu", "QLoRA needs a GPU (bitsandbytes' 4-bit kernels run on CUDA), and "
-                            "this job runs on the CPU; turn QLoRA off to train in full precision.")
+        raise TrainingError("qlora_job_on_cpu", "QLoRA needs a GPU (bitsandbytes' 4-bit kernels run on CUDA), "
+                            "and this job runs on the CPU; turn QLoRA off to train in full precision.")
     if not bitsandbytes_installed():
-        raise TrainingError(QLORA_NO_BITSANDBYTES.key, QLORA_NO_BITSANDBYTES.sentence)
+        raise TrainingError("qlora_no_bitsandbytes", "QLoRA needs the bitsandbytes package, which is not installed "
+                            "here: pip install bitsandbytes (on a machine without internet, from a wheel downloaded "
+                            "elsewhere), or turn QLoRA off.")
 
 
 def kept_in_bf16(model_type: str) -> list[str]:
