@@ -292,3 +292,21 @@ def test_the_whole_loop_in_one_page_without_a_reload(browser, train_app):
     page.wait_for_timeout(2_000)
     assert page.locator("#compare-right input").input_value() == "base model"
     page.close()
+
+
+@pytest.mark.skipif(bool(visible_gpus()), reason="this machine has a GPU: QLoRA is offered here")
+def test_qlora_is_switched_off_with_its_reason_and_its_preset_refused_without_a_gpu(browser, train_app):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="en-US")
+    page.goto(train_app.url)
+    page.get_by_role("tab", name="Train").click()
+    page.locator("#train-jobs").wait_for()
+    assert page.get_by_label("QLoRA (4-bit base)").is_disabled()
+    page.get_by_text("Not offered here: QLoRA needs a GPU").wait_for(timeout=5_000)
+    page.get_by_label("7b-qlora-24gb").check()  # the preset turns QLoRA on: Start says why it cannot run
+    page.get_by_label("Job name").fill("needs-qlora")
+    page.locator("#train-start").click()
+    page.locator(".toast-body").get_by_text("QLoRA needs a GPU (bitsandbytes' 4-bit kernels run on CUDA), and the "
+                                            "training worker sees none on this machine").wait_for(timeout=15_000)
+    page.wait_for_timeout(1_000)
+    assert "needs-qlora" not in page.locator("#train-jobs").inner_text()
+    page.close()

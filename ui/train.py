@@ -224,7 +224,7 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
         try:
             spec = build_spec(services.settings.workdir, services.source.location, source_key, preset_key,
                               job_name or "", model_spec or "", dict(zip(FIELDS, field_values)), lang)
-            shortfall = gpu_shortfall(spec, worker_gpus) or qlora_shortfall(spec, worker_gpus)
+            shortfall = qlora_shortfall(spec, worker_gpus) or gpu_shortfall(spec, worker_gpus)
             if shortfall:  # refused now, not queued to fail a moment later
                 raise JobError(shortfall)
             queued = queue_jobs(services.jobs, spec, preset_key)
