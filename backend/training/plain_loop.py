@@ -9,8 +9,9 @@ every step, on either of the program's paths).
 Three sections, as in TRL's examples/scripts/sft_vlm.py: the model (the base frozen, LoRA on the
 language model's linear layers), the data (padded batches, labels on answer tokens only) and the
 training (the model's own forward pass with labels, the loss normalised by the step's answer tokens,
-AdamW, warmup then cosine, clipping). It runs one process and keeps nothing: no checkpoints, no
-evaluation, no metrics file. What the training program does instead, and why it learns the same:
+AdamW, warmup then cosine, clipping). With `qlora` it is the plain peft + bitsandbytes recipe: the
+4-bit base, then peft's prepare_model_for_kbit_training (bench/bench_qlora.py's baseline). It runs
+one process and keeps nothing: no checkpoints, no evaluation, no metrics file. What the training program does instead, and why it learns the same:
 steps.py and packed.py.
 """
 
@@ -36,6 +37,7 @@ class PlainRun:
     seconds: float  # the training loop's, first step to last (loading left out)
     losses: list[float]  # per optimiser step: its loss per answer token
     padded_tokens: int  # tokens through the model, padding included
+    step_ends: list[float]  # seconds from the first step's start to each step's end
     model: torch.nn.Module  # the peft model, trained
     processor: object
 
@@ -51,14 +53,13 @@ def train_plain(spec: JobSpec, device: torch.device) -> PlainRun:
     source = resolve(spec.model)
     processor = load_processor(source)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    if spec.qlora:  # the plain peft + bitsandbytes recipe: transformers' 4-bit loading with its defaults
+    if spec.qlora:  # the plain peft + bitsandbytes recipe, on the 4-bit base the training program uses
         from peft import prepare_model_for_kbit_training
-        from transformers import BitsAndBytesConfig
 
-        four_bit = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                      bnb_4bit_compute_dtype=torch.bfloat16)
+        from backend.training.qlora import four_bit_config
+
         model = AutoModelForImageTextToText.from_pretrained(source.location, dtype=dtype, device_map={"": device},
-                                                            quantization_config=four_bit)
+                                                            quantization_config=four_bit_config(source.family))
         # as peft's guides do: the other weights to fp32, checkpointing with inputs that ask for gradients
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=spec.gradient_checkpointing,
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -90,7 +91,7 @@ def train_plain(spec: JobSpec, device: torch.device) -> PlainRun:
 
     # ---- training ----
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    losses, padded_tokens, step = [], 0, 0
+    losses, padded_tokens, step, step_ends = [], 0, 0, []
     model.train()
     _sync(device)
     start = time.perf_counter()
@@ -122,9 +123,10 @@ def train_plain(spec: JobSpec, device: torch.device) -> PlainRun:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            losses.append(step_loss)
+            losses.append(step_loss)  # .item() above waited for the step's passes; the optimizer's is queued
+            step_ends.append(time.perf_counter() - start)
     _sync(device)
-    return PlainRun(time.perf_counter() - start, losses, padded_tokens, model, processor)
+    return PlainRun(time.perf_counter() - start, losses, padded_tokens, step_ends, model, processor)
 
 
 def _sync(device: torch.device) -> None:
