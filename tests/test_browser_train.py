@@ -302,6 +302,7 @@ def test_qlora_is_switched_off_with_its_reason_and_its_preset_refused_without_a_
     page.locator("#train-jobs").wait_for()
     assert page.get_by_label("QLoRA (4-bit base)").is_disabled()
     page.get_by_text("Not offered here: QLoRA needs a GPU").wait_for(timeout=5_000)
+    assert page.get_by_label("What trains").input_value() == "LoRA on the language model"  # the choice in words
     page.get_by_label("7b-qlora-24gb").check()  # the preset turns QLoRA on: Start says why it cannot run
     page.get_by_label("Job name").fill("needs-qlora")
     page.locator("#train-start").click()

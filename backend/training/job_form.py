@@ -21,8 +21,9 @@ DEMO_SOURCE = "demo"  # the training-data choice of the bundled dishes as chat s
 FIELDS = ("lora_r", "lora_alpha", "learning_rate", "epochs", "batch_size", "grad_accum",
           "max_image_pixels", "save_every", "gradient_checkpointing", "device", "gpus", "pack_tokens",
           "trains", "qlora")
-# Spec fields the form sets from its other widgets, or the job store from where the job lives.
-FORM_FILLED = ("model", "data_file", "image_root", "eval_file", "output_dir", "name")
+# Spec fields the form sets from its other widgets, the job store from where the job lives, or a
+# two-stage preset from its first job (two_stage.py).
+FORM_FILLED = ("model", "data_file", "image_root", "eval_file", "output_dir", "name", "after_job", "projector_from")
 
 
 def preset_values(name: str) -> list:

@@ -11,8 +11,8 @@ language model's linear layers), the data (padded batches, labels on answer toke
 training (the model's own forward pass with labels, the loss normalised by the step's answer tokens,
 AdamW, warmup then cosine, clipping). With `qlora` it is the plain peft + bitsandbytes recipe: the
 4-bit base, then peft's prepare_model_for_kbit_training (bench/bench_qlora.py's baseline). It runs
-one process and keeps nothing: no checkpoints, no evaluation, no metrics file. What the training program does instead, and why it learns the same:
-steps.py and packed.py.
+one process and keeps nothing: no checkpoints, no evaluation, no metrics file. What the training
+program does instead, and why it learns the same: steps.py and packed.py.
 """
 
 from __future__ import annotations
