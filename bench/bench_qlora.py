@@ -183,7 +183,7 @@ def merge_check(model: Path, data: Path, workdir: Path, device: torch.device, dr
         with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             return float(answer_loss(network(**batch).logits, labels) / (labels[:, 1:] != -100).sum())
 
-    four_bit = {} if dry_run else dict(device_map={"": device}, quantization_config=four_bit_config("qwen2_5_vl"))
+    four_bit = {} if dry_run else dict(device_map={"": str(device)}, quantization_config=four_bit_config("qwen2_5_vl"))
     base = AutoModelForImageTextToText.from_pretrained(model, dtype=dtype, **four_bit).to(device).eval()
     untrained = loss_of(base)
     trained = loss_of(PeftModel.from_pretrained(base, str(Path(spec.output_dir) / "adapter")).eval())

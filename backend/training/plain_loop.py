@@ -58,7 +58,7 @@ def train_plain(spec: JobSpec, device: torch.device) -> PlainRun:
 
         from backend.training.qlora import four_bit_config
 
-        model = AutoModelForImageTextToText.from_pretrained(source.location, dtype=dtype, device_map={"": device},
+        model = AutoModelForImageTextToText.from_pretrained(source.location, dtype=dtype, device_map={"": str(device)},
                                                             quantization_config=four_bit_config(source.family))
         # as peft's guides do: the other weights to fp32, checkpointing with inputs that ask for gradients
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=spec.gradient_checkpointing,

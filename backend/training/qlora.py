@@ -88,7 +88,7 @@ def load_kwargs(spec: JobSpec, model_type: str, device: torch.device) -> dict:
     if not spec.qlora:
         return {}
     check_runnable(device)
-    return {"quantization_config": four_bit_config(model_type), "device_map": {"": device}}
+    return {"quantization_config": four_bit_config(model_type), "device_map": {"": str(device)}}
 
 
 def is_4bit(module: torch.nn.Module) -> bool:
