@@ -79,11 +79,12 @@ bench: install-test
 
 # On a GPU box: LMDeploy in its own environment under the work folder, so its pins (torch<=2.12.1,
 # peft<=0.14) never touch the training stack. The app finds it there and serves with it. Liger's
-# Triton kernels (fused RMSNorm and SwiGLU for training) go into the project's environment.
+# Triton kernels (fused RMSNorm and SwiGLU for training) and bitsandbytes (QLoRA's 4-bit base) go
+# into the project's environment.
 WORKDIR ?= runs
 LMDEPLOY_SPEC ?= lmdeploy==0.18.0
 gpu-extras: install
 	$(PYTHON) -m venv $(WORKDIR)/lmdeploy-venv
 	$(WORKDIR)/lmdeploy-venv/bin/pip install -q "$(LMDEPLOY_SPEC)"
 	$(WORKDIR)/lmdeploy-venv/bin/python -c "import lmdeploy; print('LMDeploy', lmdeploy.__version__, 'ready')"
-	$(PY) -m pip install -q "liger-kernel>=0.8"
+	$(PY) -m pip install -q "liger-kernel>=0.8" "bitsandbytes>=0.48"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from backend.problems import ProblemError
 from backend.training.jobs import JobStore
+from backend.training.spec import LANGUAGE_LORA
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,8 @@ class ModelChoice:
     step: int | None = None  # None for the base model
     final: bool = False
     loss: float | None = None  # the checkpoint's training loss, when it was recorded
+    trains: str = LANGUAGE_LORA  # what its job trained (spec.py); more than LoRA on the language model
+    # means LMDeploy serves it as a merged model of its own (served_merged)
 
     @property
     def label(self) -> str:
@@ -62,7 +65,7 @@ def model_choices(jobs: JobStore) -> list[ModelChoice]:
             key = f"{job.id}:{'final' if ckpt.final else ckpt.step}"
             loss = ckpt.metrics.get("loss") or ckpt.metrics.get("train_loss")
             found.append(ModelChoice(key, ckpt.path, training_set, job.name or job.id, ckpt.step, ckpt.final,
-                                     float(loss) if isinstance(loss, (int, float)) else None))
+                                     float(loss) if isinstance(loss, (int, float)) else None, job.spec.trains))
     return found
 
 
@@ -83,6 +86,12 @@ def ensure_adapter(engine, choice: ModelChoice) -> str | None:
                         "list again.", folder=choice.adapter_dir)
     engine.load_adapter(choice.adapter_name, str(choice.adapter_dir))
     return choice.adapter_name
+
+
+def served_merged(engine_name: str, choice: ModelChoice) -> bool:
+    """Whether the engine serves this checkpoint as a merged model of its own: LMDeploy applies LoRA on
+    the language model only (backend/inference/merged.py), so any checkpoint that trained more."""
+    return engine_name == "lmdeploy" and choice.step is not None and choice.trains != LANGUAGE_LORA
 
 
 def newest_checkpoint(jobs: JobStore, job_id: str | None) -> str | None:

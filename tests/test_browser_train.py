@@ -341,3 +341,22 @@ def test_export_offers_the_jobs_checkpoints_and_the_zip_to_download(browser, tra
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "train-export.png"), full_page=True)
     page.close()
+
+
+@pytest.mark.skipif(bool(visible_gpus()), reason="this machine has a GPU: QLoRA is offered here")
+def test_qlora_is_switched_off_with_its_reason_and_its_preset_refused_without_a_gpu(browser, train_app):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="en-US")
+    page.goto(train_app.url)
+    page.get_by_role("tab", name="Train").click()
+    page.locator("#train-jobs").wait_for()
+    assert page.get_by_label("QLoRA (4-bit base)").is_disabled()
+    page.get_by_text("Not offered here: QLoRA needs a GPU").wait_for(timeout=5_000)
+    assert page.get_by_label("What trains").input_value() == "LoRA on the language model"  # the choice in words
+    page.get_by_label("7b-qlora-24gb").check()  # the preset turns QLoRA on: Start says why it cannot run
+    page.get_by_label("Job name").fill("needs-qlora")
+    page.locator("#train-start").click()
+    page.locator(".toast-body").get_by_text("QLoRA needs a GPU (bitsandbytes' 4-bit kernels run on CUDA), and the "
+                                            "training worker sees none on this machine").wait_for(timeout=15_000)
+    page.wait_for_timeout(1_000)
+    assert "needs-qlora" not in page.locator("#train-jobs").inner_text()
+    page.close()

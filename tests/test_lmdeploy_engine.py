@@ -271,6 +271,31 @@ def test_an_adapter_is_served_by_name_beside_the_base(engine, tiny_models, tmp_p
         engine.generate_batch([turns], QUICK, adapter="other")
 
 
+def test_a_checkpoint_that_trained_more_than_lora_is_served_merged_by_a_server_of_its_own(engine, tiny_models,
+                                                                                          tmp_path):
+    """LMDeploy applies LoRA on the language model only: a trained projector goes through a merged model
+    (backend/inference/merged.py), and the page says so beside the checkpoint's name."""
+    from backend.catalog import ModelChoice
+    from backend.inference.transformers_engine import TransformersEngine
+    from backend.models.loading import load, resolve
+    from tests.test_what_trains import train_choice
+    from ui.i18n import model_label
+
+    files = train_choice(tiny_models["qwen2_vl"], "language-lora+projector", tmp_path / "projector")
+    turns = [Turn("user", "这是什么菜？", (PHOTO,))]
+    base = engine.generate_batch([turns], QUICK)[0]
+    engine.load_adapter("projector", str(files.adapter))
+    assert engine.serves_merged("projector") and "--adapters" not in engine.server.arguments()
+    tuned = engine.generate_batch([turns], QUICK, adapter="projector")[0]
+    # the job's own end-of-job merge, in this process, answers the same
+    assert tuned == TransformersEngine(load(resolve(str(files.merged)))).generate_batch([turns], QUICK)[0] != base
+    assert engine.generate_batch([turns], QUICK)[0] == base  # the base is still the base
+    choice = ModelChoice("job:final", files.adapter, job_name="job", step=4, final=True,
+                         trains="language-lora+projector")
+    assert model_label(choice, "en", engine.name) == "job · final · LoRA + projector · merged for LMDeploy"
+    assert model_label(choice, "en", "transformers") == "job · final · LoRA + projector"
+
+
 def test_a_server_that_dies_is_a_sentence_and_comes_back(engine):
     turns = [Turn("user", "Hello?")]
     before = engine.generate_batch([turns], QUICK)[0]

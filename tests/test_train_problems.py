@@ -36,9 +36,11 @@ def every_problem(tmp_path: Path) -> list[str]:
 
 
 def test_every_reason_the_spec_and_the_job_store_can_give_has_a_chinese_sentence():
-    for module, least in ((spec_module, 30), (jobs_module, 4)):
+    from backend.training import qlora, trained_parts, two_stage
+
+    for module, least in ((spec_module, 30), (jobs_module, 4), (qlora, 2), (trained_parts, 6), (two_stage, 2)):
         source = Path(module.__file__).read_text(encoding="utf-8")
-        keys = set(re.findall(r'(?:add|Problem)\(\s*"([a-z_]+)"', source))
+        keys = set(re.findall(r'(?:add|Problem|TrainingError)\(\s*"([a-z_]+)"', source))
         assert len(keys) >= least, keys  # the pattern still finds the module's reasons
         assert keys - set(ZH) == set()
 

@@ -34,7 +34,11 @@ def test_presets_are_valid_and_differ_where_they_should(data_file: Path) -> None
     assert (big.lora_r, big.lora_alpha, big.learning_rate) == (128, 256, 3e-5)  # the course's recipe
     assert big.bf16 and big.device == "cuda" and big.gradient_checkpointing
     assert demo.device == "cpu" and demo.lora_r < big.lora_r
-    assert set(PRESETS) == {"demo-cpu", "2b-gpu"}
+    assert set(PRESETS) == {"demo-cpu", "2b-gpu", "7b-qlora-24gb", "llava-two-stage"}
+    qlora = preset("7b-qlora-24gb", model=str(ROOT), data_file=str(data_file)).validate(check_files=False)
+    assert qlora.qlora and qlora.device == "cuda" and qlora.gradient_checkpointing and qlora.trains == "language-lora"
+    two_stage = preset("llava-two-stage", model=str(ROOT), data_file=str(data_file)).validate(check_files=False)
+    assert two_stage.trains == "language-lora+projector"  # stage 2: LoRA, the projector trained on
 
 
 @pytest.mark.parametrize("changes, words", [
@@ -67,6 +71,13 @@ def test_presets_are_valid_and_differ_where_they_should(data_file: Path) -> None
     ({"data_file": "/no/such.json"}, "training data file /no/such.json does not exist"),
     ({"eval_file": "/no/held-out.json"}, "held-out data file"),
     ({"image_root": "/no/pictures"}, "image folder /no/pictures does not exist"),
+    ({"trains": "language-lora+tower"}, "What trains is made of language-lora, vision-lora, projector, language-full"),
+    ({"trains": "+"}, "What trains is made of"),
+    ({"trains": "language-lora+language-full"}, "either with LoRA or whole, not both"),
+    ({"qlora": True}, "QLoRA needs a GPU (bitsandbytes' 4-bit kernels run on CUDA)"),  # the demo preset: cpu
+    ({"qlora": True, "device": "auto", "trains": "language-full"}, "the whole language model cannot train with it"),
+    ({"paged_optimizer": True}, "The paged optimizer comes with QLoRA"),
+    ({"projector_from": "/a/checkpoint"}, "needs the projector among what trains"),
 ])
 def test_impossible_settings_are_refused_with_a_sentence(data_file: Path, changes: dict, words: str) -> None:
     with pytest.raises(SpecError) as caught:
@@ -110,6 +121,15 @@ def test_an_older_jobs_spec_with_deepspeed_off_still_loads(data_file: Path, tmp_
     with pytest.raises(SpecError) as caught:
         JobSpec.from_dict({**old, "deepspeed": "zero2"})
     assert [problem.key for problem in caught.value.problems] == ["deepspeed_retired"]
+
+
+def test_an_older_jobs_lora_vision_becomes_what_trains(data_file: Path) -> None:
+    """Jobs from before `trains` said `lora_vision`; off it asked for nothing new, on it meant LoRA on the
+    vision tower too."""
+    assert JobSpec.from_dict({"lora_vision": False}).trains == "language-lora"
+    assert JobSpec.from_dict({"lora_vision": True}).parts == {"language-lora", "vision-lora"}
+    with pytest.raises(SpecError, match="no setting called 'lora_vision'"):
+        JobSpec.from_dict({"lora_vision": "yes"})
 
 
 # --- the LLaVA / XTuner data contract -------------------------------------------------------------

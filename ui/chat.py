@@ -41,7 +41,7 @@ def model_dropdown(services: Services, lang: str = "en") -> list[tuple[str, str]
     taught = newest_teaching_job(services)
     first = [c for c in choices if taught and c.key.startswith(f"{taught}:")]
     ordered = [choices[0], *first, *(c for c in choices[1:] if c not in first)]
-    return [(model_label(c, lang), c.key) for c in ordered]
+    return [(model_label(c, lang, services.engine.name), c.key) for c in ordered]
 
 
 def model_header(services: Services, lang: str) -> str:

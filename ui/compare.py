@@ -36,7 +36,7 @@ from ui.upload_guard import foreign_uploads
 log = logging.getLogger(__name__)
 
 def _dropdown_choices(services: Services, lang: str = "en") -> list[tuple[str, str]]:
-    return [(model_label(c, lang), c.key) for c in model_choices(services.jobs)]
+    return [(model_label(c, lang, services.engine.name), c.key) for c in model_choices(services.jobs)]
 
 
 def newest(options: list[tuple[str, str]]) -> str:

@@ -96,12 +96,28 @@ def request_lang(request: gr.Request | None, forced: str | None) -> str:
 # ---- values said in words --------------------------------------------------------------------
 
 
-def model_label(choice, lang: str) -> str:
-    """A model of the catalog (backend.catalog.ModelChoice) named in `lang`."""
+def model_label(choice, lang: str, engine_name: str = "") -> str:
+    """A model of the catalog (backend.catalog.ModelChoice) named in `lang`: what it trained where that is
+    more than LoRA on the language model, and whether `engine_name` serves it merged."""
+    from backend.catalog import served_merged
+    from backend.training.spec import LANGUAGE_LORA
+
     if choice.step is None:
         return text("model_base", lang)
     label = text("model_final" if choice.final else "model_step", lang, job=choice.job_name, step=choice.step)
-    return label if choice.loss is None else text("model_loss", lang, label=label, loss=choice.loss)
+    label = label if choice.loss is None else text("model_loss", lang, label=label, loss=choice.loss)
+    if choice.trains != LANGUAGE_LORA:
+        label = text("model_trains", lang, label=label, parts=trains_words(choice.trains, lang))
+    return text("model_merged", lang, label=label) if served_merged(engine_name, choice) else label
+
+
+def trains_words(trains: str, lang: str) -> str:
+    """What a job trains (spec.trains), in words: "LoRA + projector"."""
+    from backend.training.spec import trained_parts
+
+    order = ["language-lora", "language-full", "vision-lora", "projector"]
+    parts = sorted(trained_parts(trains), key=lambda part: order.index(part) if part in order else len(order))
+    return " + ".join(text(f"trains_{part.replace('-', '_')}", lang) for part in parts)
 
 
 def set_label(name: str, lang: str) -> str:

@@ -31,11 +31,13 @@ from backend.training.job_form import (
     build_spec,
     form_from_spec,
     preset_values,
+    queue_jobs,
     score_choices,
 )
 from backend.training.jobs import JobError
 from backend.training.memory import picker_rows, start_shortfall
-from backend.training.spec import PRESETS, JobSpec, SpecError
+from backend.training.qlora import qlora_shortfall, why_not_offered
+from backend.training.spec import PRESETS, TRAINS_CHOICES, JobSpec, SpecError
 from backend.training.worker import gpu_shortfall, visible_gpus
 from ui import train_export
 from ui.i18n import markdown, request_lang, task_word, text
@@ -84,6 +86,8 @@ def state_word(state: str, lang: str) -> str:
 def progress_words(row: views.JobRow, lang: str) -> str:
     """Where a job stands, in the page's language: step, epoch, speed, time left, loss."""
     if not row.total_steps:
+        if row.state == "queued" and row.spec.after_job:  # LLaVA's stage 2, until stage 1 has succeeded
+            return text("tr_waiting_for", lang, job=row.spec.after_job)
         return text("tr_waiting" if row.state == "queued" else "tr_starting", lang)
     parts = [text("tr_p_step", lang, step=row.step, total=row.total_steps), text("tr_p_epoch", lang, epoch=row.epoch)]
     if row.samples_per_s is not None:
@@ -242,27 +246,39 @@ def watch(services: Services, job_id: str | None, lang: str = "en") -> tuple:
 # How the form lays out the settings a person edits (backend.training.job_form.FIELDS), row by row.
 FORM_ROWS = (("lora_r", "lora_alpha", "learning_rate", "epochs", "batch_size"),
              ("grad_accum", "max_image_pixels", "save_every", "gradient_checkpointing", "device"),
-             ("gpus", "pack_tokens"), ("keep_best", "early_stop_patience"))
+             ("gpus", "pack_tokens", "trains", "qlora"), ("keep_best", "early_stop_patience"))
 assert sorted(field for row in FORM_ROWS for field in row) == sorted(FIELDS)
 # settings whose label has a line of explanation (tr_<field>_info)
-WITH_INFO = ("gpus", "pack_tokens", "early_stop_patience")
+WITH_INFO = ("gpus", "pack_tokens", "trains", "qlora", "early_stop_patience")
 
 
-def setting_widget(field: str, value, i18n: gr.I18n):
-    """The widget of one setting: a checkbox, the device's choices, or a number (whole where the
-    spec's field is an int)."""
+def trains_key(choice: str) -> str:
+    """The words of one "what trains" choice: tr_trains_language_lora_projector for language-lora+projector."""
+    return "tr_trains_" + choice.replace("-", "_").replace("+", "_")
+
+
+def setting_widget(field: str, value, i18n: gr.I18n, qlora_why: str | None = None):
+    """The widget of one setting: a checkbox (QLoRA's switched off, with the reason `qlora_why`, a
+    Problem key, where this machine cannot run it), the device's or what-trains' choices, or a number
+    (whole where the spec's field is an int)."""
     label = i18n(f"tr_{field}")
+    info = i18n(f"tr_{field}_info") if field in WITH_INFO else None
+    if field == "qlora" and qlora_why:
+        return gr.Checkbox(value, label=label, info=i18n(f"tr_{qlora_why}"), interactive=False)
     if isinstance(value, bool):
-        return gr.Checkbox(value, label=label)
+        return gr.Checkbox(value, label=label, info=info)
     if field == "device":
         return gr.Dropdown(["auto", "cpu", "cuda"], value=value, label=label)
-    info = i18n(f"tr_{field}_info") if field in WITH_INFO else None
+    if field == "trains":  # other combinations (a two-stage job's stage 1) come back as they are
+        return gr.Dropdown([(i18n(trains_key(choice)), choice) for choice in TRAINS_CHOICES], value=value,
+                           label=label, info=info, allow_custom_value=True)
     return gr.Number(value, label=label, info=info, precision=0 if isinstance(value, int) else None)
 
 
 def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
     gr.Markdown(i18n("tr_help"))
     default_preset = "2b-gpu" if services.engine.name == "lmdeploy" or not services.source.is_tiny else "demo-cpu"
+    worker_gpus = visible_gpus()  # as the worker that app.py starts finds them ("auto")
     with gr.Row():
         with gr.Column(scale=2):
             source = gr.Dropdown(data_choices(services), value=DEMO_SOURCE, label=i18n("tr_data"),
@@ -278,9 +294,11 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
             # into an error badge with an English message. The spec's checks answer instead, with a
             # sentence per problem, and the page stays as it was.
             settings = {}
+            qlora_why = why_not_offered(worker_gpus)  # no GPU, or no bitsandbytes: QLoRA is not offered
             for row in FORM_ROWS:
                 with gr.Row():
-                    settings.update({field: setting_widget(field, shown[field], i18n) for field in row})
+                    settings.update({field: setting_widget(field, shown[field], i18n, qlora_why and qlora_why.key)
+                                     for field in row})
             widgets = [settings[field] for field in FIELDS]
             scoring = gr.Dropdown(scoring_choices(services), value="", label=i18n("tr_scoring"),
                                   info=i18n("tr_scoring_info"), allow_custom_value=True, elem_id="train-scoring")
@@ -323,11 +341,12 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
             spec = build_spec(services.settings.workdir, services.source.location, source_key, preset_key,
                               job_name or "", model_spec or "", dict(zip(FIELDS, field_values)), lang,
                               scoring_key or "", services.settings.data)
-            # refused now, not queued to fail a moment later: no such GPU, or one too small for the job
-            shortfall = gpu_shortfall(spec, worker_gpus) or start_shortfall(spec, worker_gpus)
+            # refused now, not queued to fail a moment later: no QLoRA here, no such GPU, or one too small
+            shortfall = (qlora_shortfall(spec, worker_gpus) or gpu_shortfall(spec, worker_gpus)
+                         or start_shortfall(spec, worker_gpus))
             if shortfall:
                 raise JobError(shortfall)
-            queued = services.jobs.submit(spec)
+            queued = queue_jobs(services.jobs, spec, preset_key)
         except SpecError as err:
             warn(say_all(err.problems, lang, form_labels(lang)))
             return watch(services, None, lang)
@@ -337,8 +356,11 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
         except (DataError, ValueError, TrainingError, ModelLoadError) as err:  # a model or targets that cannot work
             warn(say(err, lang))
             return watch(services, None, lang)
-        inform(text("tr_queued", lang, job=queued.id))
-        return watch(services, queued.id, lang)
+        if len(queued) == 2:  # a two-stage preset: the second waits for the first
+            inform(text("tr_queued_two_stages", lang, first=queued[0].id, second=queued[1].id))
+        else:
+            inform(text("tr_queued", lang, job=queued[0].id))
+        return watch(services, queued[-1].id, lang)
 
     start.click(submit, [source, preset_name, name, model, *widgets, scoring], watch_outputs, api_name="train_start")
 

@@ -112,6 +112,11 @@ def check_adapter_fits(folder: str, served_layers: dict[str, tuple[int, int]], s
     except (OSError, ValueError):
         base = ""
     adapter = adapter_layers(folder)
+    # modules trained whole: each linear layer in them (a 2-D weight) must be one of the served model's
+    for name, shape in whole_module_shapes(folder).items():
+        module, _, kind = name.rpartition(".")
+        if kind == "weight" and len(shape) == 2:
+            adapter[module] = (shape[1], shape[0])
     wrong = [name for name, widths in adapter.items() if served_layers.get(name) != widths]
     if not wrong and not _other_model_type(base, served):
         return
@@ -137,6 +142,42 @@ def _other_model_type(base: str, served: str) -> bool:
     return theirs is not None and ours is not None and theirs != ours
 
 
+def whole_module_shapes(folder: str) -> dict[str, tuple[int, ...]]:
+    """{parameter name in the base model: shape} of the modules a checkpoint trained whole (peft's
+    modules_to_save, saved in full beside the LoRA weights)."""
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    with safe_open(str(Path(folder) / "adapter_model.safetensors"), "pt") as weights:
+        names = weights.keys()
+        return {key.removeprefix("base_model.model."): tuple(weights.get_slice(key).get_shape()) for key in names
+                if ".lora_" not in key}
+
+
+def language_lora_only(folder: str, decoder_prefix: str) -> bool:
+    """Whether a checkpoint is LoRA on the language model and nothing more: no module trained whole (a
+    projector, the whole decoder) and no LoRA layer outside the decoder at `decoder_prefix` (the vision
+    tower). Such a checkpoint is served beside the base as it is; any other is served as a merged model
+    by LMDeploy, and not mixed row by row with others in one batch by transformers (a picture's patches
+    are not rows of the batch, nor are whole decoder layers routed per row by peft)."""
+    if whole_module_shapes(folder):
+        return False
+    return all(name.startswith(decoder_prefix + ".") for name in adapter_layers(folder))
+
+
+def trains_decoder_whole(folder: str, decoder_prefix: str) -> bool:
+    """Whether a checkpoint trained modules of the language model's decoder whole ("language-full")."""
+    return any(name.startswith(decoder_prefix + ".") for name in whole_module_shapes(folder))
+
+
+def decoder_prefix(model) -> str:
+    """The full name of the language model's decoder in `model` (peft's wrapper looked through)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = base.get_decoder()
+    return next((name for name, module in base.named_modules() if module is decoder), "")
+
+
 def linear_layers(model) -> dict[str, tuple[int, int]]:
     """{name: (in_features, out_features)} of a model's linear layers (peft's wrapped ones too)."""
     import torch
@@ -149,15 +190,16 @@ def linear_layers(model) -> dict[str, tuple[int, int]]:
     return found
 
 
-def layers_of_folder(folder: str) -> dict[str, tuple[int, int]]:
-    """linear_layers of the model in `folder`, built on the meta device from its config (no weights
-    read: an engine that does not hold the model in this process, LMDeploy's, checks adapters this way)."""
+def layers_of_folder(folder: str) -> tuple[dict[str, tuple[int, int]], str]:
+    """linear_layers of the model in `folder` and its decoder's name (decoder_prefix), built on the meta
+    device from its config (no weights read: an engine that does not hold the model in this process,
+    LMDeploy's, checks adapters this way)."""
     import torch
     from transformers import AutoConfig, AutoModelForImageTextToText
 
     with torch.device("meta"):
         model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(folder))
-    return linear_layers(model)
+    return linear_layers(model), decoder_prefix(model)
 
 
 class Engine(Protocol):

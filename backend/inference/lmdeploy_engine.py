@@ -3,6 +3,10 @@
 Requests go over its OpenAI-compatible API; each names its adapter in the `model` field (the base
 is "foodie-base"). Several requests at once (scoring, side by side, many visitors) are sent
 concurrently, and LMDeploy batches them on the GPU itself.
+
+LMDeploy applies LoRA on the language model only. A checkpoint that trained more (a projector, LoRA
+on the vision tower, the whole language model) is merged into its base (merged.py) and served by a
+server of its own, whose requests go there; the pages say so beside its name (backend/catalog.py).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import queue
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -27,9 +32,11 @@ from backend.inference.engine import (
     Turn,
     check_adapter_fits,
     check_adapter_folder,
+    language_lora_only,
     layers_of_folder,
 )
 from backend.inference.lmdeploy_server import LMDeployServer, model_config
+from backend.inference.merged import merged_folder
 
 log = logging.getLogger(__name__)
 
@@ -170,62 +177,89 @@ class LMDeployEngine:
         self.patch_multiple = PATCH_GRIDS.get(model_type, 0)
         self.send_paths = True  # pictures the server can read as they are go as file URLs
         self._served_layers: dict[str, tuple[int, int]] | None = None  # the model's linear layers, read once
+        self._decoder_prefix = ""  # where its language model is, read with them
+        # checkpoints served merged, each by its own server (the module's docstring says why)
+        self.merged: dict[str, LMDeployServer] = {}
         self._restart_lock = threading.Lock()
         self._restarting: threading.Thread | None = None
         self._closed = False
 
     @property
     def adapters(self) -> dict[str, str]:
-        return {name: str(path) for name, path in self.server.adapters.items()}
+        return {**{name: str(path) for name, path in self.server.adapters.items()},
+                **{name: server.options.model for name, server in self.merged.items()}}
 
     def load_adapter(self, name: str, folder: str) -> None:
-        if name in self.server.adapters:
+        if name in self.server.adapters or name in self.merged:
             return
         check_adapter_folder(folder)  # refuse a damaged checkpoint before restarting the server
         if self._served_layers is None:
-            self._served_layers = layers_of_folder(self.server.options.model)
+            self._served_layers, self._decoder_prefix = layers_of_folder(self.server.options.model)
         check_adapter_fits(folder, self._served_layers, self.server.options.model)  # another base: refused
-        self.server.add_adapter(name, Path(folder))
+        if language_lora_only(folder, self._decoder_prefix):
+            self.server.add_adapter(name, Path(folder))
+        else:
+            self._serve_merged(name, Path(folder))
+
+    def _serve_merged(self, name: str, folder: Path) -> None:
+        """A server of its own for the checkpoint merged into the base (merged.py)."""
+        workdir = Path(self.server.options.workdir)
+        model = merged_folder(self.server.options.model, folder, workdir / "lmdeploy-merged" / name)
+        server = LMDeployServer(replace(self.server.options, model=str(model), command=self.server.command))
+        server.log_path = workdir / "logs" / f"lmdeploy-{name}.log"
+        server.start()
+        self.merged[name] = server
+        log.info("serving %s as a merged model of its own (%s)", name, model)
+
+    def serves_merged(self, name: str | None) -> bool:
+        return name in self.merged
 
     def _model(self, adapter: str | None) -> str:
-        if adapter is not None and adapter not in self.server.adapters:
+        if adapter is not None and adapter not in self.server.adapters and adapter not in self.merged:
             raise ValueError(f"no adapter named {adapter!r} is loaded")
-        return adapter or self.server.BASE_NAME
+        return self.server.BASE_NAME if adapter is None or adapter in self.merged else adapter
+
+    def _server(self, adapter: str | None) -> LMDeployServer:
+        return self.merged.get(adapter, self.server) if adapter is not None else self.server
 
     def _messages(self, turns: list[Turn]) -> list[dict]:
         return to_openai_messages(turns, self.max_pixels, self.patch_multiple, self.send_paths)
 
-    def _failed(self, err: Exception) -> RuntimeError:
+    def _failed(self, err: Exception, server: LMDeployServer | None = None) -> RuntimeError:
         """Turn a broken connection into a sentence; restart a server that died."""
+        server = server or self.server
         # Many requests fail at once when the server dies (scoring sends dozens): those that fail
         # while the restart is under way say the same as the first, not "connection refused".
-        if not self.server.alive() or self._restart_lock.locked():
-            code = self.server.process.returncode if self.server.process else None
+        if not server.alive() or self._restart_lock.locked():
+            code = server.process.returncode if server.process else None
             if not self._restart_lock.locked() and not self._closed:
-                self._restarting = threading.Thread(target=self._restart, name="lmdeploy-restart", daemon=True)
+                self._restarting = threading.Thread(target=self._restart, args=(server,), name="lmdeploy-restart",
+                                                    daemon=True)
                 self._restarting.start()
             return RuntimeError(f"The LMDeploy server stopped (exit {'?' if code is None else code}) while "
                                 "answering; it is being restarted, please ask again in a minute.")
         return RuntimeError(f"LMDeploy did not answer: {err}")
 
-    def _restart(self) -> None:
+    def _restart(self, server: LMDeployServer | None = None) -> None:
+        server = server or self.server
         with self._restart_lock:
-            if self._closed or self.server.alive():
+            if self._closed or server.alive():
                 return
             try:
-                self.server.start()
+                server.start()
             except Exception as err:  # ServerError, or close() stopping the server while it started
                 if not self._closed:
                     log.error("could not restart LMDeploy: %s", err)
             if self._closed:  # closed while this started a server: that one must not outlive the engine
-                self.server.stop()
+                server.stop()
 
     def stream(self, turns: list[Turn], settings: GenerationSettings,
                cancel: Cancel | None = None, adapter: str | None = None) -> Iterator[str]:
         cancel = cancel or Cancel()
         body = request_body(self._messages(turns), settings, self._model(adapter), stream=True, extra=self.extra)
+        server = self._server(adapter)
         try:
-            with self.client.stream("POST", f"{self.server.url}/v1/chat/completions", json=body) as response:
+            with self.client.stream("POST", f"{server.url}/v1/chat/completions", json=body) as response:
                 if response.status_code != 200:
                     response.read()
                     raise RuntimeError(f"LMDeploy refused the request ({response.status_code}): "
@@ -235,7 +269,7 @@ class LMDeployEngine:
                         return  # leaving the block closes the connection; LMDeploy ends the session
                     yield piece
         except (httpx.TransportError, httpx.StreamError, StreamCut) as err:
-            raise self._failed(err) from None
+            raise self._failed(err, server) from None
 
     def stream_many(self, requests: Sequence[tuple[list[Turn], str | None]], settings: GenerationSettings,
                     cancel: Cancel | None = None) -> Iterator[tuple[int, str]]:
@@ -273,14 +307,14 @@ class LMDeployEngine:
         """(index, answer) for every conversation, in the order the answers finish. All are sent
         at once (up to max_concurrent in flight) and LMDeploy's scheduler batches them on the GPU,
         so no answer waits for the slowest of a fixed batch before the next ones start."""
-        model = self._model(adapter)
+        model, server = self._model(adapter), self._server(adapter)
 
         def ask(turns: list[Turn]) -> str:
             body = request_body(self._messages(turns), settings, model, stream=False, extra=self.extra)
             try:
-                response = self.client.post(f"{self.server.url}/v1/chat/completions", json=body)
+                response = self.client.post(f"{server.url}/v1/chat/completions", json=body)
             except httpx.TransportError as err:
-                raise self._failed(err) from None
+                raise self._failed(err, server) from None
             if response.status_code != 200:
                 raise RuntimeError(f"LMDeploy refused the request ({response.status_code}): {response.text[:300]}")
             return response.json()["choices"][0]["message"]["content"] or ""
@@ -304,4 +338,5 @@ class LMDeployEngine:
     def close(self) -> None:
         self._closed = True  # a restart under way stops the server it started (_restart)
         self.client.close()
-        self.server.stop()
+        for server in [self.server, *self.merged.values()]:
+            server.stop()

@@ -29,7 +29,10 @@ from backend.inference.engine import (
     Turn,
     check_adapter_fits,
     check_adapter_folder,
+    decoder_prefix,
+    language_lora_only,
     linear_layers,
+    trains_decoder_whole,
 )
 from backend.models.families import FAMILIES
 from backend.models.loading import LoadedModel
@@ -102,6 +105,9 @@ class TransformersEngine:
         self._adapters: dict[str, str] = {}  # name -> folder, in load order
         self._peft = None  # the PeftModel around the base, once an adapter is loaded
         self._served_layers: dict[str, tuple[int, int]] | None = None  # the base's linear layers, read once
+        # adapters that trained more than LoRA on the language model (engine.language_lora_only)
+        self._beyond_language_lora: set[str] = set()
+        self._merged: dict[str, LoadedModel] = {}  # checkpoints served as models of their own (_load_merged)
 
     # -- adapters ------------------------------------------------------------------------------
 
@@ -121,6 +127,9 @@ class TransformersEngine:
         if self._served_layers is None:
             self._served_layers = linear_layers(self.loaded.model)
         check_adapter_fits(folder, self._served_layers, self.loaded.source.location)  # another base model: refused
+        if trains_decoder_whole(folder, decoder_prefix(self.loaded.model)):
+            self._load_merged(name, folder)
+            return
         from peft import PeftModel
 
         with self._lock:
@@ -132,7 +141,37 @@ class TransformersEngine:
                 self._peft.load_adapter(folder, adapter_name=name)
             self._peft.to(self.loaded.device).eval()
             self._adapters[name] = folder
+            if language_lora_only(folder, decoder_prefix(self.loaded.model)):
+                self._beyond_language_lora.discard(name)
+            else:
+                self._beyond_language_lora.add(name)
         log.info("loaded adapter %s from %r", name, str(folder))
+
+    def _load_merged(self, name: str, folder: str) -> None:
+        """A checkpoint that trained decoder layers whole, as a model of its own: the base loaded again with
+        the checkpoint merged in. peft cannot keep whole copies of decoder layers beside other adapters'
+        LoRA layers inside the same layers (it would look for one's weights under the other's names), and
+        such a copy is as large as a second model anyway."""
+        from dataclasses import replace
+
+        from peft import PeftModel
+        from transformers import AutoModelForImageTextToText
+
+        base = AutoModelForImageTextToText.from_pretrained(self.loaded.source.location, dtype=self.loaded.dtype)
+        merged = PeftModel.from_pretrained(base, folder).merge_and_unload().to(self.loaded.device, self.loaded.dtype)
+        with self._lock:
+            if name in self._adapters and name not in self._merged and self._peft is not None:
+                self._peft.delete_adapter(name)
+            self._merged[name] = replace(self.loaded, model=merged.eval())
+            self._adapters[name] = folder
+            self._beyond_language_lora.add(name)
+        log.info("loaded %s from %s as a merged model of its own (it trained decoder layers whole)", name, folder)
+
+    def _model(self, adapters: Sequence[str | None]) -> torch.nn.Module:
+        """The model a batch runs through: a merged checkpoint's own (_load_merged), else the base with its
+        adapters."""
+        merged = self._merged.get(adapters[0]) if len(set(adapters)) == 1 else None
+        return merged.model if merged is not None else self.loaded.model
 
     def _check_adapters(self, adapters: Sequence[str | None]) -> None:
         unknown = [a for a in adapters if a is not None and a not in self._adapters]
@@ -142,7 +181,7 @@ class TransformersEngine:
     def _routing(self, adapters: Sequence[str | None]):
         """A context in which each batch row runs through its own adapter (None: the base)."""
         self._check_adapters(adapters)
-        if self._peft is None:
+        if self._peft is None or (len(set(adapters)) == 1 and adapters[0] in self._merged):
             return contextlib.nullcontext()
         if len(set(adapters)) == 1:  # one adapter (or the base) for the whole batch: no routing per row
             return self._peft.disable_adapter() if adapters[0] is None else self._only(adapters[0])
@@ -157,10 +196,13 @@ class TransformersEngine:
 
     @property
     def _routes_rows(self) -> bool:
-        """Whether one batch can mix adapters row by row. peft routes each row of a layer's input to its
-        adapter, which needs the rows in the first dimension: OPT (BLIP-2's language model) flattens
-        the batch before its MLP, so there each request answers in its own call."""
-        return FAMILIES[self.loaded.source.family].mixed_adapter_batches
+        """Whether one batch can mix adapters row by row. peft routes each row of every adapted layer's
+        input to its adapter (whichever adapters the batch names), which needs the rows in the first
+        dimension: OPT (BLIP-2's language model) flattens the batch before its MLP, a vision tower's
+        inputs are patches, not rows, and a module trained whole (a projector, a decoder layer) cannot
+        be split by rows at all. So once such a checkpoint is loaded, or on OPT, each request answers in
+        its own call."""
+        return FAMILIES[self.loaded.source.family].mixed_adapter_batches and not self._beyond_language_lora
 
     # -- prompts -------------------------------------------------------------------------------
 
@@ -218,7 +260,7 @@ class TransformersEngine:
                 return [answers[i] for i in range(len(conversations))]
         inputs = self.prepare_batch(conversations)
         with self._lock, torch.inference_mode(), self._routing([adapter] * len(conversations)):
-            output = self.loaded.model.generate(**inputs, **self._generate_kwargs(settings))
+            output = self._model([adapter]).generate(**inputs, **self._generate_kwargs(settings))
         new_tokens = output[:, inputs["input_ids"].shape[1]:]
         return self.loaded.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
 
@@ -253,7 +295,7 @@ class TransformersEngine:
                     if cancel.is_set:
                         return
                     with self._routing(adapters):
-                        self.loaded.model.generate(
+                        self._model(adapters).generate(
                             **inputs, streamer=streamer,
                             stopping_criteria=StoppingCriteriaList([_StopWhenCancelled(cancel)]),
                             **self._generate_kwargs(settings))

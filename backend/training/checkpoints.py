@@ -38,9 +38,9 @@ log = logging.getLogger("foodie.train")
 
 # Spec fields that fix the schedule. Resuming with any of them changed would silently train a
 # different run than the checkpoint belongs to, so it is refused.
-SCHEDULE_FIELDS = ("model", "data_file", "lora_r", "lora_alpha", "target_modules", "full_language_model",
-                   "learning_rate", "lr_schedule", "warmup_ratio", "epochs", "batch_size", "grad_accum", "seed",
-                   "gpus")
+SCHEDULE_FIELDS = ("model", "data_file", "lora_r", "lora_alpha", "target_modules", "trains", "qlora",
+                   "projector_from", "full_language_model", "learning_rate", "lr_schedule", "warmup_ratio", "epochs",
+                   "batch_size", "grad_accum", "seed", "gpus")
 
 
 def is_disk_full(err: BaseException) -> bool:
@@ -244,7 +244,14 @@ def write_final(model, processor, gathered: Gathered, files: JobFiles, spec: Job
     log.info("saved the final %s to %s", "model" if gathered.whole else "adapter", target)
     if spec.merge:
         def write_merged(folder: Path) -> None:
-            merged = model.merge_and_unload()  # folds B @ A * scale into the base weights
+            if spec.qlora:  # in bf16 from the dequantized base, not re-quantized (qlora.py)
+                from backend.training.qlora import write_merged_bf16
+
+                write_merged_bf16(model, spec, files.adapter, folder, processor)
+                return
+            # folds B @ A * scale into the base weights, and puts modules trained whole in place
+            merged = model.merge_and_unload()
+            merged.to(merged.get_input_embeddings().weight.dtype)  # those trained in fp32 back to the base's dtype
             merged.config.use_cache = True
             merged.save_pretrained(folder)
             processor.save_pretrained(folder)

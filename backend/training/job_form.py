@@ -14,15 +14,18 @@ from backend.data import DataError, load_training_set, samples_file
 from backend.data.library import check_job_name, datasets_root, list_training_sets
 from backend.data.split import MANIFEST
 from backend.training.demo_data import DEMO_JOB_NAMES, demo_data_file, write_demo_dataset
-from backend.training.spec import PRESETS, SCORE_TASKS, JobSpec, preset
+from backend.training.jobs import Job, JobStore
+from backend.training.spec import PRESETS, SCORE_TASKS, TWO_STAGE_PRESETS, JobSpec, preset
 
 DEMO_SOURCE = "demo"  # the training-data choice of the bundled dishes as chat samples (demo_data.py)
 # The settings a person edits, in the form's order; every other spec field keeps its preset value.
 FIELDS = ("lora_r", "lora_alpha", "learning_rate", "epochs", "batch_size", "grad_accum",
           "max_image_pixels", "save_every", "gradient_checkpointing", "device", "gpus", "pack_tokens",
-          "keep_best", "early_stop_patience")
-# Spec fields the form sets from its other widgets, or the job store from where the job lives.
-FORM_FILLED = ("model", "data_file", "image_root", "eval_file", "output_dir", "name", "score_set", "score_task")
+          "keep_best", "early_stop_patience", "trains", "qlora")
+# Spec fields the form sets from its other widgets, the job store from where the job lives, or a
+# two-stage preset from its first job (two_stage.py).
+FORM_FILLED = ("model", "data_file", "image_root", "eval_file", "output_dir", "name", "score_set", "score_task",
+               "after_job", "projector_from")
 NO_SCORING = ""  # the evaluation-set choice of a job whose checkpoints are not scored
 FOODIEQA_SCORING = "foodieqa:"  # + a task: the evaluation-set choice of the --data folder's questions
 
@@ -69,6 +72,15 @@ def build_spec(workdir: Path, app_model: str, source: str, preset_name: str, nam
         overrides["model"] = model.strip()
     files = demo_files(workdir, lang) if source == DEMO_SOURCE else training_set_files(workdir, source)
     return preset(preset_name, **{"model": app_model, **files, **overrides, **score_fields(scoring, data_folder)})
+
+
+def queue_jobs(store: JobStore, spec: JobSpec, preset_name: str) -> list[Job]:
+    """Queue what the form asked for: one job, or a two-stage preset's two (two_stage.py)."""
+    if preset_name in TWO_STAGE_PRESETS:
+        from backend.training.two_stage import submit_two_stage
+
+        return list(submit_two_stage(store, spec))
+    return [store.submit(spec)]
 
 
 def demo_files(workdir: Path, lang: str = "en") -> dict:

@@ -17,11 +17,13 @@ output going to the job's train.log. Everything the program writes is under the 
 (job_folder.py lists it). Run again on the same spec, it resumes from the newest checkpoint there,
 with the same schedule: optimizer state, learning-rate step, data order and random state all restored.
 
-What it trains: LoRA adapters on the linear layers of the LANGUAGE MODEL only, or with
-"full_language_model" every weight of the language model. The vision tower and the projector stay
-frozen (they also have q_proj/k_proj/... layers, so the adapter's target modules are an explicit
-list of full names under the language model, never a pattern). The loss counts answer tokens only,
-in every turn (encoding.py).
+What it trains: by default LoRA adapters on the linear layers of the LANGUAGE MODEL only, the vision
+tower and the projector frozen (they also have q_proj/k_proj/... layers, so the adapter's target
+modules are an explicit list of full names, never a pattern). The spec's `trains` adds LoRA on the
+vision tower, the projector trained whole, or the decoder trained whole instead of its LoRA
+(trained_parts.py); `qlora` keeps the frozen base in 4 bits (qlora.py); `full_language_model`
+trains every weight of the language model, for the sharded full fine-tune (sharding.py). The loss
+counts answer tokens only, in every turn (encoding.py).
 
 How: train() below reads top to bottom: set-up, data, model, optimizer, resume, the loop, the final
 adapter. A job trains on one of two paths, chosen once before the model loads (model.packs()):
@@ -67,6 +69,7 @@ from backend.training.job_folder import (
 )
 from backend.training.model import build_model, model_type_of, packs, why_padded
 from backend.training.processes import Dist, StopFlag, quiet_data_worker, setup_distributed, start_loader
+from backend.training.qlora import optimizer_for
 from backend.training.samples import Sample, SampleError
 from backend.training.schedule import lr_at
 from backend.training.sharding import shard
@@ -119,8 +122,8 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
     # pictures meanwhile instead of during the first step (a resumed job's starts in the loop).
     early_loader = None if ready_checkpoints(files) else data.loader_from(0)
 
-    # ---- model: frozen base + LoRA on the language model (or the language model itself), made ready
-    # for the path, and sharded across the processes when asked (then every use goes through `root`) ----
+    # ---- model: frozen base + what trains (LoRA on the language model by default), made ready for the
+    # path, and sharded across the processes when asked (then every use goes through `root`) ----
     model, processor, _, _ = build_model(spec, device, weights_dtype, processor, packed)
     root = shard(model) if spec.shard else None
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -128,9 +131,8 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
              sum(p.numel() for p in model.parameters()) / 1e6)
 
     # ---- optimizer, and the step's forward and backward passes for the path (steps.py) ----
-    # fused: one kernel for all LoRA tensors instead of one per tensor
-    optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, weight_decay=spec.weight_decay,
-                                  betas=(0.9, 0.999), fused=on_gpu or None)
+    # AdamW, fused on a GPU (one kernel for all trained tensors), or bitsandbytes' paged one (qlora.py)
+    optimizer = optimizer_for(spec, trainable, on_gpu)
     steps = step_runner(packed, model, data.cache, spec.pack_tokens, dist, device, weights_dtype, autocast, root)
     if stop.requested:  # stopped while loading: nothing new to save
         return EXIT_STOPPED

@@ -31,13 +31,25 @@ def fold_lora_scaling(model: torch.nn.Module, fused_backward: bool = True) -> in
     node (LoraLinear) whose input gradient needs no separate add. Returns how many layers got it."""
     from peft.tuners.lora import Linear
 
+    folded = (Linear, _peft_4bit_linear())  # not the DoRA or 8-bit variants, which subclass or wrap them
     changed = 0
     for module in model.modules():
-        if type(module) is Linear:  # not the quantised or DoRA variants, which subclass or wrap it
+        if type(module) in folded:
             module.forward = types.MethodType(_folded_forward, module)
             module.fused_backward = fused_backward
             changed += 1
     return changed
+
+
+def _peft_4bit_linear() -> type | None:
+    """peft's LoRA layer over a bitsandbytes 4-bit linear layer (QLoRA), where bitsandbytes is installed."""
+    from backend.training.qlora import bitsandbytes_installed
+
+    if not bitsandbytes_installed():
+        return None
+    from peft.tuners.lora import bnb
+
+    return getattr(bnb, "Linear4bit", None)
 
 
 def _folded_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
@@ -57,9 +69,10 @@ def _folded_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
             and not any(t is not None and t.requires_grad for t in (base.weight, base.bias))):
         flat = x.reshape(-1, x.shape[-1])
         adapters, joint = getattr(self, "low_precision", None), _joint_weight(self, name)
-        out = LoraLinear.apply(flat, base.weight, base.bias, self.lora_A[name].weight, self.lora_B[name].weight,
-                               self.scaling[name], p, joint,
-                               adapters.ready(self, name, x, joint) if adapters is not None else None)
+        quantized = _dequantized(base)  # QLoRA: the weight is 4-bit, dequantized when a product needs it
+        out = LoraLinear.apply(flat, None if quantized else base.weight, base.bias, self.lora_A[name].weight,
+                               self.lora_B[name].weight, self.scaling[name], p, joint,
+                               adapters.ready(self, name, x, joint) if adapters is not None else None, quantized)
         return out.view(*x.shape[:-1], out.shape[-1])
     result = base(x)
     low_rank = self.lora_A[name](dropout(x))  # (..., r)
@@ -81,12 +94,16 @@ class LoraLinear(torch.autograd.Function):
     generator, so peft's layer would draw the same one."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, lora_a, lora_b, scaling: float, p: float, joint=None, ready=None):
-        # ready: (A, B, whether B is scaled) already in the compute dtype (LowPrecisionAdapters), or None
+    def forward(ctx, x, weight, bias, lora_a, lora_b, scaling: float, p: float, joint=None, ready=None,
+                quantized=None):
+        # ready: (A, B, whether B is scaled) already in the compute dtype (LowPrecisionAdapters), or None.
+        # quantized: where `weight` is None, what gives the frozen weight on demand (qlora.Dequantized):
+        # made for the product and dropped, made again for the input gradient, never kept in between
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
         # Cast only what differs: `.to()` of a tensor already in the dtype returns it, but its
         # dispatch still costs CPU time, and this forward pass is bound by the CPU (class docstring)
-        x, weight = _in(x, dtype), _in(weight, dtype)
+        x = _in(x, dtype)
+        weight = quantized.weight(dtype) if quantized is not None else _in(weight, dtype)
         bias = None if bias is None else _in(bias, dtype)
         if ready is not None:
             a, b, b_scaled = ready
@@ -105,8 +122,8 @@ class LoraLinear(torch.autograd.Function):
         else:
             # In place: torch.addmm into a new tensor first copies its addend there, a full pass more.
             out = F.linear(x, weight, bias).addmm_(low, b.t(), alpha=scaling)
-        ctx.save_for_backward(dropped, mask, low, weight, a, b)
-        ctx.scaling, ctx.p, ctx.b_scaled = scaling, p, b_scaled
+        ctx.save_for_backward(dropped, mask, low, None if quantized is not None else weight, a, b)
+        ctx.scaling, ctx.p, ctx.b_scaled, ctx.quantized = scaling, p, b_scaled, quantized
         ctx.dtypes = (lora_a.dtype, lora_b.dtype)
         return out
 
@@ -121,8 +138,10 @@ class LoraLinear(torch.autograd.Function):
         grad_b = (grad.t() @ low).mul_(ctx.scaling).to(ctx.dtypes[1])
         grad_x = None
         if ctx.needs_input_grad[0]:
+            if ctx.quantized is not None:
+                weight = ctx.quantized.weight(grad.dtype)
             grad_x = _dropout_backward(grad_low @ a, mask, ctx.p).addmm_(grad, weight)
-        return grad_x, None, None, grad_a, grad_b, None, None, None, None
+        return grad_x, None, None, grad_a, grad_b, None, None, None, None, None
 
 
 def _in(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -238,7 +257,7 @@ def join_frozen_and_adapter_weights(model: torch.nn.Module) -> int:
         name = module.active_adapters[0]
         base = module.base_layer
         if (name not in module.lora_A or not isinstance(base, torch.nn.Linear) or base.weight.requires_grad
-                or base.in_features > base.out_features):
+                or base.in_features > base.out_features or _dequantized(base) is not None):
             continue
         weight = base.weight
         rank = module.lora_A[name].weight.shape[0]
@@ -248,6 +267,15 @@ def join_frozen_and_adapter_weights(model: torch.nn.Module) -> int:
         module.joint_weight = (name, joint)
         joined += 1
     return joined
+
+
+def _dequantized(base: torch.nn.Module):
+    """qlora.Dequantized over a 4-bit base layer (its weight has a quant_state), else None."""
+    if not hasattr(base.weight, "quant_state"):
+        return None
+    from backend.training.qlora import Dequantized
+
+    return Dequantized(base)
 
 
 def _joint_weight(module: torch.nn.Module, name: str) -> torch.Tensor | None:

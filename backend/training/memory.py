@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backend.problems import Problem
-from backend.training.spec import JobSpec
+from backend.training.spec import VISION_LORA, JobSpec
 
 GB = 1e9
 TEXT_TOKENS = 100  # a question and an answer, around the picture
@@ -153,7 +153,7 @@ def job_shape(spec: JobSpec) -> tuple[Shape, int | None]:
     """The job's model, counted (TrainingError for targets that do not fit it), and its sample count."""
     from backend.models.loading import resolve
 
-    shape = _shape_of_folder(resolve(spec.model).location, tuple(spec.target_modules), spec.lora_vision)
+    shape = _shape_of_folder(resolve(spec.model).location, tuple(spec.target_modules), VISION_LORA in spec.parts)
     try:
         samples = len(json.loads(Path(spec.data_file).read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError):

@@ -1,9 +1,10 @@
-"""The model a job trains: the base model frozen, LoRA on its language model's linear layers (or,
-for a full fine-tune, the whole language model trained and the rest frozen), and what the job's
-path needs. Packed rows (packed.py: Qwen2-VL, Qwen2.5-VL, Qwen3-VL, InternVL) get attention that keeps
-samples apart, a faster vision tower, one-product LoRA layers (lora_forward.py) and, on a GPU,
-Liger's fused kernels; padded batches take the model as transformers and peft make it. Which path
-a job takes is packs(), asked once by the training program (lora.py)."""
+"""The model a job trains: the base model frozen (in 4 bits with QLoRA: qlora.py), LoRA and modules
+trained whole where the spec's `trains` puts them (trained_parts.py) or, for a sharded full fine-tune
+(`full_language_model`), the whole language model trained; and what the job's path needs. Packed rows
+(packed.py: Qwen2-VL, Qwen2.5-VL, Qwen3-VL, InternVL) get attention that keeps samples apart, a faster
+vision tower, one-product LoRA layers (lora_forward.py) and, on a GPU, Liger's fused kernels; padded
+batches take the model as transformers and peft make it. Which path a job takes is packs(), asked
+once by the training program (lora.py)."""
 
 from __future__ import annotations
 
@@ -26,8 +27,16 @@ from backend.training.packed import (
     speed_up_vision_tower,
     use_packed_attention,
 )
-from backend.training.spec import JobSpec
+from backend.training.qlora import load_kwargs
+from backend.training.spec import PROJECTOR, VISION_LORA, JobSpec
 from backend.training.targets import lora_targets
+from backend.training.trained_parts import (
+    family_parts,
+    load_projector,
+    place,
+    projector_modules,
+    train_whole_in_fp32,
+)
 from backend.training.vision_kernels import start_triton_early
 
 log = logging.getLogger("foodie.train")
@@ -67,10 +76,10 @@ def train_language_model(model: torch.nn.Module, frozen_dtype: torch.dtype) -> N
 
 def build_model(spec: JobSpec, device: torch.device, dtype: torch.dtype, processor=None,
                 packed: bool | None = None) -> BuiltModel:
-    """Base model (frozen) + LoRA on the language model, or the language model itself trained
-    (trains_full_language_model), made ready for the path it trains on: `packed` rows as train()
-    chose them, or (None) as packs() chooses from the model's config. `dtype` is the frozen weights'
-    (bf16 on a GPU); trained weights are fp32."""
+    """Base model (frozen) + what the spec trains (LoRA on the language model by default), or the
+    language model itself trained (trains_full_language_model), made ready for the path it trains on:
+    `packed` rows as train() chose them, or (None) as packs() chooses from the model's config. `dtype`
+    is the frozen weights' (bf16 on a GPU); trained weights are fp32."""
     from transformers import AutoModelForImageTextToText
 
     from backend.models.loading import load_processor, resolve
@@ -86,7 +95,9 @@ def build_model(spec: JobSpec, device: torch.device, dtype: torch.dtype, process
         # weights' loading, not in the first step. train() has opened its first loader by now: a
         # child forked while this thread works could inherit its locks.
         start_triton_early(device)
-    model = AutoModelForImageTextToText.from_pretrained(source.location, dtype=torch.float32 if full else dtype)
+    # QLoRA: the linear layers are quantized to 4 bits as they arrive on the GPU (qlora.py)
+    model = AutoModelForImageTextToText.from_pretrained(source.location, dtype=torch.float32 if full else dtype,
+                                                        **load_kwargs(spec, source.family, device))
     if packed and model.config.model_type not in PACKED_MODEL_TYPES:  # it was read from config.json before
         raise TrainingError("config_changed", "The config.json of {model} changed while the job was loading it; "
                             "start the job again.", model=spec.model)
@@ -127,7 +138,7 @@ def build_model(spec: JobSpec, device: torch.device, dtype: torch.dtype, process
     if spec.gradient_checkpointing:
         # Non-reentrant checkpointing works with a frozen embedding layer (no input grads needed).
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model.to(device)
+    model.to(device)  # a QLoRA base is there already (device_map); its LoRA weights follow it
     # The joint weights are views of one tensor, which FSDP's shards of each weight cannot be.
     if packed and not compiled and not full and not spec.shard:
         join_frozen_and_adapter_weights(model)  # after the move, which makes new weights
@@ -136,25 +147,33 @@ def build_model(spec: JobSpec, device: torch.device, dtype: torch.dtype, process
 
 
 def add_lora(model: torch.nn.Module, spec: JobSpec) -> torch.nn.Module:
-    """The peft model: LoRA on the language model's linear layers named in the spec."""
+    """The peft model: LoRA and modules trained whole where the spec's `trains` puts them."""
     from peft import LoraConfig, get_peft_model
 
-    targets = language_model_targets(model, spec.target_modules, spec.lora_vision)
+    placement = place(model, spec)
     config = LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
-                        target_modules=targets, bias="none", task_type="CAUSAL_LM")
+                        target_modules=placement.peft_targets(), modules_to_save=placement.whole or None,
+                        bias="none", task_type="CAUSAL_LM")
     # peft saves target_modules condensed to the shortest name suffixes that still match only these
     # layers (e.g. "q_proj" when the vision tower has none): still explicit names, never a pattern.
     model = get_peft_model(model, config)  # LoRA weights are created in fp32 even on a bf16 base
-    log.info("LoRA r=%d alpha=%d on %d linear layers (%s)%s", spec.lora_r, spec.lora_alpha, len(targets),
-             ", ".join(sorted({name.rsplit(".", 1)[-1] for name in targets})),
-             " of the language model and the vision tower" if spec.lora_vision else " of the language model")
+    whole = train_whole_in_fp32(model)
+    log.info("trains %s: LoRA r=%d alpha=%d on %d linear layers (%s); %.1f M parameters trained whole in %d "
+             "module(s)%s", spec.trains, spec.lora_r, spec.lora_alpha, len(placement.lora),
+             ", ".join(sorted({name.rsplit(".", 1)[-1] for name in placement.lora})) or "none", whole / 1e6,
+             len(placement.whole), "; base in 4-bit NF4 (QLoRA)" if spec.qlora else "")
+    if spec.projector_from:  # LLaVA's stage 2 starts from stage 1's projector
+        taken = load_projector(model, spec.projector_from, projector_modules(model.get_base_model(),
+                                                                             family_parts(model.get_base_model())))
+        log.info("the projector starts from %s (%d tensors)", spec.projector_from, taken)
     return model
 
 
 def packs(spec: JobSpec, model_type: str) -> bool:
     """Whether this job trains on packed rows (packed.py): asked for, a family the fast path serves
-    (families.py: Family.fast_path), and a frozen vision tower (its embeddings are computed once)."""
-    return spec.packed and model_type in PACKED_MODEL_TYPES and not spec.lora_vision
+    (families.py: Family.fast_path), and a frozen vision tower and projector (their embeddings are
+    computed once)."""
+    return spec.packed and model_type in PACKED_MODEL_TYPES and not spec.parts & {VISION_LORA, PROJECTOR}
 
 
 def why_padded(spec: JobSpec, model_type: str) -> str | None:
@@ -163,8 +182,9 @@ def why_padded(spec: JobSpec, model_type: str) -> str | None:
 
     if not spec.packed or packs(spec, model_type):
         return None
-    if spec.lora_vision:
-        return "LoRA on the vision tower changes its embeddings every step, so they cannot be computed once"
+    if spec.parts & {VISION_LORA, PROJECTOR}:
+        return "a trained vision tower or projector changes the picture embeddings every step, so they cannot " \
+               "be computed once"
     found = FAMILIES.get(model_type)
     if found is None:
         return f"the fast path does not know the model type {model_type or '(unreadable)'}"

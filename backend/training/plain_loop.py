@@ -9,9 +9,10 @@ every step, on either of the program's paths).
 Three sections, as in TRL's examples/scripts/sft_vlm.py: the model (the base frozen, LoRA on the
 language model's linear layers), the data (padded batches, labels on answer tokens only) and the
 training (the model's own forward pass with labels, the loss normalised by the step's answer tokens,
-AdamW, warmup then cosine, clipping). It runs one process and keeps nothing: no checkpoints, no
-evaluation, no metrics file. What the training program does instead, and why it learns the same:
-steps.py and packed.py.
+AdamW, warmup then cosine, clipping). With `qlora` it is the plain peft + bitsandbytes recipe: the
+4-bit base, then peft's prepare_model_for_kbit_training (bench/bench_qlora.py's baseline). It runs
+one process and keeps nothing: no checkpoints, no evaluation, no metrics file. What the training
+program does instead, and why it learns the same: steps.py and packed.py.
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ from pathlib import Path
 import torch
 
 from backend.training.encoding import IGNORE_INDEX, SampleDataset, collate
-from backend.training.model import language_model_targets
 from backend.training.processes import Dist
 from backend.training.samples import read_samples
 from backend.training.schedule import epoch_order, lr_at
 from backend.training.spec import JobSpec
+from backend.training.trained_parts import place, train_whole_in_fp32
 
 
 @dataclass
@@ -36,6 +37,7 @@ class PlainRun:
     seconds: float  # the training loop's, first step to last (loading left out)
     losses: list[float]  # per optimiser step: its loss per answer token
     padded_tokens: int  # tokens through the model, padding included
+    step_ends: list[float]  # seconds from the first step's start to each step's end
     model: torch.nn.Module  # the peft model, trained
     processor: object
 
@@ -51,15 +53,29 @@ def train_plain(spec: JobSpec, device: torch.device) -> PlainRun:
     source = resolve(spec.model)
     processor = load_processor(source)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    model = AutoModelForImageTextToText.from_pretrained(source.location, dtype=dtype)
+    if spec.qlora:  # the plain peft + bitsandbytes recipe, on the 4-bit base the training program uses
+        from peft import prepare_model_for_kbit_training
+
+        from backend.training.qlora import four_bit_config
+
+        model = AutoModelForImageTextToText.from_pretrained(source.location, dtype=dtype, device_map={"": str(device)},
+                                                            quantization_config=four_bit_config(source.family))
+        # as peft's guides do: the other weights to fp32, checkpointing with inputs that ask for gradients
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=spec.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model = AutoModelForImageTextToText.from_pretrained(source.location, dtype=dtype)
     model.requires_grad_(False)
     model.config.use_cache = False  # a KV cache only helps generation
-    # explicit names under the language model: the vision tower has q_proj/k_proj/v_proj too
-    targets = language_model_targets(model, spec.target_modules, spec.lora_vision)
+    # explicit names under the language model: the vision tower has q_proj/k_proj/v_proj too (and
+    # whatever else the spec's `trains` asks for: trained_parts.py)
+    placement = place(model, spec)
     model = get_peft_model(model, LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha,
-                                             lora_dropout=spec.lora_dropout, target_modules=targets,
-                                             bias="none", task_type="CAUSAL_LM"))
-    if spec.gradient_checkpointing:
+                                             lora_dropout=spec.lora_dropout, target_modules=placement.peft_targets(),
+                                             modules_to_save=placement.whole or None, bias="none",
+                                             task_type="CAUSAL_LM"))
+    train_whole_in_fp32(model)
+    if spec.gradient_checkpointing and not spec.qlora:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]  # LoRA's A and B, fp32
@@ -75,7 +91,7 @@ def train_plain(spec: JobSpec, device: torch.device) -> PlainRun:
 
     # ---- training ----
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    losses, padded_tokens, step = [], 0, 0
+    losses, padded_tokens, step, step_ends = [], 0, 0, []
     model.train()
     _sync(device)
     start = time.perf_counter()
@@ -107,9 +123,10 @@ def train_plain(spec: JobSpec, device: torch.device) -> PlainRun:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            losses.append(step_loss)
+            losses.append(step_loss)  # .item() above waited for the step's passes; the optimizer's is queued
+            step_ends.append(time.perf_counter() - start)
     _sync(device)
-    return PlainRun(time.perf_counter() - start, losses, padded_tokens, model, processor)
+    return PlainRun(time.perf_counter() - start, losses, padded_tokens, step_ends, model, processor)
 
 
 def _sync(device: torch.device) -> None:

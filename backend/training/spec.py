@@ -24,6 +24,16 @@ ALL_LINEAR = "all-linear"
 DEFAULT_TARGET_MODULES = (ALL_LINEAR,)
 
 DEVICES = ("auto", "cpu", "cuda")
+
+# What a job trains (`trains`: parts joined by "+", trained_parts.py places each on the model):
+LANGUAGE_LORA = "language-lora"  # LoRA on the language model's linear layers (the default)
+VISION_LORA = "vision-lora"  # LoRA on the vision tower's linear layers too
+PROJECTOR = "projector"  # the projector between tower and language model, trained whole
+LANGUAGE_FULL = "language-full"  # the language model's decoder layers trained whole (no LoRA on them)
+TRAINED_PARTS = (LANGUAGE_LORA, VISION_LORA, PROJECTOR, LANGUAGE_FULL)
+# The Train tab's choice; other combinations (LLaVA's stage 1 trains the projector alone) come from
+# presets or spec.json.
+TRAINS_CHOICES = (LANGUAGE_LORA, f"{LANGUAGE_LORA}+{VISION_LORA}", f"{LANGUAGE_LORA}+{PROJECTOR}", LANGUAGE_FULL)
 SCHEDULES = ("cosine", "constant")
 SCORE_TASKS = ("sivqa", "mivqa", "textqa")  # the multiple-choice tasks a job's checkpoints can be scored on
 
@@ -71,10 +81,21 @@ class JobSpec:
     lora_alpha: int = 128  # scale = alpha / r; alpha = 2r is the usual choice
     lora_dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGET_MODULES))
-    lora_vision: bool = False  # also LoRA on the vision tower's and projector's linear layers (padded batches then)
-    # Instead of LoRA: every weight of the language model trains (embeddings, layers, LM head), in
-    # fp32 master weights; the vision tower and projector stay frozen. The "full-lm" of a "what
-    # trains" choice, when there is one (model.trains_full_language_model reads it).
+    # what trains: parts of TRAINED_PARTS joined by "+"; anything beyond the language model's LoRA
+    # takes padded batches (a trained tower or projector changes the picture embeddings every step)
+    trains: str = LANGUAGE_LORA
+    # QLoRA: the frozen base's linear layers in 4-bit NF4 (bitsandbytes, on a GPU), LoRA computed in
+    # bf16 on top; paged: bitsandbytes' paged AdamW, whose state moves to CPU memory under pressure
+    qlora: bool = False
+    paged_optimizer: bool = False
+    # two stages (LLaVA, two_stage.py): the job this one waits for, and a checkpoint whose trained
+    # projector this one starts from ("": none)
+    after_job: str = ""
+    projector_from: str = ""
+    # Instead of any of `trains`: every weight of the language model trains (embeddings, layers, LM
+    # head) in fp32 master weights, the vision tower and projector frozen, saved as whole model folders:
+    # the sharded full fine-tune (with `shard`) of a model whose optimizer state one GPU cannot hold.
+    # `trains`' "language-full" is the one-GPU way: the decoder layers in a peft adapter folder.
     full_language_model: bool = False
 
     # --- optimisation ---
@@ -143,6 +164,7 @@ class JobSpec:
     def from_dict(cls, data: dict[str, Any]) -> JobSpec:
         """Build a spec from JSON-like data; unknown names, wrong types and retired settings asking
         for something are SpecErrors."""
+        data = _renamed_settings(data)
         known = {f.name: f for f in fields(cls)}
         problems = [Problem("unknown_setting", "There is no setting called {name!r}.", name=key)
                     for key in data if key not in known and key not in RETIRED_SETTINGS]
@@ -178,6 +200,15 @@ class JobSpec:
         tmp.replace(path)
 
     # ---- derived values ----
+
+    @property
+    def parts(self) -> frozenset[str]:
+        """What trains, as a set of TRAINED_PARTS."""
+        return trained_parts(self.trains)
+
+    @property
+    def lora_on_language(self) -> bool:
+        return LANGUAGE_LORA in self.parts
 
     @property
     def effective_batch(self) -> int:
@@ -225,6 +256,8 @@ class JobSpec:
             add("no_targets", "Name at least one target module for LoRA (for example q_proj, v_proj).")
         elif not all(isinstance(m, str) and (m.isidentifier() or m == ALL_LINEAR) for m in self.target_modules):
             add("bad_targets", "Target modules must be plain module names such as q_proj (no patterns or dots).")
+
+        p += trains_problems(self)
 
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             add("learning_rate", "The learning rate must be above 0 (it is {value}).", value=self.learning_rate)
@@ -287,6 +320,12 @@ class JobSpec:
                 "ends (turn merge off).")
         if self.shard and self.compile_layers:
             add("shard_compiled", "Compiled layers and sharding cannot be combined yet; turn one of them off.")
+        if self.full_language_model and (self.trains != LANGUAGE_LORA or self.qlora):
+            add("full_and_trains", "A full fine-tune of the language model already trains all of it; leave what "
+                "trains at the language model's LoRA and QLoRA off.")
+        if self.shard and (self.trains != LANGUAGE_LORA or self.qlora):
+            add("shard_trains", "A sharded job trains the language model's LoRA or, with full_language_model, the "
+                "whole language model; other choices of what trains, and QLoRA, run unsharded.")
 
         if self.device not in DEVICES:
             add("device", "The device must be one of {choices} (it is {value!r}).",
@@ -311,6 +350,49 @@ class JobSpec:
         if problems:
             raise SpecError(problems)
         return self
+
+
+def trained_parts(trains: str) -> frozenset[str]:
+    return frozenset(part.strip() for part in trains.split("+") if part.strip())
+
+
+def trains_problems(spec: JobSpec) -> list[Problem]:
+    """What is wrong with the spec's `trains`, `qlora`, `paged_optimizer` and two-stage settings
+    (whether the model has the parts asked for is known once it loads: trained_parts.py)."""
+    p: list[Problem] = []
+    parts = spec.parts
+    unknown = sorted(parts - set(TRAINED_PARTS))
+    if unknown or not parts:
+        p.append(Problem("trains_unknown", "What trains is made of {choices} joined by +; {value!r} is not.",
+                         choices=", ".join(TRAINED_PARTS), value=spec.trains))
+    if {LANGUAGE_LORA, LANGUAGE_FULL} <= parts:
+        p.append(Problem("trains_language_twice", "The language model trains either with LoRA or whole, not both."))
+    if spec.qlora and LANGUAGE_FULL in parts:
+        p.append(Problem("qlora_full", "QLoRA keeps the base model in 4 bits, so the whole language model cannot "
+                         "train with it: choose LoRA on the language model, or turn QLoRA off."))
+    if spec.qlora and spec.device == "cpu":
+        p.append(Problem("qlora_cpu", "QLoRA needs a GPU (bitsandbytes' 4-bit kernels run on CUDA); set Device to "
+                         "auto or cuda, or turn QLoRA off."))
+    if spec.paged_optimizer and not spec.qlora:
+        p.append(Problem("paged_without_qlora", "The paged optimizer comes with QLoRA (bitsandbytes); turn QLoRA on "
+                         "or the paged optimizer off."))
+    if spec.projector_from and PROJECTOR not in parts:
+        p.append(Problem("projector_from_untrained", "Starting from another checkpoint's projector needs the "
+                         "projector among what trains (add +projector)."))
+    return p
+
+
+def _renamed_settings(data: dict[str, Any]) -> dict[str, Any]:
+    """Older spec.json files said `lora_vision: true` for what `trains` now says."""
+    if "lora_vision" not in data:
+        return data
+    data = dict(data)
+    vision = data.pop("lora_vision")
+    if vision is True and "trains" not in data:
+        data["trains"] = f"{LANGUAGE_LORA}+{VISION_LORA}"
+    elif not isinstance(vision, bool):
+        data["lora_vision"] = vision  # reported as an unknown setting: a typo, not an old file
+    return data
 
 
 def _looks_like_path(location: str) -> bool:
@@ -377,7 +459,32 @@ PRESETS: dict[str, dict[str, Any]] = {
         # 2026-12-07, bench/README.md "The training fast path against the plain recipe").
         device="cuda", gpus=1, bf16=True, gradient_checkpointing=True, data_workers=4,
     ),
+    # A 7B/8B model (Qwen2.5-VL-7B, Qwen3-VL-8B, LLaVA-1.5-7B) on one 24 GB GPU: the base's linear layers
+    # in 4-bit NF4 (QLoRA), LoRA r=16 on every linear layer of the language model, checkpointing on.
+    # Measured: bench/bench_qlora.py (bench/README.md "QLoRA").
+    "7b-qlora-24gb": dict(
+        qlora=True, paged_optimizer=False,
+        lora_r=16, lora_alpha=32, lora_dropout=0.05,
+        learning_rate=1e-4, lr_schedule="cosine", warmup_ratio=0.03, weight_decay=0.0,
+        epochs=3, batch_size=4, grad_accum=4,
+        max_image_pixels=1024 * 768, max_length=2048,
+        save_every=100, keep_last=3, eval_every=0,
+        device="cuda", gpus=1, bf16=True, gradient_checkpointing=True, data_workers=4, vision_cache_gb=1.0,
+    ),
+    # LLaVA's two stages (two_stage.py): these are stage 2's settings, LoRA on the language model and the
+    # projector trained on, from stage 1's projector; stage 1 first trains the projector alone on
+    # caption pairs (two_stage.STAGE_1). LLaVA-1.5's LoRA recipe: r=128, alpha=256, lr 2e-4.
+    "llava-two-stage": dict(
+        trains="language-lora+projector",
+        lora_r=128, lora_alpha=256, lora_dropout=0.05,
+        learning_rate=2e-4, lr_schedule="cosine", warmup_ratio=0.03, weight_decay=0.0,
+        epochs=1, batch_size=4, grad_accum=4,
+        max_image_pixels=336 * 336, max_length=2048,
+        save_every=100, keep_last=2, eval_every=0,
+        device="auto", gpus=1, bf16=True, gradient_checkpointing=True,
+    ),
 }
+TWO_STAGE_PRESETS = ("llava-two-stage",)  # presets whose Start queues two jobs (two_stage.py)
 
 
 def preset(preset_name: str, /, **overrides: Any) -> JobSpec:

@@ -7,7 +7,8 @@
 The app starts one as a child process (`spawn(workdir)`) and stops it with SIGTERM (`stop(proc)`).
 
 - One job per free device: each GPU takes one job (a job may ask for several GPUs: it then runs
-  under torchrun with DDP); the CPU takes one job at a time. Jobs start in the order they were queued.
+  under torchrun with DDP); the CPU takes one job at a time. Jobs start in the order they were queued,
+  except one that waits for another (`after_job`: LLaVA's stage 2 for stage 1) until that one succeeds.
 - Each training program runs in its OWN process group (start_new_session), with CUDA_VISIBLE_DEVICES
   naming its GPUs and stdout/stderr going to the job's train.log: never a pipe, which would block
   the program once nobody reads it. Cancel signals that whole group.
@@ -57,7 +58,8 @@ from backend.training.job_folder import (
     ready_checkpoints,
     tail_text,
 )
-from backend.training.jobs import Job, JobStore, process_alive, process_start, signal_group
+from backend.training.jobs import Job, JobError, JobStore, process_alive, process_start, signal_group
+from backend.training.qlora import qlora_shortfall
 from backend.training.spec import JobSpec
 
 log = logging.getLogger(__name__)
@@ -118,6 +120,18 @@ def gpu_shortfall(spec: JobSpec, gpus: list[str]) -> Problem | None:
                        "worker sees no GPU on this machine; set Device to cpu or auto.")
     return Problem("worker_lacks_gpus", "This job asks for {wanted} GPUs, but the training worker has {have}; "
                    "set GPUs to {have} or fewer.", wanted=spec.gpus, have=len(gpus))
+
+
+def waiting_for(store: JobStore, job: Job) -> Job | None:
+    """The job this one waits for (spec.after_job) while that one has not succeeded, else None. A job
+    deleted meanwhile is waited for no longer: this one starts and says what it misses."""
+    if not job.spec.after_job:
+        return None
+    try:
+        first = store.get(job.spec.after_job)
+    except JobError:
+        return None
+    return None if first.state == "succeeded" else first
 
 
 class Worker:
@@ -276,7 +290,9 @@ class Worker:
     def _start_queued(self) -> None:
         busy = {slot for run in self.running.values() for slot in run.slots}
         for job in self.store.queued():
-            shortfall = gpu_shortfall(job.spec, self.gpus)
+            if waiting_for(self.store, job):
+                continue  # LLaVA's stage 2 until stage 1 has succeeded (two_stage.py)
+            shortfall = gpu_shortfall(job.spec, self.gpus) or qlora_shortfall(job.spec, self.gpus)
             if shortfall:  # queued some other way than the Train tab, which refuses these at once
                 if self.store.claim(job.id, self.name, "none"):
                     self.store.finish(job.id, "failed", shortfall, None)
