@@ -64,9 +64,11 @@ def evaluation_set(spec: JobSpec, training: list[Sample]) -> EvaluationSet | Non
     return EvaluationSet(name, questions, trained_on)
 
 
-def live_engine(model: torch.nn.Module, processor, device: torch.device, dtype: torch.dtype) -> TransformersEngine:
-    """Compare's engine around the model being trained: its adapter is the one in training."""
-    return TransformersEngine(LoadedModel(source=None, model=model, processor=processor, device=device,
+def live_engine(model: torch.nn.Module, processor, source, device: torch.device,
+                dtype: torch.dtype) -> TransformersEngine:
+    """Compare's engine around the model being trained (loaded from `source`, a ModelSource): its
+    adapter is the one in training."""
+    return TransformersEngine(LoadedModel(source=source, model=model, processor=processor, device=device,
                                           dtype=dtype, max_pixels=max_pixels_of(processor)))
 
 
@@ -188,12 +190,13 @@ class NoScoring:
         return {}
 
 
-def checkpoint_scorer(spec: JobSpec, samples: list[Sample], model, processor, device, dtype, metrics,
+def checkpoint_scorer(spec: JobSpec, samples: list[Sample], model, processor, source, device, dtype, metrics,
                       dist) -> CheckpointScorer | NoScoring:
     evaluation = evaluation_set(spec, samples)
     if evaluation is None:
         return NoScoring()
-    return CheckpointScorer(evaluation, live_engine(model, processor, device, dtype), spec, metrics, dist)
+    return CheckpointScorer(evaluation, live_engine(model, processor, source, device, dtype), spec, metrics,
+                            dist)
 
 
 def _read_scores(folder: Path) -> dict | None:

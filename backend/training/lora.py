@@ -124,7 +124,7 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
 
     # ---- model: frozen base + what trains (LoRA on the language model by default), made ready for the
     # path, and sharded across the processes when asked (then every use goes through `root`) ----
-    model, processor, _, _ = build_model(spec, device, weights_dtype, processor, packed)
+    model, processor, source, _ = build_model(spec, device, weights_dtype, processor, packed)
     root = shard(model) if spec.shard else None
     trainable = [p for p in model.parameters() if p.requires_grad]
     log.info("%.2f M trainable parameters of %.1f M", sum(p.numel() for p in trainable) / 1e6,
@@ -153,8 +153,8 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
     progress = StepLog(Metrics(files.metrics, step, dist.is_main), spec.log_every, total_steps, steps_per_epoch,
                        step, device)
     # each checkpoint scored on the job's evaluation set, when it names one (checkpoint_scores.py)
-    scorer = checkpoint_scorer(spec, data.dataset.samples, model, processor, device, weights_dtype, progress.metrics,
-                               dist)
+    scorer = checkpoint_scorer(spec, data.dataset.samples, model, processor, source, device, weights_dtype,
+                               progress.metrics, dist)
     scorer.restore(saved, steps_per_epoch)
     last: StepTotals | None = None  # the newest step whose totals have been read
     in_flight: StepInFlight | None = None  # the step whose totals are still on their way
