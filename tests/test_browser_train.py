@@ -45,7 +45,10 @@ def test_start_the_demo_fine_tune_watch_it_finish_and_find_it_after_a_reload(bro
     page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="en-US")
     page.goto(train_app.url)
     page.get_by_role("tab", name="Train").click()
-    # On a CPU the tab opens on the demo-cpu preset and the bundled dishes: one click starts it.
+    # On a CPU the tab opens on the demo-cpu preset and the bundled dishes: one click starts it, once
+    # the tab has shown what it holds (as a person sees it has: the worker's line).
+    page.wait_for_function("() => (document.querySelector('#train-worker')?.innerText || '').includes('worker')",
+                           timeout=30_000)
     page.locator("#train-start").click()
     try:
         page.wait_for_function(f"() => ({PROGRESS})().includes('succeeded')", timeout=300_000)

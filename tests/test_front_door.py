@@ -159,9 +159,10 @@ def test_a_logged_in_visitor_cannot_use_another_visitors_upload(exposed_app, tmp
     try:
         stored = alice.post("/gradio_api/upload", files={"files": ("mine.zip", archive.read_bytes())}).json()[0]
         upload = {"path": stored, "meta": {"_type": "gradio.FileData"}, "orig_name": "mine.zip"}
-        mine = dict(zip(LOAD, call(alice, "dataset_load", "upload", "", [upload])[1:]))  # [0]: the gr.State
+        inputs = ("upload", "", [upload], None, None, "")  # source, folder, files, pick, folder files, listing
+        mine = dict(zip(LOAD, call(alice, "dataset_load", *inputs)[1:]))  # [0]: the gr.State
         assert mine["summary"].startswith("Read "), mine["summary"]
-        theirs = dict(zip(LOAD, call(bob, "dataset_load", "upload", "", [upload])[1:]))
+        theirs = dict(zip(LOAD, call(bob, "dataset_load", *inputs)[1:]))
         assert theirs["summary"].startswith("⚠️ These files were uploaded by another visitor"), theirs["summary"]
         assert bob.get(f"/gradio_api/file={stored}").status_code == 403
         assert alice.get(f"/gradio_api/file={stored}").status_code == 200

@@ -34,6 +34,9 @@ def test_a_second_app_on_the_same_work_folder_is_refused_and_the_first_keeps_ser
     first = AppProcess(["--workdir", str(workdir)], tmp_path / "first.log")
     try:
         first.wait_ready()
+        deadline = time.monotonic() + 60  # the page answers before its training worker has taken its own lock
+        while not (workdir / "worker.lock").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
         before, lock_before = files_under(workdir), (workdir / "app.lock").read_text()
         started = time.monotonic()
         second = subprocess.run([sys.executable, "app.py", "--workdir", str(workdir), "--port", str(free_port())],

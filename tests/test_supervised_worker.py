@@ -192,7 +192,7 @@ def start_values() -> list:
 def test_a_pickle_planted_in_a_checkpoint_runs_no_code_on_resume(tmp_path):
     """trainer_state.pt is read with weights_only=True: a pickle that would run a command is refused
     with a sentence, and the command never runs."""
-    from backend.training.checkpoints import resume
+    from backend.training.checkpoints import read_checkpoint
     from backend.training.errors import TrainingError
     from backend.training.spec import JobSpec
 
@@ -208,5 +208,5 @@ def test_a_pickle_planted_in_a_checkpoint_runs_no_code_on_resume(tmp_path):
 
     torch.save({"step": 2, "epoch": 0.1, "optimizer": {}, "rng": Planted(), "spec": {}}, folder / "trainer_state.pt")
     with pytest.raises(TrainingError, match="cannot be read as plain data"):
-        resume(folder, JobSpec(), None, None, "cpu")
+        read_checkpoint(folder, JobSpec(), None, None)
     assert not marker.exists()

@@ -53,7 +53,7 @@ def test_escaped_text_is_not_escaped_twice_and_code_spans_keep_their_text():
 
 def test_a_page_sentence_escapes_its_values_by_where_they_stand():
     saved = markdown("ds_saved", "en", name="[x](http://evil)", train=1, train_dishes=1, heldout=0, heldout_dishes=0,
-                     folder=Path("/w/datasets/a_b`c"))
+                     folder=Path("/w/datasets/a_b`c"), together="dish")
     assert "**\\[x\\](http:\\/\\/evil)**" in saved  # in bold, escaped
     assert "`/w/datasets/a_bˋc`" in saved  # in a code span: as it is, but for the backtick
     notice = markdown("tuned_notice", "en", base="demo", adapter="<img src=x> · final")

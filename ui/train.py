@@ -143,7 +143,7 @@ def accuracy_plot(points: list[views.AccuracyPoint], lang: str) -> gr.LinePlot:
     """Each scored checkpoint's accuracy on the job's evaluation set, named with the set (and "trained
     on" where the job trains on its photos). No points: hidden."""
     if not points:
-        return gr.LinePlot(value=None, visible=False)
+        return gr.LinePlot(visible=False)
     # Short, or the legend cuts it: a held-out set says so in its name; only "trained on" is added.
     label = text("tr_accuracy_series", lang, name=points[-1].eval_set, count=points[-1].questions)
     if points[-1].trained_on:
@@ -326,7 +326,9 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
     log_box = gr.Textbox(label=i18n("tr_log"), lines=12, max_lines=32, autoscroll=True, elem_id="train-log")
     timer = gr.Timer(2.0, active=False)
     watch_outputs = [jobs, job, progress, plot, accuracy, log_box, checkpoints, timer, worker_status]
-    worker_gpus = visible_gpus()  # as the worker that app.py starts finds them ("auto")
+    # Worked out now, not when the tab first opens: a slow on_open that ends after a quick Start
+    # overwrites Start's view with the one before the job (and switches the timer off).
+    picker_rows()
 
     def refresh_view(request: gr.Request, job_id):
         return watch(services, job_id, request_lang(request, forced_lang))
@@ -427,7 +429,10 @@ def build(services: Services, i18n: gr.I18n, forced_lang: str | None) -> Tab:
         options = data_choices(services, lang)
         offered = {key for _, key in options}
         sets = scoring_choices(services, lang)
-        return (*watch(services, job_id, lang),
+        *view, _, worker = watch(services, job_id, lang)
+        # The timer ticks once more whatever the jobs were: a Start clicked while this ran may have
+        # been answered first, and this older view would otherwise stand with the timer off.
+        return (*view, gr.Timer(active=True), worker,
                 gr.Dropdown(choices=options, value=current_source if current_source in offered else DEMO_SOURCE),
                 gr.Dropdown(choices=sets, value=current_scoring if current_scoring in {k for _, k in sets} else ""),
                 models_table(lang))
