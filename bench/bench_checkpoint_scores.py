@@ -98,6 +98,7 @@ def main() -> None:
         for label, spec in zip(results, (plain, scored)):
             seconds, checkpoints = run_job(spec.with_changes(output_dir=str(workdir / f"job-{label[:7]}-{run}")))
             results[label].append(seconds)
+            print(f"run {run + 1}, {label}: {seconds:.1f} s, {checkpoints} checkpoints scored", flush=True)
             counted = max(counted, checkpoints)
     base, ours = (statistics.median(v) for v in results.values())
     print(f"\n{'GPU' if args.gpu else 'CPU'} run; {questions} questions scored at each of {counted} checkpoints\n")
