@@ -17,8 +17,8 @@ from typing import Any
 import backend.data.formats.llava as llava
 from backend.data.data_files import write_jsonl_atomic
 from backend.data.formats.base import Format, ReadContext, Sample, share
-from backend.data.formats.conversation import SYSTEM, Draft, build_records
-from backend.data.formats.turns import conversation_only, metadata, picture_ref
+from backend.data.formats.conversation import Draft, build_records
+from backend.data.formats.turns import metadata, picture_ref, write_rows
 from backend.data.schema import ReadResult, Record
 
 LABEL = "InternVL jsonl"
@@ -51,16 +51,13 @@ def row(record: Record, image_root: Path) -> dict[str, Any]:
     paths = [picture_ref(p, image_root) for p in record.images]
     if paths:
         out["image"] = paths[0] if len(paths) == 1 else paths
-    system = [{"from": SYSTEM, "value": record.system}] if record.system else []
-    out["conversations"] = system + [{"from": t.role, "value": t.text} for t in record.turns]
+    out["conversations"] = llava.conversations(record)
     out.update(metadata(record))
     return out
 
 
 def write(records: Sequence[Record], path: Path, image_root: Path) -> Path:
-    conversation_only(records, LABEL)
-    root = Path(image_root).resolve()
-    return write_jsonl_atomic(Path(path), [row(r, root) for r in records])
+    return write_rows(records, path, image_root, LABEL, row, write_jsonl_atomic)
 
 
 FORMAT = Format("internvl", LABEL, detect, read, write, ".jsonl")

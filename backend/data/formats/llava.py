@@ -16,7 +16,7 @@ from typing import Any
 from backend.data.data_files import json_kind, write_json_atomic
 from backend.data.formats.base import Format, ReadContext, Sample, share
 from backend.data.formats.conversation import METADATA_KEYS, SYSTEM, Draft, build_records
-from backend.data.formats.turns import conversation_only, metadata, picture_list, picture_ref, turn_list
+from backend.data.formats.turns import metadata, picture_list, picture_ref, turn_list, write_rows
 from backend.data.rows import RowFaults, not_an_object
 from backend.data.schema import ReadResult, Record, ReportLine
 
@@ -69,16 +69,19 @@ def row(record: Record, image_root: Path) -> dict[str, Any]:
         out["image"] = paths[0]
     elif paths:
         out["images"] = paths
-    system = [{"from": SYSTEM, "value": record.system}] if record.system else []
-    out["conversations"] = system + [{"from": t.role, "value": t.text} for t in record.turns]
+    out["conversations"] = conversations(record)
     out.update(metadata(record))
     return out
 
 
+def conversations(record: Record) -> list[dict[str, str]]:
+    """The record's turns as LLaVA's (and InternVL's) {"from", "value"} list, a system prompt first."""
+    system = [{"from": SYSTEM, "value": record.system}] if record.system else []
+    return system + [{"from": t.role, "value": t.text} for t in record.turns]
+
+
 def write(records: Sequence[Record], path: Path, image_root: Path) -> Path:
-    conversation_only(records, LABEL)
-    root = Path(image_root).resolve()
-    return write_json_atomic(Path(path), [row(r, root) for r in records])
+    return write_rows(records, path, image_root, LABEL, row, write_json_atomic)
 
 
 FORMAT = Format("llava", LABEL, detect, read, write, ".json")

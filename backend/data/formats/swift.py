@@ -19,7 +19,7 @@ import backend.data.formats.sharegpt as sharegpt
 from backend.data.data_files import write_jsonl_atomic
 from backend.data.formats.base import Format, ReadContext, Sample, is_turn_list, share
 from backend.data.formats.conversation import METADATA_KEYS, SYSTEM, Draft, build_records
-from backend.data.formats.turns import conversation_only, metadata, picture_list, picture_ref, turn_list
+from backend.data.formats.turns import metadata, picture_list, picture_ref, turn_list, write_rows
 from backend.data.rows import RowFaults
 from backend.data.schema import GPT, HUMAN, ReadResult, Record
 from backend.problems import Problem
@@ -101,9 +101,7 @@ def row(record: Record, image_root: Path) -> dict[str, Any]:
 
 
 def write(records: Sequence[Record], path: Path, image_root: Path) -> Path:
-    conversation_only(records, LABEL)
-    root = Path(image_root).resolve()
-    return write_jsonl_atomic(Path(path), [row(r, root) for r in records])
+    return write_rows(records, path, image_root, LABEL, row, write_jsonl_atomic)
 
 
 FORMAT = Format("swift", LABEL, detect, read, write, ".jsonl")

@@ -73,6 +73,13 @@ def metadata(record: Record) -> dict[str, str]:
                                                   "question_type") if getattr(record, key)}
 
 
+def write_rows(records, path: Path, image_root: Path, what: str, row, write_file) -> Path:
+    """Conversations only, each record as row(record, image root) makes it, written by write_file."""
+    conversation_only(records, what)
+    root = Path(image_root).resolve()
+    return write_file(Path(path), [row(r, root) for r in records])
+
+
 def conversation_only(records, what: str) -> None:
     for record in records:
         if not record.turns:
