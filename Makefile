@@ -38,7 +38,8 @@ test-gpu-box-transformers: install-test
 	PYTHONPATH=test-artifacts/transformers-$(GPU_BOX_TRANSFORMERS) $(PY) -c \
 		"import transformers; print('these tests again under transformers', transformers.__version__)"
 	PYTHONPATH=test-artifacts/transformers-$(GPU_BOX_TRANSFORMERS) $(PY) -m pytest -q \
-		tests/test_training_mask.py tests/test_training_packed.py tests/test_engine.py tests/test_scoring.py
+		tests/test_training_mask.py tests/test_training_packed.py tests/test_engine.py tests/test_scoring.py \
+		tests/test_picture_memo.py
 
 # The environment. Ubuntu's python3 comes without ensurepip until python3.X-venv is installed:
 # then that package is installed the way chromium is (apt, as root or with sudo), or its command

@@ -5,6 +5,7 @@ a job stops early when accuracy stops improving; an evaluation set it trains on 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -44,10 +45,13 @@ def run(spec) -> JobFiles:
     return files
 
 
-def test_each_checkpoint_is_scored_as_compare_scores_its_adapter(demo_workdir, sivqa_set, tmp_path):
-    files = run(job(demo_workdir, sivqa_set, tmp_path / "job"))
+def test_each_checkpoint_is_scored_as_compare_scores_its_adapter(demo_workdir, sivqa_set, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="foodie.train"):
+        files = run(job(demo_workdir, sivqa_set, tmp_path / "job"))
     scored = [r for r in read_metrics(files.metrics) if "eval_accuracy" in r]
-    assert scored and [r["step"] for r in scored] == sorted(r["step"] for r in scored)
+    assert len(scored) > 1 and [r["step"] for r in scored] == sorted(r["step"] for r in scored)
+    # the later checkpoints took the photos' features from the first scoring (picture_memo.py) ...
+    assert sum("kept from an earlier scoring" in m for m in caplog.messages) == len(scored) - 1
     assert all(r["eval_set"] == "held-out · sivqa" and r["trained_on"] is False for r in scored)
     final_step, final = ready_checkpoints(files)[-1]  # the last step of a scored job is a checkpoint
     assert final_step == scored[-1]["step"]
@@ -58,6 +62,7 @@ def test_each_checkpoint_is_scored_as_compare_scores_its_adapter(demo_workdir, s
     engine.load_adapter("final", str(final))
     spec = job(demo_workdir, sivqa_set, tmp_path / "unused")
     again = score(engine, evaluation_set(spec, []).questions, adapter="final", lang="zh", batch_size=16)
+    # ... and still answered as Compare's fresh engine does
     assert [q["reply"] for q in kept["questions"]] == [q.reply for q in again.questions]
     assert kept["accuracy"] == pytest.approx(scored[-1]["eval_accuracy"], abs=1e-6)
 

@@ -22,6 +22,7 @@ from backend.data import DataError, Record, load_training_set, read_foodieqa_fol
 from backend.data.split import MANIFEST
 from backend.evaluation import scoring
 from backend.evaluation.scoring import ScoreRun
+from backend.inference.picture_memo import PictureMemo
 from backend.inference.transformers_engine import TransformersEngine
 from backend.models.loading import LoadedModel, max_pixels_of
 from backend.training.errors import TrainingError
@@ -72,16 +73,24 @@ def live_engine(model: torch.nn.Module, processor, source, device: torch.device,
                                           dtype=dtype, max_pixels=max_pixels_of(processor)))
 
 
-def score_checkpoint(engine: TransformersEngine, evaluation: EvaluationSet, spec: JobSpec, folder: Path) -> ScoreRun:
-    """Score the model as it is now (the checkpoint just written) and keep the run in its folder."""
+def score_checkpoint(engine: TransformersEngine, evaluation: EvaluationSet, spec: JobSpec, folder: Path,
+                     memo: PictureMemo | None = None) -> ScoreRun:
+    """Score the model as it is now (the checkpoint just written) and keep the run in its folder.
+    `memo` keeps the photos' features from one checkpoint's scoring to the next, where the job's
+    training leaves them unchanged (picture_memo.py)."""
     model = engine.loaded.model
     was_training = model.training
     model.eval()
+    memo = memo or PictureMemo(0)
+    reused = memo.hits
     try:
-        run = scoring.score(engine, evaluation.questions, split=evaluation.name, lang=spec.score_lang,
-                            batch_size=spec.score_batch)
+        with memo.serving(model):
+            run = scoring.score(engine, evaluation.questions, split=evaluation.name, lang=spec.score_lang,
+                                batch_size=spec.score_batch)
     finally:
         model.train(was_training)
+    if memo.hits > reused:
+        log.info("picture features of %d batches kept from an earlier scoring", memo.hits - reused)
     run.model = folder.name
     (folder / SCORES_FILE).write_text(json.dumps({**run.to_json(), "trained_on": evaluation.trained_on},
                                                  ensure_ascii=False), encoding="utf-8")
@@ -118,6 +127,7 @@ class CheckpointScorer:
     def __init__(self, evaluation: EvaluationSet, engine: TransformersEngine, spec: JobSpec, metrics, dist) -> None:
         self.evaluation, self.engine, self.spec, self.metrics, self.dist = evaluation, engine, spec, metrics, dist
         self.best = BestSoFar()
+        self.memo = PictureMemo(int(spec.vision_cache_gb * 2**30))
 
     @property
     def keep(self) -> int | None:
@@ -138,7 +148,7 @@ class CheckpointScorer:
         """Score the checkpoint just written at `folder`; whether the job should now stop early."""
         stop = False
         if self.dist.is_main:
-            run = score_checkpoint(self.engine, self.evaluation, self.spec, folder)
+            run = score_checkpoint(self.engine, self.evaluation, self.spec, folder, self.memo)
             better = self.best.update(step, run.accuracy)
             self.metrics.write({"step": step, "epoch": round(epoch, 4), "eval_accuracy": round(run.accuracy, 6),
                                 "eval_unparsed": run.unparsed, "eval_questions": len(run.questions),

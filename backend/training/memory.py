@@ -15,7 +15,8 @@ refuses a target list that matches nothing), the widths of each decoder layer. I
     logits       = tokens x vocab x 4                    (padded batches: bf16 logits and their gradient
                                                           at every position; packed rows: answers only)
     pictures     = the packed path's picture cache: pictures x picture tokens x hidden x 2 x (1 + DeepStack
-                   levels), up to vision_cache_gb
+                   levels), up to vision_cache_gb; a job that scores its checkpoints adds up to as much again
+                   for the held-out photos' features kept between scorings (picture_memo.py)
 
 `out` and `in` are the sums of out_features and in_features of a decoder layer's linear layers (the
 mean over layers: Qwen3.5's linear-attention and full-attention layers differ). `tokens` is what one
@@ -138,6 +139,8 @@ def estimate(shape: Shape, spec: JobSpec, packed: bool, samples: int | None = No
     if packed:
         one = picture * shape.picture_width * 2
         pictures = min(spec.vision_cache_gb * 2**30, one * (samples if samples is not None else 10**9))
+    if spec.score_set:
+        pictures += spec.vision_cache_gb * 2**30
     return Estimate(shape.params * 2, shape.lora_per_rank * spec.lora_r * 16, activations, logits, pictures, tokens,
                     spec.gradient_checkpointing)
 

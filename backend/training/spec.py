@@ -141,7 +141,9 @@ class JobSpec:
     # without padding, picture embeddings computed once and reused across epochs, logits only for answer
     # tokens (packed.py). Off = padded batches.
     packed: bool = True
-    vision_cache_gb: float = 4.0  # memory on the training device for those picture embeddings
+    # memory on the training device for those picture embeddings (and, in a job that scores its
+    # checkpoints, as much again for the held-out photos' features: picture_memo.py)
+    vision_cache_gb: float = 4.0
     pack_tokens: int = 16384  # tokens per packed row: a step's samples go through in rows this long
     fused_kernels: bool = True  # Liger's Triton RMSNorm/SwiGLU/rotary on GPUs, when liger-kernel is installed
     # packed path on a GPU: each decoder layer through torch.compile (fuses LoRA's dropout and the
