@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from backend.data import build_training_set, read_bundled_sample
@@ -65,6 +66,14 @@ def test_each_checkpoint_is_scored_as_compare_scores_its_adapter(demo_workdir, s
     # ... and still answered as Compare's fresh engine does
     assert [q["reply"] for q in kept["questions"]] == [q.reply for q in again.questions]
     assert kept["accuracy"] == pytest.approx(scored[-1]["eval_accuracy"], abs=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_bf16_job_on_a_gpu_scores_its_checkpoints(demo_workdir, sivqa_set, tmp_path):
+    # bf16 weights and fp32 LoRA weights: the scoring's forward needs the job's autocast, as training's
+    # does (a 2B job on an H100 failed at its first checkpoint without it, 2026-12-07)
+    files = run(job(demo_workdir, sivqa_set, tmp_path / "job", device="cuda", bf16=True))
+    assert sum("eval_accuracy" in r for r in read_metrics(files.metrics)) > 1
 
 
 def test_keep_the_best_makes_the_best_checkpoint_the_final_adapter(demo_workdir, sivqa_set, tmp_path):

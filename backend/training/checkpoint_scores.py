@@ -11,6 +11,7 @@ its scores carry "trained_on".
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import dataclass
@@ -74,17 +75,18 @@ def live_engine(model: torch.nn.Module, processor, source, device: torch.device,
 
 
 def score_checkpoint(engine: TransformersEngine, evaluation: EvaluationSet, spec: JobSpec, folder: Path,
-                     memo: PictureMemo | None = None) -> ScoreRun:
+                     memo: PictureMemo | None = None, precision=None) -> ScoreRun:
     """Score the model as it is now (the checkpoint just written) and keep the run in its folder.
     `memo` keeps the photos' features from one checkpoint's scoring to the next, where the job's
-    training leaves them unchanged (picture_memo.py)."""
+    training leaves them unchanged (picture_memo.py). `precision`: the job's autocast, which its
+    forward passes need (bf16 weights, fp32 LoRA weights)."""
     model = engine.loaded.model
     was_training = model.training
     model.eval()
     memo = memo or PictureMemo(0)
     reused = memo.hits
     try:
-        with memo.serving(model):
+        with memo.serving(model), precision or contextlib.nullcontext():
             run = scoring.score(engine, evaluation.questions, split=evaluation.name, lang=spec.score_lang,
                                 batch_size=spec.score_batch)
     finally:
@@ -124,8 +126,10 @@ class CheckpointScorer:
 
     scores = True
 
-    def __init__(self, evaluation: EvaluationSet, engine: TransformersEngine, spec: JobSpec, metrics, dist) -> None:
+    def __init__(self, evaluation: EvaluationSet, engine: TransformersEngine, spec: JobSpec, metrics, dist,
+                 precision) -> None:
         self.evaluation, self.engine, self.spec, self.metrics, self.dist = evaluation, engine, spec, metrics, dist
+        self.precision = precision
         self.best = BestSoFar()
         self.memo = PictureMemo(int(spec.vision_cache_gb * 2**30))
 
@@ -148,7 +152,7 @@ class CheckpointScorer:
         """Score the checkpoint just written at `folder`; whether the job should now stop early."""
         stop = False
         if self.dist.is_main:
-            run = score_checkpoint(self.engine, self.evaluation, self.spec, folder, self.memo)
+            run = score_checkpoint(self.engine, self.evaluation, self.spec, folder, self.memo, self.precision)
             better = self.best.update(step, run.accuracy)
             self.metrics.write({"step": step, "epoch": round(epoch, 4), "eval_accuracy": round(run.accuracy, 6),
                                 "eval_unparsed": run.unparsed, "eval_questions": len(run.questions),
@@ -201,12 +205,12 @@ class NoScoring:
 
 
 def checkpoint_scorer(spec: JobSpec, samples: list[Sample], model, processor, source, device, dtype, metrics,
-                      dist) -> CheckpointScorer | NoScoring:
+                      dist, autocast) -> CheckpointScorer | NoScoring:
     evaluation = evaluation_set(spec, samples)
     if evaluation is None:
         return NoScoring()
     return CheckpointScorer(evaluation, live_engine(model, processor, source, device, dtype), spec, metrics,
-                            dist)
+                            dist, autocast)
 
 
 def _read_scores(folder: Path) -> dict | None:

@@ -154,7 +154,7 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
                        step, device)
     # each checkpoint scored on the job's evaluation set, when it names one (checkpoint_scores.py)
     scorer = checkpoint_scorer(spec, data.dataset.samples, model, processor, source, device, weights_dtype,
-                               progress.metrics, dist)
+                               progress.metrics, dist, autocast)
     scorer.restore(saved, steps_per_epoch)
     last: StepTotals | None = None  # the newest step whose totals have been read
     in_flight: StepInFlight | None = None  # the step whose totals are still on their way
