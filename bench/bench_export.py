@@ -168,11 +168,12 @@ def lmdeploy_check(workdir: Path, serve: bool) -> dict:
     from backend.inference.lmdeploy_server import LMDeployServer, ServerOptions
 
     server = LMDeployServer(ServerOptions(model=str(merged), workdir=workdir / "lmdeploy"))
-    started = time.perf_counter()
-    server.start(timeout=600)
-    result["lmdeploy_start_s"] = round(time.perf_counter() - started, 1)
-    engine = LMDeployEngine(server, max_pixels=spec.max_image_pixels)
-    try:
+    engine = None
+    try:  # a server that does not start loses none of the figures measured before it
+        started = time.perf_counter()
+        server.start(timeout=600)
+        result["lmdeploy_start_s"] = round(time.perf_counter() - started, 1)
+        engine = LMDeployEngine(server, max_pixels=spec.max_image_pixels)
         served = exact_answers(engine, samples)
         ours = {sample: got for sample, _, got in served.misses}
         theirs = {sample: got for sample, _, got in reference.misses}
@@ -184,7 +185,10 @@ def lmdeploy_check(workdir: Path, serve: bool) -> dict:
         result["lmdeploy_error"] = f"{type(err).__name__}: {err}"[:500]
         result["lmdeploy_log"] = server.log_tail(30)
     finally:
-        engine.close()
+        if engine is not None:
+            engine.close()
+        else:
+            server.stop()
     return result
 
 
