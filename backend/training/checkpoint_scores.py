@@ -92,7 +92,8 @@ def score_checkpoint(engine: TransformersEngine, evaluation: EvaluationSet, spec
     finally:
         model.train(was_training)
     if memo.hits > reused:
-        log.info("picture features of %d batches kept from an earlier scoring", memo.hits - reused)
+        reused = memo.hits - reused
+        log.info("photos' features of %d batch%s kept from an earlier scoring", reused, "" if reused == 1 else "es")
     run.model = folder.name
     (folder / SCORES_FILE).write_text(json.dumps({**run.to_json(), "trained_on": evaluation.trained_on},
                                                  ensure_ascii=False), encoding="utf-8")
