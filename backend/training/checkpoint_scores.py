@@ -11,7 +11,6 @@ its scores carry "trained_on".
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from dataclasses import dataclass
@@ -75,7 +74,7 @@ def live_engine(model: torch.nn.Module, processor, source, device: torch.device,
 
 
 def score_checkpoint(engine: TransformersEngine, evaluation: EvaluationSet, spec: JobSpec, folder: Path,
-                     memo: PictureMemo | None = None, precision=None) -> ScoreRun:
+                     memo: PictureMemo, precision) -> ScoreRun:
     """Score the model as it is now (the checkpoint just written) and keep the run in its folder.
     `memo` keeps the photos' features from one checkpoint's scoring to the next, where the job's
     training leaves them unchanged (picture_memo.py). `precision`: the job's autocast, which its
@@ -83,16 +82,15 @@ def score_checkpoint(engine: TransformersEngine, evaluation: EvaluationSet, spec
     model = engine.loaded.model
     was_training = model.training
     model.eval()
-    memo = memo or PictureMemo(0)
-    reused = memo.hits
+    hits_before = memo.hits
     try:
-        with memo.serving(model), precision or contextlib.nullcontext():
+        with memo.serving(model), precision:
             run = scoring.score(engine, evaluation.questions, split=evaluation.name, lang=spec.score_lang,
                                 batch_size=spec.score_batch)
     finally:
         model.train(was_training)
-    if memo.hits > reused:
-        reused = memo.hits - reused
+    reused = memo.hits - hits_before
+    if reused:
         log.info("photos' features of %d batch%s kept from an earlier scoring", reused, "" if reused == 1 else "es")
     run.model = folder.name
     (folder / SCORES_FILE).write_text(json.dumps({**run.to_json(), "trained_on": evaluation.trained_on},
