@@ -4,6 +4,7 @@ set-up to the final adapter) compared.
 
     python3 bench/bench_checkpoint_scores.py            # the CPU box: the demo model, bundled sample
     python3 bench/bench_checkpoint_scores.py --save-every 9   # the same, a checkpoint every 9 steps
+    python3 bench/bench_checkpoint_scores.py --method reply   # each choice parsed from a generated reply
     python3 bench/bench_checkpoint_scores.py --gpu      # a GPU: Qwen2-VL-2B's shape, 256 held-out questions
     python3 bench/bench_checkpoint_scores.py --gpu --dry-run   # the --gpu path on a narrow model, on a CPU
 
@@ -12,7 +13,7 @@ single-image questions (held-out share 0.3), a checkpoint where the preset saves
 --save-every for more); scored: its held-out questions at each checkpoint. Bar: scoring adds <= 10%.
 GPU: the 2b-gpu preset (3 epochs, batch 4 x 4, checkpointing off) on 256 photo questions in
 FoodieQA's sivqa shape, a checkpoint each epoch; scored: 256 other questions in a batch of 64 at each.
-Bar: scoring adds <= 15%.
+Bar: scoring adds <= 15%. Both score by the job's default, the likeliest letter (--method reply: from replies).
 """
 
 from __future__ import annotations
@@ -88,9 +89,11 @@ def main() -> None:
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--save-every", type=int, help="CPU: a checkpoint every N steps (default: the preset's)")
+    parser.add_argument("--method", choices=("letter", "reply"), default="letter", help="how each choice is read")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-checkpoint-scores-"))
     plain, scored, questions = gpu_specs(workdir, args.dry_run) if args.gpu else cpu_specs(workdir, args.save_every)
+    scored = scored.with_changes(score_method=args.method)
     results: dict[str, list[float]] = {"without scoring (baseline)": [], "scoring each checkpoint (ours)": []}
     counted = 0
     run_job(plain.with_changes(output_dir=str(workdir / "warm-up"), epochs=1))  # first-use costs on neither
@@ -101,7 +104,8 @@ def main() -> None:
             print(f"run {run + 1}, {label}: {seconds:.1f} s, {checkpoints} checkpoints scored", flush=True)
             counted = max(counted, checkpoints)
     base, ours = (statistics.median(v) for v in results.values())
-    print(f"\n{'GPU' if args.gpu else 'CPU'} run; {questions} questions scored at each of {counted} checkpoints\n")
+    print(f"\n{'GPU' if args.gpu else 'CPU'} run; {questions} questions scored at each of {counted} checkpoints, "
+          f"by {'the likeliest letter' if args.method == 'letter' else 'parsing replies'}\n")
     print("| run | wall time (runs) | median |")
     print("|---|---|---:|")
     for label, values in results.items():

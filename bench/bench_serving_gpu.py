@@ -1,6 +1,7 @@
 """Serving on a GPU: LMDeploy through our engine vs. LMDeploy called directly vs. transformers.
 
     python bench/bench_serving_gpu.py --workdir /tmp/serve     # on a GPU machine with LMDeploy
+    python bench/bench_serving_gpu.py --family qwen3_vl --out serving-qwen3_vl.json   # (or internvl, qwen3_5)
 
 Builds (once) a random-weight model of Qwen2-VL-2B-Instruct's shape in bf16 (speed does not depend
 on weight values; see shared/GPU.md) and FoodieQA-shaped data (bench/fake_foodieqa.py), starts
@@ -13,6 +14,10 @@ on weight values; see shared/GPU.md) and FoodieQA-shaped data (bench/fake_foodie
 3. scoring 256 single-image questions (image encoding included) through our scorer;
 4. base + one LoRA adapter served from one engine: do their answers differ? (both answers, and
    transformers + peft's answers for the same adapter, recorded)
+
+With --family, the published 2B checkpoint of that family (bench/published_models.py: Qwen3-VL-2B,
+InternVL3.5-2B-HF or Qwen3.5-2B, random weights) instead, and parts 1 and 3 only: one stream against
+the bandwidth bound, and scoring 256 photo questions.
 
 Prints a table and writes JSON to --out.
 """
@@ -46,16 +51,20 @@ NEW_TOKENS = 128
 BANDWIDTH = 3.0e12  # H100 SXM HBM3, bytes/s (about; the H200 has 4.8e12)
 
 
-def build(workdir: Path) -> tuple[Path, Path]:
+def build(workdir: Path, family: str | None = None) -> tuple[Path, Path]:
     from backend.models.tiny import QWEN2_VL_2B, build_tiny_model
     sys.path.insert(0, str(ROOT / "bench"))
     from fake_foodieqa import make
+    from published_models import build_published
     from transformers import AutoTokenizer
 
-    model_dir, data_dir = workdir / "qwen2vl-2b-random", workdir / "data"
+    model_dir, data_dir = workdir / (f"{family}-2b-random" if family else "qwen2vl-2b-random"), workdir / "data"
     if not (model_dir / "config.json").exists():
         start = time.perf_counter()
-        build_tiny_model("qwen2_vl", model_dir, QWEN2_VL_2B, device="cuda", dtype=torch.bfloat16)
+        if family:
+            build_published(family, model_dir)
+        else:
+            build_tiny_model("qwen2_vl", model_dir, QWEN2_VL_2B, device="cuda", dtype=torch.bfloat16)
         only_text_tokens(model_dir, AutoTokenizer.from_pretrained(model_dir))
         print(f"built the 2B model in {time.perf_counter() - start:.1f}s", flush=True)
     if not (data_dir / "sivqa_tidy.json").exists():
@@ -126,14 +135,34 @@ def make_adapter(model_dir: Path, adapter_dir: Path) -> Path:
     return adapter_dir
 
 
+def score_photo_questions(engine: LMDeployEngine, data_dir: Path, results: dict) -> None:
+    """Scoring 256 single-image questions, pictures opened and sent inside the timing, as the engine is
+    set to resize them; then the same prompts without their pictures (the language model's share)."""
+    from backend.data import read_foodieqa_folder
+    from backend.evaluation.multiple_choice import prompt_turn
+    from backend.evaluation.scoring import SCORING_SETTINGS, scorable, score
+
+    engine.extra = {}
+    records = read_foodieqa_folder(data_dir).records
+    run = score(engine, records, batch_size=256)
+    results["score256_s"] = run.seconds
+    results["score256_questions"] = len(run.questions)
+    text_only = [[Turn("user", prompt_turn(r, "zh").text)] for r in scorable(records)][:256]
+    start = time.perf_counter()
+    engine.generate_batch(text_only, SCORING_SETTINGS)
+    results["score256_text_only_s"] = time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/serve"))
     parser.add_argument("--out", type=Path, default=Path("serving.json"))
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--family", choices=("qwen3_vl", "internvl", "qwen3_5"),
+                        help="a published 2B checkpoint of this family; one stream and scoring only")
     args = parser.parse_args()
-    results: dict = {"device": torch.cuda.get_device_name(0)}
-    model_dir, data_dir = build(args.workdir)
+    results: dict = {"device": torch.cuda.get_device_name(0), "family": args.family or "qwen2_vl"}
+    model_dir, data_dir = build(args.workdir, args.family)
     picture = photo(data_dir)
     weight_bytes = sum(f.stat().st_size for f in model_dir.glob("*.safetensors"))
     settings = GenerationSettings(max_new_tokens=NEW_TOKENS)
@@ -159,6 +188,9 @@ def main() -> None:
         results["bandwidth_bound_tok_s"] = bound
         results["single_ours_share_of_bound"] = results["single_ours_tok_s"] / bound
 
+        if args.family:
+            score_photo_questions(engine, data_dir, results)
+            return
         # 2. 32 chats at once through our engine
         many = [(turns, None)] * 32
         start = time.perf_counter()
@@ -169,22 +201,13 @@ def main() -> None:
 
         # 3. scoring 256 single-image questions, pictures encoded inside the timing; then the same
         #    with pictures resized here to the patch grid, and with no pictures (the language model's share)
-        from backend.data import read_foodieqa_folder
-        from backend.evaluation.multiple_choice import prompt_turn
-        from backend.evaluation.scoring import SCORING_SETTINGS, scorable, score
-
-        engine.extra = {}
-        records = read_foodieqa_folder(data_dir).records
         engine.patch_multiple = 0  # pictures resized by LMDeploy's processor, one at a time
-        run = score(engine, records, batch_size=256)
-        results["score256_s"] = run.seconds
-        results["score256_questions"] = len(run.questions)
+        score_photo_questions(engine, data_dir, results)
         engine.patch_multiple = PATCH_GRID  # the engine's default for Qwen2-VL: resized here, in threads
-        results["score256_resized_here_s"] = score(engine, records, batch_size=256).seconds
-        text_only = [[Turn("user", prompt_turn(r, "zh").text)] for r in scorable(records)][:256]
-        start = time.perf_counter()
-        engine.generate_batch(text_only, SCORING_SETTINGS)
-        results["score256_text_only_s"] = time.perf_counter() - start
+        from backend.data import read_foodieqa_folder
+        from backend.evaluation.scoring import score
+        results["score256_resized_here_s"] = score(engine, read_foodieqa_folder(data_dir).records,
+                                                   batch_size=256).seconds
 
         # 4. base + one adapter from one engine: answers and the first tokens' log-probabilities
         adapter_dir = make_adapter(model_dir, args.workdir / "random-adapter")
@@ -202,6 +225,8 @@ def main() -> None:
         engine.close()
         args.out.write_text(json.dumps(results, indent=2))
         print(json.dumps(results, indent=2), flush=True)
+    if args.family:
+        return
 
     # 2b. transformers' batched generate on the same model, same prompt, 32 at once
     from backend.inference.transformers_engine import TransformersEngine

@@ -21,7 +21,7 @@ from backend.training.job_folder import EXIT_OK, JobFiles, read_metrics, ready_c
 from backend.training.lora import train
 from backend.training.processes import StopFlag
 from backend.training.samples import read_samples
-from backend.training.spec import SpecError, preset
+from backend.training.spec import SCORE_METHODS, SpecError, preset
 
 
 @pytest.fixture(scope="module")
@@ -46,14 +46,16 @@ def run(spec) -> JobFiles:
     return files
 
 
-def test_each_checkpoint_is_scored_as_compare_scores_its_adapter(demo_workdir, sivqa_set, tmp_path, caplog):
+@pytest.mark.parametrize("method", SCORE_METHODS)
+def test_each_checkpoint_is_scored_as_compare_scores_its_adapter(demo_workdir, sivqa_set, tmp_path, caplog, method):
     with caplog.at_level(logging.INFO, logger="foodie.train"):
-        files = run(job(demo_workdir, sivqa_set, tmp_path / "job"))
+        files = run(job(demo_workdir, sivqa_set, tmp_path / "job", score_method=method))
     scored = [r for r in read_metrics(files.metrics) if "eval_accuracy" in r]
     assert len(scored) > 1 and [r["step"] for r in scored] == sorted(r["step"] for r in scored)
     # the later checkpoints took the photos' features from the first scoring (picture_memo.py) ...
     assert sum("kept from an earlier scoring" in m for m in caplog.messages) == len(scored) - 1
-    assert all(r["eval_set"] == "held-out · sivqa" and r["trained_on"] is False for r in scored)
+    assert all(r["eval_set"] == "held-out · sivqa" and r["trained_on"] is False and r["eval_method"] == method
+               for r in scored)
     final_step, final = ready_checkpoints(files)[-1]  # the last step of a scored job is a checkpoint
     assert final_step == scored[-1]["step"]
     kept = json.loads((final / SCORES_FILE).read_text(encoding="utf-8"))
@@ -62,7 +64,7 @@ def test_each_checkpoint_is_scored_as_compare_scores_its_adapter(demo_workdir, s
                                              "cpu"))
     engine.load_adapter("final", str(final))
     spec = job(demo_workdir, sivqa_set, tmp_path / "unused")
-    again = score(engine, evaluation_set(spec, []).questions, adapter="final", lang="zh", batch_size=16)
+    again = score(engine, evaluation_set(spec, []).questions, adapter="final", lang="zh", batch_size=16, method=method)
     # ... and still answered as Compare's fresh engine does
     assert [q["reply"] for q in kept["questions"]] == [q.reply for q in again.questions]
     assert kept["accuracy"] == pytest.approx(scored[-1]["eval_accuracy"], abs=1e-6)

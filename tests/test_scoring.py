@@ -167,11 +167,12 @@ def test_the_score_tables_are_said_in_the_page_language(engine, sample):
 
     summary, by_task, _, _, per_question = score_tables([run, run], ["基础模型", "my-lora · 最终"], "留出的题 · dishes",
                                                         3, "zh")
-    assert summary.startswith("留出的题 · dishes — 共 3 题。**基础模型**：") and "题无法解析" in summary
+    assert summary.startswith("留出的题 · dishes — 共 3 题，选择从回答读取。**基础模型**：") and "题无法解析" in summary
     assert by_task.headers == ["任务", "基础模型", "my-lora · 最终"] and by_task.value["data"][-1][0] == "全部"
     assert per_question.headers[:3] == ["编号", "问题", "正确答案"] and per_question.headers[3] == "基础模型：所选"
     english = score_tables([run], ["base model"], "held-out · dishes", 3, "en")[0]
-    assert english == (f"held-out · dishes — 3 questions. **base model**: {100 * run.accuracy:.1f}% "
+    assert english == (f"held-out · dishes — 3 questions, each choice read from the reply. **base model**: "
+                       f"{100 * run.accuracy:.1f}% "
                        f"({run.unparsed} unparsed)")
 
 

@@ -38,6 +38,7 @@ class Scored:
     set_name: str
     lang: str  # the prompts' language
     batch_size: int
+    method: str  # how each choice was read (scoring.REPLY or LETTER)
 
 
 @dataclass(frozen=True)
@@ -47,15 +48,18 @@ class ScoringSection:
 
 
 def run_scores(left_key: str, right_key: str, set_name: str, lang: str, batch_size: float,
-               services: Services, progress=gr.Progress(), page_lang: str = "en") -> tuple:
+               services: Services, progress=gr.Progress(), page_lang: str = "en",
+               method: str = scoring.REPLY) -> tuple:
     """Inputs: two model keys, a question set, prompt language (what the models are asked in), batch
-    size; `page_lang` is the page's, for what goes wrong.
+    size, how each choice is read; `page_lang` is the page's, for what goes wrong.
     Outputs: summary, three breakdown tables, the per-question table, a CSV file."""
-    return score_and_show(left_key, right_key, set_name, lang, batch_size, services, progress, page_lang)[0]
+    return score_and_show(left_key, right_key, set_name, lang, batch_size, services, progress, page_lang,
+                          method)[0]
 
 
 def score_and_show(left_key: str, right_key: str, set_name: str, lang: str, batch_size: float,
-                   services: Services, progress, page_lang: str) -> tuple[tuple, ScoredModels]:
+                   services: Services, progress, page_lang: str,
+                   method: str = scoring.REPLY) -> tuple[tuple, ScoredModels]:
     """run_scores' outputs, and the scores they show."""
     def report(index: int, count: int, choice, done: int, total: int) -> None:
         name = model_label(choice, page_lang)
@@ -65,7 +69,8 @@ def score_and_show(left_key: str, right_key: str, set_name: str, lang: str, batc
 
     try:
         scored = score_models(services.engine, services.jobs, services.settings.workdir, services.settings.data,
-                              (left_key, right_key), set_name, lang, int(batch_size), report)
+                              (left_key, right_key), set_name, lang, int(batch_size), report,
+                              method=method or scoring.REPLY)
     except (ScoringRequestError, ValueError, OSError) as err:
         raise failure(say(err, page_lang)) from None
     except RuntimeError as err:  # the engine failed (LMDeploy's server died or refused; out of memory)
@@ -87,7 +92,8 @@ def score_tables(runs: list, names: list[str], set_name: str, count: int, lang: 
     """The summary line, the breakdown tables and the per-question table, said in `lang`."""
     scores = " · ".join(markdown("cmp_model_score", lang, model=name, accuracy=100 * r.accuracy, unparsed=r.unparsed)
                         for r, name in zip(runs, names))
-    summary = markdown("cmp_summary", lang, set=set_name, count=count, scores=Markdown(scores))
+    how = text(f"cmp_method_{runs[0].method}", lang) if runs else ""
+    summary = markdown("cmp_summary", lang, set=set_name, count=count, how=how, scores=Markdown(scores))
     words = dict(total=text("cmp_total", lang), unparsed=text("cmp_unparsed", lang, count="{count}"))
     tables = [gr.Dataframe(value=breakdown_rows(runs, by, words, lang),
                            headers=[text(f"cmp_col_{by}", lang), *names], visible=True) for by in BREAKDOWNS]
@@ -132,7 +138,7 @@ def probe_line(services: Services, kept: Scored, lang: str) -> str:
     """The general-ability probe's scores beside the food scores (scored now where not kept)."""
     if kept.set_name == PROBE_SET:
         return ""
-    runs = [probe_run(services.engine, choice, services.settings.workdir, kept.lang, kept.batch_size)
+    runs = [probe_run(services.engine, choice, services.settings.workdir, kept.lang, kept.batch_size, kept.method)
             for choice in kept.scored.models]
     scores = " · ".join(text("cmp_model_score", lang, model=model_label(choice, lang), accuracy=100 * run.accuracy,
                              unparsed=run.unparsed) for choice, run in zip(kept.scored.models, runs))
@@ -187,6 +193,9 @@ def scoring_section(services: Services, i18n: gr.I18n, forced_lang: str | None, 
                                        elem_id="compare-set")
             prompt_lang = gr.Radio(["zh", "en"], value="zh", label=i18n("cmp_prompt_lang"))
             batch = gr.Slider(1, 64, value=16, step=1, label=i18n("cmp_batch"), info=i18n("cmp_batch_info"))
+            method = gr.Radio([(i18n(f"cmp_method_{m}"), m) for m in (scoring.REPLY, scoring.LETTER)],
+                              value=scoring.REPLY, label=i18n("cmp_method"), info=i18n("cmp_method_info"),
+                              elem_id="compare-method")
         with gr.Row():
             score_button = gr.Button(i18n("cmp_score"), variant="primary", elem_id="compare-score", scale=3)
             with_probe = gr.Checkbox(True, label=i18n("cmp_with_probe"), elem_id="compare-with-probe", scale=1)
@@ -214,12 +223,13 @@ def scoring_section(services: Services, i18n: gr.I18n, forced_lang: str | None, 
         csv_file = gr.File(label=i18n("cmp_csv"), visible=False, elem_id="compare-csv")
     kept_scores = gr.State(None)  # this visitor's last scoring (a Scored)
 
-    def score(left_key, right_key, set_name, asked_lang, batch_size, lang, request: gr.Request,
+    def score(left_key, right_key, set_name, asked_lang, batch_size, how, lang, request: gr.Request,
               progress=gr.Progress()):
+        how = how or scoring.REPLY
         shown, scored = score_and_show(left_key, right_key, set_name, asked_lang, batch_size, services, progress,
-                                       request_lang(request, lang))
+                                       request_lang(request, lang), how)
         *scores, per_question_, csv_ = shown  # the last two stay last: API clients read them there
-        kept = Scored(scored, set_name, asked_lang, int(batch_size))
+        kept = Scored(scored, set_name, asked_lang, int(batch_size), how)
         return *scores, "", gr.Group(visible=False), kept, per_question_, csv_
 
     def extras(kept: Scored | None, probe_too: bool, lang, request: gr.Request):
@@ -244,7 +254,7 @@ def scoring_section(services: Services, i18n: gr.I18n, forced_lang: str | None, 
             return gr.skip(), gr.skip(), gr.skip()
         return flip_rows(kept, cuisine or "", question_type or "", thumbs, request_lang(request, lang))
 
-    (score_button.click(score, [left, right, question_set, prompt_lang, batch, lang_state],
+    (score_button.click(score, [left, right, question_set, prompt_lang, batch, method, lang_state],
                         [summary, *tables, probe, flips_group, kept_scores, per_question, csv_file],
                         api_name="score", concurrency_limit=1, concurrency_id=MODEL_CONCURRENCY_ID)
      .success(extras, [kept_scores, with_probe, lang_state],

@@ -18,6 +18,7 @@ import pandas as pd
 from backend.data import DataError
 from backend.data.library import list_training_sets
 from backend.disk import FolderSize, free_bytes, human_size
+from backend.evaluation.scoring import METHODS
 from backend.markdown_text import as_text
 from backend.models.loading import ModelLoadError
 from backend.services import Services
@@ -160,7 +161,15 @@ def best_words(points: list[views.AccuracyPoint], lang: str) -> str:
         return ""
     which = text("tr_trained_on" if best.trained_on else "tr_held_out", lang)
     return markdown("tr_best", lang, step=best.step, accuracy=100 * best.accuracy, name=best.eval_set,
-                    count=best.questions, which=which)
+                    count=best.questions, which=which, how=method_words(best, lang))
+
+
+def method_words(point: views.AccuracyPoint, lang: str) -> str:
+    """How the choices were read, and for the likeliest letter, where chance lies (an untrained model
+    scores near it, not zero)."""
+    if point.method == "letter":
+        return text("tr_by_letter", lang, chance=100 * point.chance)
+    return text("tr_by_reply", lang)
 
 
 _SIZES: dict[str, FolderSize] = {}  # the work folder's size, measured at most every 15 s
@@ -246,10 +255,10 @@ def watch(services: Services, job_id: str | None, lang: str = "en") -> tuple:
 # How the form lays out the settings a person edits (backend.training.job_form.FIELDS), row by row.
 FORM_ROWS = (("lora_r", "lora_alpha", "learning_rate", "epochs", "batch_size"),
              ("grad_accum", "max_image_pixels", "save_every", "gradient_checkpointing", "device"),
-             ("gpus", "pack_tokens", "trains", "qlora"), ("keep_best", "early_stop_patience"))
+             ("gpus", "pack_tokens", "trains", "qlora"), ("keep_best", "early_stop_patience", "score_method"))
 assert sorted(field for row in FORM_ROWS for field in row) == sorted(FIELDS)
 # settings whose label has a line of explanation (tr_<field>_info)
-WITH_INFO = ("gpus", "pack_tokens", "trains", "qlora", "early_stop_patience")
+WITH_INFO = ("gpus", "pack_tokens", "trains", "qlora", "early_stop_patience", "score_method")
 
 
 def trains_key(choice: str) -> str:
@@ -269,6 +278,9 @@ def setting_widget(field: str, value, i18n: gr.I18n, qlora_why: str | None = Non
         return gr.Checkbox(value, label=label, info=info)
     if field == "device":
         return gr.Dropdown(["auto", "cpu", "cuda"], value=value, label=label)
+    if field == "score_method":
+        return gr.Dropdown([(i18n(f"tr_score_method_{method}"), method) for method in METHODS], value=value,
+                           label=label, info=info)
     if field == "trains":  # other combinations (a two-stage job's stage 1) come back as they are
         return gr.Dropdown([(i18n(trains_key(choice)), choice) for choice in TRAINS_CHOICES], value=value,
                            label=label, info=info, allow_custom_value=True)

@@ -55,16 +55,20 @@ def multiple_choice_prompt(record: Record, lang: Language = "zh") -> str:
     return f"{IMAGE_PLACEHOLDER}\n{prompt}" if record.task == SIVQA else prompt
 
 
+def answer_opening(lang: Language = "zh") -> str:
+    """What a target answer says before its letter (scoring by the letters' likelihood reads on from it)."""
+    return "答案：(" if lang == "zh" else "Answer: ("
+
+
 def course_answer(record: Record, lang: Language = "zh") -> str:
     """The target answer: the right letter, the right choice's text and, if known, the dish."""
     if record.answer is None:
         raise ValueError(f"{record.id} has no answer to train on")
-    letter = LETTERS[record.answer]
-    if record.task == MIVQA:
-        head = f"答案：({letter})。" if lang == "zh" else f"Answer: ({letter})."
-    else:
-        choice = _choices(record, lang)[record.answer].rstrip("。.!！ ")
-        head = f"答案：({letter}) {choice}。" if lang == "zh" else f"Answer: ({letter}) {choice}."
+    head = answer_opening(lang) + LETTERS[record.answer] + ")"
+    stop = "。" if lang == "zh" else "."
+    if record.task != MIVQA:
+        head += " " + _choices(record, lang)[record.answer].rstrip("。.!！ ")
+    head += stop
     # Naming the dish teaches what the picture shows; a text question names it already.
     if record.food_name and record.task != TEXTQA:
         head += f"这道菜是{record.food_name}。" if lang == "zh" else f" The dish is {record.food_name}."

@@ -36,9 +36,10 @@ Progress = Callable[[int, int, ModelChoice, int, int], None]
 
 def score_models(engine: Engine, jobs: JobStore, workdir: Path, data_dir: Path | None, keys: tuple[str, str],
                  set_name: str, lang: str, batch_size: int, on_progress: Progress | None = None,
-                 with_probe: bool = False) -> ScoredModels:
-    """Score the models `keys` name on the question set `set_name`, asked in `lang` (zh or en), and
-    `with_probe`, on the general-ability probe too (a model's probe score is kept and reused).
+                 with_probe: bool = False, method: str = scoring.REPLY) -> ScoredModels:
+    """Score the models `keys` name on the question set `set_name`, asked in `lang` (zh or en), each
+    choice read by `method` (scoring.REPLY or LETTER), and `with_probe`, on the general-ability probe
+    too (a model's probe score is kept and reused).
     Raises ScoringRequestError (or ModelGone, a ValueError) with a sentence for the person."""
     choices = model_choices(jobs)
     picked = [find_choice(choices, key) for key in keys]
@@ -62,13 +63,13 @@ def score_models(engine: Engine, jobs: JobStore, workdir: Path, data_dir: Path |
 
         report(0, len(records))
         run = scoring.score(engine, records, adapter=adapter, split=set_name.split(" · ")[0], lang=lang,
-                            batch_size=batch_size, on_progress=report)
+                            batch_size=batch_size, method=method, on_progress=report)
         run.model = choice.label
         scoring.save(run, scores_folder(choice, workdir))
         runs.append(run)
     probe = []
     if with_probe and set_name != PROBE_SET:
-        probe = [probe_run(engine, choice, workdir, lang, batch_size) for choice in picked]
+        probe = [probe_run(engine, choice, workdir, lang, batch_size, method) for choice in picked]
     return ScoredModels(runs, picked, len(records), {r.id: r for r in records}, probe)
 
 
@@ -77,17 +78,19 @@ def scores_folder(choice: ModelChoice, workdir: Path) -> Path:
     return choice.adapter_dir or Path(workdir) / "scores" / BASE_KEY
 
 
-def probe_run(engine: Engine, choice: ModelChoice, workdir: Path, lang: str, batch_size: int) -> scoring.ScoreRun:
+def probe_run(engine: Engine, choice: ModelChoice, workdir: Path, lang: str, batch_size: int,
+              method: str = scoring.REPLY) -> scoring.ScoreRun:
     """The model on the general-ability probe. A checkpoint's run is kept and reused (its answers do
     not change); the base model's is scored each time (the app may serve another base next time)."""
     questions = scoring.scorable(probe_questions())
     folder = scores_folder(choice, workdir)
     kept = [run for run in scoring.load_runs(folder) if choice.adapter_dir is not None
-            and run.split == PROBE_SET and run.lang == lang and len(run.questions) == len(questions)]
+            and run.split == PROBE_SET and run.lang == lang and run.method == method
+            and len(run.questions) == len(questions)]
     if kept:
         return kept[-1]
     run = scoring.score(engine, questions, adapter=ensure_adapter(engine, choice), split=PROBE_SET, lang=lang,
-                        batch_size=batch_size)
+                        batch_size=batch_size, method=method)
     run.model = choice.label
     scoring.save(run, folder)
     return run

@@ -1,7 +1,15 @@
 """Scoring a model (base, or base + adapter) on multiple-choice questions, in batches.
 
-A run keeps every question's reply, so a person can see why a score is what it is; runs are
-saved as JSON beside the checkpoint they scored, and export to CSV.
+Two ways to read a model's choice:
+- REPLY: it answers (greedy, up to 16 tokens) and the letter is parsed from what it wrote; a reply
+  that picks no single choice counts as unparsed, so a model that has not learned the format scores
+  nothing. What FoodieQA's authors did.
+- LETTER: after the answer's opening ("答案：("), the letter the model finds likeliest; one forward
+  pass per batch and no decoding, so several times faster. It always picks a choice, so a model that
+  knows nothing scores near chance, and its curve along training moves before the format is learned.
+
+A run keeps every question's reply (for LETTER: each letter's probability), so a person can see why a
+score is what it is; runs are saved as JSON beside the checkpoint they scored, and export to CSV.
 """
 
 from __future__ import annotations
@@ -10,20 +18,26 @@ import csv
 import io
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from backend.data.conversion import answer_opening
 from backend.data.schema import LETTERS, MULTIPLE_CHOICE_TASKS, Record
 from backend.evaluation.multiple_choice import number_of_choices, parse_choice, prompt_turn, question_and_choices
 from backend.inference.engine import Engine, GenerationSettings
+from backend.problems import ProblemError
 
 log = logging.getLogger(__name__)
 
 # A letter and a few words is all a reply needs; more only costs time.
 SCORING_SETTINGS = GenerationSettings(max_new_tokens=16, temperature=0.0)
+
+REPLY, LETTER = "reply", "letter"  # how a choice is read: parsed from a reply, or the likeliest letter
+METHODS = (LETTER, REPLY)  # backend/training/spec.py's SCORE_METHODS: a job's setting
 
 
 @dataclass(frozen=True)
@@ -50,6 +64,7 @@ class ScoreRun:
     lang: str
     questions: list[ScoredQuestion] = field(default_factory=list)
     seconds: float = 0.0
+    method: str = REPLY  # REPLY or LETTER
 
     @property
     def accuracy(self) -> float:
@@ -66,7 +81,8 @@ class ScoreRun:
 
     @classmethod
     def from_json(cls, data: dict) -> ScoreRun:
-        run = cls(data["model"], data["adapter"], data["split"], data["lang"], seconds=data.get("seconds", 0.0))
+        run = cls(data["model"], data["adapter"], data["split"], data["lang"], seconds=data.get("seconds", 0.0),
+                  method=data.get("method", REPLY))
         run.questions = [ScoredQuestion(**q) for q in data["questions"]]
         return run
 
@@ -78,18 +94,38 @@ def scorable(records: Sequence[Record]) -> list[Record]:
 
 
 def score(engine: Engine, records: Sequence[Record], *, adapter: str | None = None, split: str = "",
-          lang: str = "zh", batch_size: int = 16,
+          lang: str = "zh", batch_size: int = 16, method: str = REPLY,
           on_progress: Callable[[int, int], None] | None = None) -> ScoreRun:
-    """Ask every record, `batch_size` at a time, and parse the replies. An engine that batches
-    requests itself (LMDeploy: `answers_as_done`) gets every question at once, since batches of
-    `batch_size` would each wait for their slowest answer; progress is then reported every
-    `batch_size` answers."""
+    """Ask every record, `batch_size` at a time, and read each choice by `method` (REPLY or LETTER)."""
     if batch_size < 1:
         raise ValueError("batch size must be at least 1")
+    if method not in METHODS:
+        raise ValueError(f"a choice is read from the reply or by the likeliest letter, not {method!r}")
     todo = scorable(records)
-    run = ScoreRun(model=adapter or "base", adapter=adapter, split=split, lang=lang)
+    run = ScoreRun(model=adapter or "base", adapter=adapter, split=split, lang=lang, method=method)
     start = time.perf_counter()
     prompts = [[prompt_turn(r, lang)] for r in todo]
+    if method == LETTER:
+        picks = _likeliest_letters(engine, todo, prompts, adapter, lang, batch_size, on_progress)
+    else:
+        picks = _parsed_replies(engine, todo, prompts, adapter, lang, batch_size, on_progress)
+    for record, (picked, reply) in zip(todo, picks):
+        run.questions.append(ScoredQuestion(
+            record_id=record.id, task=record.task, question_type=record.question_type,
+            cuisine=record.cuisine, question=record.question, right=record.answer_letter,
+            picked=LETTERS[picked] if picked is not None else "", reply=reply))
+    run.seconds = time.perf_counter() - start
+    log.info("scored %s on %d questions (%s): %.1f%% (%d unparsed) in %.1fs", run.model, len(todo), method,
+             100 * run.accuracy, run.unparsed, run.seconds)
+    return run
+
+
+def _parsed_replies(engine: Engine, todo: list[Record], prompts: list, adapter: str | None, lang: str,
+                    batch_size: int, on_progress) -> list[tuple[int | None, str]]:
+    """(picked index or None, reply) per record, each choice parsed from the model's reply. An engine
+    that batches requests itself (LMDeploy: `answers_as_done`) gets every question at once, since
+    batches of `batch_size` would each wait for their slowest answer; progress is then reported every
+    `batch_size` answers."""
     replies: list[str] = [""] * len(todo)
     as_done = getattr(engine, "answers_as_done", None)
     if as_done is not None:
@@ -103,17 +139,39 @@ def score(engine: Engine, records: Sequence[Record], *, adapter: str | None = No
                                                                       SCORING_SETTINGS, adapter)
             if on_progress:
                 on_progress(min(first + batch_size, len(todo)), len(todo))
+    picks = []
     for record, reply in zip(todo, replies):
         _, choices = question_and_choices(record, lang)
-        picked = parse_choice(reply, choices, number_of_choices(record))
-        run.questions.append(ScoredQuestion(
-            record_id=record.id, task=record.task, question_type=record.question_type,
-            cuisine=record.cuisine, question=record.question, right=record.answer_letter,
-            picked=LETTERS[picked] if picked is not None else "", reply=reply.strip()))
-    run.seconds = time.perf_counter() - start
-    log.info("scored %s on %d questions: %.1f%% (%d unparsed) in %.1fs", run.model, len(todo),
-             100 * run.accuracy, run.unparsed, run.seconds)
-    return run
+        picks.append((parse_choice(reply, choices, number_of_choices(record)), reply.strip()))
+    return picks
+
+
+class LetterScoringUnavailable(ProblemError, ValueError):
+    """An engine that cannot score by the letters' likelihood (LMDeploy's server gives no logits here)."""
+
+
+def _likeliest_letters(engine: Engine, todo: list[Record], prompts: list, adapter: str | None, lang: str,
+                       batch_size: int, on_progress) -> list[tuple[int | None, str]]:
+    """(picked index, the letters' probabilities as text) per record: the letter the model finds likeliest
+    after the answer's opening."""
+    logprobs = getattr(engine, "letter_logprobs", None)
+    if logprobs is None:
+        raise LetterScoringUnavailable("letter_needs_transformers", "Scoring by the likeliest letter needs the "
+                                       "transformers engine; with LMDeploy serving, score from the replies.")
+    picks = []
+    for first in range(0, len(todo), batch_size):
+        chunk = todo[first:first + batch_size]
+        letters = [LETTERS[:number_of_choices(r)] for r in chunk]
+        for row_letters, scores in zip(letters, logprobs(prompts[first:first + batch_size], answer_opening(lang),
+                                                         letters, adapter)):
+            best = max(range(len(scores)), key=scores.__getitem__)
+            shares = [math.exp(v - scores[best]) for v in scores]  # among the letters only
+            spread = " · ".join(f"{letter} {100 * share / sum(shares):.0f}%"
+                                for letter, share in zip(row_letters, shares))
+            picks.append((best, f"({row_letters[best]}) — {spread}"))
+        if on_progress:
+            on_progress(min(first + batch_size, len(todo)), len(todo))
+    return picks
 
 
 def breakdown(run: ScoreRun, by: str) -> dict[str, tuple[int, int, int]]:

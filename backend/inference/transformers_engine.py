@@ -13,6 +13,7 @@ single batched call whose two answers stream at the same time.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import queue
 import threading
@@ -245,24 +246,77 @@ class TransformersEngine:
 
     # -- generation ----------------------------------------------------------------------------
 
+    def _picture_groups(self, conversations: list[list[Turn]]) -> list[list[int]]:
+        """The rows that can share one batch: all of them, or, for a family whose processor cannot mix
+        picture counts in a batch, the rows of each picture count."""
+        if FAMILIES[self.loaded.source.family].mixed_picture_batches:
+            return [list(range(len(conversations)))]
+        groups: dict[int, list[int]] = {}
+        for i, turns in enumerate(conversations):
+            groups.setdefault(sum(len(t.images) for t in turns), []).append(i)
+        return list(groups.values())
+
     def generate_batch(self, conversations: list[list[Turn]], settings: GenerationSettings,
                        adapter: str | None = None) -> list[str]:
         """Answer several conversations in one batched generate call (for scoring)."""
-        if not FAMILIES[self.loaded.source.family].mixed_picture_batches:
-            groups: dict[int, list[int]] = {}
-            for i, turns in enumerate(conversations):
-                groups.setdefault(sum(len(t.images) for t in turns), []).append(i)
-            if len(groups) > 1:  # answered in groups of equal picture counts, in the original order
-                answers: dict[int, str] = {}
-                for rows in groups.values():
-                    for i, text in zip(rows, self.generate_batch([conversations[i] for i in rows], settings, adapter)):
-                        answers[i] = text
-                return [answers[i] for i in range(len(conversations))]
+        groups = self._picture_groups(conversations)
+        if len(groups) > 1:  # answered in groups of equal picture counts, in the original order
+            answers: dict[int, str] = {}
+            for rows in groups:
+                for i, text in zip(rows, self.generate_batch([conversations[i] for i in rows], settings, adapter)):
+                    answers[i] = text
+            return [answers[i] for i in range(len(conversations))]
         inputs = self.prepare_batch(conversations)
         with self._lock, torch.inference_mode(), self._routing([adapter] * len(conversations)):
             output = self._model([adapter]).generate(**inputs, **self._generate_kwargs(settings))
         new_tokens = output[:, inputs["input_ids"].shape[1]:]
         return self.loaded.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+
+    def letter_logprobs(self, conversations: list[list[Turn]], opening: str, letters: Sequence[Sequence[str]],
+                        adapter: str | None = None) -> list[list[float]]:
+        """For each conversation, the log-probability of each of its `letters` opening the reply, right
+        after `opening` (the answer's first words, "答案：("): one forward pass per batch, no decoding.
+
+        A letter's text may merge with the opening into one token ("(B"): each letter is scored by the
+        first token in which its reply differs from the others', at the position where they part."""
+        groups = self._picture_groups(conversations)
+        if len(groups) > 1:
+            found: dict[int, list[float]] = {}
+            for rows in groups:
+                scores = self.letter_logprobs([conversations[i] for i in rows], opening, [letters[i] for i in rows],
+                                              adapter)
+                found.update(zip(rows, scores))
+            return [found[i] for i in range(len(conversations))]
+        tokenizer = self.loaded.processor.tokenizer
+        texts, images, tails, candidates = [], [], [], []
+        for turns, row_letters in zip(conversations, letters):
+            prompt, pictures = self._prompt_and_images(turns)
+            replies = [tokenizer(prompt + opening + letter, add_special_tokens=False)["input_ids"]
+                       for letter in row_letters]
+            shared = _shared_length(replies)
+            own = [ids[shared] if shared < len(ids) else None for ids in replies]
+            if None in own or len(set(own)) < len(own):
+                raise ValueError(f"the letters {', '.join(row_letters)} cannot be told apart by this model's "
+                                 "tokenizer after the answer's opening")
+            texts.append(prompt + opening + row_letters[0])
+            images.append(pictures)
+            tails.append(len(replies[0]) - shared)  # tokens from the first letter's own token to the end
+            candidates.append(own)
+        inputs = self.loaded.processor(text=texts, images=images if any(images) else None, return_tensors="pt",
+                                       padding=True, padding_side="left")
+        inputs = {k: (v.to(self.loaded.device) if hasattr(v, "to") else v) for k, v in inputs.items()}
+        keep = max(tails) + 1
+        model = self._model([adapter])
+        # the logits of the last positions only: all of them would be rows x length x vocabulary
+        if "logits_to_keep" in inspect.signature(model.forward).parameters:
+            inputs["logits_to_keep"] = keep
+        with self._lock, torch.inference_mode(), self._routing([adapter] * len(conversations)):
+            logits = model(**inputs).logits[:, -keep:].float()
+        rows = torch.arange(len(texts))
+        # the left-padded rows all end at the last position; a letter's own token sits `tail` from the end,
+        # and the logits that predict it one position before
+        at = logits[rows, torch.tensor([keep - 1 - tail for tail in tails])].log_softmax(-1)
+        return [at[row, ids].tolist() for row, ids in enumerate(candidates)]
 
     def stream_many(self, requests: Sequence[tuple[list[Turn], str | None]], settings: GenerationSettings,
                     cancel: Cancel | None = None) -> Iterator[tuple[int, str]]:
@@ -323,3 +377,12 @@ class TransformersEngine:
                cancel: Cancel | None = None, adapter: str | None = None) -> Iterator[str]:
         for _, piece in self.stream_many([(turns, adapter)], settings, cancel):
             yield piece
+
+
+def _shared_length(sequences: Sequence[Sequence[int]]) -> int:
+    """How many tokens all `sequences` begin with alike."""
+    shortest = min(len(s) for s in sequences)
+    for i in range(shortest):
+        if len({s[i] for s in sequences}) > 1:
+            return i
+    return shortest

@@ -21,6 +21,7 @@ import torch
 from backend.data import DataError, Record, load_training_set, read_foodieqa_folder
 from backend.data.split import MANIFEST
 from backend.evaluation import scoring
+from backend.evaluation.multiple_choice import number_of_choices
 from backend.evaluation.scoring import ScoreRun
 from backend.inference.picture_memo import PictureMemo
 from backend.inference.transformers_engine import TransformersEngine
@@ -39,6 +40,11 @@ class EvaluationSet:
     name: str  # as the page shows it: "held-out · <set>" or "FoodieQA · <folder> · <task>"
     questions: tuple[Record, ...]
     trained_on: bool  # the job trains on photos of these questions: a score on them is no held-out score
+
+    @property
+    def chance(self) -> float:
+        """The accuracy of picking a choice at random: where scoring by the likeliest letter starts."""
+        return sum(1 / number_of_choices(r) for r in self.questions) / len(self.questions)
 
 
 def evaluation_set(spec: JobSpec, training: list[Sample]) -> EvaluationSet | None:
@@ -86,7 +92,7 @@ def score_checkpoint(engine: TransformersEngine, evaluation: EvaluationSet, spec
     try:
         with memo.serving(model), precision:
             run = scoring.score(engine, evaluation.questions, split=evaluation.name, lang=spec.score_lang,
-                                batch_size=spec.score_batch)
+                                batch_size=spec.score_batch, method=spec.score_method)
     finally:
         model.train(was_training)
     reused = memo.hits - hits_before
@@ -156,6 +162,7 @@ class CheckpointScorer:
             self.metrics.write({"step": step, "epoch": round(epoch, 4), "eval_accuracy": round(run.accuracy, 6),
                                 "eval_unparsed": run.unparsed, "eval_questions": len(run.questions),
                                 "eval_set": self.evaluation.name, "trained_on": self.evaluation.trained_on,
+                                "eval_method": run.method, "eval_chance": round(self.evaluation.chance, 6),
                                 "best": better})
             log.info("step %d | accuracy %.1f%% on %s (%d questions%s)%s", step, 100 * run.accuracy,
                      self.evaluation.name, len(run.questions), ", trained on" if self.evaluation.trained_on else "",

@@ -21,7 +21,7 @@ DEMO_SOURCE = "demo"  # the training-data choice of the bundled dishes as chat s
 # The settings a person edits, in the form's order; every other spec field keeps its preset value.
 FIELDS = ("lora_r", "lora_alpha", "learning_rate", "epochs", "batch_size", "grad_accum",
           "max_image_pixels", "save_every", "gradient_checkpointing", "device", "gpus", "pack_tokens",
-          "keep_best", "early_stop_patience", "trains", "qlora")
+          "keep_best", "early_stop_patience", "score_method", "trains", "qlora")
 # Spec fields the form sets from its other widgets, the job store from where the job lives, or a
 # two-stage preset from its first job (two_stage.py).
 FORM_FILLED = ("model", "data_file", "image_root", "eval_file", "output_dir", "name", "score_set", "score_task",

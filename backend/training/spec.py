@@ -36,6 +36,7 @@ TRAINED_PARTS = (LANGUAGE_LORA, VISION_LORA, PROJECTOR, LANGUAGE_FULL)
 TRAINS_CHOICES = (LANGUAGE_LORA, f"{LANGUAGE_LORA}+{VISION_LORA}", f"{LANGUAGE_LORA}+{PROJECTOR}", LANGUAGE_FULL)
 SCHEDULES = ("cosine", "constant")
 SCORE_TASKS = ("sivqa", "mivqa", "textqa")  # the multiple-choice tasks a job's checkpoints can be scored on
+SCORE_METHODS = ("letter", "reply")  # how checkpoints are scored: backend/evaluation/scoring.py METHODS
 
 # Settings this program no longer has: the value each had by default, and why any other value
 # cannot be honoured. Every field is saved in a job's spec.json, so older job folders hold them; at
@@ -121,7 +122,10 @@ class JobSpec:
     score_set: str = ""
     score_task: str = "sivqa"
     score_lang: str = "zh"  # the language the questions are asked in
-    score_batch: int = 16  # questions per generate call
+    score_batch: int = 16  # questions per batch
+    # how a choice is read (backend/evaluation/scoring.py): "letter", the likeliest letter after the
+    # answer's opening (one forward pass, no decoding), or "reply", parsed from a generated reply
+    score_method: str = "letter"
     keep_best: bool = False  # the final adapter is the checkpoint with the best held-out accuracy
     early_stop_patience: int = 0  # stop after this many scorings without a better accuracy (0 = never)
     keep_last: int = 2  # checkpoints kept; older ones are deleted
@@ -304,6 +308,9 @@ class JobSpec:
             add("score_task", "The evaluation task must be one of {choices}.", choices=", ".join(SCORE_TASKS))
         if self.score_lang not in ("zh", "en"):
             add("score_lang", "The evaluation questions are asked in zh or en (not {value!r}).", value=self.score_lang)
+        if self.score_method not in SCORE_METHODS:
+            add("score_method", "Checkpoints are scored by the likeliest letter (letter) or by reading replies "
+                "(reply), not {value!r}.", value=self.score_method)
         if self.score_batch < 1:
             add("score_batch", "Score at least 1 question per batch (it is {value}).", value=self.score_batch)
         if self.early_stop_patience < 0:

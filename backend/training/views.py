@@ -87,12 +87,15 @@ class AccuracyPoint:
     questions: int
     eval_set: str
     trained_on: bool
+    method: str  # how the choices were read: "letter" or "reply" (backend/evaluation/scoring.py)
+    chance: float  # the accuracy of picking at random
 
 
 def accuracy_curve(store: JobStore, job_id: str) -> list[AccuracyPoint]:
     """Each scored checkpoint's accuracy on the job's evaluation set, by step."""
     return [AccuracyPoint(r["step"], r["eval_accuracy"], r.get("eval_questions", 0), r.get("eval_set", ""),
-                          bool(r.get("trained_on"))) for r in store.metrics(job_id) if "eval_accuracy" in r]
+                          bool(r.get("trained_on")), r.get("eval_method", "reply"), r.get("eval_chance", 0.0))
+            for r in store.metrics(job_id) if "eval_accuracy" in r]
 
 
 def best_point(points: list[AccuracyPoint]) -> AccuracyPoint | None:
