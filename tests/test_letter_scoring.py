@@ -105,3 +105,17 @@ def test_the_job_setting_names_the_scoring_methods():
 
     assert SCORE_METHODS == METHODS
     assert preset("demo-cpu").score_method == LETTER
+
+
+def test_a_model_that_answers_only_about_a_photo_says_so_for_a_text_question(tiny_models):
+    from backend.inference.engine import GenerationSettings
+    from backend.inference.transformers_engine import PictureNeeded
+
+    engine = engine_of(tiny_models, "blip_2")
+    text_question = next(r for r in RECORDS if r.task == "textqa")
+    for method in SCORE_METHODS:
+        with pytest.raises(PictureNeeded, match="BLIP-2 answers only questions about a photo"):
+            score(engine, [MIXED[0], text_question], method=method)
+    with pytest.raises(PictureNeeded):
+        list(engine.stream([prompt_turn(text_question)], GenerationSettings(max_new_tokens=4)))
+    assert score(engine, MIXED[:2], method=LETTER).unparsed == 0  # photo questions are answered

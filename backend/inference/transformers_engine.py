@@ -37,11 +37,16 @@ from backend.inference.engine import (
 )
 from backend.models.families import FAMILIES
 from backend.models.loading import LoadedModel
+from backend.problems import ProblemError
 
 log = logging.getLogger(__name__)
 
 BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
 _DONE = object()
+
+
+class PictureNeeded(ProblemError, ValueError):
+    """A question without a photo for a model that answers only about one (BLIP-2)."""
 
 
 class _StopWhenCancelled(StoppingCriteria):
@@ -210,6 +215,11 @@ class TransformersEngine:
     def _prompt_and_images(self, turns: list[Turn]) -> tuple[str, list]:
         if not turns or turns[-1].role != "user":
             raise ValueError("the conversation must end with a user turn")
+        family = FAMILIES[self.loaded.source.family]
+        if family.needs_picture and not any(turn.images for turn in turns):
+            raise PictureNeeded("picture_needed", "{family} answers only questions about a photo: add a photo to "
+                                "ask it (a question set's text questions cannot be scored on it).",
+                                family=family.label)
         images = [open_image(path, self.loaded.max_pixels) for turn in turns for path in turn.images]
         prompt = self.loaded.processor.apply_chat_template(
             to_chat_messages(turns), add_generation_prompt=True, tokenize=False)

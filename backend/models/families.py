@@ -186,6 +186,8 @@ class Family:
     # One batch may mix prompts with and without pictures (BLIP-2's processor puts the picture's query
     # tokens in front of every prompt of a batch that has pictures)
     mixed_picture_batches: bool = True
+    # Answers only with a picture: BLIP-2's forward and generate take pixel_values as required
+    needs_picture: bool = False
     # Tokens one photo of `pixels` pixels becomes in the language model (config: the model's), for the
     # memory estimate (memory.py): at most, for a photo-shaped picture
     picture_tokens: Callable[[Any, int], int] = field(default=lambda config, pixels: 576)
@@ -673,7 +675,7 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
                   PublishedSize("HuggingFaceTB/SmolVLM2-2.2B-Instruct", 2.25))),
     Family("blip-2", "BLIP-2", "Blip2ForConditionalGeneration", "Blip2Processor", fast_path="", lmdeploy=False,
            chat_template=QUESTION_ANSWER_TEMPLATE, mixed_adapter_batches=False, mixed_picture_batches=False,
-           picture_tokens=lambda config, pixels: config.num_query_tokens,
+           needs_picture=True, picture_tokens=lambda config, pixels: config.num_query_tokens,
            no_fast_path_why="its picture goes through a Q-Former into a fixed 32 query tokens; not ported",
            sizes=(PublishedSize("Salesforce/blip2-opt-2.7b", 3.74),)),
     Family("llava", "LLaVA", "LlavaForConditionalGeneration", "LlavaProcessor", fast_path="", lmdeploy=True,
