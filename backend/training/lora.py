@@ -130,8 +130,8 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
     log.info("%.2f M trainable parameters of %.1f M", sum(p.numel() for p in trainable) / 1e6,
              sum(p.numel() for p in model.parameters()) / 1e6)
     if on_gpu:  # what stays for the whole job; the step's peak (metrics: gpu_mem_gb) adds what a step needs
-        log.info("the model holds %.2f GB of GPU memory before the first step",
-                 torch.cuda.memory_allocated(device) / 2**30)
+        log.info("the model holds %.2f GB of GPU memory before the first step (%.2f GB at most while loading)",
+                 torch.cuda.memory_allocated(device) / 2**30, torch.cuda.max_memory_allocated(device) / 2**30)
 
     # ---- optimizer, and the step's forward and backward passes for the path (steps.py) ----
     # AdamW, fused on a GPU (one kernel for all trained tensors), or bitsandbytes' paged one (qlora.py)
