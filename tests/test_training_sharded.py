@@ -140,6 +140,47 @@ def test_a_sharded_full_fine_tune_saves_whole_models_that_transformers_loads(ful
     assert torch.equal(sharded.model.visual.merger.mlp[0].weight, base.model.visual.merger.mlp[0].weight)
 
 
+def test_chat_and_compare_offer_a_full_fine_tune_s_models_and_answer_as_they_do(full_runs, demo_workdir,
+                                                                                tiny_models, tmp_path) -> None:
+    """A full fine-tune writes whole model folders, not adapters: the job's checkpoint list offers them,
+    and the engine serves each as a model of its own beside the base, answering as the folder loaded
+    alone does; a whole model of another family is refused with a sentence."""
+    import shutil
+
+    from backend.catalog import ensure_adapter, model_choices
+    from backend.inference.engine import AdapterMismatch, GenerationSettings, Turn
+    from backend.inference.transformers_engine import TransformersEngine
+    from backend.models.demo import ensure_demo_model
+    from backend.models.loading import load, resolve
+    from backend.training.export import ExportError, export_source
+    from backend.training.jobs import JobStore
+
+    _, two, spec = full_runs
+    store = JobStore(tmp_path)
+    job = store.submit(spec.with_changes(output_dir=""))
+    shutil.copytree(two.model, job.files.model)
+    shutil.copytree(two.checkpoints, job.files.checkpoints)
+    choices = [c for c in model_choices(store) if c.step is not None]
+    assert [(c.step, c.final) for c in choices] == [(20, True), (10, False)]
+
+    engine = TransformersEngine(load(ensure_demo_model(demo_workdir)))
+    turns = [Turn("user", "这是什么菜？", (str(ROOT / "examples" / "images" / "jiaozi-0.jpg"),))]
+    quick = GenerationSettings(max_new_tokens=8)
+    base_answer = engine.generate_batch([turns], quick)[0]
+    for choice in choices:
+        name = ensure_adapter(engine, choice)
+        alone = TransformersEngine(load(resolve(str(choice.adapter_dir))))
+        assert engine.generate_batch([turns], quick, adapter=name)[0] == alone.generate_batch([turns], quick)[0]
+    side_by_side = {0: "", 1: ""}
+    for row, piece in engine.stream_many([(turns, None), (turns, choices[0].adapter_name)], quick):
+        side_by_side[row] += piece
+    assert side_by_side[0] == base_answer != side_by_side[1]  # the base is untouched, the tuned one differs
+    with pytest.raises(AdapterMismatch, match="not on the model this app serves"):
+        engine.load_adapter("other", str(tiny_models["llava"]))
+    with pytest.raises(ExportError, match="whole model"):
+        export_source(job.files.root)
+
+
 def test_a_sharded_job_resumes_where_it_stopped_with_the_same_losses(full_runs) -> None:
     """The run cut back to its checkpoint at step 10, as a stop leaves it, and started again."""
     import shutil

@@ -63,11 +63,16 @@ def check_adapter_folder(folder: str) -> None:
     from safetensors import safe_open
 
     path = Path(folder)
+    whole = is_whole_model(folder)
     try:
-        json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
-        with safe_open(str(path / "adapter_model.safetensors"), "pt") as weights:
-            if not list(weights.keys()):
-                raise ValueError("it holds no weights")
+        json.loads((path / ("config.json" if whole else "adapter_config.json")).read_text(encoding="utf-8"))
+        files = sorted(path.glob("*.safetensors")) if whole else [path / "adapter_model.safetensors"]
+        if not files:
+            raise ValueError("it holds no weights")
+        for file in files:
+            with safe_open(str(file), "pt") as weights:
+                if not list(weights.keys()):
+                    raise ValueError("it holds no weights")
     except Exception as err:  # json, OS and safetensors errors alike mean the same to a person
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise AdapterError(f"The checkpoint in {folder} cannot be loaded ({reason}); it may be "
@@ -76,6 +81,42 @@ def check_adapter_folder(folder: str) -> None:
 
 class AdapterMismatch(ProblemError, AdapterError):
     """A checkpoint trained on another base model than the one this app serves."""
+
+
+def is_whole_model(folder: str) -> bool:
+    """Whether a checkpoint is a whole model folder (a full fine-tune with `full_language_model`: config
+    and weights, loaded by from_pretrained), not a peft adapter."""
+    from pathlib import Path
+
+    return (Path(folder) / "config.json").is_file() and not (Path(folder) / "adapter_config.json").is_file()
+
+
+def tensor_shapes(folder: str) -> dict[str, tuple[int, ...]]:
+    """{tensor name: shape} of every safetensors file in a model folder, from the headers ({} if none)."""
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    for file in sorted(Path(folder).glob("*.safetensors")):
+        with safe_open(str(file), "pt") as weights:
+            names = weights.keys()
+            shapes.update({key: tuple(weights.get_slice(key).get_shape()) for key in names})
+    return shapes
+
+
+def check_whole_model_fits(folder: str, served: str) -> None:
+    """AdapterMismatch unless a whole-model checkpoint is the served model's shape: the same model_type,
+    and every tensor of its weights one of the served model's with the same shape (where the served
+    model's folder is here to read)."""
+    theirs, ours = tensor_shapes(folder), tensor_shapes(served)
+    wrong = [name for name, shape in theirs.items() if ours and ours.get(name) != shape]
+    if not wrong and not _other_model_type(folder, served):
+        return
+    raise AdapterMismatch("adapter_other_base", "The checkpoint in {folder} was trained on {base}, not on the "
+                          "model this app serves ({served}): {count} of its {total} layers do not fit. Pick a "
+                          "checkpoint trained on this model.", folder=folder, base="another model", served=served,
+                          count=len(wrong) or len(theirs), total=len(theirs))
 
 
 def adapter_layers(folder: str) -> dict[str, tuple[int, int]]:

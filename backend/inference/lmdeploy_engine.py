@@ -32,6 +32,8 @@ from backend.inference.engine import (
     Turn,
     check_adapter_fits,
     check_adapter_folder,
+    check_whole_model_fits,
+    is_whole_model,
     language_lora_only,
     layers_of_folder,
 )
@@ -193,6 +195,10 @@ class LMDeployEngine:
         if name in self.server.adapters or name in self.merged:
             return
         check_adapter_folder(folder)  # refuse a damaged checkpoint before restarting the server
+        if is_whole_model(folder):  # a full fine-tune's model folder: served as it is
+            check_whole_model_fits(folder, self.server.options.model)
+            self._serve_own(name, Path(folder))
+            return
         if self._served_layers is None:
             self._served_layers, self._decoder_prefix = layers_of_folder(self.server.options.model)
         check_adapter_fits(folder, self._served_layers, self.server.options.model)  # another base: refused
@@ -204,12 +210,16 @@ class LMDeployEngine:
     def _serve_merged(self, name: str, folder: Path) -> None:
         """A server of its own for the checkpoint merged into the base (merged.py)."""
         workdir = Path(self.server.options.workdir)
-        model = merged_folder(self.server.options.model, folder, workdir / "lmdeploy-merged" / name)
+        self._serve_own(name, merged_folder(self.server.options.model, folder, workdir / "lmdeploy-merged" / name))
+
+    def _serve_own(self, name: str, model: Path) -> None:
+        """A server of its own for a model folder (a merged checkpoint, or a full fine-tune's model)."""
+        workdir = Path(self.server.options.workdir)
         server = LMDeployServer(replace(self.server.options, model=str(model), command=self.server.command))
         server.log_path = workdir / "logs" / f"lmdeploy-{name}.log"
         server.start()
         self.merged[name] = server
-        log.info("serving %s as a merged model of its own (%s)", name, model)
+        log.info("serving %s as a model of its own (%s)", name, model)
 
     def serves_merged(self, name: str | None) -> bool:
         return name in self.merged

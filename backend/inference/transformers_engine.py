@@ -30,7 +30,9 @@ from backend.inference.engine import (
     Turn,
     check_adapter_fits,
     check_adapter_folder,
+    check_whole_model_fits,
     decoder_prefix,
+    is_whole_model,
     language_lora_only,
     linear_layers,
     trains_decoder_whole,
@@ -113,7 +115,7 @@ class TransformersEngine:
         self._served_layers: dict[str, tuple[int, int]] | None = None  # the base's linear layers, read once
         # adapters that trained more than LoRA on the language model (engine.language_lora_only)
         self._beyond_language_lora: set[str] = set()
-        self._merged: dict[str, LoadedModel] = {}  # checkpoints served as models of their own (_load_merged)
+        self._merged: dict[str, LoadedModel] = {}  # checkpoints served as models of their own (_load_own_model)
 
     # -- adapters ------------------------------------------------------------------------------
 
@@ -130,11 +132,15 @@ class TransformersEngine:
         if self._adapters.get(name) == folder:
             return
         check_adapter_folder(folder)  # before the model is touched: a bad folder changes nothing
+        if is_whole_model(folder):  # a full fine-tune's model folder
+            check_whole_model_fits(folder, self.loaded.source.location)
+            self._load_own_model(name, folder, "a whole model", self._whole_model)
+            return
         if self._served_layers is None:
             self._served_layers = linear_layers(self.loaded.model)
         check_adapter_fits(folder, self._served_layers, self.loaded.source.location)  # another base model: refused
         if trains_decoder_whole(folder, decoder_prefix(self.loaded.model)):
-            self._load_merged(name, folder)
+            self._load_own_model(name, folder, "a merged model", self._merged_model)
             return
         from peft import PeftModel
 
@@ -153,28 +159,38 @@ class TransformersEngine:
                 self._beyond_language_lora.add(name)
         log.info("loaded adapter %s from %r", name, str(folder))
 
-    def _load_merged(self, name: str, folder: str) -> None:
+    def _merged_model(self, folder: str) -> torch.nn.Module:
         """A checkpoint that trained decoder layers whole, as a model of its own: the base loaded again with
         the checkpoint merged in. peft cannot keep whole copies of decoder layers beside other adapters'
         LoRA layers inside the same layers (it would look for one's weights under the other's names), and
         such a copy is as large as a second model anyway."""
-        from dataclasses import replace
-
         from peft import PeftModel
         from transformers import AutoModelForImageTextToText
 
         base = AutoModelForImageTextToText.from_pretrained(self.loaded.source.location, dtype=self.loaded.dtype)
-        merged = PeftModel.from_pretrained(base, folder).merge_and_unload().to(self.loaded.device, self.loaded.dtype)
+        return PeftModel.from_pretrained(base, folder).merge_and_unload()
+
+    def _whole_model(self, folder: str) -> torch.nn.Module:
+        from transformers import AutoModelForImageTextToText
+
+        return AutoModelForImageTextToText.from_pretrained(folder, dtype=self.loaded.dtype)
+
+    def _load_own_model(self, name: str, folder: str, kind: str, build) -> None:
+        """Serve a checkpoint as a model of its own beside the base (`build` makes it from the folder); the
+        base's processor serves it."""
+        from dataclasses import replace
+
+        model = build(folder).to(self.loaded.device, self.loaded.dtype).eval()
         with self._lock:
             if name in self._adapters and name not in self._merged and self._peft is not None:
                 self._peft.delete_adapter(name)
-            self._merged[name] = replace(self.loaded, model=merged.eval())
+            self._merged[name] = replace(self.loaded, model=model)
             self._adapters[name] = folder
             self._beyond_language_lora.add(name)
-        log.info("loaded %s from %s as a merged model of its own (it trained decoder layers whole)", name, folder)
+        log.info("loaded %s from %s as %s of its own", name, folder, kind)
 
     def _model(self, adapters: Sequence[str | None]) -> torch.nn.Module:
-        """The model a batch runs through: a merged checkpoint's own (_load_merged), else the base with its
+        """The model a batch runs through: a checkpoint's own (_load_own_model), else the base with its
         adapters."""
         merged = self._merged.get(adapters[0]) if len(set(adapters)) == 1 else None
         return merged.model if merged is not None else self.loaded.model

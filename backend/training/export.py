@@ -36,7 +36,14 @@ from pathlib import Path
 from backend.problems import Problem, ProblemError
 from backend.training.checkpoints import write_atomically
 from backend.training.errors import TrainingError
-from backend.training.job_folder import ADAPTER_FILES, CHECKPOINT_RE, JobFiles, is_adapter_dir, ready_checkpoints
+from backend.training.job_folder import (
+    ADAPTER_FILES,
+    CHECKPOINT_RE,
+    JobFiles,
+    is_adapter_dir,
+    is_model_dir,
+    ready_checkpoints,
+)
 from backend.training.spec import JobSpec
 
 log = logging.getLogger(__name__)
@@ -92,6 +99,11 @@ def _str(path: Path | None) -> str | None:
     return None if path is None else str(path)
 
 
+def saved_adapter(files: JobFiles) -> bool:
+    """Whether the job wrote any adapter (its final one, or a checkpoint's)."""
+    return is_adapter_dir(files.adapter) or any(is_adapter_dir(folder) for _, folder in ready_checkpoints(files))
+
+
 def export_source(path: str | Path, workdir: str | Path | None = None) -> ExportSource:
     """A job folder (its final adapter, else its newest checkpoint) or a checkpoint folder of one. The
     work folder defaults to the one holding the job (<work folder>/jobs/<job id>)."""
@@ -105,6 +117,10 @@ def export_source(path: str | Path, workdir: str | Path | None = None) -> Export
         saved = ready_checkpoints(files)
         checkpoint, step = (files.adapter, None) if is_adapter_dir(files.adapter) else (
             (saved[-1][1], saved[-1][0]) if saved else (files.adapter, None))
+    if is_model_dir(checkpoint) or (not saved_adapter(files) and is_model_dir(files.model)):
+        raise ExportError("export_whole_model", "{path} is a full fine-tune's whole model: it loads with transformers "
+                          "and LMDeploy as it is, with no adapter to merge or zip.", path=str(checkpoint
+                          if is_model_dir(checkpoint) else files.model))
     if not is_adapter_dir(checkpoint):
         raise ExportError("export_no_checkpoint", "{path} holds no finished adapter or checkpoint to export (a job "
                           "saves one every N steps and at the end).", path=str(path))

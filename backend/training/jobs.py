@@ -27,7 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backend.problems import problem_from_json, problem_to_json
-from backend.training.job_folder import JobFiles, is_adapter_dir, read_json, read_metrics, ready_checkpoints, tail_text
+from backend.training.job_folder import (
+    JobFiles,
+    is_adapter_dir,
+    is_model_dir,
+    read_json,
+    read_metrics,
+    ready_checkpoints,
+    tail_text,
+)
 from backend.training.spec import JobSpec, Problem
 
 log = logging.getLogger(__name__)
@@ -237,14 +245,16 @@ class JobStore:
         shutil.rmtree(job.files.root, ignore_errors=True)
 
     def checkpoints(self, job_id: str) -> list[Checkpoint]:
-        """Adapters of this job ready to load: each complete checkpoint, then the final adapter."""
+        """Checkpoints of this job ready to load: each complete one, then the final adapter (or, for a full
+        fine-tune with `full_language_model`, each a whole model folder, then the final model)."""
         files = self.get(job_id).files
-        # (a full fine-tune's checkpoints are whole models, which Chat and Compare do not load yet)
         found = [Checkpoint(job_id, step, folder, False, read_json(folder / "metrics.json") or {})
-                 for step, folder in ready_checkpoints(files) if is_adapter_dir(folder)]
-        if is_adapter_dir(files.adapter):
-            summary = read_json(files.adapter / "training.json") or {}
-            found.append(Checkpoint(job_id, int(summary.get("step", 0)), files.adapter, True, summary))
+                 for step, folder in ready_checkpoints(files)]
+        final = next((folder for folder in (files.adapter, files.model) if is_adapter_dir(folder)
+                      or is_model_dir(folder)), None)
+        if final is not None:
+            summary = read_json(final / "training.json") or {}
+            found.append(Checkpoint(job_id, int(summary.get("step", 0)), final, True, summary))
         return found
 
     def metrics(self, job_id: str) -> list[dict]:
