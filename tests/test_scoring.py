@@ -188,3 +188,28 @@ def test_a_csv_that_cannot_be_written_leaves_the_scores_and_the_page(tmp_path) -
     with pytest.warns(UserWarning, match="无法写出 CSV 文件"):
         refused = csv_download([], ["编号", "问题"], tmp_path / "blocked" / "scores", "zh")
     assert not refused.visible
+
+
+def test_questions_are_asked_by_picture_size_and_listed_as_given(engine, sample):
+    """Batches of like-sized prompts pad little; the run still lists the questions in the set's order."""
+    from PIL import Image
+
+    asked: list[list[int]] = []
+    real = engine.generate_batch
+
+    def noting(conversations, settings, adapter=None):
+        asked.append([sum(Image.open(p).width * Image.open(p).height for t in turns for p in t.images)
+                      for turns in conversations])
+        return real(conversations, settings, adapter)
+
+    by_task = {task: [r for r in sample if r.task == task] for task in ("sivqa", "textqa", "mivqa")}
+    # one picture, none, four: interleaved, so the set's order is not the size order
+    records = [r for trio in zip(*by_task.values()) for r in trio][:12]
+    engine.generate_batch = noting
+    try:
+        run = score(engine, records, batch_size=4)
+    finally:
+        del engine.generate_batch
+    sizes = [size for batch in asked for size in batch]
+    assert sizes == sorted(sizes) and len(set(sizes)) > 1
+    assert [q.record_id for q in run.questions] == [r.id for r in records]

@@ -104,12 +104,15 @@ def score(engine: Engine, records: Sequence[Record], *, adapter: str | None = No
     todo = scorable(records)
     run = ScoreRun(model=adapter or "base", adapter=adapter, split=split, lang=lang, method=method)
     start = time.perf_counter()
-    prompts = [[prompt_turn(r, lang)] for r in todo]
-    if method == LETTER:
-        picks = _likeliest_letters(engine, todo, prompts, adapter, lang, batch_size, on_progress)
-    else:
-        picks = _parsed_replies(engine, todo, prompts, adapter, lang, batch_size, on_progress)
-    for record, (picked, reply) in zip(todo, picks):
+    # asked in order of their pictures' size, so that a batch pads its prompts to a length near their own
+    # (a 640x480 photo is 400 tokens, a 1024x768 one 1,000); the run lists them as given
+    order = sorted(range(len(todo)), key=lambda i: _picture_pixels(prompt_turn(todo[i], lang)))
+    asked = [todo[i] for i in order]
+    prompts = [[prompt_turn(r, lang)] for r in asked]
+    read = _likeliest_letters if method == LETTER else _parsed_replies
+    picks = dict(zip(order, read(engine, asked, prompts, adapter, lang, batch_size, on_progress)))
+    for index, record in enumerate(todo):
+        picked, reply = picks[index]
         run.questions.append(ScoredQuestion(
             record_id=record.id, task=record.task, question_type=record.question_type,
             cuisine=record.cuisine, question=record.question, right=record.answer_letter,
@@ -118,6 +121,21 @@ def score(engine: Engine, records: Sequence[Record], *, adapter: str | None = No
     log.info("scored %s on %d questions (%s): %.1f%% (%d unparsed) in %.1fs", run.model, len(todo), method,
              100 * run.accuracy, run.unparsed, run.seconds)
     return run
+
+
+def _picture_pixels(turn) -> int:
+    """The pixels of a prompt's pictures, from their headers (0 for one that cannot be read: the engine
+    says why when it opens it)."""
+    from PIL import Image
+
+    total = 0
+    for path in turn.images:
+        try:
+            with Image.open(path) as picture:
+                total += picture.width * picture.height
+        except (OSError, ValueError, Image.DecompressionBombError):
+            continue
+    return total
 
 
 def _parsed_replies(engine: Engine, todo: list[Record], prompts: list, adapter: str | None, lang: str,
