@@ -446,3 +446,26 @@ def test_a_data_file_without_usable_samples_fails_before_the_model_loads(demo_wo
     assert result["problem"]["key"] == "no_usable_sample" and result["problem"]["values"]["skipped"] == 1
     log = (Path(spec.output_dir) / "train.log").read_text()
     assert "skipped:" in log and "trainable parameters" not in log, log[-2000:]
+
+
+def test_train_raising_in_its_own_process_with_loader_workers_lets_the_process_exit(demo_workdir, tmp_path):
+    """train() called in-process (as the benchmarks do) that raises after its loader's workers started:
+    the workers ignore SIGTERM (quiet_data_worker), which multiprocessing's exit handler sends before it
+    waits for them; processes.py shuts the loader down first, so the process ends with the error."""
+    bad = tmp_path / "damaged-set"
+    bad.mkdir()
+    (bad / "split.json").write_text("{not json", encoding="utf-8")
+    program = ("import sys; from pathlib import Path\n"
+               "from backend.training.demo_data import demo_spec\n"
+               "from backend.training.job_folder import JobFiles\n"
+               "from backend.training.lora import train\n"
+               "from backend.training.processes import StopFlag\n"
+               f"spec = demo_spec(Path({str(demo_workdir)!r}), output_dir={str(tmp_path / 'job')!r}, "
+               f"data_workers=2, score_set={str(bad)!r})\n"
+               "files = JobFiles(Path(spec.output_dir)); files.root.mkdir(parents=True)\n"
+               "train(spec, files, StopFlag())\n")
+    done = subprocess.run([sys.executable, "-c", program], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert done.returncode == 1
+    assert "The evaluation set" in done.stderr and "cannot be read" in done.stderr
+    assert "killed by signal" not in done.stderr

@@ -3,9 +3,11 @@ answers, and the DataLoader workers that must not die of them. Used by lora.py a
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import signal
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -80,6 +82,30 @@ def start_loader(loader: torch.utils.data.DataLoader):
     training process receives it right after)."""
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
-        return iter(loader)
+        batches = iter(loader)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    if getattr(batches, "_workers", None):
+        _open_loaders.add(batches)
+    return batches
+
+
+# Every loader start_loader began with worker processes, while it lives. At exit, multiprocessing ends
+# its children with SIGTERM and waits for them; a worker still there (train() raised with its loader
+# open, in a process that called train() itself, as the benchmarks do) ignores that, and the wait
+# would never end.
+_open_loaders: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_loaders() -> None:
+    """Registered after multiprocessing's own exit handler, so it runs before it: each open loader is
+    shut down as its iterator does when deleted (its workers told to finish, and its SIGCHLD watch
+    removed, so their ending is no error), and any worker still alive then is killed."""
+    for batches in list(_open_loaders):
+        workers = list(batches._workers)
+        batches._shutdown_workers()  # torch's own shutdown (private, but what its __del__ calls)
+        for worker in workers:
+            if worker.is_alive():
+                worker.kill()
+                worker.join(timeout=5)
