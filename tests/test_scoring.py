@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from backend.data import read_bundled_sample
 from backend.evaluation.multiple_choice import parse_choice, prompt_turn
-from backend.evaluation.scoring import ScoreRun, load_runs, save, score, side_by_side, to_csv
+from backend.evaluation.scoring import Preparation, ScoreRun, load_runs, save, score, side_by_side, to_csv
 from backend.inference.engine import GenerationSettings, Turn
 from backend.inference.transformers_engine import TransformersEngine
 from backend.models.loading import load, resolve
@@ -195,21 +195,36 @@ def test_questions_are_asked_by_picture_size_and_listed_as_given(engine, sample)
     from PIL import Image
 
     asked: list[list[int]] = []
-    real = engine.generate_batch
+    real = engine.reply_inputs
 
-    def noting(conversations, settings, adapter=None):
+    def noting(conversations):
         asked.append([sum(Image.open(p).width * Image.open(p).height for t in turns for p in t.images)
                       for turns in conversations])
-        return real(conversations, settings, adapter)
+        return real(conversations)
 
     by_task = {task: [r for r in sample if r.task == task] for task in ("sivqa", "textqa", "mivqa")}
     # one picture, none, four: interleaved, so the set's order is not the size order
     records = [r for trio in zip(*by_task.values()) for r in trio][:12]
-    engine.generate_batch = noting
+    engine.reply_inputs = noting
     try:
-        run = score(engine, records, batch_size=4)
+        run = score(engine, records, batch_size=4, preparation=Preparation(threads=1))  # one thread: in order
     finally:
-        del engine.generate_batch
+        del engine.reply_inputs
     sizes = [size for batch in asked for size in batch]
     assert sizes == sorted(sizes) and len(set(sizes)) > 1
     assert [q.record_id for q in run.questions] == [r.id for r in records]
+
+
+@pytest.mark.parametrize("method", ["reply", "letter"])
+def test_batches_prepared_in_threads_or_kept_answer_as_one_thread_does(engine, sample, method):
+    records = [r for r in sample if r.task in ("sivqa", "mivqa")][:10]
+    alone = score(engine, records, batch_size=3, method=method, preparation=Preparation(threads=1))
+    kept = Preparation(threads=4, budget=2**30)
+    first = score(engine, records, batch_size=3, method=method, preparation=kept)
+    again = score(engine, records, batch_size=3, method=method, preparation=kept)
+    assert kept.reused == 4 and len(kept.kept) == 4  # 10 questions in batches of 3, all kept, all reused
+    replies = [[q.reply for q in run.questions] for run in (alone, first, again)]
+    assert replies[0] == replies[1] == replies[2]
+    none_kept = Preparation(budget=0)
+    score(engine, records, batch_size=3, method=method, preparation=none_kept)
+    assert none_kept.kept == {} and none_kept.reused == 0

@@ -16,6 +16,9 @@ from backend.inference.engine import Engine
 from backend.problems import ProblemError
 from backend.training.jobs import JobStore
 
+# Host memory for one request's prepared batches, shared by its two models (checkpoint_scores.py has the size)
+SHARED_PREPARATION_BUDGET = 2 * 2**30
+
 
 class ScoringRequestError(ProblemError):
     """A scoring request that cannot start (no question set, nothing to score in it)."""
@@ -54,6 +57,8 @@ def score_models(engine: Engine, jobs: JobStore, workdir: Path, data_dir: Path |
         raise ScoringRequestError("scoring_nothing_to_score", "{name} has no multiple-choice questions to "
                                   "score.", name=set_name)
     runs = []
+    # the second model is asked the same questions: their batches as prepared serve it too
+    preparation = scoring.Preparation(budget=SHARED_PREPARATION_BUDGET)
     for index, choice in enumerate(picked):
         adapter = ensure_adapter(engine, choice)
 
@@ -63,7 +68,7 @@ def score_models(engine: Engine, jobs: JobStore, workdir: Path, data_dir: Path |
 
         report(0, len(records))
         run = scoring.score(engine, records, adapter=adapter, split=set_name.split(" · ")[0], lang=lang,
-                            batch_size=batch_size, method=method, on_progress=report)
+                            batch_size=batch_size, method=method, on_progress=report, preparation=preparation)
         run.model = choice.label
         scoring.save(run, scores_folder(choice, workdir))
         runs.append(run)

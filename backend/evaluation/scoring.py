@@ -19,9 +19,12 @@ import io
 import json
 import logging
 import math
+import os
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -93,10 +96,59 @@ def scorable(records: Sequence[Record]) -> list[Record]:
             and 0 < number_of_choices(r) <= len(LETTERS)]
 
 
+@dataclass
+class Preparation:
+    """How a scoring readies its batches on the CPU (pictures opened and processed, prompts encoded) for an
+    engine that prepares apart from running (TransformersEngine: reply_inputs, letter_inputs): `threads`
+    batches at once, ahead of the model, which runs meanwhile; and `kept`, batches held for a later scoring
+    of the same questions (a job's next checkpoint, Compare's second model), up to `budget` bytes. On a GPU
+    preparing 64 photo questions takes seconds in one thread, longer than running them."""
+
+    threads: int = field(default_factory=lambda: max(1, min(8, os.cpu_count() or 1)))
+    budget: int = 0
+    kept: dict = field(default_factory=dict)
+    kept_bytes: int = 0
+    reused: int = 0  # batches taken from `kept`
+
+    def batches(self, engine, keys: list, make: Callable[[int], object]):
+        """make(i) for each of `keys` (what identifies batch i), in order: from `kept` where it is, else made
+        by a pool of threads, each with its own processor (engine.own_processor_here), ahead of the reader."""
+        ahead: deque = deque()
+        todo = iter(range(len(keys)))
+        with ThreadPoolExecutor(self.threads, initializer=engine.own_processor_here) as pool:
+            def submit() -> None:
+                index = next(todo, None)
+                if index is not None:
+                    kept = self.kept.get(keys[index])
+                    ahead.append((index, None if kept is not None else pool.submit(make, index), kept))
+
+            try:
+                for _ in range(2 * self.threads):
+                    submit()
+                while ahead:
+                    index, future, kept = ahead.popleft()
+                    submit()
+                    if kept is not None:
+                        self.reused += 1
+                        yield kept
+                        continue
+                    prepared = future.result()
+                    if self.kept_bytes + prepared.nbytes <= self.budget:
+                        self.kept[keys[index]] = prepared
+                        self.kept_bytes += prepared.nbytes
+                    yield prepared
+            finally:
+                for _, future, _ in ahead:  # the reader stopped early (an error): nothing more to make
+                    if future is not None:
+                        future.cancel()
+
+
 def score(engine: Engine, records: Sequence[Record], *, adapter: str | None = None, split: str = "",
           lang: str = "zh", batch_size: int = 16, method: str = REPLY,
-          on_progress: Callable[[int, int], None] | None = None) -> ScoreRun:
-    """Ask every record, `batch_size` at a time, and read each choice by `method` (REPLY or LETTER)."""
+          on_progress: Callable[[int, int], None] | None = None,
+          preparation: Preparation | None = None) -> ScoreRun:
+    """Ask every record, `batch_size` at a time, and read each choice by `method` (REPLY or LETTER).
+    `preparation`: how batches are readied (default: in threads, none kept)."""
     if batch_size < 1:
         raise ValueError("batch size must be at least 1")
     if method not in METHODS:
@@ -110,7 +162,8 @@ def score(engine: Engine, records: Sequence[Record], *, adapter: str | None = No
     asked = [todo[i] for i in order]
     prompts = [[prompt_turn(r, lang)] for r in asked]
     read = _likeliest_letters if method == LETTER else _parsed_replies
-    picks = dict(zip(order, read(engine, asked, prompts, adapter, lang, batch_size, on_progress)))
+    picks = dict(zip(order, read(engine, asked, prompts, adapter, lang, batch_size, on_progress,
+                                 preparation or Preparation())))
     for index, record in enumerate(todo):
         picked, reply = picks[index]
         run.questions.append(ScoredQuestion(
@@ -139,7 +192,7 @@ def _picture_pixels(turn) -> int:
 
 
 def _parsed_replies(engine: Engine, todo: list[Record], prompts: list, adapter: str | None, lang: str,
-                    batch_size: int, on_progress) -> list[tuple[int | None, str]]:
+                    batch_size: int, on_progress, preparation: Preparation) -> list[tuple[int | None, str]]:
     """(picked index or None, reply) per record, each choice parsed from the model's reply. An engine
     that batches requests itself (LMDeploy: `answers_as_done`) gets every question at once, since
     batches of `batch_size` would each wait for their slowest answer; progress is then reported every
@@ -151,6 +204,15 @@ def _parsed_replies(engine: Engine, todo: list[Record], prompts: list, adapter: 
             replies[index] = reply
             if on_progress and (done % batch_size == 0 or done == len(todo)):
                 on_progress(done, len(todo))
+    elif hasattr(engine, "reply_inputs"):  # prepared in threads ahead of the model (Preparation)
+        starts = range(0, len(todo), batch_size)
+        keys = [(REPLY, lang, tuple(r.id for r in todo[first:first + batch_size])) for first in starts]
+        batches = preparation.batches(engine, keys, lambda i: engine.reply_inputs(
+            prompts[starts[i]:starts[i] + batch_size]))
+        for first, prepared in zip(starts, batches):
+            replies[first:first + batch_size] = engine.replies_from(prepared, SCORING_SETTINGS, adapter)
+            if on_progress:
+                on_progress(min(first + batch_size, len(todo)), len(todo))
     else:
         for first in range(0, len(todo), batch_size):
             replies[first:first + batch_size] = engine.generate_batch(prompts[first:first + batch_size],
@@ -169,19 +231,21 @@ class LetterScoringUnavailable(ProblemError, ValueError):
 
 
 def _likeliest_letters(engine: Engine, todo: list[Record], prompts: list, adapter: str | None, lang: str,
-                       batch_size: int, on_progress) -> list[tuple[int | None, str]]:
+                       batch_size: int, on_progress, preparation: Preparation) -> list[tuple[int | None, str]]:
     """(picked index, the letters' probabilities as text) per record: the letter the model finds likeliest
     after the answer's opening."""
-    logprobs = getattr(engine, "letter_logprobs", None)
-    if logprobs is None:
+    if not hasattr(engine, "letter_inputs"):
         raise LetterScoringUnavailable("letter_needs_transformers", "Scoring by the likeliest letter needs the "
                                        "transformers engine; with LMDeploy serving, score from the replies.")
+    starts = range(0, len(todo), batch_size)
+    letters = [LETTERS[:number_of_choices(r)] for r in todo]
+    keys = [(LETTER, lang, tuple(r.id for r in todo[first:first + batch_size])) for first in starts]
+    batches = preparation.batches(engine, keys, lambda i: engine.letter_inputs(
+        prompts[starts[i]:starts[i] + batch_size], answer_opening(lang), letters[starts[i]:starts[i] + batch_size]))
     picks = []
-    for first in range(0, len(todo), batch_size):
-        chunk = todo[first:first + batch_size]
-        letters = [LETTERS[:number_of_choices(r)] for r in chunk]
-        for row_letters, scores in zip(letters, logprobs(prompts[first:first + batch_size], answer_opening(lang),
-                                                         letters, adapter)):
+    for first, prepared in zip(starts, batches):
+        for row_letters, scores in zip(letters[first:first + batch_size],
+                                       engine.letter_logprobs_from(prepared, adapter)):
             best = max(range(len(scores)), key=scores.__getitem__)
             shares = [math.exp(v - scores[best]) for v in scores]  # among the letters only
             spread = " · ".join(f"{letter} {100 * share / sum(shares):.0f}%"

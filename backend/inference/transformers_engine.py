@@ -13,11 +13,14 @@ single batched call whose two answers stream at the same time.
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import logging
 import queue
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
@@ -44,6 +47,20 @@ from backend.problems import ProblemError
 log = logging.getLogger(__name__)
 
 BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A batch made ready on the CPU (pictures opened, prompts encoded), to run on the model later: in
+    `groups` the family can batch, each (its rows, the processor's tensors, what the run needs besides)."""
+
+    rows: int
+    groups: list[tuple[list[int], dict, Any]]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(v.numel() * v.element_size() for _, inputs, _ in self.groups for v in inputs.values()
+                   if isinstance(v, torch.Tensor))
 _DONE = object()
 
 
@@ -116,6 +133,7 @@ class TransformersEngine:
         # adapters that trained more than LoRA on the language model (engine.language_lora_only)
         self._beyond_language_lora: set[str] = set()
         self._merged: dict[str, LoadedModel] = {}  # checkpoints served as models of their own (_load_own_model)
+        self._local = threading.local()  # a preparing thread's own processor (own_processor_here)
 
     # -- adapters ------------------------------------------------------------------------------
 
@@ -228,6 +246,17 @@ class TransformersEngine:
 
     # -- prompts -------------------------------------------------------------------------------
 
+    def own_processor_here(self) -> None:
+        """Give the calling thread a copy of the processor for what it prepares from now on: a fast
+        tokenizer's padding settings are state that each padded call sets, and two threads preparing
+        batches at once (scoring.Preparation) would collide in it."""
+        self._local.processor = copy.deepcopy(self.loaded.processor)
+
+    @property
+    def _processor(self):
+        own = getattr(self._local, "processor", None)
+        return self.loaded.processor if own is None else own
+
     def _prompt_and_images(self, turns: list[Turn]) -> tuple[str, list]:
         if not turns or turns[-1].role != "user":
             raise ValueError("the conversation must end with a user turn")
@@ -237,8 +266,8 @@ class TransformersEngine:
                                 "ask it (a question set's text questions cannot be scored on it).",
                                 family=family.label)
         images = [open_image(path, self.loaded.max_pixels) for turn in turns for path in turn.images]
-        prompt = self.loaded.processor.apply_chat_template(
-            to_chat_messages(turns), add_generation_prompt=True, tokenize=False)
+        prompt = self._processor.apply_chat_template(to_chat_messages(turns), add_generation_prompt=True,
+                                                     tokenize=False)
         return prompt, images
 
     def prepare(self, turns: list[Turn]) -> dict:
@@ -246,16 +275,18 @@ class TransformersEngine:
         return self.prepare_batch([turns])
 
     def prepare_batch(self, conversations: list[list[Turn]]) -> dict:
-        """Several conversations in one left-padded batch (generation appends on the right)."""
-        prompts, images = [], []
-        for turns in conversations:
-            prompt, pictures = self._prompt_and_images(turns)
-            prompts.append(prompt)
-            images.append(pictures)
+        """Several conversations in one left-padded batch (generation appends on the right), on the model's
+        device."""
+        return self._on_device(self._encode(*zip(*(self._prompt_and_images(turns) for turns in conversations))))
+
+    def _encode(self, prompts, images) -> dict:
+        """Prompts and their pictures (one list per prompt) through the processor, left-padded, on the CPU."""
         # Pictures as one list per conversation: Gemma 3's and SmolVLM's processors count them per
         # prompt; the others flatten the lists.
-        inputs = self.loaded.processor(text=prompts, images=images if any(images) else None, return_tensors="pt",
-                                       padding=True, padding_side="left")
+        return dict(self._processor(text=list(prompts), images=list(images) if any(images) else None,
+                                    return_tensors="pt", padding=True, padding_side="left"))
+
+    def _on_device(self, inputs: dict) -> dict:
         return {k: (v.to(self.loaded.device) if hasattr(v, "to") else v) for k, v in inputs.items()}
 
     def _generate_kwargs(self, settings: GenerationSettings) -> dict:
@@ -285,18 +316,25 @@ class TransformersEngine:
     def generate_batch(self, conversations: list[list[Turn]], settings: GenerationSettings,
                        adapter: str | None = None) -> list[str]:
         """Answer several conversations in one batched generate call (for scoring)."""
-        groups = self._picture_groups(conversations)
-        if len(groups) > 1:  # answered in groups of equal picture counts, in the original order
-            answers: dict[int, str] = {}
-            for rows in groups:
-                for i, text in zip(rows, self.generate_batch([conversations[i] for i in rows], settings, adapter)):
-                    answers[i] = text
-            return [answers[i] for i in range(len(conversations))]
-        inputs = self.prepare_batch(conversations)
-        with self._lock, torch.inference_mode(), self._routing([adapter] * len(conversations)):
-            output = self._model([adapter]).generate(**inputs, **self._generate_kwargs(settings))
-        new_tokens = output[:, inputs["input_ids"].shape[1]:]
-        return self.loaded.processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        return self.replies_from(self.reply_inputs(conversations), settings, adapter)
+
+    def reply_inputs(self, conversations: list[list[Turn]]) -> Prepared:
+        """generate_batch's CPU half: pictures opened, prompts encoded (in groups the family can batch)."""
+        return Prepared(len(conversations), [
+            (rows, self._encode(*zip(*(self._prompt_and_images(conversations[i]) for i in rows))), None)
+            for rows in self._picture_groups(conversations)])
+
+    def replies_from(self, prepared: Prepared, settings: GenerationSettings, adapter: str | None = None) -> list[str]:
+        """generate_batch's GPU half: each group's replies, in the conversations' order."""
+        answers: dict[int, str] = {}
+        for rows, encoded, _ in prepared.groups:
+            inputs = self._on_device(encoded)
+            with self._lock, torch.inference_mode(), self._routing([adapter] * len(rows)):
+                output = self._model([adapter]).generate(**inputs, **self._generate_kwargs(settings))
+            new_tokens = output[:, inputs["input_ids"].shape[1]:]
+            answers.update(zip(rows, self.loaded.processor.tokenizer.batch_decode(new_tokens,
+                                                                                  skip_special_tokens=True)))
+        return [answers[i] for i in range(prepared.rows)]
 
     def letter_logprobs(self, conversations: list[list[Turn]], opening: str, letters: Sequence[Sequence[str]],
                         adapter: str | None = None) -> list[list[float]]:
@@ -305,44 +343,48 @@ class TransformersEngine:
 
         A letter's text may merge with the opening into one token ("(B"): each letter is scored by the
         first token in which its reply differs from the others', at the position where they part."""
-        groups = self._picture_groups(conversations)
-        if len(groups) > 1:
-            found: dict[int, list[float]] = {}
-            for rows in groups:
-                scores = self.letter_logprobs([conversations[i] for i in rows], opening, [letters[i] for i in rows],
-                                              adapter)
-                found.update(zip(rows, scores))
-            return [found[i] for i in range(len(conversations))]
-        tokenizer = self.loaded.processor.tokenizer
-        texts, images, tails, candidates = [], [], [], []
-        for turns, row_letters in zip(conversations, letters):
-            prompt, pictures = self._prompt_and_images(turns)
-            replies = [tokenizer(prompt + opening + letter, add_special_tokens=False)["input_ids"]
-                       for letter in row_letters]
-            shared = _shared_length(replies)
-            own = [ids[shared] if shared < len(ids) else None for ids in replies]
-            if None in own or len(set(own)) < len(own):
-                raise ValueError(f"the letters {', '.join(row_letters)} cannot be told apart by this model's "
-                                 "tokenizer after the answer's opening")
-            texts.append(prompt + opening + row_letters[0])
-            images.append(pictures)
-            tails.append(len(replies[0]) - shared)  # tokens from the first letter's own token to the end
-            candidates.append(own)
-        inputs = self.loaded.processor(text=texts, images=images if any(images) else None, return_tensors="pt",
-                                       padding=True, padding_side="left")
-        inputs = {k: (v.to(self.loaded.device) if hasattr(v, "to") else v) for k, v in inputs.items()}
-        keep = max(tails) + 1
+        return self.letter_logprobs_from(self.letter_inputs(conversations, opening, letters), adapter)
+
+    def letter_inputs(self, conversations: list[list[Turn]], opening: str,
+                      letters: Sequence[Sequence[str]]) -> Prepared:
+        """letter_logprobs' CPU half: pictures opened, prompts encoded with the opening and the first letter,
+        and where each letter's own token sits."""
+        tokenizer = self._processor.tokenizer
+        groups = []
+        for rows in self._picture_groups(conversations):
+            texts, images, tails, candidates = [], [], [], []
+            for i in rows:
+                prompt, pictures = self._prompt_and_images(conversations[i])
+                replies = [tokenizer(prompt + opening + letter, add_special_tokens=False)["input_ids"]
+                           for letter in letters[i]]
+                shared = _shared_length(replies)
+                own = [ids[shared] if shared < len(ids) else None for ids in replies]
+                if None in own or len(set(own)) < len(own):
+                    raise ValueError(f"the letters {', '.join(letters[i])} cannot be told apart by this model's "
+                                     "tokenizer after the answer's opening")
+                texts.append(prompt + opening + letters[i][0])
+                images.append(pictures)
+                tails.append(len(replies[0]) - shared)  # tokens from the first letter's own token to the end
+                candidates.append(own)
+            groups.append((rows, self._encode(texts, images), (tails, candidates)))
+        return Prepared(len(conversations), groups)
+
+    def letter_logprobs_from(self, prepared: Prepared, adapter: str | None = None) -> list[list[float]]:
+        """letter_logprobs' GPU half."""
+        found: dict[int, list[float]] = {}
         model = self._model([adapter])
         # the logits of the last positions only: all of them would be rows x length x vocabulary
-        if "logits_to_keep" in inspect.signature(model.forward).parameters:
-            inputs["logits_to_keep"] = keep
-        with self._lock, torch.inference_mode(), self._routing([adapter] * len(conversations)):
-            logits = model(**inputs).logits[:, -keep:].float()
-        rows = torch.arange(len(texts))
-        # the left-padded rows all end at the last position; a letter's own token sits `tail` from the end,
-        # and the logits that predict it one position before
-        at = logits[rows, torch.tensor([keep - 1 - tail for tail in tails])].log_softmax(-1)
-        return [at[row, ids].tolist() for row, ids in enumerate(candidates)]
+        keeps_last = "logits_to_keep" in inspect.signature(model.forward).parameters
+        for rows, encoded, (tails, candidates) in prepared.groups:
+            keep = max(tails) + 1
+            inputs = self._on_device(encoded) | ({"logits_to_keep": keep} if keeps_last else {})
+            with self._lock, torch.inference_mode(), self._routing([adapter] * len(rows)):
+                logits = model(**inputs).logits[:, -keep:].float()
+            # the left-padded rows all end at the last position; a letter's own token sits `tail` from the
+            # end, and the logits that predict it one position before
+            at = logits[torch.arange(len(rows)), torch.tensor([keep - 1 - tail for tail in tails])].log_softmax(-1)
+            found.update((row, at[j, ids].tolist()) for j, (row, ids) in enumerate(zip(rows, candidates)))
+        return [found[i] for i in range(prepared.rows)]
 
     def stream_many(self, requests: Sequence[tuple[list[Turn], str | None]], settings: GenerationSettings,
                     cancel: Cancel | None = None) -> Iterator[tuple[int, str]]:
