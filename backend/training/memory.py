@@ -7,10 +7,12 @@ refuses a target list that matches nothing), the widths of each decoder layer. I
 
     weights      = parameters x 2                        (bf16)
     LoRA + Adam  = LoRA parameters x 16                  (fp32 weight, gradient, Adam's two moments)
-    activations  = tokens x layers x (2 x out + k x in)  (every linear layer's output in bf16, and what
-                   LoRA keeps of each input: packed rows, in the model's dtype (keep_lora_inputs_in_model_dtype):
+    activations  = tokens x layers x (2 x out + k x in + 2 x besides)  (every linear layer's output in bf16,
+                   what LoRA keeps of each input: packed rows, in the model's dtype (keep_lora_inputs_in_model_dtype):
                    a dropout copy and its mask, k = 3 (2 without dropout); padded batches, peft's way: an
-                   fp32 copy, the mask, the bf16 copy autocast makes, k = 7 (6 without dropout))
+                   fp32 copy, the mask, the bf16 copy autocast makes, k = 7 (6 without dropout); and what else
+                   the layer keeps, in bf16: each norm's input, the rotated queries and keys, the attention's
+                   output (Shape.kept_besides))
       with checkpointing: tokens x layers x 2 x hidden (each layer's input) + one layer's activations
     logits       = tokens x vocab x 4                    (padded batches: bf16 logits and their gradient
                                                           at every position; packed rows: answers only)
@@ -24,12 +26,12 @@ forward pass holds: a packed row (a step's samples, up to pack_tokens) or a padd
 x the longest sample), each sample a photo at the pixel budget plus ~100 text tokens. The vision
 tower runs without gradients; its transient memory is smaller than the language model's.
 
-Checked against the recorded measurements (Qwen2-VL-2B shape, H100, 2026-12-07,
-bench/results-train-speed-h100.json, at the data's mean sample length): the fast path 10.4 GB estimated
-for 9.9 measured with checkpointing, 39.3 for 43.9 without; the plain recipe (padded, and transformers'
-fp32 logits on top) 30.7 measured. tests/test_memory.py keeps these within 25%.
-bench/bench_train_speed.py --family prints the estimate beside the measured peak for Qwen3-VL,
-InternVL3.5 and Qwen3.5.
+Checked against the recorded measurements (H100, 2026-12-07, at the data's mean sample length): the fast
+path on the Qwen2-VL-2B shape (bench/results-train-speed-h100.json) 10.5 GB estimated for 9.9 measured with
+checkpointing, 43.3 for 43.9 without; on Qwen3-VL-2B (bench/results-family-qwen3_vl-h100.json) 10.9 for
+10.2, and 38.6 for 45.0; the plain recipe (padded, and transformers' fp32 logits on top) 30.7 measured.
+tests/test_memory.py keeps these within 25%. bench/bench_train_speed.py --family prints the estimate beside
+the measured peak for Qwen3-VL, InternVL3.5 and Qwen3.5.
 """
 
 from __future__ import annotations
@@ -59,6 +61,10 @@ class Shape:
     linear_out: float  # per decoder layer: summed out_features of its linear layers (mean over layers)
     linear_in: float  # per decoder layer: summed in_features of its linear layers the targets reach
     lora_per_rank: int  # sum of (in + out) over the layers LoRA goes on: x rank = LoRA parameters
+    # per decoder layer (mean over layers): widths of what it keeps for the backward pass besides its linear
+    # layers' inputs and outputs: each norm's input (q/k norms: the queries' and keys' width), the rotated
+    # queries and keys, and the attention's output
+    kept_besides: float
     picture_width: int  # hidden x (1 + DeepStack levels): what the picture cache keeps a token as
     config: object
 
@@ -77,18 +83,37 @@ def shape_of(config, target_modules: list[str], lora_vision: bool = False) -> Sh
     prefix, decoder = decoder_of(model)
     stack, layers = decoder_layers(decoder)
     base = f"{prefix}.{stack}" if stack else prefix
-    outs, ins = 0, 0
+    outs, ins, besides = 0, 0, 0
     for i, layer in enumerate(layers):
+        linear = {}
         for name, module in layer.named_modules():
             if isinstance(module, torch.nn.Linear):
+                linear[name.rsplit(".", 1)[-1]] = module
                 outs += module.out_features
                 ins += module.in_features if f"{base}.{i}.{name}" in targets else 0
+        besides += _kept_besides(layer, linear)
     text = config.get_text_config()
     levels = len(getattr(getattr(config, "vision_config", None), "deepstack_visual_indexes", None) or [])
     return Shape(config.model_type, sum(p.numel() for p in model.parameters()), len(layers), text.hidden_size,
                  text.vocab_size, outs / len(layers), ins / len(layers),
                  sum(modules[name].in_features + modules[name].out_features for name in targets),
-                 text.hidden_size * (1 + levels), config)
+                 besides / len(layers), text.hidden_size * (1 + levels), config)
+
+
+def _kept_besides(layer, linear: dict) -> int:
+    """Shape.kept_besides of one decoder layer (`linear`: its linear layers by short name)."""
+    import torch
+
+    q, k, o = (linear.get(name) for name in ("q_proj", "k_proj", "o_proj"))
+    widths = {"q_norm": q.out_features if q else 0, "k_norm": k.out_features if k else 0}
+    kept = 0
+    for name, module in layer.named_modules():
+        weight = getattr(module, "weight", None)
+        if "norm" in type(module).__name__.lower() and isinstance(weight, torch.Tensor) and weight.dim() == 1:
+            kept += widths.get(name.rsplit(".", 1)[-1], weight.shape[0])
+    if q and k and o:  # softmax attention: rotary's queries and keys, and its output
+        kept += q.out_features + k.out_features + o.in_features
+    return kept
 
 
 @dataclass(frozen=True)
@@ -126,7 +151,7 @@ def estimate(shape: Shape, spec: JobSpec, packed: bool, samples: int | None = No
     else:
         tokens = spec.batch_size * per_sample
     kept = (3 if packed else 7) - (0 if spec.lora_dropout > 0 else 1)  # bytes of each LoRA input kept
-    per_token_layer = 2 * shape.linear_out + kept * shape.linear_in
+    per_token_layer = 2 * shape.linear_out + kept * shape.linear_in + 2 * shape.kept_besides
     if spec.gradient_checkpointing:
         activations = tokens * (shape.layers * 2 * shape.hidden + per_token_layer)
     else:
