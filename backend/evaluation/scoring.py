@@ -5,8 +5,8 @@ Two ways to read a model's choice:
   that picks no single choice counts as unparsed, so a model that has not learned the format scores
   nothing. What FoodieQA's authors did.
 - LETTER: after the answer's opening ("答案：("), the letter the model finds likeliest; one forward
-  pass per batch and no decoding, so several times faster. It always picks a choice, so a model that
-  knows nothing scores near chance, and its curve along training moves before the format is learned.
+  pass per batch and no decoding. It always picks a choice, so a model that knows nothing scores near
+  chance, and its curve along training moves before the format is learned.
 
 A run keeps every question's reply (for LETTER: each letter's probability), so a person can see why a
 score is what it is; runs are saved as JSON beside the checkpoint they scored, and export to CSV.
