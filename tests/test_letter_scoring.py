@@ -21,7 +21,7 @@ from backend.training.job_folder import EXIT_OK, JobFiles
 from backend.training.lora import train
 from backend.training.processes import StopFlag
 from backend.training.spec import SCORE_METHODS, preset
-from tests.conftest import TINY_MODELS
+from tests.conftest import TINY_MODELS, load_tiny
 
 RECORDS = read_bundled_sample().records
 # a photo question, a question whose choices are four photos, and one without a photo: prompts of
@@ -30,12 +30,7 @@ MIXED = [next(r for r in RECORDS if r.task == task) for task in ("sivqa", "mivqa
 
 
 def engine_of(tiny_models, name: str) -> TransformersEngine:
-    try:
-        return TransformersEngine(load(resolve(str(tiny_models[name]))))
-    except ImportError as err:  # transformers 5.17 (Makefile's second run) wants torchvision for SmolVLM
-        if "Torchvision" not in str(err):
-            raise
-        pytest.skip(f"this transformers needs torchvision for {name}")
+    return TransformersEngine(load_tiny(tiny_models, name))
 
 
 def one_by_one(engine: TransformersEngine, record, letters: str) -> list[float]:

@@ -11,20 +11,14 @@ from backend.data import read_bundled_sample
 from backend.evaluation.scoring import score
 from backend.inference.picture_memo import PictureMemo, picture_encoders
 from backend.inference.transformers_engine import TransformersEngine
-from backend.models.loading import load, resolve
-from tests.conftest import TINY_MODELS
+from tests.conftest import TINY_MODELS, load_tiny
 
 QUESTIONS = [r for r in read_bundled_sample().records if r.task == "sivqa"][:4]
 
 
 def engine_with_lora(tiny_models, name: str, target: str) -> TransformersEngine:
     """An engine around the model as a job trains it: everything frozen but a LoRA on `target`."""
-    try:
-        loaded = load(resolve(str(tiny_models[name])))
-    except ImportError as err:  # transformers 5.17 (Makefile's second run) wants torchvision for SmolVLM
-        if "Torchvision" not in str(err):
-            raise
-        pytest.skip(f"this transformers needs torchvision for {name}")
+    loaded = load_tiny(tiny_models, name)
     loaded.model.requires_grad_(False)
     torch.manual_seed(0)
     loaded.model = get_peft_model(loaded.model, LoraConfig(r=4, target_modules=target, init_lora_weights=False))
