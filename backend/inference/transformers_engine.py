@@ -277,7 +277,11 @@ class TransformersEngine:
     def prepare_batch(self, conversations: list[list[Turn]]) -> dict:
         """Several conversations in one left-padded batch (generation appends on the right), on the model's
         device."""
-        return self._on_device(self._encode(*zip(*(self._prompt_and_images(turns) for turns in conversations))))
+        return self._on_device(self._encoded(conversations))
+
+    def _encoded(self, conversations: list[list[Turn]]) -> dict:
+        """Conversations' prompts and pictures through the processor, on the CPU."""
+        return self._encode(*zip(*(self._prompt_and_images(turns) for turns in conversations)))
 
     def _encode(self, prompts, images) -> dict:
         """Prompts and their pictures (one list per prompt) through the processor, left-padded, on the CPU."""
@@ -321,7 +325,7 @@ class TransformersEngine:
     def reply_inputs(self, conversations: list[list[Turn]]) -> Prepared:
         """generate_batch's CPU half: pictures opened, prompts encoded (in groups the family can batch)."""
         return Prepared(len(conversations), [
-            (rows, self._encode(*zip(*(self._prompt_and_images(conversations[i]) for i in rows))), None)
+            (rows, self._encoded([conversations[i] for i in rows]), None)
             for rows in self._picture_groups(conversations)])
 
     def replies_from(self, prepared: Prepared, settings: GenerationSettings, adapter: str | None = None) -> list[str]:

@@ -108,8 +108,8 @@ def log_tail(store: JobStore, job_id: str, lines: int = 40) -> str:
 
 
 def ready_adapters(store: JobStore) -> list[Checkpoint]:
-    """Every adapter any job has ready to load in Chat and Compare: newest job first, each job's
-    final adapter before its intermediate checkpoints (newest first)."""
+    """Every checkpoint any job has ready to load in Chat and Compare (adapters, and a full fine-tune's
+    whole models): newest job first, each job's final one before its intermediate ones (newest first)."""
     found: list[Checkpoint] = []
     for job in store.list():  # newest first
         try:
