@@ -14,6 +14,7 @@ from typing import NamedTuple
 import torch
 
 from backend.training.errors import TrainingError
+from backend.training.host_embeddings import keep_embeddings_on_host
 from backend.training.lora_forward import (
     LowPrecisionAdapters,
     fold_lora_scaling,
@@ -139,6 +140,8 @@ def build_model(spec: JobSpec, device: torch.device, dtype: torch.dtype, process
         # Non-reentrant checkpointing works with a frozen embedding layer (no input grads needed).
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.to(device)  # a QLoRA base is there already (device_map); its LoRA weights follow it
+    if spec.qlora:  # the memory-first recipe: its frozen embedding table is looked up in CPU memory
+        keep_embeddings_on_host(model, device)
     # The joint weights are views of one tensor, which FSDP's shards of each weight cannot be.
     if packed and not compiled and not full and not spec.shard:
         join_frozen_and_adapter_weights(model)  # after the move, which makes new weights

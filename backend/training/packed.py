@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from backend.training import flash_varlen
 from backend.training.encoding import IGNORE_INDEX, Encoded, SampleDataset
 from backend.training.errors import TrainingError
+from backend.training.host_embeddings import HostEmbedding
 from backend.training.vision_kernels import use_fused_vision_kernels
 
 log = logging.getLogger("foodie.train")
@@ -202,6 +203,7 @@ class PackedSample:
     # every sample that shows the same picture.
     pictures: tuple[torch.Tensor, ...]
     answer_at: torch.Tensor  # positions whose target counts, on the CPU: packing reads them without a GPU sync
+    host_ids: torch.Tensor  # input_ids on the CPU, for an embedding table kept there (host_embeddings.py)
 
     @property
     def length(self) -> int:
@@ -275,7 +277,7 @@ def prepare(model: torch.nn.Module, encoded: list[Encoded], device: torch.device
             positions = _rope_positions(model, e, ids, grid)
         samples.append(PackedSample(ids.to(device, non_blocking=True), targets.to(device, non_blocking=True),
                                     positions.to(device, non_blocking=True), pictures,
-                                    (targets != IGNORE_INDEX).nonzero()[:, 0]))
+                                    (targets != IGNORE_INDEX).nonzero()[:, 0], ids))
     return samples
 
 
@@ -456,6 +458,7 @@ class PackedRow:
     answer_at: torch.Tensor  # positions whose target counts, on the row's device
     answer_tokens: int
     attention: RowBounds  # where each sample starts, for packed_sdpa
+    host_ids: torch.Tensor  # input_ids on the CPU
 
     @property
     def bounds(self) -> list[int]:
@@ -476,7 +479,8 @@ def pack(samples: list[PackedSample]) -> PackedRow:
     answer_at = torch.cat([s.answer_at + start for s, start in zip(samples, bounds)])
     return PackedRow(torch.cat([s.input_ids for s in samples]), torch.cat([s.targets for s in samples]),
                      torch.cat([s.positions for s in samples], dim=-1), torch.cat(pictures) if pictures else None,
-                     to_device(answer_at, device), len(answer_at), RowBounds.of(bounds, device))
+                     to_device(answer_at, device), len(answer_at), RowBounds.of(bounds, device),
+                     torch.cat([s.host_ids for s in samples]))
 
 
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -528,7 +532,9 @@ class PackedLoss(torch.nn.Module):
 
     def forward(self, row: PackedRow) -> torch.Tensor:
         inner, head = _inner(self.model), _head(self.model)
-        embeds = inner.get_input_embeddings()(row.input_ids)[None]  # (1, T, hidden)
+        table = inner.get_input_embeddings()
+        # a table in CPU memory (QLoRA) reads the CPU's copy of the ids: no wait for the GPU to hand them back
+        embeds = table(row.host_ids if isinstance(table, HostEmbedding) else row.input_ids)[None]  # (1, T, hidden)
         more = {}
         if row.image_embeds is not None:
             where = (row.input_ids == head.config.image_token_id)[None, :, None]
