@@ -141,7 +141,9 @@ def run_ours(spec, device: torch.device) -> dict:
     records = [r for r in read_metrics(files.metrics) if "loss" in r]
     return {"losses": [r["loss"] for r in records], "peak_gb": peak_gb(device),
             "samples_per_s": samples_per_s([r["elapsed_s"] for r in records], [r["samples"] for r in records]),
-            "process_s": time.monotonic() - started}
+            "process_s": time.monotonic() - started,
+            # what memory.py's estimate needs: samples and tokens over the run
+            "counts": {"samples": sum(r["samples"] for r in records), "tokens": sum(r["tokens"] for r in records)}}
 
 
 def run_plain(spec, device: torch.device) -> dict:

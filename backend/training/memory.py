@@ -5,7 +5,7 @@ The model is built on the meta device from its config (no weights read, ~0.1 s f
 the counts are the model's own: its parameters, the layers LoRA goes on (targets.py, which also
 refuses a target list that matches nothing), the widths of each decoder layer. In bytes:
 
-    weights      = parameters x 2                        (bf16)
+    weights      = parameters x 2                        (bf16; QLoRA: weight_bytes)
     LoRA + Adam  = LoRA parameters x 16                  (fp32 weight, gradient, Adam's two moments)
     activations  = tokens x layers x (2 x out + k x in + 2 x besides)  (every linear layer's output in bf16,
                    what LoRA keeps of each input: packed rows, in the model's dtype (keep_lora_inputs_in_model_dtype):
@@ -67,6 +67,12 @@ class Shape:
     kept_besides: float
     picture_width: int  # hidden x (1 + DeepStack levels): what the picture cache keeps a token as
     config: object
+    # QLoRA (qlora.py): the weights bitsandbytes puts in 4 bits (every linear layer but the LM head and the
+    # projector), the largest of those layers (dequantized to bf16 while its product runs), and the input
+    # embedding table where it is the model's own (not tied to the LM head: kept in CPU memory)
+    quantized: int = 0
+    largest_quantized: int = 0
+    own_embedding_table: int = 0
 
 
 def shape_of(config, target_modules: list[str], lora_vision: bool = False) -> Shape:
@@ -74,6 +80,8 @@ def shape_of(config, target_modules: list[str], lora_vision: bool = False) -> Sh
     import torch
     from transformers import AutoModelForImageTextToText
 
+    from backend.training.host_embeddings import tied
+    from backend.training.qlora import kept_in_bf16
     from backend.training.targets import decoder_layers, decoder_of, lora_targets
 
     with torch.device("meta"):
@@ -94,10 +102,15 @@ def shape_of(config, target_modules: list[str], lora_vision: bool = False) -> Sh
         besides += _kept_besides(layer, linear)
     text = config.get_text_config()
     levels = len(getattr(getattr(config, "vision_config", None), "deepstack_visual_indexes", None) or [])
+    kept = kept_in_bf16(config.model_type)
+    quantized = [module.weight.numel() for name, module in modules.items()
+                 if isinstance(module, torch.nn.Linear) and not any(key in name for key in kept)]
+    table = model.get_input_embeddings().weight
     return Shape(config.model_type, sum(p.numel() for p in model.parameters()), len(layers), text.hidden_size,
                  text.vocab_size, outs / len(layers), ins / len(layers),
                  sum(modules[name].in_features + modules[name].out_features for name in targets),
-                 besides / len(layers), text.hidden_size * (1 + levels), config)
+                 besides / len(layers), text.hidden_size * (1 + levels), config, sum(quantized),
+                 max(quantized, default=0), 0 if tied(model) else table.numel())
 
 
 def _kept_besides(layer, linear: dict) -> int:
@@ -166,8 +179,18 @@ def estimate(shape: Shape, spec: JobSpec, packed: bool, samples: int | None = No
         pictures = min(spec.vision_cache_gb * 2**30, one * (samples if samples is not None else 10**9))
     if spec.score_set:
         pictures += spec.vision_cache_gb * 2**30
-    return Estimate(shape.params * 2, shape.lora_per_rank * spec.lora_r * 16, activations, logits, pictures, tokens,
-                    spec.gradient_checkpointing)
+    return Estimate(weight_bytes(shape, spec.qlora), shape.lora_per_rank * spec.lora_r * 16, activations, logits,
+                    pictures, tokens, spec.gradient_checkpointing)
+
+
+def weight_bytes(shape: Shape, qlora: bool) -> float:
+    """The frozen base's bytes on the GPU: bf16; with QLoRA, its linear layers in NF4 (half a byte a weight, and
+    a block scale of 8 bits for every 64 weights, itself quantized: double quantization) plus one layer dequantized
+    at a time, the rest in bf16 but the input embedding table (CPU memory, unless tied: host_embeddings.py)."""
+    if not qlora:
+        return shape.params * 2
+    rest = shape.params - shape.quantized - shape.own_embedding_table
+    return shape.quantized * (0.5 + 1 / 64) + shape.largest_quantized * 2 + rest * 2
 
 
 @functools.lru_cache(maxsize=16)
