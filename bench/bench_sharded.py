@@ -20,6 +20,9 @@ The unsharded job also runs a second time: how far two runs of the same job drif
 (bf16 kernels that add in a varying order, such as attention's backward pass) is the floor under any
 comparison of two runs.
 
+With --deterministic every run takes deterministic kernels (the spec's `deterministic`), so the two
+unsharded runs should agree exactly, and what is left between unsharded and sharded is sharding's own.
+
 Bar: every step's loss within 1e-3 of the unsharded run's. Also printed: peak GPU memory, training
 time (first step to last, the program's own clock), the whole process's time (loading and saving
 the 2B model included), samples/s.
@@ -73,6 +76,8 @@ def main() -> int:
     parser.add_argument("--dry-run", action="store_true", help="a narrow model and small pictures (a CPU is enough)")
     parser.add_argument("--workdir", type=Path, help="work folder (default: a fresh temporary one)")
     parser.add_argument("--out", type=Path, help="also write the figures to this JSON file")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="every run with deterministic kernels (the spec's `deterministic`): no drift between runs")
     args = parser.parse_args()
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-sharded-"))
@@ -81,7 +86,7 @@ def main() -> int:
                            SHAPE_DRY if args.dry_run else SHAPE_2B)
     plain = spec_for(model, Path(), workdir / "unsharded", args.dry_run)
     data = make_photo_samples(workdir / "photos", count=STEPS * plain.batch_size * plain.grad_accum)
-    plain = plain.with_changes(data_file=str(data))
+    plain = plain.with_changes(data_file=str(data), deterministic=args.deterministic)
     sharded = plain.with_changes(shard=True, output_dir=str(workdir / "sharded"), name="sharded")
     prepared = time.monotonic() - started
 
@@ -97,7 +102,8 @@ def main() -> int:
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() and not args.dry_run else "CPU (dry run)"
     print(f"\nfull fine-tune of the language model, {'dry-run' if args.dry_run else 'Qwen2-VL-2B'} shape, {STEPS} "
-          f"steps of {plain.effective_batch} samples, on {device} (model and data made in {prepared:.0f} s)\n")
+          f"steps of {plain.effective_batch} samples, on {device}{', deterministic kernels' * args.deterministic} "
+          f"(model and data made in {prepared:.0f} s)\n")
     print("| run | training | later steps | samples/s | peak GPU memory | whole process |")
     print("|---|---:|---:|---:|---:|---:|")
     for label, r in runs.items():
@@ -112,6 +118,7 @@ def main() -> int:
           f"({sum(abs(x - y) > SAME_LOSS for x, y in zip(a, c))} of {len(a)} steps over {SAME_LOSS:g})")
     if args.out:
         args.out.write_text(json.dumps({"device": device, "date": time.strftime("%Y-%m-%d"), "runs": runs,
+                                        "deterministic": args.deterministic,
                                         "largest_difference": max(differences), "unsharded_twice": floor,
                                         "met": same}, indent=1))
     return 0 if same else 1

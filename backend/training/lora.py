@@ -80,6 +80,15 @@ from backend.training.steps import answer_loss, step_runner
 log = logging.getLogger("foodie.train")
 
 
+def be_deterministic() -> None:
+    """Deterministic kernels from here on: cuBLAS with a fixed workspace (read when its first handle is
+    made, so before the model's first product), and torch's deterministic algorithms. Where an operation
+    has none, torch warns instead of failing: the job runs, and the warning says what still varies."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    log.info("deterministic kernels: two runs of this job give the same losses")
+
+
 # ----------------------------------------------------------------------------------------------
 # The run
 
@@ -103,6 +112,8 @@ def train(spec: JobSpec, files: JobFiles, stop: StopFlag) -> int:
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls (LoRA's) on tensor cores
     random.seed(spec.seed + dist.rank)
     torch.manual_seed(spec.seed + dist.rank)
+    if spec.deterministic:
+        be_deterministic()
     if not dist.is_main:
         log.setLevel(logging.WARNING)
     log.info("job %s: %r on %s (%s, %d process%s)", files.root.name, spec.model, device,

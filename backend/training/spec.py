@@ -109,6 +109,10 @@ class JobSpec:
     batch_size: int = 4  # samples per device per forward pass
     grad_accum: int = 1  # forward passes per optimiser step (effective batch = batch x accum x GPUs)
     seed: int = 42
+    # every kernel in its deterministic form (torch.use_deterministic_algorithms): two runs of the same
+    # job on the same GPU give the same losses, at some cost in speed. Off, a GPU's sums that add in a
+    # varying order (attention's backward pass) make two runs drift apart by ~1e-4 relative.
+    deterministic: bool = False
 
     # --- inputs ---
     max_image_pixels: int = 1024 * 768  # pictures are downscaled to at most this many pixels
