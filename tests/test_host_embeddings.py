@@ -3,11 +3,12 @@ left behind by model.to(), and read by the packed path from the CPU's copy of th
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from backend.training.encoding import SampleDataset
 from backend.training.host_embeddings import HostEmbedding, keep_embeddings_on_host, tied
-from backend.training.packed import PackedLoss, pack, prepare
+from backend.training.packed import PackedCache, PackedLoss, PackedSample, pack, prepare
 from backend.training.samples import sample_from_record
 from tests.test_training_packed import EXAMPLES, MAX_LENGTH, PIXELS, RECORDS, lora_grads, lora_model
 
@@ -61,3 +62,31 @@ def test_a_packed_row_looks_up_the_cpu_copy_of_its_ids_and_learns_the_same(tiny_
     assert torch.equal(after, before)
     for got, expected in zip(lora_grads(model), want, strict=True):
         assert torch.equal(got, expected)
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the device machine)")
+
+
+@cuda
+def test_on_a_gpu_the_rows_arrive_there_equal_to_the_gpu_tables() -> None:
+    table = torch.nn.Embedding(1000, 64).to(torch.bfloat16)
+    host = HostEmbedding(table, GPU)
+    on_gpu = table.to(GPU)
+    ids = torch.randint(0, 1000, (3, 77))
+    for given in (ids, ids.to(GPU)):
+        got = host(given)
+        assert got.device.type == "cuda" and torch.equal(got, on_gpu(ids.to(GPU)))
+
+
+@cuda
+def test_picture_embeddings_kept_in_cpu_memory_come_back_to_the_row_unchanged() -> None:
+    cache = PackedCache(2**30, on_host=True)
+    picture = torch.randn(300, 64, device=GPU, dtype=torch.bfloat16)
+    kept = cache.put_picture("photo", picture)
+    assert kept.device.type == "cpu" and kept.is_pinned() and cache.picture("photo") is kept
+
+    ids = torch.zeros(310, dtype=torch.long)
+    sample = PackedSample(ids.to(GPU), ids.to(GPU), torch.arange(310).to(GPU), (kept,), torch.tensor([309]), ids)
+    row = pack([sample, sample])
+    assert row.image_embeds.device.type == "cuda"
+    assert torch.equal(row.image_embeds, torch.cat([picture, picture]))

@@ -115,7 +115,8 @@ def read_job_data(spec: JobSpec, processor, packed: bool, dist: Dist, on_gpu: bo
     small = len(train_samples) * spec.max_image_pixels * 24 < CACHE_BYTES
     dataset = SampleDataset(train_samples, processor, spec.max_image_pixels, spec.max_length,
                             cache=small and spec.data_workers == 0 and not packed)
-    cache = PackedCache(int(spec.vision_cache_gb * 2**30)) if packed else None
+    # QLoRA, the memory-first recipe, keeps the picture embeddings in CPU memory (as its embedding table)
+    cache = PackedCache(int(spec.vision_cache_gb * 2**30), on_host=spec.qlora and on_gpu) if packed else None
     pad_id = processor.tokenizer.pad_token_id
     if pad_id is None:
         pad_id = processor.tokenizer.eos_token_id

@@ -17,7 +17,7 @@ refuses a target list that matches nothing), the widths of each decoder layer. I
     logits       = tokens x vocab x 4                    (padded batches: bf16 logits and their gradient
                                                           at every position; packed rows: answers only)
     pictures     = the packed path's picture cache: pictures x picture tokens x hidden x 2 x (1 + DeepStack
-                   levels), up to vision_cache_gb; a job that scores its checkpoints adds up to as much again
+                   levels), up to vision_cache_gb (QLoRA: in CPU memory); a job that scores its checkpoints adds up to as much again
                    for the held-out photos' features kept between scorings (picture_memo.py)
 
 `out` and `in` are the sums of out_features and in_features of a decoder layer's linear layers (the
@@ -174,7 +174,7 @@ def estimate(shape: Shape, spec: JobSpec, packed: bool, samples: int | None = No
     else:
         logits = tokens * shape.vocab * 4
     pictures = 0.0
-    if packed:
+    if packed and not spec.qlora:  # QLoRA keeps them in CPU memory
         one = picture * shape.picture_width * 2
         pictures = min(spec.vision_cache_gb * 2**30, one * (samples if samples is not None else 10**9))
     if spec.score_set:

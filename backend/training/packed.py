@@ -259,7 +259,7 @@ def prepare(model: torch.nn.Module, encoded: list[Encoded], device: torch.device
         for key, part in zip(todo, features.split(counts)):
             done[key] = part.to(dtype)
             if cache is not None and isinstance(key, str):
-                cache.put_picture(key, done[key])
+                done[key] = cache.put_picture(key, done[key])
     samples = []
     for e, keys in zip(encoded, keys_of):
         ids, labels = e.inputs["input_ids"], e.labels
@@ -368,10 +368,13 @@ def _rope_positions(model, encoded: Encoded, ids: torch.Tensor, grid: torch.Tens
 class PackedCache:
     """Prepared samples and pictures' embeddings kept between epochs, up to `budget_bytes` in all
     (picture embeddings are most of it: ~3 MB for a 1024x768 photo on a 2B model, kept once however
-    many samples show it). Beyond the budget, samples are prepared again each time."""
+    many samples show it). Beyond the budget, samples are prepared again each time.
 
-    def __init__(self, budget_bytes: int) -> None:
-        self.budget, self.used = budget_bytes, 0
+    `on_host` (QLoRA's memory-first recipe): the embeddings are kept in page-locked CPU memory and go
+    back to the GPU as a row is packed, a few MB a picture, instead of holding the GPU's memory."""
+
+    def __init__(self, budget_bytes: int, on_host: bool = False) -> None:
+        self.budget, self.used, self.on_host = budget_bytes, 0, on_host
         self.samples: dict[int, PackedSample] = {}
         self.pictures: dict[str, torch.Tensor] = {}
         self._counted: set[int] = set()  # id() of each picture tensor whose bytes are in `used`
@@ -398,11 +401,20 @@ class PackedCache:
         self.pictures_reused += found is not None
         return found
 
-    def put_picture(self, key: str, embeds: torch.Tensor) -> None:
+    def put_picture(self, key: str, embeds: torch.Tensor) -> torch.Tensor:
+        """Keeps `embeds` if the budget allows; returns what the step's samples should hold: the kept copy
+        (in CPU memory with `on_host`), or `embeds` itself."""
         self.pictures_computed += 1
-        if self._take(embeds.nbytes):
-            self.pictures[key] = embeds
-            self._counted.add(id(embeds))
+        if not self._take(embeds.nbytes):
+            return embeds
+        if self.on_host and embeds.is_cuda:
+            # The copy runs behind the CPU's back; nothing on the CPU reads it, and the copy back to the GPU
+            # (pack) is queued after it on the same stream.
+            kept = torch.empty(embeds.shape, dtype=embeds.dtype, pin_memory=True)
+            embeds = kept.copy_(embeds, non_blocking=True)
+        self.pictures[key] = embeds
+        self._counted.add(id(embeds))
+        return embeds
 
     def _take(self, size: int) -> bool:
         if self.used + size > self.budget:
@@ -477,6 +489,8 @@ def pack(samples: list[PackedSample]) -> PackedRow:
     pictures = [picture for s in samples for picture in s.pictures]
     device = samples[0].input_ids.device
     answer_at = torch.cat([s.answer_at + start for s, start in zip(samples, bounds)])
+    # pictures kept in CPU memory (PackedCache.on_host) join the others on the row's device
+    pictures = [picture.to(device, non_blocking=True) for picture in pictures]
     return PackedRow(torch.cat([s.input_ids for s in samples]), torch.cat([s.targets for s in samples]),
                      torch.cat([s.positions for s in samples], dim=-1), torch.cat(pictures) if pictures else None,
                      to_device(answer_at, device), len(answer_at), RowBounds.of(bounds, device),

@@ -165,8 +165,9 @@ class PackedSteps(StepRunner):
     def log_summary(self) -> None:
         cache = self.cache
         log.info("packed batches: samples prepared %d times, reused from the cache %d times; the prepared "
-                 "samples showed %d pictures, %d of them went through the vision tower (%.2f GB cached)",
-                 cache.computed, cache.reused, cache.picture_slots, cache.pictures_computed, cache.used / 2**30)
+                 "samples showed %d pictures, %d of them went through the vision tower (%.2f GB cached%s)",
+                 cache.computed, cache.reused, cache.picture_slots, cache.pictures_computed, cache.used / 2**30,
+                 " in CPU memory" if cache.on_host else "")
 
 
 def step_runner(packed: bool, model: torch.nn.Module, cache: PackedCache | None, pack_tokens: int, dist: Dist,
