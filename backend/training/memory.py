@@ -17,8 +17,9 @@ refuses a target list that matches nothing), the widths of each decoder layer. I
     logits       = tokens x vocab x 4                    (padded batches: bf16 logits and their gradient
                                                           at every position; packed rows: answers only)
     pictures     = the packed path's picture cache: pictures x picture tokens x hidden x 2 x (1 + DeepStack
-                   levels), up to vision_cache_gb (QLoRA: in CPU memory); a job that scores its checkpoints adds up to as much again
-                   for the held-out photos' features kept between scorings (picture_memo.py)
+                   levels), up to vision_cache_gb (QLoRA: in CPU memory); a job that scores its checkpoints
+                   adds up to as much again for the held-out photos' features kept between scorings
+                   (picture_memo.py)
 
 `out` and `in` are the sums of out_features and in_features of a decoder layer's linear layers (the
 mean over layers: Qwen3.5's linear-attention and full-attention layers differ). `tokens` is what one
