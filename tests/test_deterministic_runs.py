@@ -36,3 +36,24 @@ def test_a_deterministic_job_says_so_and_two_runs_give_the_same_losses(demo_work
     assert len(first) >= 2 and first == second
     _, plain_log = run_job(spec.with_changes(deterministic=False), tmp_path / "plain")
     assert "deterministic kernels" not in plain_log
+
+
+def test_flash_attentions_backward_runs_strict_inside_a_lenient_deterministic_job() -> None:
+    """Its kernel takes its deterministic form only when torch is strict (flash_varlen.py); the rest of
+    the job stays lenient, and a job that did not ask stays as it was."""
+    import torch
+
+    from backend.training.flash_varlen import _strict_if_deterministic
+
+    try:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        with _strict_if_deterministic():
+            assert torch.are_deterministic_algorithms_enabled()
+            assert not torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+
+        torch.use_deterministic_algorithms(False)
+        with _strict_if_deterministic():
+            assert not torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)

@@ -15,6 +15,7 @@ the vision tower's fused kernels (vision_kernels.py) read it, and call `flash_va
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 
 import torch
@@ -95,7 +96,24 @@ class FlashVarlen(torch.autograd.Function):
         query, key, value, out, lse, cu_seqlens = ctx.saved_tensors
         rng_state, unused = _spare(query.device)
         left, right = _window(ctx.causal)
-        dq, dk, dv = torch.ops.aten._flash_attention_backward(
-            grad_out.contiguous(), query, key, value, out, lse, cu_seqlens, cu_seqlens, ctx.longest, ctx.longest,
-            0.0, ctx.causal, rng_state, unused, scale=ctx.scale, window_size_left=left, window_size_right=right)
+        with _strict_if_deterministic():
+            dq, dk, dv = torch.ops.aten._flash_attention_backward(
+                grad_out.contiguous(), query, key, value, out, lse, cu_seqlens, cu_seqlens, ctx.longest,
+                ctx.longest, 0.0, ctx.causal, rng_state, unused, scale=ctx.scale, window_size_left=left,
+                window_size_right=right)
         return dq, dk, dv, None, None, None, None
+
+
+@contextlib.contextmanager
+def _strict_if_deterministic():
+    """A deterministic job (lora.be_deterministic) asks torch for deterministic algorithms but only warns
+    where an operation has none; flash attention's backward kernel, though, takes its deterministic form
+    (no atomic adds into dq) only when torch is strict. So strict around it, and back after."""
+    lenient = torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+    if lenient:
+        torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        if lenient:
+            torch.use_deterministic_algorithms(True, warn_only=True)

@@ -83,7 +83,8 @@ log = logging.getLogger("foodie.train")
 def be_deterministic() -> None:
     """Deterministic kernels from here on: cuBLAS with a fixed workspace (read when its first handle is
     made, so before the model's first product), and torch's deterministic algorithms. Where an operation
-    has none, torch warns instead of failing: the job runs, and the warning says what still varies."""
+    has none, torch warns instead of failing: the job runs, and the warning says what still varies.
+    (Flash attention's backward pass is made strict on its own: flash_varlen._strict_if_deterministic.)"""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
     log.info("deterministic kernels: two runs of this job give the same losses")
