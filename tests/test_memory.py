@@ -126,3 +126,34 @@ def test_targets_that_match_nothing_are_a_sentence_at_start(tiny_models, tmp_pat
         with pytest.raises(TrainingError) as refused:
             start_shortfall(spec.with_changes(device=device), ["0"], {"0": 80_000})
         assert refused.value.problem.key == "targets_not_linear" and "qkv_proj" in str(refused.value)
+
+
+QWEN2_5_VL_7B_TEXT = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                          num_key_value_heads=4, vocab_size=152064, tie_word_embeddings=False)
+
+
+def test_a_7b_that_does_not_fit_a_16_gb_card_is_offered_qlora_where_it_can_run(tmp_path):
+    """Qwen2.5-VL-7B's shape (config.json only: the estimate reads nothing else): in bf16 it needs more
+    than 16 GB whatever the batch; with QLoRA its linear layers take a quarter and the embedding table
+    none, so QLoRA is the change offered, where a GPU and bitsandbytes are there to run it."""
+    from transformers import Qwen2_5_VLConfig
+
+    from ui.problems import say
+
+    config = Qwen2_5_VLConfig(text_config=QWEN2_5_VL_7B_TEXT, vision_config=dict(
+        depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584))
+    config.save_pretrained(tmp_path / "7b")
+    data = tmp_path / "samples.json"
+    data.write_text(json.dumps([{"id": str(i)} for i in range(48)]))
+    spec = preset("2b-gpu", model=str(tmp_path / "7b"), data_file=str(data), lora_r=16, lora_alpha=32)
+    card = 16 * 2**30
+
+    from backend.training.memory import job_estimate
+
+    bf16, qlora = job_estimate(spec), job_estimate(spec.with_changes(qlora=True))
+    assert bf16.weights > 16e9 and qlora.weights < 0.4 * bf16.weights
+    assert memory_shortfall(spec, card, qlora_possible=False).values["change"].key != "memory_change_qlora"
+    offered = memory_shortfall(spec, card, qlora_possible=True)
+    assert offered.values["change"].key == "memory_change_qlora", offered
+    assert "QLoRA" in say(offered, "zh")
+    assert memory_shortfall(spec.with_changes(qlora=True), card) is None

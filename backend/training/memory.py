@@ -221,8 +221,9 @@ def job_estimate(spec: JobSpec) -> Estimate:
     return estimate(shape, spec, packs(spec, shape.model_type), samples)
 
 
-# The changes memory_shortfall tries, cheapest first: each adds to the one before.
-def _changes(spec: JobSpec) -> list[tuple[str, str, dict]]:
+# The changes memory_shortfall tries, cheapest first: each adds to the one before, but QLoRA (tried where this
+# machine can run it, before the pictures are made smaller) is checkpointing and the base in 4 bits.
+def _changes(spec: JobSpec, qlora_possible: bool = False) -> list[tuple[str, str, dict]]:
     tries = []
     if not spec.gradient_checkpointing:
         tries.append(("memory_change_checkpointing", "turn gradient checkpointing on (about {gb} GB)",
@@ -233,6 +234,9 @@ def _changes(spec: JobSpec) -> list[tuple[str, str, dict]]:
                           "gradient accumulation to {accum}, the same effective batch (about {gb} GB)",
                           {"gradient_checkpointing": True, "batch_size": batch,
                            "grad_accum": spec.grad_accum * spec.batch_size // batch}))
+    if qlora_possible and not spec.qlora and not spec.with_changes(qlora=True).problems():
+        tries.append(("memory_change_qlora", "turn QLoRA on, the base model in 4 bits, with gradient checkpointing "
+                      "(about {gb} GB)", {"gradient_checkpointing": True, "qlora": True}))
     if spec.max_image_pixels > 448 * 448:
         tries.append(("memory_change_pictures", "turn gradient checkpointing on, set the batch size to 1 and lower "
                       "the pictures to 448x448 pixels (about {gb} GB)",
@@ -241,9 +245,10 @@ def _changes(spec: JobSpec) -> list[tuple[str, str, dict]]:
     return tries
 
 
-def memory_shortfall(spec: JobSpec, gpu_bytes: float) -> Problem | None:
-    """Why a job would run out of the memory of a GPU of `gpu_bytes`, and what to change, or None.
-    (TrainingError for LoRA targets that do not fit the model: said before anything is queued.)"""
+def memory_shortfall(spec: JobSpec, gpu_bytes: float, qlora_possible: bool = False) -> Problem | None:
+    """Why a job would run out of the memory of a GPU of `gpu_bytes`, and what to change, or None; QLoRA is
+    among the changes where it is `qlora_possible` here (a GPU and bitsandbytes). (TrainingError for LoRA
+    targets that do not fit the model: said before anything is queued.)"""
     from backend.training.model import packs
 
     shape, samples = job_shape(spec)
@@ -251,7 +256,7 @@ def memory_shortfall(spec: JobSpec, gpu_bytes: float) -> Problem | None:
     if needed.total * HEADROOM <= gpu_bytes:
         return None
     change = Problem("memory_change_model", "pick a smaller model or a GPU with more memory")
-    for key, sentence, changes in _changes(spec):
+    for key, sentence, changes in _changes(spec, qlora_possible):
         changed = spec.with_changes(**changes)
         fits = estimate(shape, changed, packs(changed, shape.model_type), samples)
         if fits.total * HEADROOM <= gpu_bytes:
@@ -269,6 +274,7 @@ def start_shortfall(spec: JobSpec, gpus: list[str], totals_mb: dict[str, int] | 
     the worker may give it, or None (a CPU job, or no GPU seen). `totals_mb`: GPU id -> MiB (default:
     nvidia-smi's). TrainingError for LoRA targets that do not fit the model, whatever the device."""
     from backend.models.loading import looks_like_path
+    from backend.training.qlora import why_not_offered
     from backend.training.views import gpu_memory
     from backend.training.worker import wants_gpu
 
@@ -280,7 +286,7 @@ def start_shortfall(spec: JobSpec, gpus: list[str], totals_mb: dict[str, int] | 
     if totals_mb is None:
         totals_mb = {str(gpu.index): gpu.total_mb for gpu in gpu_memory()}
     sizes = [mb for gpu, mb in totals_mb.items() if gpu in gpus]
-    return memory_shortfall(spec, min(sizes) * 2**20) if sizes else None
+    return memory_shortfall(spec, min(sizes) * 2**20, why_not_offered(gpus) is None) if sizes else None
 
 
 # ---- the model picker: families, sizes, and what a LoRA job on each needs ----------------------
