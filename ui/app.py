@@ -12,6 +12,7 @@ from backend.catalog import newest_checkpoint
 from backend.services import Services
 from ui import chat, compare, dataset, train
 from ui.i18n import make_i18n, request_lang, text
+from ui.session_ids import keep_replacement_ids
 from ui.tab import Tab
 from ui.toasts import warn
 
@@ -86,6 +87,7 @@ TABS = {"chat": chat, "dataset": dataset, "train": train, "compare": compare}  #
 
 
 def build(services: Services) -> tuple[gr.Blocks, gr.I18n]:
+    keep_replacement_ids()  # or each chat answer leaves a copy of the input box in the visitor's session
     forced = services.settings.lang
     i18n = make_i18n(forced)
     # Uploads and output copies older than a day are deleted hourly, and all of them when the app
