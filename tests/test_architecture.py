@@ -111,3 +111,15 @@ def test_the_training_loop_does_not_branch_on_its_path():
     """The padded and packed paths are chosen once, before the loop (backend/training/steps.py)."""
     source = (ROOT / "backend" / "training" / "lora.py").read_text(encoding="utf-8")
     assert re.findall(r"if packed|packed and|deepspeed", source) == []
+
+
+def test_the_worker_starts_without_torch():
+    """The worker only queues and watches jobs (each training is a process of its own): without torch it
+    is back within a second after a SIGKILL, where importing torch took 6-8 s on a busy 2-core box."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import sys, backend.training.worker; "
+                           "print(sorted(m for m in ('torch', 'transformers', 'gradio') if m in sys.modules))"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr

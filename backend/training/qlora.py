@@ -22,13 +22,17 @@ from __future__ import annotations
 import importlib.util
 import logging
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from backend.models.family_parts import PARTS
 from backend.problems import Problem
 from backend.training.errors import TrainingError
 from backend.training.spec import JobSpec
+
+# torch only where a function runs: the worker imports this module (qlora_shortfall) and restarts in
+# well under a second without torch, ~7 s with it on a busy 2-core box (bench/bench_soak.py)
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("foodie.train")
 
@@ -75,6 +79,7 @@ def kept_in_bf16(model_type: str) -> list[str]:
 
 def four_bit_config(model_type: str):
     """transformers' BitsAndBytesConfig for NF4 with double quantization and bf16 compute."""
+    import torch
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
@@ -112,6 +117,8 @@ class Dequantized:
 def optimizer_for(spec: JobSpec, trainable: list[torch.Tensor], on_gpu: bool) -> torch.optim.Optimizer:
     """AdamW: bitsandbytes' paged one with `paged_optimizer` (its state moves to CPU memory when the GPU
     runs short, instead of failing), else torch's, fused on a GPU (one kernel for all tensors)."""
+    import torch
+
     options = dict(lr=spec.learning_rate, weight_decay=spec.weight_decay, betas=(0.9, 0.999))
     if spec.paged_optimizer:
         from bitsandbytes.optim import PagedAdamW
@@ -124,6 +131,7 @@ def write_merged_bf16(peft_model, spec: JobSpec, adapter: Path, folder: Path, pr
     """The merged model of a QLoRA job, in bf16: the base loaded again unquantized on the CPU, each layer
     that trained in 4 bits given its dequantized weight (what the adapter learned against), the adapter
     applied and merged, and saved."""
+    import torch
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText
 
