@@ -157,3 +157,23 @@ def test_a_7b_that_does_not_fit_a_16_gb_card_is_offered_qlora_where_it_can_run(t
     assert offered.values["change"].key == "memory_change_qlora", offered
     assert "QLoRA" in say(offered, "zh")
     assert memory_shortfall(spec.with_changes(qlora=True), card) is None
+
+
+def test_the_qlora_estimate_is_within_25_percent_of_the_recorded_peaks():
+    """bench/results-qlora-h100.json: our bf16 LoRA and our QLoRA on Qwen2.5-VL-7B's shape, batch 4, at the
+    bench data's mean sample length (H100, 2026-12-07)."""
+    import sys
+
+    sys.path.insert(0, str(BENCH))
+    from bench_qlora import QWEN2_5_VL_7B
+    from transformers import Qwen2_5_VLConfig
+
+    recorded = json.loads((BENCH / "results-qlora-h100.json").read_text())["results"]
+    config = Qwen2_5_VLConfig(text_config=QWEN2_5_VL_7B["text"], vision_config=QWEN2_5_VL_7B["vision"])
+    spec = preset("7b-qlora-24gb", model="-", data_file="-", batch_size=4, grad_accum=1)
+    shape = shape_of(config, spec.target_modules)
+    for label, qlora in (("ours, bf16 LoRA", False), ("ours, QLoRA", True)):
+        counts, measured = recorded[label]["counts"], recorded[label]["peak_gb"]
+        got = estimate(shape, spec.with_changes(qlora=qlora), True, counts["samples"] // 2,
+                       round(counts["tokens"] / counts["samples"])).total / GB
+        assert abs(got - measured) <= 0.25 * measured, (label, got, measured)
