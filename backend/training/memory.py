@@ -30,7 +30,7 @@ tower runs without gradients; its transient memory is smaller than the language 
 Checked against the recorded measurements (H100, 2026-12-07, at the data's mean sample length): the fast
 path on the Qwen2-VL-2B shape (bench/results-train-speed-h100.json) 10.5 GB estimated for 9.9 measured with
 checkpointing, 43.3 for 43.9 without; on Qwen3-VL-2B (bench/results-family-qwen3_vl-h100.json) 10.9 for
-10.2, and 38.6 for 45.0; on Qwen2.5-VL-7B (bench/results-qlora-h100.json) 19.1 for 19.2 in bf16 and 7.2 for
+10.2, and 38.6 for 45.0; on Qwen2.5-VL-7B (bench/results-qlora-h100.json) 19.1 for 19.1 in bf16 and 7.2 for
 7.5 with QLoRA; the plain recipe (padded, and transformers' fp32 logits on top) 30.7 measured.
 tests/test_memory.py keeps these within 25%. bench/bench_train_speed.py --family prints the estimate beside
 the measured peak for Qwen3-VL, InternVL3.5 and Qwen3.5.
