@@ -20,6 +20,7 @@ import sys
 from backend import services as services_module
 from backend.bundled import EXAMPLES_DIR
 from backend.data.library import clear_uploads
+from backend.malloc_arenas import limit_malloc_arenas
 from backend.models.loading import ModelLoadError
 from backend.settings import from_args
 from backend.taste_notes import PHOTOS
@@ -69,6 +70,7 @@ def served_folders(services) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    limit_malloc_arenas()  # before any thread starts (backend/malloc_arenas.py says why)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = from_args(argv)
     try:
