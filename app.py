@@ -18,9 +18,9 @@ import socket
 import sys
 
 from backend import services as services_module
+from backend.allocators import arrow_on_system_malloc, limit_malloc_arenas
 from backend.bundled import EXAMPLES_DIR
 from backend.data.library import clear_uploads
-from backend.malloc_arenas import limit_malloc_arenas
 from backend.models.loading import ModelLoadError
 from backend.settings import from_args
 from backend.taste_notes import PHOTOS
@@ -70,7 +70,8 @@ def served_folders(services) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    limit_malloc_arenas()  # before any thread starts (backend/malloc_arenas.py says why)
+    limit_malloc_arenas()  # before any thread starts, and before pyarrow loads (backend/allocators.py says why)
+    arrow_on_system_malloc()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = from_args(argv)
     try:

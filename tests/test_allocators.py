@@ -1,5 +1,6 @@
-"""The app's cap on glibc malloc arenas (backend/malloc_arenas.py): threads that allocate at the same
-time share two heaps with it and get heaps of their own without it, as glibc's malloc_info reports."""
+"""The app's allocator settings (backend/allocators.py): threads that allocate at the same time share
+two glibc heaps with the cap and get heaps of their own without it, as glibc's malloc_info reports;
+pyarrow allocates with malloc; and what the environment already says wins."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="gl
 # Eight threads each hold a malloc'd block at the same moment, then glibc lists its heaps.
 PROBE = textwrap.dedent("""
     import ctypes, sys, threading
-    from backend.malloc_arenas import limit_malloc_arenas
+    from backend.allocators import limit_malloc_arenas
 
     capped = limit_malloc_arenas() if sys.argv[1] == "cap" else False
     libc = ctypes.CDLL("libc.so.6")
@@ -76,3 +77,20 @@ def test_malloc_arena_max_in_the_environment_wins(tmp_path):
     capped, count = heaps(tmp_path, "cap", env={"MALLOC_ARENA_MAX": "4"})
     assert not capped
     assert 2 < count <= 4
+
+
+def arrow_pool(env: dict | None = None) -> str:
+    """The pool pyarrow allocates from after the app's setting, in a fresh process."""
+    env = {**{k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}, **(env or {})}
+    probe = ("from backend.allocators import arrow_on_system_malloc; arrow_on_system_malloc(); "
+             "import pandas, pyarrow; print(pyarrow.default_memory_pool().backend_name)")
+    return subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=60, check=True).stdout.strip()
+
+
+def test_pyarrow_allocates_with_malloc():
+    assert arrow_pool() == "system"
+
+
+def test_a_pool_named_in_the_environment_wins():
+    assert arrow_pool({"ARROW_DEFAULT_MEMORY_POOL": "mimalloc"}) == "mimalloc"

@@ -1,4 +1,5 @@
-"""A cap on glibc's malloc arenas for the app process.
+"""Memory the app process frees goes back to a few places it can be reused: a cap on glibc's malloc
+arenas, and pyarrow (pandas 3's strings, the tables the page shows) on that same malloc.
 
 glibc gives threads their own heaps ("arenas"), up to 8 per core by default. The app starts a new
 thread for each streamed answer (transformers' generate runs beside the stream), and Gradio's worker
@@ -10,6 +11,11 @@ as fast (bench/README.md, Soak).
 
 Only the app process: the training worker and the training programs are not capped (an environment
 variable would be inherited by them, so this is set with mallopt instead).
+
+pyarrow keeps its own allocator (mimalloc, in a 1 GiB reservation), which holds on to pages it has
+freed: with the arenas capped, the same soak's app still grew in that reservation after 7 minutes.
+ARROW_DEFAULT_MEMORY_POOL=system (Arrow's own setting, read when pyarrow first allocates) sends it
+to malloc instead. The child processes inherit it, which costs them nothing: they make few tables.
 """
 
 from __future__ import annotations
@@ -33,3 +39,12 @@ def limit_malloc_arenas(arenas: int = ARENAS) -> bool:
         return libc.mallopt(M_ARENA_MAX, arenas) == 1
     except (OSError, AttributeError):  # musl has no mallopt; no libc found
         return False
+
+
+def arrow_on_system_malloc() -> bool:
+    """Have pyarrow allocate with malloc, unless ARROW_DEFAULT_MEMORY_POOL already names a pool. Call
+    it before pyarrow is imported. Returns whether it was set."""
+    if "ARROW_DEFAULT_MEMORY_POOL" in os.environ:
+        return False
+    os.environ["ARROW_DEFAULT_MEMORY_POOL"] = "system"
+    return True
