@@ -1,13 +1,12 @@
-"""Memory the app process frees goes back to a few places it can be reused: a cap on glibc's malloc
-arenas, and pyarrow (pandas 3's strings, the tables the page shows) on that same malloc.
+"""Where the app process's freed memory goes: to few glibc malloc arenas, so that it is reused, and
+pyarrow's (pandas 3's strings, behind the tables the page shows) to that same malloc.
 
 glibc gives threads their own heaps ("arenas"), up to 8 per core by default. The app starts a new
 thread for each streamed answer (transformers' generate runs beside the stream), and Gradio's worker
 threads come and go; each new thread settles on one of those arenas, and each arena keeps a
 fragmented high-water mark of freed tensors and picture bytes that it never returns. Under
 bench_soak.py's 20 visitors the app grew 5-6 MiB a minute in such free memory while its live objects
-and glibc's in-use total stayed level. With two arenas it levels off within two minutes, answering
-as fast (bench/README.md, Soak).
+and glibc's in-use total stayed level. With two arenas that part stopped.
 
 Only the app process: the training worker and the training programs are not capped (an environment
 variable would be inherited by them, so this is set with mallopt instead).
@@ -16,6 +15,9 @@ pyarrow keeps its own allocator (mimalloc, in a 1 GiB reservation), which holds 
 freed: with the arenas capped, the same soak's app still grew in that reservation after 7 minutes.
 ARROW_DEFAULT_MEMORY_POOL=system (Arrow's own setting, read when pyarrow first allocates) sends it
 to malloc instead. The child processes inherit it, which costs them nothing: they make few tables.
+
+With both, the soak's app is level after five minutes (+8.5 MiB in ten, against +54), and
+bench_load.py answers no slower than with the defaults (bench/README.md, Soak).
 """
 
 from __future__ import annotations
