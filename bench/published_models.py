@@ -113,23 +113,27 @@ def build_published(family: str, folder: Path, dry_run: bool = False, max_pixels
                                                  chat_template=tokenizer.chat_template)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
-    if model_type != "internvl":
-        write_video_settings(folder)
+    write_video_settings(folder, model_type)
     print(f"built a random {run.label} ({sum(p.numel() for p in model.parameters()) / 1e9:.2f} B parameters) "
           f"at {folder}", flush=True)
     del model
     return folder
 
 
-def write_video_settings(folder: Path) -> None:
-    """The video processor's settings that Qwen's published checkpoints carry beside the image processor's
-    (video_preprocessor_config.json): LMDeploy's Qwen3-VL preprocessor loads the whole processor, video
-    part included. Written as JSON, since the video processor class needs torchvision to be built; the
-    values it does not name are the class's defaults, as in the published file."""
+def write_video_settings(folder: Path, model_type: str) -> None:
+    """The video processor's settings that the published checkpoints carry beside the image processor's
+    (video_preprocessor_config.json): LMDeploy's preprocessors load the whole processor, video part
+    included. Written as JSON, since the video processor classes need torchvision to be built; the
+    values it does not name are the class's defaults, as in the published files."""
     import json
 
-    settings = {"video_processor_type": "Qwen3VLVideoProcessor", "processor_class": "Qwen3VLProcessor",
-                "patch_size": 16, "temporal_patch_size": 2, "merge_size": 2, "image_mean": [0.5] * 3,
-                "image_std": [0.5] * 3, "size": {"shortest_edge": 128 * 32 * 32, "longest_edge": 768 * 32 * 32},
-                "fps": 2, "min_frames": 4, "max_frames": 768, "do_sample_frames": True}
+    if model_type == "internvl":
+        settings = {"video_processor_type": "InternVLVideoProcessor", "processor_class": "InternVLProcessor",
+                    "size": {"height": 448, "width": 448}, "image_mean": [0.485, 0.456, 0.406],
+                    "image_std": [0.229, 0.224, 0.225], "resample": 3, "initial_shift": True}
+    else:
+        settings = {"video_processor_type": "Qwen3VLVideoProcessor", "processor_class": "Qwen3VLProcessor",
+                    "patch_size": 16, "temporal_patch_size": 2, "merge_size": 2, "image_mean": [0.5] * 3,
+                    "image_std": [0.5] * 3, "size": {"shortest_edge": 128 * 32 * 32, "longest_edge": 768 * 32 * 32},
+                    "fps": 2, "min_frames": 4, "max_frames": 768, "do_sample_frames": True}
     (folder / "video_preprocessor_config.json").write_text(json.dumps(settings, indent=2), encoding="utf-8")

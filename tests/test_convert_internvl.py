@@ -42,6 +42,7 @@ def test_the_converted_model_gives_the_original_models_logits(original, tmp_path
     assert source.family == "internvl"
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
     assert config["text_config"]["model_type"] == "llama" and config["text_config"]["rope_parameters"]["factor"] == 2.0
+    assert config["text_config"]["architectures"] == ["LlamaForCausalLM"]  # what LMDeploy's loader looks up
 
     from backend.inference.transformers_engine import TransformersEngine
 

@@ -83,7 +83,8 @@ def read_original(folder: Path) -> dict:
 
 
 def text_config(llm: dict) -> dict:
-    """The language model's config as transformers' Llama (InternLM2) or Qwen2 config."""
+    """The language model's config as transformers' Llama (InternLM2) or Qwen2 config. It names its
+    class, as the hub's -HF checkpoints do: LMDeploy picks the language model's code by it."""
     kind = llm.get("model_type")
     if kind == "internlm2":
         rope = {"rope_type": "default", "rope_theta": float(llm.get("rope_theta", 10000.0))}
@@ -91,7 +92,8 @@ def text_config(llm: dict) -> dict:
         if scaling:  # InternLM2 names the kind "type": dynamic NTK or linear
             rope.update(rope_type=scaling.get("type", scaling.get("rope_type", "default")),
                         factor=float(scaling.get("factor", 1.0)))
-        return dict(model_type="llama", vocab_size=llm["vocab_size"], hidden_size=llm["hidden_size"],
+        return dict(model_type="llama", architectures=["LlamaForCausalLM"], vocab_size=llm["vocab_size"],
+                    hidden_size=llm["hidden_size"],
                     intermediate_size=llm["intermediate_size"], num_hidden_layers=llm["num_hidden_layers"],
                     num_attention_heads=llm["num_attention_heads"],
                     num_key_value_heads=llm.get("num_key_value_heads", llm["num_attention_heads"]),
@@ -106,7 +108,7 @@ def text_config(llm: dict) -> dict:
                 "eos_token_id", "tie_word_embeddings", "sliding_window", "use_sliding_window")
         out = {key: llm[key] for key in keep if key in llm}
         out["rope_parameters"] = {"rope_type": "default", "rope_theta": float(llm.get("rope_theta", 1_000_000.0))}
-        return dict(model_type="qwen2", **out)
+        return dict(model_type="qwen2", architectures=["Qwen2ForCausalLM"], **out)
     raise ModelLoadError("convert_unknown_text", "The language model of this InternVL is a '{kind}' model; the "
                          "converter knows InternLM2 and Qwen2.", kind=kind)
 
