@@ -12,7 +12,8 @@ refuses a target list that matches nothing), the widths of each decoder layer. I
                    a dropout copy and its mask, k = 3 (2 without dropout); padded batches, peft's way: an
                    fp32 copy, the mask, the bf16 copy autocast makes, k = 7 (6 without dropout); and what else
                    the layer keeps, in bf16: each norm's input, the rotated queries and keys, the attention's
-                   output (Shape.kept_besides))
+                   output (Shape.kept_besides)); a layer without softmax attention (Qwen3.5's Gated DeltaNet)
+                   is traced instead: what autograd keeps of it, run on the meta device
       with checkpointing: tokens x layers x 2 x hidden (each layer's input) + one layer's activations
     logits       = tokens x vocab x 4                    (padded batches: bf16 logits and their gradient
                                                           at every position; packed rows: answers only)
@@ -31,20 +32,24 @@ Checked against the recorded measurements (H100, 2026-12-07, at the data's mean 
 path on the Qwen2-VL-2B shape (bench/results-train-speed-h100.json) 10.5 GB estimated for 9.9 measured with
 checkpointing, 43.3 for 43.9 without; on Qwen3-VL-2B (bench/results-family-qwen3_vl-h100.json) 10.9 for
 10.2, and 38.6 for 45.0; on Qwen2.5-VL-7B (bench/results-qlora-h100.json) 19.1 for 19.1 in bf16 and 7.2 for
-7.5 with QLoRA; the plain recipe (padded, and transformers' fp32 logits on top) 30.7 measured.
-tests/test_memory.py keeps these within 25%. bench/bench_train_speed.py --family prints the estimate beside
-the measured peak for Qwen3-VL, InternVL3.5 and Qwen3.5.
+7.5 with QLoRA; the plain recipe (padded, and transformers' fp32 logits on top) 30.7 measured. On
+InternVL3.5-2B (2026-12-08) 12.9 for 12.5 and 64.4 for 64.8; on Qwen3.5-2B, padded, 9.7 for 10.2 and 26.5
+for 31.7 (its linear-attention layers counted, not traced: 19.5). tests/test_memory.py keeps these within
+25%. bench/bench_train_speed.py --family prints the estimate beside the measured peak.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from backend.problems import Problem
 from backend.training.spec import VISION_LORA, JobSpec
+
+log = logging.getLogger(__name__)
 
 GB = 1e9
 TEXT_TOKENS = 100  # a question and an answer, around the picture
@@ -93,16 +98,23 @@ def shape_of(config, target_modules: list[str], lora_vision: bool = False) -> Sh
     prefix, decoder = decoder_of(model)
     stack, layers = decoder_layers(decoder)
     base = f"{prefix}.{stack}" if stack else prefix
+    text = config.get_text_config()
     outs, ins, besides = 0, 0, 0
+    traced = {}  # bytes a token of each kind of layer that is traced rather than counted
     for i, layer in enumerate(layers):
         linear = {}
         for name, module in layer.named_modules():
             if isinstance(module, torch.nn.Linear):
                 linear[name.rsplit(".", 1)[-1]] = module
-                outs += module.out_features
                 ins += module.in_features if f"{base}.{i}.{name}" in targets else 0
-        besides += _kept_besides(layer, linear)
-    text = config.get_text_config()
+        kind = type(layer).__name__ + ("" if _has_softmax_attention(linear) else ":" + _mixer_of(layer))
+        if kind not in traced and ":" in kind:
+            traced[kind] = traced_bytes_per_token(layer, text.hidden_size)
+        if traced.get(kind) is not None:
+            besides += traced[kind] / 2  # in bf16 widths, as the counts are
+        else:
+            outs += sum(module.out_features for module in linear.values())
+            besides += _kept_besides(layer, linear)
     levels = len(getattr(getattr(config, "vision_config", None), "deepstack_visual_indexes", None) or [])
     kept = kept_in_bf16(config.model_type)
     quantized = [module.weight.numel() for name, module in modules.items()
@@ -113,6 +125,51 @@ def shape_of(config, target_modules: list[str], lora_vision: bool = False) -> Sh
                  sum(modules[name].in_features + modules[name].out_features for name in targets),
                  besides / len(layers), text.hidden_size * (1 + levels), config, sum(quantized),
                  max(quantized, default=0), 0 if tied(model) else table.numel())
+
+
+def _has_softmax_attention(linear: dict) -> bool:
+    return all(name in linear for name in ("q_proj", "k_proj", "o_proj"))
+
+
+def _mixer_of(layer) -> str:
+    """The class of what mixes a layer's tokens, where it is not softmax attention (Qwen3.5: Gated DeltaNet)."""
+    for name, module in layer.named_children():
+        if "attn" in name or "mixer" in name:
+            return type(module).__name__
+    return "?"
+
+
+def traced_bytes_per_token(layer, hidden: int, tokens: int = 256) -> float | None:
+    """What autograd keeps of one frozen decoder layer for the backward pass, per token, in bf16: the layer
+    runs on the meta device (shapes only, no arithmetic, milliseconds) with the saved tensors counted once
+    per storage. For layers whose keepings the counting does not describe: Qwen3.5's Gated DeltaNet, in
+    transformers' PyTorch version (used without flash-linear-attention), keeps fp32 copies of its queries,
+    keys and values, a state for each 64-token chunk and more, 4x what counting its linear layers gives
+    (tests/test_memory.py compares the trace with a run on real tensors). None where the layer does not
+    run so."""
+    import torch
+
+    layer = layer.to(torch.bfloat16).requires_grad_(False)
+    # a meta storage has no address: the storage object's identity tells views of one storage apart
+    weights = {parameter.untyped_storage()._cdata for parameter in layer.parameters()}
+    kept: dict[int, int] = {}
+
+    def count(tensor):
+        storage = tensor.untyped_storage()
+        if storage._cdata not in weights:
+            kept.setdefault(storage._cdata, storage.nbytes())
+        return tensor
+
+    states = torch.zeros(1, tokens, hidden, dtype=torch.bfloat16, device="meta", requires_grad=True)
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(count, lambda tensor: tensor):
+            layer(states, position_embeddings=None, attention_mask=None,
+                  position_ids=torch.arange(tokens, device="meta")[None])
+    except Exception as error:  # an unknown layer's signature: counted as the others are
+        log.info("could not trace %s for the memory estimate (%s); counting its linear layers",
+                 type(layer).__name__, error)
+        return None
+    return sum(kept.values()) / tokens
 
 
 def _kept_besides(layer, linear: dict) -> int:
