@@ -68,22 +68,32 @@ def build_engine(settings: Settings, source: loading.ModelSource) -> tuple[Engin
     name, why = choose_engine(settings, source)
     log.info("engine: %s (%s)", name, why)
     if name == "lmdeploy":
-        from backend.inference.lmdeploy_engine import LMDeployEngine
-        from backend.inference.lmdeploy_server import LMDeployServer, ServerError, ServerOptions
-
-        processor = loading.load_processor(source)
-        server = LMDeployServer(ServerOptions(model=source.location, workdir=settings.workdir,
-                                              cache_share=settings.kv_cache_share, tp=settings.tp))
         try:
-            server.start()
-        except ServerError as err:
-            raise loading.ModelLoadError(str(err)) from None
-        max_pixels = loading.max_pixels_of(processor)
-        return LMDeployEngine(server, max_pixels), max_pixels
+            return lmdeploy_engine(settings, source)
+        except loading.ModelLoadError as err:
+            if not why.startswith("auto"):  # asked for by name: the app stops and says why
+                raise
+            # e.g. Qwen3.5 in an LMDeploy environment without flash-linear-attention: the model still serves
+            log.warning("LMDeploy could not serve this model, so transformers does. %s", err)
     loaded = loading.load(source, settings.device)
     engine = TransformersEngine(loaded)
     warm_up(engine)
     return engine, loaded.max_pixels
+
+
+def lmdeploy_engine(settings: Settings, source: loading.ModelSource) -> tuple[Engine, int]:
+    from backend.inference.lmdeploy_engine import LMDeployEngine
+    from backend.inference.lmdeploy_server import LMDeployServer, ServerError, ServerOptions
+
+    processor = loading.load_processor(source)
+    server = LMDeployServer(ServerOptions(model=source.location, workdir=settings.workdir,
+                                          cache_share=settings.kv_cache_share, tp=settings.tp))
+    try:
+        server.start()
+    except ServerError as err:
+        raise loading.ModelLoadError(str(err)) from None
+    max_pixels = loading.max_pixels_of(processor)
+    return LMDeployEngine(server, max_pixels), max_pixels
 
 
 def warm_up(engine: TransformersEngine) -> None:

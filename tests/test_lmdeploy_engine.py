@@ -134,6 +134,37 @@ def test_a_missing_lmdeploy_is_a_sentence(tmp_path, monkeypatch):
         LMDeployServer(ServerOptions(model="x", workdir=tmp_path))
 
 
+# What LMDeploy 0.18 wrote on the H100 (2026-12-08) when its engine worker could not start, shortened: the
+# cause comes first, the server's last words only say that the worker is gone.
+DIED_FOR_A_KERNEL_PACKAGE = """\
+2026-12-08 00:55:34,089 - lmdeploy - WARNING - archs.py:40 - Fallback to pytorch engine because turbomind is not built.
+2026-12-08 00:55:57,577 - lmdeploy - ERROR - base.py:54 - ImportError: Qwen3-Next cuda support requires \
+https://github.com/fla-org/flash-linear-attention.
+2026-12-08 00:55:57,578 - lmdeploy - ERROR - base.py:55 - <Model> check failed!
+lmdeploy.pytorch.engine.mp_engine.zmq_rpc.RPCServerDeadError: PyTorch ZMQ engine process is not alive.
+"""
+DIED_ON_A_CONFIG = """\
+  File "/tmp/site/lmdeploy/pytorch/models/patch.py", line 184, in _get_model_class
+AttributeError: 'Qwen3Config' object has no attribute 'language_config'
+2026-12-08 00:58:58,057 - lmdeploy - ERROR - zmq_rpc.py:62 - PyTorch ZMQ engine process is not alive.
+lmdeploy.pytorch.engine.mp_engine.zmq_rpc.RPCServerDeadError: PyTorch ZMQ engine process is not alive.
+"""
+
+
+def test_a_server_that_dies_while_starting_is_reported_by_its_first_error(tmp_path):
+    """Two failed starts into one log (it is appended to): each is reported by its own cause."""
+    for log_text, cause in ((DIED_FOR_A_KERNEL_PACKAGE, "ImportError: Qwen3-Next cuda support requires"),
+                            (DIED_ON_A_CONFIG, "AttributeError: 'Qwen3Config' object has no attribute")):
+        script = tmp_path / "dying.py"
+        script.write_text(f"import sys\nsys.stdout.write({log_text!r})\nsys.exit(1)\n")
+        server = LMDeployServer(ServerOptions(model="m", workdir=tmp_path, command=(sys.executable, str(script))))
+        with pytest.raises(ServerError) as died:
+            server.start(timeout=60)
+        first_line = str(died.value).splitlines()[0]
+        assert first_line.startswith("LMDeploy stopped while starting (exit 1): " + cause), first_line
+        assert "not alive" in str(died.value)  # the log's end follows, as it was
+
+
 def test_impossible_server_options_are_refused(tmp_path):
     with pytest.raises(ValueError, match="KV-cache share"):
         ServerOptions(model="x", workdir=tmp_path, cache_share=1.5)
@@ -434,3 +465,28 @@ def test_scoring_in_the_compare_tab_says_why_when_the_server_dies_and_the_app_go
     summary = run_scores("base", "base", "bundled sample (all)", "zh", 16, services,
                          progress=lambda *a, **k: None)[0]
     assert "bundled sample (all)" in summary
+
+
+def test_auto_falls_back_to_transformers_when_lmdeploy_cannot_start(tiny_models, tmp_path, monkeypatch, caplog):
+    """A GPU box whose LMDeploy cannot serve the model (Qwen3.5 without flash-linear-attention, seen on the
+    H100): with auto the app still starts, on transformers, and its log says why; asked for by name, it
+    stops with the cause. (No GPU here: the choice choose_engine makes on a GPU box is given.)"""
+    from backend import services
+    from backend.inference import lmdeploy_server
+    from backend.inference.transformers_engine import TransformersEngine
+    from backend.models.loading import ModelLoadError, resolve
+    from backend.settings import Settings
+
+    script = tmp_path / "dying.py"
+    script.write_text(f"import sys\nsys.stdout.write({DIED_FOR_A_KERNEL_PACKAGE!r})\nsys.exit(1)\n")
+    monkeypatch.setattr(lmdeploy_server, "default_command", lambda workdir: (sys.executable, str(script)))
+    source = resolve(str(tiny_models["qwen2_vl"]))
+    settings = Settings(workdir=tmp_path, device="cpu")
+    monkeypatch.setattr(services, "choose_engine", lambda *_: ("lmdeploy", "auto: a GPU and LMDeploy are present"))
+    with caplog.at_level("WARNING", logger="backend.services"):
+        engine, _ = services.build_engine(settings, source)
+    assert isinstance(engine, TransformersEngine)
+    assert "so transformers does" in caplog.text and "flash-linear-attention" in caplog.text
+    monkeypatch.setattr(services, "choose_engine", lambda *_: ("lmdeploy", "asked for with --engine lmdeploy"))
+    with pytest.raises(ModelLoadError, match="ImportError: Qwen3-Next cuda support"):
+        services.build_engine(settings, source)

@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -128,6 +129,17 @@ def weights_dtype(config: dict) -> str:
     return "auto"
 
 
+def first_error(log_text: str) -> str:
+    """The first exception a server's log names. LMDeploy's engine runs in a worker process: when the
+    worker fails (a missing kernel package, a config it cannot read), the server's last words are only
+    that the worker is gone, so the cause is the first error, not the last."""
+    for line in log_text.splitlines():
+        found = re.search(r"\b(\w*(?:Error|Exception)): (.+)", line)
+        if found and "process is not alive" not in found.group(2):
+            return f"{found.group(1)}: {found.group(2).strip()}"
+    return ""
+
+
 class LMDeployServer:
     """One api_server child process, restarted when its adapters change or it dies."""
 
@@ -145,6 +157,7 @@ class LMDeployServer:
         self.port = 0
         self.process: subprocess.Popen | None = None
         self.log_path = Path(options.workdir) / "logs" / "lmdeploy.log"
+        self.log_start = 0
 
     @property
     def url(self) -> str:
@@ -174,6 +187,7 @@ class LMDeployServer:
         self.port = free_port()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log_file = open(self.log_path, "ab")  # noqa: SIM115 (the server writes to it as long as it runs)
+        self.log_start = log_file.tell()  # the log keeps earlier starts: a failure is read from here on
         log.info("starting LMDeploy: %s", " ".join(self.arguments()))
         # its own process group: stopping it stops the engine workers it starts too
         self.process = subprocess.Popen(self.arguments(), stdout=log_file, stderr=subprocess.STDOUT,
@@ -185,8 +199,9 @@ class LMDeployServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():
-                raise ServerError(f"LMDeploy stopped while starting (exit {self.process.returncode}); "
-                                  f"the end of {self.log_path}:\n{self.log_tail()}")
+                cause = first_error(self.log_since_start()) or "its log names no error"
+                raise ServerError(f"LMDeploy stopped while starting (exit {self.process.returncode}): {cause}\n"
+                                  f"The end of {self.log_path}:\n{self.log_tail()}")
             try:
                 with urllib.request.urlopen(f"{self.url}/v1/models", timeout=2) as response:
                     if response.status == 200:
@@ -217,6 +232,14 @@ class LMDeployServer:
         converted = convert_adapter(Path(folder), Path(self.options.workdir) / "lmdeploy-adapters" / name)
         self.adapters[name] = converted
         self.start()
+
+    def log_since_start(self) -> str:
+        try:
+            with open(self.log_path, "rb") as file:
+                file.seek(self.log_start)
+                return file.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def log_tail(self, lines: int = 20) -> str:
         try:
