@@ -100,17 +100,17 @@ def shape_of(config, target_modules: list[str], lora_vision: bool = False) -> Sh
     base = f"{prefix}.{stack}" if stack else prefix
     text = config.get_text_config()
     outs, ins, besides = 0, 0, 0
-    traced = {}  # bytes a token of each kind of layer that is traced rather than counted
+    traced = {}  # bytes a token, by kind of layer without softmax attention: traced rather than counted
     for i, layer in enumerate(layers):
         linear = {}
         for name, module in layer.named_modules():
             if isinstance(module, torch.nn.Linear):
                 linear[name.rsplit(".", 1)[-1]] = module
                 ins += module.in_features if f"{base}.{i}.{name}" in targets else 0
-        kind = type(layer).__name__ + ("" if _has_softmax_attention(linear) else ":" + _mixer_of(layer))
-        if kind not in traced and ":" in kind:
+        kind = None if _has_softmax_attention(linear) else (type(layer).__name__, _mixer_of(layer))
+        if kind is not None and kind not in traced:
             traced[kind] = traced_bytes_per_token(layer, text.hidden_size)
-        if traced.get(kind) is not None:
+        if kind is not None and traced[kind] is not None:
             besides += traced[kind] / 2  # in bf16 widths, as the counts are
         else:
             outs += sum(module.out_features for module in linear.values())
