@@ -387,6 +387,55 @@ def test_a_datasets_folder_with_an_image_column_is_read_by_the_datasets_library(
     assert dumplings.images[0].read_bytes() == (EXAMPLES / "images" / DUMPLINGS).read_bytes()
 
 
+def test_the_cauldron_and_trl_vision_rows_and_the_hubs_split_files(tmp_path):
+    """Two shapes published on the Hub: The Cauldron (HuggingFaceM4/the_cauldron; "texts" of {"user",
+    "assistant", "source"}, its pictures before the first question) and TRL's vision examples
+    (HuggingFaceH4/llava-instruct-mix-vsft; content parts, {"type": "image"} where a picture of "images"
+    goes), the latter in the Hub's file names: data/train-... and data/test-..., splits to pick from."""
+    import datasets
+
+    pictures = photos(tmp_path / "src") / "images"
+    image_list = datasets.List(datasets.Image())
+    exchange = {"user": datasets.Value("string"), "assistant": datasets.Value("string"),
+                "source": datasets.Value("string")}
+    cauldron = datasets.Dataset.from_dict({
+        "images": [[str(pictures / DUCK)], [str(pictures / NOODLES), str(pictures / DUMPLINGS)]],
+        "texts": [[{"user": "What dish is this?", "assistant": "Peking duck.", "source": "foodie"}],
+                  [{"user": "Which is noodles?", "assistant": "The first.", "source": "foodie"},
+                   {"user": "And the second?", "assistant": "Dumplings.", "source": "foodie"}]]},
+        features=datasets.Features({"images": image_list, "texts": datasets.List(exchange)}))
+    cauldron.to_parquet(str(tmp_path / "cauldron" / "train-00000-of-00001.parquet"))
+    duck, two = read(tmp_path / "cauldron", scratch=tmp_path / "scratch").records
+    assert conversation(duck) == [("human", "<image>\nWhat dish is this?"), ("gpt", "Peking duck.")]
+    assert duck.images[0].read_bytes() == (EXAMPLES / "images" / DUCK).read_bytes()
+    assert conversation(two) == [("human", "<image><image>\nWhich is noodles?"), ("gpt", "The first."),
+                                 ("human", "And the second?"), ("gpt", "Dumplings.")]
+    assert [p.read_bytes() for p in two.images] == [(pictures / n).read_bytes() for n in (NOODLES, DUMPLINGS)]
+
+    part = {"index": datasets.Value("int64"), "text": datasets.Value("string"), "type": datasets.Value("string")}
+    features = datasets.Features({"messages": datasets.List({"content": datasets.List(part),
+                                                             "role": datasets.Value("string")}),
+                                  "images": image_list})
+
+    def chat(question: str, answer: str, picture: str) -> dict:
+        return {"messages": [[{"role": "user", "content": [{"index": 0, "text": None, "type": "image"},
+                                                           {"index": None, "text": question, "type": "text"}]},
+                              {"role": "assistant", "content": [{"index": None, "text": answer, "type": "text"}]}]],
+                "images": [[str(pictures / picture)]]}
+
+    (tmp_path / "vsft" / "data").mkdir(parents=True)
+    for split, question, answer, picture in (("train", "这是什么菜？", "饺子。", DUMPLINGS),
+                                             ("test", "这是什么菜？", "火锅。", HOTPOT)):
+        datasets.Dataset.from_dict(chat(question, answer, picture), features=features).to_parquet(
+            str(tmp_path / "vsft" / "data" / f"{split}-00000-of-00001.parquet"))
+    with pytest.raises(SeveralDataSets) as several:
+        read(tmp_path / "vsft", scratch=tmp_path / "scratch")
+    assert sorted(key for _, key in several.value.choices) == ["test", "train"]
+    [hotpot] = read(tmp_path / "vsft", scratch=tmp_path / "scratch", pick="test").records
+    assert conversation(hotpot) == [("human", "<image>这是什么菜？"), ("gpt", "火锅。")]
+    assert hotpot.images[0].read_bytes() == (pictures / HOTPOT).read_bytes()
+
+
 # --- tables as people write them --------------------------------------------------------------------------------------
 # No project owns these: CSV as Excel writes it (UTF-8 with a BOM, or GBK on Chinese Windows), TSV, and
 # .xlsx; headers in English or Chinese.

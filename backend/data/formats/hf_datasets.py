@@ -2,11 +2,19 @@
 with `Dataset.save_to_disk` (or a DatasetDict: each split offered to pick from), or Parquet / Arrow
 files as the Hub stores them. The `datasets` library does the reading (no hub is asked); pictures
 stored as bytes are written into the scratch folder by content, pictures stored as paths are read
-where they are (relative to the folder). A row holds either a conversation ("messages" or
-"conversations", as ShareGPT) or a question and an answer (columns named as in tables).
+where they are (relative to the folder). A row holds one of:
 
-Follows the datasets documentation: "Load image data" (the Image feature, decode=False giving
-{"bytes", "path"}), "Save and export" (save_to_disk / load_from_disk) and "Load" (Parquet files).
+- a conversation, "messages" or "conversations" as ShareGPT (LLaMA-Factory's mllm_demo);
+- "messages" whose contents are parts, {"type": "image"} standing where a picture of the image column
+  goes (TRL's vision examples, HuggingFaceH4/llava-instruct-mix-vsft);
+- "texts", a list of {"user", "assistant"} exchanges, the pictures before the first question (The
+  Cauldron, HuggingFaceM4/the_cauldron and Docmatix; torchtune reads them the same way);
+- a question and an answer (columns named as in tables).
+
+Parquet files named as the Hub names them (data/train-00000-of-00001.parquet, test-...) are splits to
+pick from. Follows the datasets documentation: "Load image data" (the Image feature, decode=False
+giving {"bytes", "path"}), "Save and export" (save_to_disk / load_from_disk) and "Load" (Parquet
+files, data_files per split).
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import backend.data.formats.openai as openai
 import backend.data.formats.sharegpt as sharegpt
 import backend.data.formats.table as table
 from backend.data.formats.base import ReadContext, SeveralDataSets
@@ -29,6 +38,7 @@ log = logging.getLogger(__name__)
 
 LABEL = "Hugging Face datasets"
 _TABLE_FILES = ("*.parquet", "data/*.parquet", "*.arrow", "data/*.arrow")
+_SPLIT_NAMES = ("train", "validation", "valid", "dev", "test")
 
 
 def is_dataset_folder(folder: Path) -> bool:
@@ -65,8 +75,12 @@ def _load(datasets, folder: Path, context: ReadContext):
         else:
             files = sorted(str(p) for pattern in _TABLE_FILES for p in folder.glob(pattern))
             kind = "parquet" if files[0].endswith(".parquet") else "arrow"
-            loaded = datasets.load_dataset(kind, data_files=[f for f in files if f.endswith(kind)], split="train",
-                                           cache_dir=cache)
+            splits = _splits_of([f for f in files if f.endswith(kind)])
+            if len(splits) == 1:  # one split: read as the folder's data, named after the folder
+                loaded = datasets.load_dataset(kind, data_files=next(iter(splits.values())), split="train",
+                                               cache_dir=cache)
+            else:
+                loaded = datasets.load_dataset(kind, data_files=splits, cache_dir=cache)
     except Exception as err:  # the library raises many types for a damaged folder; all mean unreadable
         raise DataError("datasets_unreadable", "The data set in {folder} cannot be read ({detail}).",
                         folder=folder.name, detail=f"{type(err).__name__}: {err}"[:300]) from None
@@ -80,6 +94,17 @@ def _load(datasets, folder: Path, context: ReadContext):
     raise SeveralDataSets("datasets_several", "The data set in {folder} has {count} splits ({names}); pick one.",
                           [(name, name) for name in splits], folder=folder.name, count=len(splits),
                           names=", ".join(splits))
+
+
+def _splits_of(files: list[str]) -> dict[str, list[str]]:
+    """{split: files}: a file named "<split>-..." (the Hub's "train-00000-of-00002.parquet") belongs to that
+    split, any other to "train"."""
+    splits: dict[str, list[str]] = {}
+    for file in files:
+        name = Path(file).name
+        split = name.split("-", 1)[0] if "-" in name else ""
+        splits.setdefault(split if split in _SPLIT_NAMES else "train", []).append(file)
+    return splits
 
 
 def _image_columns(datasets, features) -> dict[str, bool]:
@@ -111,6 +136,14 @@ def _draft(row: dict[str, Any], index: int, columns: dict[str, bool], context: R
                 faults.error(picture_refused(Problem("row_picture_numbered", "picture {position}", position=position),
                                              err.problem))
     data = {key: value for key, value in row.items() if key not in columns}
+    if _is_exchanges(data.get("texts")):
+        turns = _exchange_turns(data["texts"], len(pictures))
+        return Draft(index, data, turns, [], faults, known_keys=("texts",), ready_pictures=tuple(pictures))
+    if openai.has_parts(data):  # the image parts name no address: the image column's pictures stand for them
+        made = openai.draft(data, index)
+        made.faults.errors[:0] = faults.errors
+        made.pictures, made.ready_pictures = [], tuple(pictures)
+        return made
     mapping = sharegpt.mapping_of({**data, "images": []})
     if mapping is not None:
         made = sharegpt.draft({**data, mapping.images: []}, index, mapping)
@@ -122,3 +155,17 @@ def _draft(row: dict[str, Any], index: int, columns: dict[str, bool], context: R
     turns = [(HUMAN, table.question_text(question.strip(), len(pictures)) if isinstance(question, str) else question),
              (GPT, named.get("answer"))]
     return Draft(index, named, turns, [], faults, known_keys=tuple(table.ALIASES), ready_pictures=tuple(pictures))
+
+
+def _is_exchanges(texts: Any) -> bool:
+    return isinstance(texts, list) and bool(texts) and all(isinstance(t, dict) and "user" in t for t in texts)
+
+
+def _exchange_turns(texts: list[dict], pictures: int) -> list[tuple[str, Any]]:
+    """The Cauldron's exchanges as turns; its first question names no picture, so they go in front of it."""
+    turns: list[tuple[str, Any]] = []
+    for exchange in texts:
+        turns += [(HUMAN, exchange.get("user")), (GPT, exchange.get("assistant"))]
+    if isinstance(turns[0][1], str):
+        turns[0] = (HUMAN, table.question_text(turns[0][1].strip(), pictures))
+    return turns

@@ -28,7 +28,7 @@ from backend.problems import Problem
 LABEL = "OpenAI-style messages"
 
 
-def _has_parts(row: Any) -> bool:
+def has_parts(row: Any) -> bool:
     turns = row.get("messages") if isinstance(row, dict) else None
     return isinstance(turns, list) and any(isinstance(t, dict) and isinstance(t.get("content"), list) for t in turns)
 
@@ -40,7 +40,7 @@ def _fits(row: Any) -> bool:
 
 def detect(sample: Sample) -> float:
     head = sample.head()
-    if sample.layout == "table" or not any(_has_parts(row) for row in head):
+    if sample.layout == "table" or not any(has_parts(row) for row in head):
         return 0.0
     return 0.7 + 0.25 * share(head, _fits)
 
