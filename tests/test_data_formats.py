@@ -296,6 +296,39 @@ def test_openai_content_parts(tmp_path):
     assert inline.read_bytes() == (EXAMPLES / "images" / HOTPOT).read_bytes() and noodles.name == NOODLES
 
 
+# --- MiniCPM-V ------------------------------------------------------------------------------------------------------
+# OpenBMB/MiniCPM-V's finetune/readme.md: a JSON list of {"id", "image", "conversations": [{"role", "content"}]};
+# no "<image>" in the text puts the picture in front; several pictures: {"<image_00>": path, ...} named in the text.
+
+
+def minicpm_file(folder: Path) -> Path:
+    photos(folder)
+    return write_json(folder / "train.json", [
+        {"id": "0", "image": f"images/{DUCK}", "conversations": [
+            {"role": "user", "content": "<image>\n这是什么菜？"}, {"role": "assistant", "content": "北京烤鸭。"},
+            {"role": "user", "content": "怎么吃？"}, {"role": "assistant", "content": "卷饼吃。"}]},
+        {"id": "1", "image": f"images/{NOODLES}", "conversations": [
+            {"role": "user", "content": "What is this?"}, {"role": "assistant", "content": "Beef noodles."}]},
+        {"id": "2", "image": {"<image_00>": f"images/{DUMPLINGS}", "<image_01>": f"images/{HOTPOT}"},
+         "conversations": [{"role": "user", "content": "<image_00>\n<image_01>\n哪个辣？"},
+                           {"role": "assistant", "content": "第二个。"}]},
+        {"id": "3", "image": {"<image_00>": f"images/{DUMPLINGS}", "<image_01>": f"images/{HOTPOT}"},
+         "conversations": [{"role": "user", "content": "<image_00>\n哪个辣？"},
+                           {"role": "assistant", "content": "第二个。"}]}])
+
+
+def test_minicpm_v_one_picture_several_and_none_named(tmp_path):
+    result = read(minicpm_file(tmp_path / "minicpm"))
+    assert result.format_label == "MiniCPM-V JSON"
+    duck, noodles, two = result.records
+    assert conversation(duck) == [("human", "<image>\n这是什么菜？"), ("gpt", "北京烤鸭。"), ("human", "怎么吃？"),
+                                  ("gpt", "卷饼吃。")] and names(duck) == [DUCK]
+    assert conversation(noodles)[0] == ("human", "<image>\nWhat is this?") and names(noodles) == [NOODLES]
+    assert conversation(two)[0] == ("human", "<image>\n<image>\n哪个辣？") and names(two) == [DUMPLINGS, HOTPOT]
+    [problem] = result.problems  # a picture its text never names: the row is said, with both counts
+    assert problem.record_id == "3" and problem.skipped and "1" in problem.message and "2" in problem.message
+
+
 # --- Qwen-VL ---------------------------------------------------------------------------------------------------------
 # Qwen-VL's README, "Finetuning / Data preparation": a JSON list of {"id", "conversations": [{"from":
 # "user", "value"}, {"from": "assistant", "value"}]}, each picture in the question as

@@ -23,6 +23,7 @@ from backend.data.formats import (
     internvl_meta,
     llamafactory,
     llava,
+    minicpm,
     openai,
     qwenvl,
     sharegpt,
@@ -38,7 +39,7 @@ from backend.data.schema import DataError, ReadResult, Record
 # In the order ties are broken: the more particular shapes first.
 FORMATS: tuple[Format, ...] = (
     llamafactory.FORMAT, internvl_meta.FORMAT, qwenvl.FORMAT, openai.FORMAT, imagefolder.FORMAT,
-    internvl.FORMAT, llava.FORMAT, sharegpt.FORMAT, swift.FORMAT, table.FORMAT,
+    internvl.FORMAT, llava.FORMAT, minicpm.FORMAT, sharegpt.FORMAT, swift.FORMAT, table.FORMAT,
 )
 # The formats records can be written in (the Dataset tab's export, and the round trips tests prove).
 EXPORTS: dict[str, Format] = {f.key: f for f in (llava.FORMAT, internvl.FORMAT, sharegpt.FORMAT, swift.FORMAT,
