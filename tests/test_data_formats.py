@@ -420,8 +420,8 @@ def test_a_datasets_folder_with_an_image_column_is_read_by_the_datasets_library(
     assert dumplings.images[0].read_bytes() == (EXAMPLES / "images" / DUMPLINGS).read_bytes()
 
 
-def test_the_cauldron_and_trl_vision_rows_and_the_hubs_split_files(tmp_path):
-    """Two shapes published on the Hub: The Cauldron (HuggingFaceM4/the_cauldron; "texts" of {"user",
+def test_the_cauldron_trl_vision_rows_vqav2_and_the_hubs_split_files(tmp_path):
+    """Shapes published on the Hub: The Cauldron (HuggingFaceM4/the_cauldron; "texts" of {"user",
     "assistant", "source"}, its pictures before the first question) and TRL's vision examples
     (HuggingFaceH4/llava-instruct-mix-vsft; content parts, {"type": "image"} where a picture of "images"
     goes), the latter in the Hub's file names: data/train-... and data/test-..., splits to pick from."""
@@ -467,6 +467,13 @@ def test_the_cauldron_and_trl_vision_rows_and_the_hubs_split_files(tmp_path):
     [hotpot] = read(tmp_path / "vsft", scratch=tmp_path / "scratch", pick="test").records
     assert conversation(hotpot) == [("human", "<image>这是什么菜？"), ("gpt", "火锅。")]
     assert hotpot.images[0].read_bytes() == (pictures / HOTPOT).read_bytes()
+
+    # VQAv2 as the Hub holds it (HuggingFaceM4/VQAv2): the answer under "multiple_choice_answer"
+    vqa = datasets.Dataset.from_dict({"question_id": [7], "question": ["What dish is this?"],
+                                      "multiple_choice_answer": ["noodles"], "image": [str(pictures / NOODLES)]})
+    vqa.cast_column("image", datasets.Image()).to_parquet(str(tmp_path / "vqa" / "validation-00000-of-00001.parquet"))
+    [noodles] = read(tmp_path / "vqa", scratch=tmp_path / "scratch").records
+    assert conversation(noodles) == [("human", "<image>\nWhat dish is this?"), ("gpt", "noodles")]
 
 
 # --- tables as people write them --------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ ALIASES = {
     "image": ("image", "images", "img", "image_path", "imagepath", "image_file", "image path", "图片", "图像",
               "图片路径", "照片"),
     "question": ("question", "问题", "提问", "prompt", "query", "instruction"),
-    "answer": ("answer", "答案", "回答", "response", "output"),
+    "answer": ("answer", "答案", "回答", "response", "output", "multiple_choice_answer"),  # the last: VQAv2's
     "id": ("id", "编号", "序号"),
     "dish_id": ("dish_id", "dish", "菜品", "菜品编号"),
     "food_name": ("food_name", "菜名", "dish_name"),
