@@ -213,6 +213,27 @@ def test_dataset_info_json_offers_its_data_sets_and_honours_their_columns_and_ta
     assert renamed.system == "回答要简短。"
 
 
+def alpaca_file(folder: Path) -> Path:
+    """LLaMA-Factory's alpaca rows (data/README.md, "Alpaca Format") in a file of their own, no dataset_info.json."""
+    photos(folder)
+    return write_json(folder / "alpaca_zh.json", [
+        {"instruction": "<image>这是什么菜？", "input": "", "output": "北京烤鸭。", "images": [f"images/{DUCK}"]},
+        {"instruction": "它辣吗？", "input": "用一个字回答。", "output": "辣。", "system": "你是美食家。",
+         "history": [["<image>这是什么菜？", "重庆火锅。"]], "images": [f"images/{HOTPOT}"]},
+        {"instruction": "饺子怎么包？", "input": "", "output": "擀皮、放馅、捏紧。"}])
+
+
+def test_alpaca_rows_without_a_dataset_info_json(tmp_path):
+    result = read(alpaca_file(tmp_path / "alpaca"))
+    assert result.problems == () and result.format_label == "Alpaca (LLaMA-Factory)"
+    duck, spicy, text = result.records
+    assert conversation(duck) == [("human", "<image>这是什么菜？"), ("gpt", "北京烤鸭。")] and names(duck) == [DUCK]
+    assert spicy.system == "你是美食家。" and names(spicy) == [HOTPOT]
+    assert conversation(spicy) == [("human", "<image>这是什么菜？"), ("gpt", "重庆火锅。"),
+                                   ("human", "它辣吗？\n用一个字回答。"), ("gpt", "辣。")]
+    assert conversation(text) == [("human", "饺子怎么包？"), ("gpt", "擀皮、放馅、捏紧。")] and text.images == ()
+
+
 # --- ms-swift -----------------------------------------------------------------------------------------------------
 # ms-swift's docs/source_en/Customization/Custom-dataset.md: the standard "messages" format (system
 # optional), "Multimodal": "images" with absolute paths preferred, "<image>" tags, several pictures;

@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from backend.data.formats import (
+    alpaca,
     hf_datasets,
     imagefolder,
     internvl,
@@ -39,7 +40,7 @@ from backend.data.schema import DataError, ReadResult, Record
 # In the order ties are broken: the more particular shapes first.
 FORMATS: tuple[Format, ...] = (
     llamafactory.FORMAT, internvl_meta.FORMAT, qwenvl.FORMAT, openai.FORMAT, imagefolder.FORMAT,
-    internvl.FORMAT, llava.FORMAT, minicpm.FORMAT, sharegpt.FORMAT, swift.FORMAT, table.FORMAT,
+    internvl.FORMAT, llava.FORMAT, minicpm.FORMAT, sharegpt.FORMAT, swift.FORMAT, alpaca.FORMAT, table.FORMAT,
 )
 # The formats records can be written in (the Dataset tab's export, and the round trips tests prove).
 EXPORTS: dict[str, Format] = {f.key: f for f in (llava.FORMAT, internvl.FORMAT, sharegpt.FORMAT, swift.FORMAT,
