@@ -497,6 +497,38 @@ def test_the_cauldron_trl_vision_rows_vqav2_and_the_hubs_split_files(tmp_path):
     assert conversation(noodles) == [("human", "<image>\nWhat dish is this?"), ("gpt", "noodles")]
 
 
+# --- question rows in JSON -------------------------------------------------------------------------------------------
+# What a person writes by hand (a table's columns as JSON keys), and PaliGemma's JSONL ({"image", "prefix",
+# "suffix"}) as Roboflow's export writes it.
+
+
+def question_rows_file(folder: Path) -> Path:
+    photos(folder)
+    return write_json(folder / "dishes.json", [
+        {"image": f"images/{DUCK}", "question": "这是什么菜？", "answer": "北京烤鸭。", "cuisine": "京菜"},
+        {"图片": [f"images/{NOODLES}", f"images/{DUMPLINGS}"], "问题": "哪个是面？", "答案": "第一张。"}])
+
+
+def test_question_rows_in_json_and_paligemma_jsonl(tmp_path):
+    result = read(question_rows_file(tmp_path / "rows"))
+    assert result.problems == () and result.format_label == "JSON question rows"
+    duck, two = result.records
+    assert conversation(duck) == [("human", "<image>\n这是什么菜？"), ("gpt", "北京烤鸭。")] and duck.cuisine == "京菜"
+    assert conversation(two)[0] == ("human", "<image><image>\n哪个是面？") and names(two) == [NOODLES, DUMPLINGS]
+
+    folder = photos(tmp_path / "paligemma")
+    write_jsonl(folder / "dataset.jsonl", [{"image": f"images/{HOTPOT}", "prefix": "answer en Is it spicy?",
+                                            "suffix": "yes"}])
+    [hotpot] = read(folder).records
+    assert conversation(hotpot) == [("human", "<image>\nanswer en Is it spicy?"), ("gpt", "yes")]
+
+    # alpaca rows also name a question (instruction) and an answer (output): read as alpaca, history and all
+    alpaca = json.loads(alpaca_file(tmp_path / "alpaca").read_text(encoding="utf-8"))
+    write_jsonl(tmp_path / "alpaca" / "alpaca.jsonl", alpaca)
+    result = read(tmp_path / "alpaca" / "alpaca.jsonl")
+    assert result.format_label == "Alpaca (LLaMA-Factory)" and len(conversation(result.records[1])) == 4
+
+
 # --- tables as people write them --------------------------------------------------------------------------------------
 # No project owns these: CSV as Excel writes it (UTF-8 with a BOM, or GBK on Chinese Windows), TSV, and
 # .xlsx; headers in English or Chinese.

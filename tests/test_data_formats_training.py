@@ -55,7 +55,8 @@ def dataset_info(folder: Path) -> Path:
 MAKERS = {"llava": docs.llava_file, "internvl": docs.internvl_file, "sharegpt": sharegpt,
           "llamafactory": dataset_info, "alpaca": docs.alpaca_file, "swift": docs.swift_file,
           "openai": docs.openai_file, "qwenvl": docs.qwen_file, "minicpm": docs.minicpm_file,
-          "imagefolder": imagefolder, "datasets": hf_datasets, "table": table}
+          "imagefolder": imagefolder, "datasets": hf_datasets, "question_rows": docs.question_rows_file,
+          "table": table}
 
 
 @pytest.mark.parametrize("key", list(MAKERS))

@@ -26,6 +26,7 @@ from backend.data.formats import (
     llava,
     minicpm,
     openai,
+    question_rows,
     qwenvl,
     sharegpt,
     swift,
@@ -40,7 +41,8 @@ from backend.data.schema import DataError, ReadResult, Record
 # In the order ties are broken: the more particular shapes first.
 FORMATS: tuple[Format, ...] = (
     llamafactory.FORMAT, internvl_meta.FORMAT, qwenvl.FORMAT, openai.FORMAT, imagefolder.FORMAT,
-    internvl.FORMAT, llava.FORMAT, minicpm.FORMAT, sharegpt.FORMAT, swift.FORMAT, alpaca.FORMAT, table.FORMAT,
+    internvl.FORMAT, llava.FORMAT, minicpm.FORMAT, sharegpt.FORMAT, swift.FORMAT, alpaca.FORMAT,
+    question_rows.FORMAT, table.FORMAT,
 )
 # The formats records can be written in (the Dataset tab's export, and the round trips tests prove).
 EXPORTS: dict[str, Format] = {f.key: f for f in (llava.FORMAT, internvl.FORMAT, sharegpt.FORMAT, swift.FORMAT,

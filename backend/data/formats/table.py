@@ -25,8 +25,9 @@ REQUIRED = ("image", "question", "answer")
 ALIASES = {
     "image": ("image", "images", "img", "image_path", "imagepath", "image_file", "image path", "图片", "图像",
               "图片路径", "照片"),
-    "question": ("question", "问题", "提问", "prompt", "query", "instruction"),
-    "answer": ("answer", "答案", "回答", "response", "output", "multiple_choice_answer"),  # the last: VQAv2's
+    # "multiple_choice_answer": VQAv2's; "prefix" and "suffix": PaliGemma's JSONL as Roboflow exports it
+    "question": ("question", "问题", "提问", "prompt", "query", "instruction", "prefix"),
+    "answer": ("answer", "答案", "回答", "response", "output", "multiple_choice_answer", "suffix"),
     "id": ("id", "编号", "序号"),
     "dish_id": ("dish_id", "dish", "菜品", "菜品编号"),
     "food_name": ("food_name", "菜名", "dish_name"),
@@ -38,14 +39,19 @@ _CANONICAL = {alias: name for name, aliases in ALIASES.items() for alias in alia
 _SEPARATORS = re.compile(r"\s*[;|]\s*")
 
 
+def canonical_name(key: str) -> str:
+    """The column a header cell or a row's key stands for ("图片" -> "image"); an unknown one lower-cased."""
+    raw = key.strip().lstrip("\ufeff").strip().lower()
+    return _CANONICAL.get(raw, raw)
+
+
 def canonical_columns(header: tuple[str, ...]) -> list[str]:
     """Each header cell as the column it stands for ("图片" -> "image"); unknown ones as written,
     lower-cased; a column named twice keeps its first."""
     seen: set[str] = set()
     names = []
     for cell in header:
-        raw = cell.strip().lstrip("\ufeff").strip()
-        name = _CANONICAL.get(raw.lower(), raw.lower())
+        name = canonical_name(cell)
         names.append("" if name in seen else name)
         seen.add(name)
     return names
@@ -83,14 +89,19 @@ def read(sample: Sample, context: ReadContext) -> ReadResult:
             "csv_columns_missing", "{file} lacks the columns {missing} (found: {found}).", file=sample.name,
             missing=", ".join(missing), found=found)))
         return build_records([], context, sample.name, stem=sample.path.stem, format_label=LABEL, problems=problems)
-    drafts = []
-    for index, values in enumerate(sample.rows):
-        row = {name: value for name, value in zip(names, values) if name}
-        pictures = picture_cell(row.get("image"))
-        question = (row.get("question") or "").strip()
-        turns = [(HUMAN, question_text(question, len(pictures))), (GPT, row.get("answer") or "")]
-        drafts.append(Draft(index, row, turns, pictures, RowFaults(), known_keys=tuple(ALIASES)))
+    drafts = [question_draft({name: value for name, value in zip(names, values) if name}, index)
+              for index, values in enumerate(sample.rows)]
     return build_records(drafts, context, sample.name, stem=sample.path.stem, format_label=LABEL, problems=problems)
+
+
+def question_draft(row: dict[str, Any], index: int) -> Draft:
+    """One question about its pictures, from a row whose keys are the canonical column names."""
+    value = row.get("image")
+    pictures = value if isinstance(value, list) else picture_cell(value)
+    question = row.get("question")
+    question = question.strip() if isinstance(question, str) else ""
+    turns = [(HUMAN, question_text(question, len(pictures))), (GPT, row.get("answer") or "")]
+    return Draft(index, row, turns, pictures, RowFaults(), known_keys=tuple(ALIASES))
 
 
 FORMAT = Format("table", LABEL, detect, read, None, ".csv")
