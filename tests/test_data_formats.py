@@ -441,7 +441,7 @@ def test_a_datasets_folder_with_an_image_column_is_read_by_the_datasets_library(
     assert dumplings.images[0].read_bytes() == (EXAMPLES / "images" / DUMPLINGS).read_bytes()
 
 
-def test_the_cauldron_trl_vision_rows_vqav2_and_the_hubs_split_files(tmp_path):
+def test_the_cauldron_trl_vision_rows_vqav2_captions_and_the_hubs_split_files(tmp_path):
     """Shapes published on the Hub: The Cauldron (HuggingFaceM4/the_cauldron; "texts" of {"user",
     "assistant", "source"}, its pictures before the first question) and TRL's vision examples
     (HuggingFaceH4/llava-instruct-mix-vsft; content parts, {"type": "image"} where a picture of "images"
@@ -495,6 +495,15 @@ def test_the_cauldron_trl_vision_rows_vqav2_and_the_hubs_split_files(tmp_path):
     vqa.cast_column("image", datasets.Image()).to_parquet(str(tmp_path / "vqa" / "validation-00000-of-00001.parquet"))
     [noodles] = read(tmp_path / "vqa", scratch=tmp_path / "scratch").records
     assert conversation(noodles) == [("human", "<image>\nWhat dish is this?"), ("gpt", "noodles")]
+
+    # a captioning set, as Unsloth's vision examples use them (unsloth/LaTeX_OCR: "image" and "text"): each picture
+    # is asked the default question, said once
+    captions = datasets.Dataset.from_dict({"image": [str(pictures / DUCK)], "text": ["A roast duck, sliced."]})
+    captions.cast_column("image", datasets.Image()).to_parquet(str(tmp_path / "captions" / "train.parquet"))
+    result = read(tmp_path / "captions", scratch=tmp_path / "scratch")
+    assert conversation(result.records[0]) == [("human", "<image>\nDescribe this picture."),
+                                               ("gpt", "A roast duck, sliced.")]
+    assert [p.skipped for p in result.problems] == [False] and "text" in result.problems[0].message
 
 
 # --- question rows in JSON -------------------------------------------------------------------------------------------

@@ -9,7 +9,9 @@ where they are (relative to the folder). A row holds one of:
   goes (TRL's vision examples, HuggingFaceH4/llava-instruct-mix-vsft);
 - "texts", a list of {"user", "assistant"} exchanges, the pictures before the first question (The
   Cauldron, HuggingFaceM4/the_cauldron and Docmatix; torchtune reads them the same way);
-- a question and an answer (columns named as in tables).
+- a question and an answer (columns named as in tables);
+- a caption alone ("text", "caption": Unsloth's vision examples), asked "Describe this picture." as an
+  ImageFolder caption set is.
 
 Parquet files named as the Hub names them (data/train-00000-of-00001.parquet, test-...) are splits to
 pick from. Follows the datasets documentation: "Load image data" (the Image feature, decode=False
@@ -24,6 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import backend.data.formats.imagefolder as imagefolder
 import backend.data.formats.openai as openai
 import backend.data.formats.sharegpt as sharegpt
 import backend.data.formats.table as table
@@ -31,7 +34,7 @@ from backend.data.formats.base import ReadContext, SeveralDataSets
 from backend.data.formats.conversation import Draft, build_records
 from backend.data.rows import RowFaults, picture_refused
 from backend.data.safe_paths import UnsafePath
-from backend.data.schema import GPT, HUMAN, DataError, ReadResult
+from backend.data.schema import GPT, HUMAN, DataError, ReadResult, ReportLine
 from backend.problems import Problem
 
 log = logging.getLogger(__name__)
@@ -61,9 +64,21 @@ def read_folder(folder: Path, context: ReadContext) -> ReadResult:
     for name, is_list in columns.items():
         image = datasets.Image(decode=False)
         table_data = table_data.cast_column(name, datasets.List(image) if is_list else image)
-    drafts = [_draft(row, index, columns, context) for index, row in enumerate(table_data)]
+    caption = _caption_column(table_data.column_names)
+    drafts = [_draft(row, index, columns, context, caption) for index, row in enumerate(table_data)]
     label = f"{LABEL} ({', '.join(columns)}{f', {split}' if split else ''})"
-    return build_records(drafts, context, folder.name, stem=split or folder.name, format_label=label)
+    said = [ReportLine(folder.name, None, None, Problem(
+        "imagefolder_default_question", "{file} has no question column, so each picture is asked \"{question}\" "
+        "with {column} as the answer.", file=folder.name, question=imagefolder.DEFAULT_QUESTION, column=caption),
+        skipped=False)] if caption else []
+    return build_records(drafts, context, folder.name, stem=split or folder.name, format_label=label, problems=said)
+
+
+def _caption_column(names: list[str]) -> str | None:
+    """A captioning set's text column ("text", "caption"), where no column is a question or a conversation."""
+    if any(table.canonical_name(n) == "question" or n in ("messages", "conversations", "texts") for n in names):
+        return None
+    return next((n for n in names if n.strip().lower() in imagefolder.CAPTIONS), None)
 
 
 def _load(datasets, folder: Path, context: ReadContext):
@@ -119,7 +134,8 @@ def _image_columns(datasets, features) -> dict[str, bool]:
     return found
 
 
-def _draft(row: dict[str, Any], index: int, columns: dict[str, bool], context: ReadContext) -> Draft:
+def _draft(row: dict[str, Any], index: int, columns: dict[str, bool], context: ReadContext,
+           caption: str | None = None) -> Draft:
     faults = RowFaults()
     pictures = []
     for name, is_list in columns.items():
@@ -151,6 +167,8 @@ def _draft(row: dict[str, Any], index: int, columns: dict[str, bool], context: R
         made.ready_pictures = tuple(pictures)
         return made
     named = {table._CANONICAL.get(k.strip().lower(), k): v for k, v in data.items()}
+    if caption:
+        named.update(question=imagefolder.DEFAULT_QUESTION, answer=data.get(caption))
     question = named.get("question")
     turns = [(HUMAN, table.question_text(question.strip(), len(pictures)) if isinstance(question, str) else question),
              (GPT, named.get("answer"))]

@@ -23,7 +23,7 @@ from backend.problems import Problem
 
 LABEL = "Hugging Face ImageFolder metadata"
 DEFAULT_QUESTION = "Describe this picture."
-_CAPTIONS = ("text", "caption", "描述", "说明")
+CAPTIONS = ("text", "caption", "描述", "说明")
 
 
 def _picture_keys(keys) -> list[str]:
@@ -52,7 +52,7 @@ def read(sample: Sample, context: ReadContext) -> ReadResult:
     question_key = next((k for k in keys if table._CANONICAL.get(k.strip().lower()) == "question"), None)
     answer_key = next((k for k in keys if table._CANONICAL.get(k.strip().lower()) == "answer"), None)
     if answer_key is None:
-        answer_key = next((k for k in keys if k.strip().lower() in _CAPTIONS), None)
+        answer_key = next((k for k in keys if k.strip().lower() in CAPTIONS), None)
     if question_key is None and answer_key is not None:
         problems.append(ReportLine(sample.name, None, None, Problem(
             "imagefolder_default_question", "{file} has no question column, so each picture is asked \"{question}\" "
