@@ -465,6 +465,8 @@ def test_the_cauldron_trl_vision_rows_vqav2_captions_and_the_hubs_split_files(tm
     assert conversation(two) == [("human", "<image><image>\nWhich is noodles?"), ("gpt", "The first."),
                                  ("human", "And the second?"), ("gpt", "Dumplings.")]
     assert [p.read_bytes() for p in two.images] == [(pictures / n).read_bytes() for n in (NOODLES, DUMPLINGS)]
+    one_file = read(tmp_path / "cauldron" / "train-00000-of-00001.parquet", scratch=tmp_path / "scratch")
+    assert [conversation(r) for r in one_file.records] == [conversation(duck), conversation(two)]  # named alone
 
     part = {"index": datasets.Value("int64"), "text": datasets.Value("string"), "type": datasets.Value("string")}
     features = datasets.Features({"messages": datasets.List({"content": datasets.List(part),

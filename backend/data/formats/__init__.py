@@ -104,6 +104,8 @@ def read_path(path: Path, context: ReadContext) -> ReadResult:
     single data file says what to read, or one whose several data files are offered to pick from
     (SeveralDataSets; read again with context.pick set to one)."""
     path = Path(path)
+    if path.is_file() and path.suffix.lower() in hf_datasets.TABLE_SUFFIXES:  # one file of a datasets folder
+        return hf_datasets.read_folder(path.parent, context, only=path)
     if path.is_file():  # named by the person: its pictures are relative to context.root (its folder, usually)
         return _read_file(path, path.name, context)
     folder = path.resolve()

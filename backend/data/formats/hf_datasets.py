@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 LABEL = "Hugging Face datasets"
 _TABLE_FILES = ("*.parquet", "data/*.parquet", "*.arrow", "data/*.arrow")
+TABLE_SUFFIXES = (".parquet", ".arrow")
 _SPLIT_NAMES = ("train", "validation", "valid", "dev", "test")
 
 
@@ -50,13 +51,14 @@ def is_dataset_folder(folder: Path) -> bool:
     return any(any(folder.glob(pattern)) for pattern in _TABLE_FILES)
 
 
-def read_folder(folder: Path, context: ReadContext) -> ReadResult:
+def read_folder(folder: Path, context: ReadContext, only: Path | None = None) -> ReadResult:
+    """The data set in `folder`; `only`: one Parquet or Arrow file of it, named by the person."""
     try:
         import datasets
     except ImportError:  # a dependency of the app; only a broken install lacks it
         raise DataError("datasets_missing", "Reading this folder needs the datasets library, which is not "
                         "installed.") from None
-    table_data, split = _load(datasets, folder, context)
+    table_data, split = _load(datasets, folder, context, only)
     columns = _image_columns(datasets, table_data.features)
     if not columns:
         raise DataError("datasets_no_image", "The data set in {folder} has no image column (its columns: {columns}).",
@@ -81,14 +83,14 @@ def _caption_column(names: list[str]) -> str | None:
     return next((n for n in names if n.strip().lower() in imagefolder.CAPTIONS), None)
 
 
-def _load(datasets, folder: Path, context: ReadContext):
+def _load(datasets, folder: Path, context: ReadContext, only: Path | None = None):
     # the library's own cache of Parquet files as Arrow: beside the pictures it writes, never in the data folder
     cache = str((context.scratch or Path(tempfile.gettempdir()) / "foodie-studio-pictures") / "datasets-cache")
     try:
-        if (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file():
+        if only is None and ((folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file()):
             loaded = datasets.load_from_disk(str(folder))
         else:
-            files = sorted(str(p) for pattern in _TABLE_FILES for p in folder.glob(pattern))
+            files = [str(only)] if only else sorted(str(p) for pattern in _TABLE_FILES for p in folder.glob(pattern))
             kind = "parquet" if files[0].endswith(".parquet") else "arrow"
             splits = _splits_of([f for f in files if f.endswith(kind)])
             if len(splits) == 1:  # one split: read as the folder's data, named after the folder
