@@ -34,7 +34,7 @@ from backend.data.formats.base import ReadContext, SeveralDataSets
 from backend.data.formats.conversation import Draft, build_records
 from backend.data.rows import RowFaults, picture_refused
 from backend.data.safe_paths import UnsafePath
-from backend.data.schema import GPT, HUMAN, DataError, ReadResult, ReportLine
+from backend.data.schema import GPT, HUMAN, DataError, ReadResult
 from backend.problems import Problem
 
 log = logging.getLogger(__name__)
@@ -69,10 +69,7 @@ def read_folder(folder: Path, context: ReadContext, only: Path | None = None) ->
     caption = _caption_column(table_data.column_names)
     drafts = [_draft(row, index, columns, context, caption) for index, row in enumerate(table_data)]
     label = f"{LABEL} ({', '.join(columns)}{f', {split}' if split else ''})"
-    said = [ReportLine(folder.name, None, None, Problem(
-        "imagefolder_default_question", "{file} has no question column, so each picture is asked \"{question}\" "
-        "with {column} as the answer.", file=folder.name, question=imagefolder.DEFAULT_QUESTION, column=caption),
-        skipped=False)] if caption else []
+    said = [imagefolder.default_question_note(folder.name, caption)] if caption else []
     return build_records(drafts, context, folder.name, stem=split or folder.name, format_label=label, problems=said)
 
 

@@ -44,6 +44,13 @@ def _rows(sample: Sample) -> list[Any]:
     return [dict(zip(header, values)) for values in sample.rows]
 
 
+def default_question_note(file: str, column: str) -> ReportLine:
+    """What the report says, once, of a caption set: the question each picture is asked."""
+    return ReportLine(file, None, None, Problem(
+        "imagefolder_default_question", "{file} has no question column, so each picture is asked \"{question}\" "
+        "with {column} as the answer.", file=file, question=DEFAULT_QUESTION, column=column), skipped=False)
+
+
 def read(sample: Sample, context: ReadContext) -> ReadResult:
     problems = list(sample.problems)
     rows = _rows(sample)
@@ -54,10 +61,7 @@ def read(sample: Sample, context: ReadContext) -> ReadResult:
     if answer_key is None:
         answer_key = next((k for k in keys if k.strip().lower() in CAPTIONS), None)
     if question_key is None and answer_key is not None:
-        problems.append(ReportLine(sample.name, None, None, Problem(
-            "imagefolder_default_question", "{file} has no question column, so each picture is asked \"{question}\" "
-            "with {column} as the answer.", file=sample.name, question=DEFAULT_QUESTION, column=answer_key),
-            skipped=False))
+        problems.append(default_question_note(sample.name, answer_key))
     picture_keys = _picture_keys(keys)
     drafts = []
     for index, row in enumerate(rows):
