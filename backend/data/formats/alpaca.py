@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import backend.data.formats.sharegpt as sharegpt
-from backend.data.formats.base import Format, ReadContext, Sample, share
+from backend.data.formats.base import Format, ReadContext, Sample, rows_sureness
 from backend.data.schema import ReadResult
 
 LABEL = "Alpaca (LLaMA-Factory)"
@@ -23,9 +23,7 @@ def fits(row: Any) -> bool:
 
 
 def detect(sample: Sample) -> float:
-    if sample.layout == "table" or (sample.value is not None and not fits(sample.value)):
-        return 0.0
-    return (0.6 if sample.layout == "json" else 0.45) * share(sample.head(), fits)
+    return rows_sureness(sample, fits, json=0.6, jsonl=0.45)
 
 
 def read(sample: Sample, context: ReadContext) -> ReadResult:

@@ -206,6 +206,14 @@ def share(rows: Sequence[Any], fits: Callable[[Any], bool]) -> float:
     return sum(1 for row in rows if fits(row)) / len(rows) if rows else 0.0
 
 
+def rows_sureness(sample: Sample, fits: Callable[[Any], bool], json: float, jsonl: float) -> float:
+    """How sure a format of JSON rows is of `sample`: the share of rows it fits, weighed by layout (`json`: a
+    JSON list, `jsonl`: JSON lines); 0 for a table, or a JSON object that is no such row."""
+    if sample.layout == "table" or (sample.value is not None and not fits(sample.value)):
+        return 0.0
+    return (json if sample.layout == "json" else jsonl) * share(sample.head(), fits)
+
+
 def is_turn_list(value: Any, role_key: str, text_key: str) -> bool:
     """A non-empty list of objects each with `role_key` (and, mostly, `text_key`)."""
     return (isinstance(value, list) and bool(value) and all(isinstance(t, dict) for t in value)

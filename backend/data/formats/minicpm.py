@@ -12,7 +12,7 @@ from typing import Any
 
 import backend.data.formats.llava as llava
 import backend.data.formats.table as table
-from backend.data.formats.base import Format, ReadContext, Sample, share
+from backend.data.formats.base import Format, ReadContext, Sample, rows_sureness
 from backend.data.formats.conversation import METADATA_KEYS, Draft, build_records
 from backend.data.formats.turns import turn_list
 from backend.data.rows import RowFaults
@@ -30,9 +30,7 @@ def fits(row: Any) -> bool:
 
 
 def detect(sample: Sample) -> float:
-    if sample.layout == "table" or (sample.value is not None and not fits(sample.value)):
-        return 0.0
-    return (0.6 if sample.layout == "json" else 0.45) * share(sample.head(), fits)
+    return rows_sureness(sample, fits, json=0.6, jsonl=0.45)
 
 
 def draft(row: dict, index: int) -> Draft:

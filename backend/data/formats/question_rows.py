@@ -11,7 +11,7 @@ from typing import Any
 
 import backend.data.formats.llava as llava
 import backend.data.formats.table as table
-from backend.data.formats.base import Format, ReadContext, Sample, share
+from backend.data.formats.base import Format, ReadContext, Sample, rows_sureness
 from backend.data.formats.conversation import build_records
 from backend.data.schema import ReadResult
 
@@ -34,9 +34,7 @@ def fits(row: Any) -> bool:
 
 
 def detect(sample: Sample) -> float:
-    if sample.layout == "table" or (sample.value is not None and not fits(sample.value)):
-        return 0.0
-    return 0.4 * share(sample.head(), fits)  # below every chat format: alpaca rows also name a question
+    return rows_sureness(sample, fits, json=0.4, jsonl=0.4)  # below every chat format: alpaca rows name a question
 
 
 def read(sample: Sample, context: ReadContext) -> ReadResult:
