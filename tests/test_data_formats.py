@@ -349,6 +349,12 @@ def test_minicpm_v_one_picture_several_and_none_named(tmp_path):
     [problem] = result.problems  # a picture its text never names: the row is said, with both counts
     assert problem.record_id == "3" and problem.skipped and "1" in problem.message and "2" in problem.message
 
+    folder = tmp_path / "minicpm"
+    write_json(folder / "bad.json", [{"id": "9", "image": 3, "conversations": [
+        {"role": "user", "content": "<image>\n什么？"}, {"role": "assistant", "content": "饺子。"}]}])
+    [bad] = read(folder / "bad.json").problems
+    assert bad.record_id == "9" and "<image_00>" in bad.message
+
 
 # --- Qwen-VL ---------------------------------------------------------------------------------------------------------
 # Qwen-VL's README, "Finetuning / Data preparation": a JSON list of {"id", "conversations": [{"from":

@@ -59,7 +59,8 @@ def _pictures(value: Any, faults: RowFaults) -> tuple[list[str], list[Any]]:
         return [], [value]
     if isinstance(value, dict):
         return list(value), list(value.values())
-    faults.error(Problem("row_image_bad", "image is neither a path nor a list of paths"))
+    faults.error(Problem("row_image_minicpm_bad", "image is neither a path nor an object of "
+                         "{{\"<image_00>\": path, ...}}"))
     return [], []
 
 
